@@ -1,0 +1,156 @@
+package sse
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Errors returned for an Event or comment that cannot be written as the client
+// would read it. Each names one field; test for them with [errors.Is]. The
+// error's text says what in the field is wrong.
+var (
+	// ErrInvalidID: the ID holds CR, LF or NUL (a client would read a different
+	// id, or ignore it), or is not valid UTF-8.
+	ErrInvalidID = errors.New("sse: invalid id field")
+	// ErrInvalidType: the Type holds CR or LF (it would inject fields), or is not
+	// valid UTF-8.
+	ErrInvalidType = errors.New("sse: invalid event field")
+	// ErrInvalidData: the Data is not valid UTF-8 (a client would read U+FFFD).
+	ErrInvalidData = errors.New("sse: invalid data field")
+	// ErrInvalidRetry: the Retry is negative, or positive but under one
+	// millisecond (the field carries whole milliseconds).
+	ErrInvalidRetry = errors.New("sse: invalid retry field")
+	// ErrInvalidComment: the comment text is not valid UTF-8.
+	ErrInvalidComment = errors.New("sse: invalid comment")
+)
+
+// Event is one server-sent event. The zero Event is valid: it is a "message"
+// with empty data.
+//
+// A client reads back exactly ID, Type and Data, with one documented loss: a
+// CR or CRLF inside Data arrives as LF, because the format has only one kind
+// of line break.
+type Event struct {
+	// ID becomes the client's last event ID, which the browser sends back in the
+	// Last-Event-ID header when it reconnects. "" writes no id field and leaves
+	// the client's last event ID as it was. It must not hold CR, LF or NUL.
+	// Keep it under 128 bytes of URL-safe characters if clients reconnect across
+	// origins: longer or unsafe values make the browser send a CORS preflight.
+	ID string
+	// Type is the event name a client listens for with addEventListener; ""
+	// means "message" (onmessage). It must not hold CR or LF. Avoid "open" and
+	// "error": EventSource fires events of those names itself.
+	Type string
+	// Data is the payload. It is written as one data line per line of Data,
+	// split at CRLF, LF and lone CR, so any text arrives whole.
+	Data string
+	// Retry, when positive, tells the client how long to wait before it
+	// reconnects. It is written in whole milliseconds (truncated). 0 omits it.
+	Retry time.Duration
+}
+
+// validate reports the first field of e that cannot be written faithfully.
+func (e *Event) validate() error {
+	if i := strings.IndexAny(e.ID, "\r\n\x00"); i >= 0 {
+		return fieldError(ErrInvalidID, "byte %d is %q", i, e.ID[i])
+	}
+	if !utf8.ValidString(e.ID) {
+		return fieldError(ErrInvalidID, "not valid UTF-8")
+	}
+	if i := strings.IndexAny(e.Type, "\r\n"); i >= 0 {
+		return fieldError(ErrInvalidType, "byte %d is %q", i, e.Type[i])
+	}
+	if !utf8.ValidString(e.Type) {
+		return fieldError(ErrInvalidType, "not valid UTF-8")
+	}
+	if !utf8.ValidString(e.Data) {
+		return fieldError(ErrInvalidData, "not valid UTF-8")
+	}
+	if e.Retry < 0 {
+		return fieldError(ErrInvalidRetry, "%v is negative", e.Retry)
+	}
+	if e.Retry > 0 && e.Retry < time.Millisecond {
+		return fieldError(ErrInvalidRetry, "%v is under one millisecond", e.Retry)
+	}
+	return nil
+}
+
+// AppendText appends the event's wire form to b and returns the extended
+// slice: an id, event and retry line for each field that is set, one data line
+// per line of Data (at least one), and the blank line that dispatches the
+// event. Lines end in LF and every field name is followed by ": ".
+//
+// If a field cannot be written faithfully, AppendText returns b unchanged and
+// an error that matches one of ErrInvalidID, ErrInvalidType, ErrInvalidData or
+// ErrInvalidRetry. It allocates only when b lacks room.
+//
+// AppendText implements [encoding.TextAppender].
+func (e Event) AppendText(b []byte) ([]byte, error) {
+	if err := e.validate(); err != nil {
+		return b, err
+	}
+	if e.ID != "" {
+		b = appendField(b, "id: ", e.ID)
+	}
+	if e.Type != "" {
+		b = appendField(b, "event: ", e.Type)
+	}
+	if e.Retry > 0 {
+		b = append(b, "retry: "...)
+		b = strconv.AppendInt(b, e.Retry.Milliseconds(), 10)
+		b = append(b, '\n')
+	}
+	b = appendLines(b, "data: ", e.Data)
+	return append(b, '\n'), nil
+}
+
+// MarshalText returns the event's wire form, as AppendText does, in a new
+// slice. It implements [encoding.TextMarshaler].
+func (e Event) MarshalText() ([]byte, error) {
+	return e.AppendText(make([]byte, 0, len(e.ID)+len(e.Type)+len(e.Data)+48))
+}
+
+// appendComment appends text as comment lines, each starting with ": ", split
+// at line breaks as Data is. Clients ignore comments; proxies see traffic.
+func appendComment(b []byte, text string) ([]byte, error) {
+	if !utf8.ValidString(text) {
+		return b, fieldError(ErrInvalidComment, "not valid UTF-8")
+	}
+	if text == "" {
+		return append(b, ":\n"...), nil
+	}
+	return appendLines(b, ": ", text), nil
+}
+
+// appendField appends one line: prefix, value, LF. The value holds no break.
+func appendField(b []byte, prefix, value string) []byte {
+	b = append(b, prefix...)
+	b = append(b, value...)
+	return append(b, '\n')
+}
+
+// appendLines appends one line per line of text, each starting with prefix.
+// CRLF, LF and lone CR each end a line; text that ends in a break is followed
+// by an empty line, so the client reads the trailing break back.
+func appendLines(b []byte, prefix, text string) []byte {
+	for {
+		i := strings.IndexAny(text, "\r\n")
+		if i < 0 {
+			return appendField(b, prefix, text)
+		}
+		b = appendField(b, prefix, text[:i])
+		if text[i] == '\r' && i+1 < len(text) && text[i+1] == '\n' {
+			i++
+		}
+		text = text[i+1:]
+	}
+}
+
+// fieldError wraps one of the field sentinels with what is wrong in the field.
+func fieldError(sentinel error, format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{sentinel}, args...)...)
+}

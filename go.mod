@@ -1,0 +1,3 @@
+module github.com/lightsse/sse
+
+go 1.25

@@ -1,0 +1,84 @@
+// Package sse streams Server-Sent Events (text/event-stream) from net/http
+// handlers, exactly as the WHATWG HTML standard's parser reads them.
+//
+// A browser opens a stream with new EventSource(url). The server answers with
+// one long response and writes events into it; the browser reconnects by
+// itself when the stream ends, sending the last event id it saw in a
+// Last-Event-ID header so the server can resume.
+//
+// A handler that streams the time until the client leaves:
+//
+//	func clock(w http.ResponseWriter, r *http.Request) {
+//		stream, err := sse.NewWriter(w, r, nil)
+//		if err != nil {
+//			http.Error(w, err.Error(), http.StatusInternalServerError)
+//			return
+//		}
+//		defer stream.Close()
+//		tick := time.NewTicker(time.Second)
+//		defer tick.Stop()
+//		for {
+//			select {
+//			case <-r.Context().Done():
+//				return
+//			case t := <-tick.C:
+//				if err := stream.Send(sse.Event{Type: "time", Data: t.Format(time.RFC3339)}); err != nil {
+//					return
+//				}
+//			}
+//		}
+//	}
+//
+// # What goes on the wire
+//
+// [Event.AppendText] writes every field as "name: value" with LF line ends,
+// splits Data at CRLF, LF and CR into data lines, and refuses, with an error
+// naming the field, anything a client would read differently: CR or LF in an
+// id or event name, NUL in an id, invalid UTF-8, a negative retry. A refused
+// event writes nothing and leaves the stream intact.
+//
+// # Deployment
+//
+//   - Proxies: the Writer sends X-Accel-Buffering: no, so nginx passes events
+//     through at once, and a comment after 15 s of silence (Options.Heartbeat),
+//     so load balancers with idle timeouts (60 s on AWS ALB, about 100 s on
+//     Cloudflare) keep the stream open.
+//   - http.Server.WriteTimeout would end every stream after that time; the
+//     Writer replaces it with a deadline per write (Options.WriteTimeout), which
+//     also ends a stream whose client stopped reading.
+//   - HTTP/2: a browser holds at most six HTTP/1.1 connections per host, shared
+//     by all its tabs, so a seventh stream waits. Serve over TLS and Go speaks
+//     HTTP/2, where streams share one connection. The Writer never sends the
+//     Connection or Keep-Alive headers, which HTTP/2 forbids.
+//   - Shutdown: http.Server.Shutdown waits for responses to finish but does not
+//     cancel their contexts, so open streams hold it until its deadline. End
+//     them from http.Server.RegisterOnShutdown, or give the server a
+//     BaseContext you cancel.
+//   - A status other than 200 makes a browser give up for good; to make it come
+//     back later, answer 200 with a retry (Options.Retry) and end the stream.
+//     Status 204 tells it to stop reconnecting.
+package sse
+
+import (
+	"net/http"
+)
+
+// MaxLastEventIDLen is the longest Last-Event-ID header LastEventID accepts, in
+// bytes.
+const MaxLastEventIDLen = 256
+
+// LastEventID returns the Last-Event-ID header of r: the id of the last event a
+// reconnecting client received. It returns "" when the header is absent, longer
+// than MaxLastEventIDLen, or not an id an Event could carry (invalid UTF-8, or
+// CR, LF or NUL), so whatever it returns is a valid Event.ID.
+//
+// The value comes from the network: look it up, never use it as a position you
+// trust. (Go trims spaces around header values, so an id that begins or ends
+// with a space does not come back intact.)
+func LastEventID(r *http.Request) string {
+	id := r.Header.Get("Last-Event-ID")
+	if len(id) > MaxLastEventIDLen || (&Event{ID: id}).validate() != nil {
+		return ""
+	}
+	return id
+}

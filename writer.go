@@ -1,0 +1,291 @@
+package sse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Defaults used when Options leaves a field zero.
+const (
+	// DefaultWriteTimeout bounds one write and flush of the stream. A client
+	// that has not taken the bytes by then is treated as gone.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultHeartbeat is the silence after which a Writer sends a comment, well
+	// under the 60 s idle timeout of common load balancers.
+	DefaultHeartbeat = 15 * time.Second
+)
+
+// ErrClosed is returned by Writer methods called after Close, or after the
+// request's context ended.
+var ErrClosed = errors.New("sse: writer closed")
+
+// Options configure a Writer. A nil *Options, and any zero field, means the
+// default.
+type Options struct {
+	// WriteTimeout bounds each write and flush: a client that stops reading
+	// makes Send fail within it instead of blocking for minutes. It replaces the
+	// http.Server's WriteTimeout for this response, so that a server-wide
+	// timeout does not end a healthy stream. 0 means DefaultWriteTimeout;
+	// negative means no deadline.
+	WriteTimeout time.Duration
+	// Heartbeat is the silence after which the Writer sends a comment line by
+	// itself, so that proxies and load balancers keep the connection open. 0
+	// means DefaultHeartbeat; negative disables heartbeats.
+	Heartbeat time.Duration
+	// Retry, when positive, is sent as the stream's first field: the client
+	// waits this long before it reconnects. Whole milliseconds, at least 1 ms.
+	Retry time.Duration
+}
+
+// A Writer streams events on one HTTP response. It is safe for concurrent
+// use: Send, Comment and the heartbeat each write whole events under one lock.
+//
+// Every write is followed by a flush, so an event reaches the client at once.
+// Once a write fails (the client left, or did not read within WriteTimeout)
+// the stream is broken: that call and every later one return the same error,
+// and the handler should return.
+//
+// A Writer must be closed before its handler returns (defer w.Close()): net/http
+// forbids writing to a ResponseWriter after ServeHTTP returns, and Close is
+// what stops the heartbeat and waits for one in flight.
+//
+// Write deadlines need a ResponseWriter that supports
+// [http.ResponseController.SetWriteDeadline] (net/http's HTTP/1 and HTTP/2
+// servers do, and wrappers that implement Unwrap). Where it is not supported
+// the Writer still works, but a client that stops reading blocks Send until the
+// operating system gives up on the connection, and the server's WriteTimeout,
+// if any, ends the stream.
+type Writer struct {
+	mu        sync.Mutex
+	ctx       context.Context // the request's
+	w         http.ResponseWriter
+	rc        *http.ResponseController
+	buf       []byte
+	timeout   time.Duration // 0: no deadline (none wanted, or not supported)
+	heartbeat time.Duration // 0: none
+	timer     *time.Timer
+	stopCtx   func() bool
+	err       error // sticky: ErrClosed or the first write error
+}
+
+// heartbeatLine is the comment a Writer sends after a silence.
+var heartbeatLine = []byte(":\n")
+
+// maxKeptBuffer is the largest encoding buffer a Writer keeps between events;
+// a larger one, grown for a big event, is dropped after use.
+const maxKeptBuffer = 64 << 10
+
+// NewWriter starts an event stream on w, the response to r.
+//
+// It first checks that w can flush, looking through wrappers that implement
+// Unwrap() http.ResponseWriter, as [http.ResponseController] does. If nothing
+// can flush, it returns an error matching [http.ErrNotSupported] and writes
+// nothing, so the handler can still answer with an error status.
+//
+// Otherwise it sets Content-Type: text/event-stream, and Cache-Control:
+// no-cache and X-Accel-Buffering: no unless the handler set them; it removes
+// Content-Length, Connection and Keep-Alive (the last two make an HTTP/2
+// response malformed) and keeps every other header the handler set. It then
+// writes status 200, the Retry field if Options sets one, and flushes, so the
+// client's open event fires before the first event. An error from that first
+// write is returned; the stream is then unusable.
+//
+// The Writer stops its heartbeat when r's context ends; Close must still be
+// called before the handler returns.
+func NewWriter(w http.ResponseWriter, r *http.Request, opts *Options) (*Writer, error) {
+	if !canFlush(w) {
+		return nil, fmt.Errorf("sse: response writer cannot flush: %w", http.ErrNotSupported)
+	}
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if err := (&Event{Retry: o.Retry}).validate(); err != nil {
+		return nil, err
+	}
+	sw := &Writer{ctx: r.Context(), w: w, rc: http.NewResponseController(w)}
+	switch {
+	case o.WriteTimeout == 0:
+		sw.timeout = DefaultWriteTimeout
+	case o.WriteTimeout > 0:
+		sw.timeout = o.WriteTimeout
+	}
+	if sw.timeout > 0 {
+		if err := sw.rc.SetWriteDeadline(time.Now().Add(sw.timeout)); err != nil {
+			sw.timeout = 0 // not supported: stream without deadlines
+		}
+	}
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	if h.Get("Cache-Control") == "" {
+		h.Set("Cache-Control", "no-cache")
+	}
+	if h.Get("X-Accel-Buffering") == "" {
+		h.Set("X-Accel-Buffering", "no")
+	}
+	h.Del("Content-Length")
+	h.Del("Connection")
+	h.Del("Keep-Alive")
+	w.WriteHeader(http.StatusOK)
+
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	switch {
+	case o.Heartbeat == 0:
+		sw.heartbeat = DefaultHeartbeat
+	case o.Heartbeat > 0:
+		sw.heartbeat = o.Heartbeat
+	}
+	if sw.heartbeat > 0 {
+		sw.timer = time.AfterFunc(sw.heartbeat, sw.beat)
+	}
+	sw.stopCtx = context.AfterFunc(r.Context(), sw.end)
+	var first []byte
+	if o.Retry > 0 {
+		first = strconv.AppendInt(append(first, "retry: "...), o.Retry.Milliseconds(), 10)
+		first = append(first, "\n\n"...)
+	}
+	if err := sw.writeLocked(first); err != nil {
+		return nil, err
+	}
+	return sw, nil
+}
+
+// Send writes e and flushes it to the client.
+//
+// If e cannot be encoded faithfully, Send writes nothing and returns the error
+// from [Event.AppendText] (ErrInvalidID, ErrInvalidType, ErrInvalidData or
+// ErrInvalidRetry); the stream stays intact and usable. If the write or flush
+// fails, or does not finish within the write timeout, Send returns that error
+// (wrapping [os.ErrDeadlineExceeded] on a timeout) and the stream is broken.
+// After Close, or once the request's context has ended, Send returns ErrClosed.
+func (w *Writer) Send(e Event) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	buf, err := e.AppendText(w.buf[:0])
+	if err != nil {
+		return err
+	}
+	if cap(buf) <= maxKeptBuffer {
+		w.buf = buf
+	}
+	return w.writeLocked(buf)
+}
+
+// Comment writes text as a comment, which clients ignore, and flushes it. Each
+// line of text gets its own leading colon. Invalid UTF-8 is refused with
+// ErrInvalidComment and writes nothing; other errors are as for Send.
+func (w *Writer) Comment(text string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	buf, err := appendComment(w.buf[:0], text)
+	if err != nil {
+		return err
+	}
+	if cap(buf) <= maxKeptBuffer {
+		w.buf = buf
+	}
+	return w.writeLocked(buf)
+}
+
+// Close stops the heartbeat, waiting for one being written, and makes later
+// calls return ErrClosed. It gives the response's final bytes, which net/http
+// writes when the handler returns, one more write timeout. It writes nothing
+// itself and always returns nil; calling it again does nothing.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err == nil && w.timeout > 0 {
+		_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
+	}
+	w.stopLocked(ErrClosed)
+	return nil
+}
+
+// end runs when the request's context ends: it stops the heartbeat. Unlike
+// Close it touches no connection state, since the handler may have returned.
+func (w *Writer) end() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopLocked(ErrClosed)
+}
+
+// beat sends the heartbeat comment after a silence.
+func (w *Writer) beat() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err == nil {
+		_ = w.writeLocked(heartbeatLine)
+	}
+}
+
+// writeLocked writes p and flushes, under the write deadline, and restarts the
+// heartbeat's silence. A failure breaks the stream for good.
+func (w *Writer) writeLocked(p []byte) error {
+	if w.ctx.Err() != nil {
+		w.stopLocked(ErrClosed)
+		return w.err
+	}
+	if w.timeout > 0 {
+		if err := w.rc.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
+			return w.failLocked(err)
+		}
+	}
+	if len(p) > 0 {
+		if _, err := w.w.Write(p); err != nil {
+			return w.failLocked(err)
+		}
+	}
+	if err := w.rc.Flush(); err != nil {
+		return w.failLocked(err)
+	}
+	if w.timer != nil && w.err == nil {
+		w.timer.Reset(w.heartbeat)
+	}
+	return nil
+}
+
+func (w *Writer) failLocked(err error) error {
+	w.stopLocked(fmt.Errorf("sse: write: %w", err))
+	return w.err
+}
+
+// stopLocked records the error that ends the stream, if none is recorded yet,
+// and stops the heartbeat and the context watch.
+func (w *Writer) stopLocked(err error) {
+	if w.err == nil {
+		w.err = err
+	}
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	if w.stopCtx != nil {
+		w.stopCtx()
+	}
+}
+
+// canFlush reports whether w, or a ResponseWriter it wraps, can flush.
+func canFlush(w http.ResponseWriter) bool {
+	for {
+		switch t := w.(type) {
+		case interface{ FlushError() error }, http.Flusher:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return false
+		}
+	}
+}
