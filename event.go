@@ -93,6 +93,11 @@ func (e Event) AppendText(b []byte) ([]byte, error) {
 	if err := e.validate(); err != nil {
 		return b, err
 	}
+	return e.appendWire(b), nil
+}
+
+// appendWire appends the wire form of e, which has been validated.
+func (e *Event) appendWire(b []byte) []byte {
 	if e.ID != "" {
 		b = appendField(b, "id: ", e.ID)
 	}
@@ -105,7 +110,7 @@ func (e Event) AppendText(b []byte) ([]byte, error) {
 		b = append(b, '\n')
 	}
 	b = appendLines(b, "data: ", e.Data)
-	return append(b, '\n'), nil
+	return append(b, '\n')
 }
 
 // MarshalText returns the event's wire form, as AppendText does, in a new

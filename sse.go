@@ -60,7 +60,15 @@
 package sse
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	mathrand "math/rand/v2"
 	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // MaxLastEventIDLen is the longest Last-Event-ID header LastEventID accepts, in
@@ -81,4 +89,517 @@ func LastEventID(r *http.Request) string {
 		return ""
 	}
 	return id
+}
+
+// ResetEvent is the type of the event a Broker sends first on a stream whose
+// Last-Event-ID it cannot resume from: an id from another Broker or an earlier
+// run, a made-up one, or one so old that the events after it are gone. Its Data
+// is the id the client sent; the live events that follow come after a gap the
+// client should fill another way (reload its state, say). Listen for it with
+// addEventListener("reset", ...).
+const ResetEvent = "reset"
+
+// Defaults used when BrokerOptions leaves a field zero.
+const (
+	DefaultHistoryLen   = 16384
+	DefaultHistoryBytes = 16 << 20
+	DefaultCloseRetry   = 5 * time.Second
+)
+
+// BrokerOptions configure a Broker. A nil *BrokerOptions, and any zero field,
+// means the default.
+type BrokerOptions struct {
+	// HistoryLen and HistoryBytes bound the history: the most recent events, in
+	// their encoded form, that serve both replay and live delivery. The oldest
+	// event is dropped when either bound is passed (the newest event is always
+	// kept). Values below 1 mean DefaultHistoryLen and DefaultHistoryBytes.
+	HistoryLen   int
+	HistoryBytes int
+	// MaxSubscribers caps the open streams; 0 means no cap. A request over the
+	// cap is answered as one after Close is.
+	MaxSubscribers int
+	// CloseRetry bounds the reconnection delay a Broker gives each stream when
+	// it closes: every client is told to wait a random time in (0, CloseRetry],
+	// so that they do not all come back in the same instant. Values below 1 ms
+	// mean DefaultCloseRetry.
+	CloseRetry time.Duration
+	// Stream configures each stream's Writer (write timeout, heartbeat, retry).
+	Stream Options
+	// Store, if set, keeps events beyond the history, so that clients away
+	// longer than the history holds can still resume. Publish waits for it.
+	Store Store
+}
+
+// A Store keeps a Broker's events for replay beyond its in-memory history: a
+// table, a Redis stream, a file. Events are keyed by the Broker's epoch (see
+// Broker) and their offset, which counts up from 1 with no gaps.
+type Store interface {
+	// Append saves the wire form of the event at offset. The Broker calls it
+	// from Publish, in offset order, and does not modify wire afterwards. An
+	// error fails that Publish: the event is neither delivered nor kept.
+	Append(epoch string, offset uint64, wire []byte) error
+	// ReadAfter appends to dst the wire forms of the saved events of epoch
+	// from offset after+1 on, in order and without a gap, stopping once it has
+	// appended at least max bytes. It returns the extended slice and how many
+	// events it appended: 0 means it does not hold the event at after+1.
+	ReadAfter(dst []byte, epoch string, after uint64, max int) ([]byte, int, error)
+}
+
+// A Broker is an http.Handler that streams the events given to Publish to
+// every client connected to it, and lets reconnecting clients resume.
+//
+// # Delivery
+//
+// Publish encodes an event once and appends it to the Broker's history, a
+// ring bounded by BrokerOptions.HistoryLen and HistoryBytes. Each stream is
+// a position in that history: its handler goroutine writes everything from
+// its position to the newest event in one write and one flush, then waits.
+// Publish never writes to a connection, so no client can slow it or another
+// client, and a stream holds no queue of its own.
+//
+// A stream is ended when its client cannot keep up: when a write does not
+// finish within the stream's WriteTimeout (a client that stopped reading), or
+// when, after having caught up once, it falls more than half the history
+// behind (by count or by bytes). The client reconnects by itself and resumes
+// from its last id, losing nothing while the events it missed are still in the
+// history. The defaults hold a burst of 8192 events or 8 MiB per stream.
+//
+// # Ids and replay
+//
+// An event published with an empty ID gets "<epoch>-<offset>": the epoch is a
+// random word chosen by NewBroker, the offset counts events from 1. A client
+// that reconnects with such an id gets every event after it, then live
+// events, with no gap and no duplicate. An event published with its own ID
+// keeps it, and a client reconnecting with it resumes the same way while the
+// event is in the history. Any other Last-Event-ID (unknown, from another
+// Broker or an earlier process, or older than the history and the Store)
+// gets a first event of type ResetEvent, then live events.
+//
+// A client without a Last-Event-ID gets live events only.
+//
+// # Isolation
+//
+// Every stream of a Broker gets every event: to send events to one user or
+// topic only, give each its own Broker (a map guarded by a mutex, say). Their
+// epochs differ, so an id from one topic's stream resumes nothing of another's.
+//
+// # Closing
+//
+// Close ends every stream after telling each client to wait a random time up
+// to CloseRetry before reconnecting; a request after Close gets the same and no
+// events (a 200 with a retry field, since a browser would not retry after a
+// 503). To end streams when the server shuts down:
+//
+//	srv.RegisterOnShutdown(func() { broker.Close() })
+//
+// A Broker starts no goroutine: each stream runs in its request's handler.
+type Broker struct {
+	epoch       string
+	historyLen  int
+	historyByte int
+	maxSubs     int64
+	closeRetry  time.Duration
+	stream      Options
+	store       Store
+
+	subs    atomic.Int64
+	waiting atomic.Bool // a stream took wake since Publish last replaced it
+
+	mu      sync.RWMutex
+	closed  bool
+	wake    chan struct{}     // closed, and replaced, when an event is published
+	hist    ring              // the history
+	byID    map[string]uint64 // offsets of events in hist that carry their own ID
+	scratch []byte            // Publish's encoding buffer
+}
+
+// NewBroker returns a Broker with a new epoch and an empty history.
+func NewBroker(opts *BrokerOptions) *Broker {
+	var o BrokerOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.HistoryLen < 1 {
+		o.HistoryLen = DefaultHistoryLen
+	}
+	if o.HistoryBytes < 1 {
+		o.HistoryBytes = DefaultHistoryBytes
+	}
+	if o.CloseRetry < time.Millisecond {
+		o.CloseRetry = DefaultCloseRetry
+	}
+	return &Broker{
+		epoch:       newEpoch(),
+		historyLen:  o.HistoryLen,
+		historyByte: o.HistoryBytes,
+		maxSubs:     int64(max(o.MaxSubscribers, 0)),
+		closeRetry:  o.CloseRetry,
+		stream:      o.Stream,
+		store:       o.Store,
+		wake:        make(chan struct{}),
+		hist:        newRing(min(o.HistoryLen, 64)),
+		byID:        make(map[string]uint64),
+	}
+}
+
+func newEpoch() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
+	return hex.EncodeToString(b[:])
+}
+
+// Publish sends e to every open stream and keeps it for replay. It encodes e
+// once, never waits for a client, and is safe to call from many goroutines;
+// streams receive events in the order their Publish calls took effect.
+//
+// It returns the error from [Event.AppendText] for an event that cannot be
+// written faithfully, an error from the Store's Append, or ErrClosed after
+// Close; the event is then not delivered.
+func (b *Broker) Publish(e Event) error {
+	if err := e.validate(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	offset := b.hist.head + 1
+	buf := b.scratch[:0]
+	if e.ID == "" {
+		buf = b.appendID(append(buf, "id: "...), offset)
+		buf = append(buf, '\n')
+	}
+	buf = e.appendWire(buf)
+	wire := make([]byte, len(buf))
+	copy(wire, buf)
+	if cap(buf) <= maxKeptBuffer {
+		b.scratch = buf
+	}
+	if b.store != nil {
+		if err := b.store.Append(b.epoch, offset, wire); err != nil {
+			return err
+		}
+	}
+	b.hist.push(entry{wire: wire, id: e.ID}, b.historyLen, b.historyByte, b.forget)
+	if e.ID != "" {
+		b.byID[e.ID] = offset
+	}
+	if b.waiting.Load() {
+		b.waiting.Store(false)
+		close(b.wake)
+		b.wake = make(chan struct{})
+	}
+	return nil
+}
+
+// forget drops the index of an event leaving the history.
+func (b *Broker) forget(offset uint64, e *entry) {
+	if e.id != "" && b.byID[e.id] == offset {
+		delete(b.byID, e.id)
+	}
+}
+
+// appendID appends the id of the event at offset: epoch, dash, offset.
+func (b *Broker) appendID(dst []byte, offset uint64) []byte {
+	dst = append(dst, b.epoch...)
+	dst = append(dst, '-')
+	return strconv.AppendUint(dst, offset, 10)
+}
+
+// Subscribers returns the number of open streams.
+func (b *Broker) Subscribers() int { return int(b.subs.Load()) }
+
+// Close ends every stream, each after a retry field with a random delay up to
+// BrokerOptions.CloseRetry, and makes later requests get only such a retry and
+// Publish return ErrClosed. It returns at once, without waiting for streams to
+// end, and always returns nil. It is safe to call at any time, from any
+// goroutine, more than once.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.closed {
+		b.closed = true
+		close(b.wake)
+	}
+	return nil
+}
+
+// ServeHTTP streams events to the client until it leaves, falls behind, or
+// the Broker closes. It resumes from the request's Last-Event-ID as described
+// on Broker. If the ResponseWriter cannot flush, it answers 500.
+func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	lastID := LastEventID(r)
+	cursor, reset, ok := b.subscribe(lastID)
+	if !ok {
+		b.refuse(w, r)
+		return
+	}
+	defer b.subs.Add(-1)
+	sw, err := NewWriter(w, r, &b.stream)
+	if err != nil {
+		if errors.Is(err, http.ErrNotSupported) {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+		return
+	}
+	defer sw.Close()
+	s := stream{b: b, w: sw, cursor: cursor, lastID: lastID}
+	if reset {
+		s.reset()
+	}
+	s.run(r)
+}
+
+// subscribe registers a stream and returns the offset of the first event it
+// needs, and whether the client's lastID must be answered with a reset. It
+// returns ok false when the Broker is closed or full.
+func (b *Broker) subscribe(lastID string) (cursor uint64, reset, ok bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return 0, false, false
+	}
+	for n := b.subs.Load(); ; n = b.subs.Load() {
+		if b.maxSubs > 0 && n >= b.maxSubs {
+			return 0, false, false
+		}
+		if b.subs.CompareAndSwap(n, n+1) {
+			break
+		}
+	}
+	live := b.hist.head + 1
+	if lastID == "" {
+		return live, false, true
+	}
+	if off, ok := b.parseID(lastID); ok && off <= b.hist.head {
+		if off+1 >= b.hist.tail || b.store != nil {
+			return off + 1, false, true
+		}
+		return live, true, true
+	}
+	if off, ok := b.byID[lastID]; ok {
+		return off + 1, false, true
+	}
+	return live, true, true
+}
+
+// parseID returns the offset in an id this Broker assigned.
+func (b *Broker) parseID(id string) (uint64, bool) {
+	n := len(b.epoch)
+	if len(id) <= n+1 || id[:n] != b.epoch || id[n] != '-' {
+		return 0, false
+	}
+	off, err := strconv.ParseUint(id[n+1:], 10, 64)
+	return off, err == nil
+}
+
+// refuse answers a request the Broker cannot serve (closed or full) with a
+// retry and no events, so the browser comes back later.
+func (b *Broker) refuse(w http.ResponseWriter, r *http.Request) {
+	sw, err := NewWriter(w, r, &Options{Retry: b.jitter(), Heartbeat: -1, WriteTimeout: b.stream.WriteTimeout})
+	if err != nil {
+		if errors.Is(err, http.ErrNotSupported) {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+		return
+	}
+	sw.Close()
+}
+
+// jitter returns a random delay in (0, closeRetry], in whole milliseconds.
+func (b *Broker) jitter() time.Duration {
+	ms := int64(b.closeRetry / time.Millisecond)
+	return time.Duration(1+mathrand.Int64N(ms)) * time.Millisecond
+}
+
+// maxBatch is how many bytes a stream gathers for one write (more when one
+// event is larger).
+const maxBatch = 32 << 10
+
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch); return &b }}
+
+// A stream is one client's position in a Broker's history.
+type stream struct {
+	b        *Broker
+	w        *Writer
+	cursor   uint64 // offset of the next event to send
+	lastID   string // the request's Last-Event-ID
+	sent     bool   // an event has been sent (a reset is no longer possible)
+	caughtUp bool   // the stream has reached the newest event once
+}
+
+// readState says what a stream's read of the history found.
+type readState int
+
+const (
+	readEvents readState = iota // events to send, or none and wait on wake
+	readClosed                  // the Broker is closed
+	readLost                    // the stream fell too far behind
+	readStore                   // the next event is older than the history: ask the Store
+)
+
+func (s *stream) run(r *http.Request) {
+	done := r.Context().Done()
+	for {
+		bp := batchPool.Get().(*[]byte)
+		batch, wake, state := s.read((*bp)[:0])
+		if state == readStore {
+			batch, state = s.readStore(batch)
+		}
+		var err error
+		switch {
+		case state == readClosed:
+			err = s.w.sendWire(appendRetry(batch[:0], s.b.jitter()))
+		case state == readLost:
+		case len(batch) > 0:
+			err = s.w.sendWire(batch)
+			s.sent = true
+		}
+		if cap(batch) <= 4*maxBatch {
+			*bp = batch[:0]
+			batchPool.Put(bp)
+		}
+		if state != readEvents || err != nil {
+			return
+		}
+		if wake != nil {
+			select {
+			case <-wake:
+			case <-done:
+				return
+			}
+		}
+	}
+}
+
+// read appends to dst the events from the stream's cursor on, up to maxBatch
+// bytes, and advances the cursor. When there are none it returns the channel
+// that the next Publish closes.
+func (s *stream) read(dst []byte) ([]byte, <-chan struct{}, readState) {
+	b := s.b
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	h := &b.hist
+	switch {
+	case b.closed:
+		return dst, nil, readClosed
+	case s.cursor < h.tail && b.store != nil:
+		return dst, nil, readStore
+	case s.cursor < h.tail:
+		return dst, nil, readLost
+	case s.caughtUp && h.lagging(s.cursor, b.historyLen/2, b.historyByte/2):
+		return dst, nil, readLost
+	}
+	for s.cursor <= h.head {
+		wire := h.at(s.cursor).wire
+		if len(dst) > 0 && len(dst)+len(wire) > maxBatch {
+			return dst, nil, readEvents
+		}
+		dst = append(dst, wire...)
+		s.cursor++
+	}
+	if len(dst) > 0 {
+		return dst, nil, readEvents
+	}
+	s.caughtUp = true
+	b.waiting.Store(true)
+	return dst, b.wake, readEvents
+}
+
+// readStore reads events older than the history from the Store. If the Store
+// lacks them, a stream that has sent nothing yet is reset to live events; one
+// that has is ended, and its client will be reset when it reconnects.
+func (s *stream) readStore(dst []byte) ([]byte, readState) {
+	out, n, err := s.b.store.ReadAfter(dst, s.b.epoch, s.cursor-1, maxBatch)
+	if err != nil || n == 0 {
+		if err == nil && !s.sent {
+			s.b.mu.RLock()
+			s.cursor = s.b.hist.head + 1
+			s.b.mu.RUnlock()
+			s.reset()
+			return dst[:0], readEvents
+		}
+		return dst[:0], readLost
+	}
+	s.cursor += uint64(n)
+	return out, readEvents
+}
+
+// reset sends the ResetEvent, with the id of the event before the stream's
+// cursor, so that the client's next reconnection resumes from there.
+func (s *stream) reset() {
+	id := string(s.b.appendID(nil, s.cursor-1))
+	_ = s.w.Send(Event{ID: id, Type: ResetEvent, Data: s.lastID})
+	s.sent = true
+}
+
+// An entry is one published event in a Broker's history.
+type entry struct {
+	wire []byte // the encoded event
+	id   string // the event's own ID, if the publisher set one
+	end  uint64 // bytes published up to and including this event
+}
+
+// A ring holds the most recent events, by offset. It grows by doubling up to
+// its bound in events, so a quiet Broker holds little.
+type ring struct {
+	slots []entry
+	head  uint64 // offset of the newest event; 0 before the first
+	tail  uint64 // offset of the oldest event held; head+1 when none
+	bytes int    // bytes held
+	total uint64 // bytes ever published
+}
+
+func newRing(n int) ring { return ring{slots: make([]entry, n), tail: 1} }
+
+func (r *ring) at(offset uint64) *entry { return &r.slots[offset%uint64(len(r.slots))] }
+
+// push appends e as the newest event, then drops the oldest while more than
+// maxLen events or maxBytes bytes are held (never the newest). forget is told
+// of each dropped event.
+func (r *ring) push(e entry, maxLen, maxBytes int, forget func(uint64, *entry)) {
+	if r.head+1-r.tail == uint64(len(r.slots)) {
+		if len(r.slots) < maxLen {
+			r.grow(min(2*len(r.slots), maxLen))
+		} else {
+			r.drop(forget)
+		}
+	}
+	r.total += uint64(len(e.wire))
+	e.end = r.total
+	r.head++
+	*r.at(r.head) = e
+	r.bytes += len(e.wire)
+	for r.bytes > maxBytes && r.tail < r.head {
+		r.drop(forget)
+	}
+}
+
+func (r *ring) drop(forget func(uint64, *entry)) {
+	e := r.at(r.tail)
+	forget(r.tail, e)
+	r.bytes -= len(e.wire)
+	*e = entry{}
+	r.tail++
+}
+
+func (r *ring) grow(n int) {
+	slots := make([]entry, n)
+	for off := r.tail; off <= r.head; off++ {
+		slots[off%uint64(n)] = *r.at(off)
+	}
+	r.slots = slots
+}
+
+// lagging reports whether a stream whose next event is at cursor is more than
+// maxLen events or maxBytes bytes behind the newest. A stream with at most
+// the newest event to send is never lagging.
+func (r *ring) lagging(cursor uint64, maxLen, maxBytes int) bool {
+	if cursor >= r.head {
+		return false
+	}
+	e := r.at(cursor)
+	behind := r.total - (e.end - uint64(len(e.wire)))
+	return r.head+1-cursor > uint64(maxLen) || behind > uint64(maxBytes)
 }

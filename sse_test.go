@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -728,4 +729,442 @@ func TestNewWriterRefusesBadRetry(t *testing.T) {
 	if rec.Code != 200 || rec.Body.Len() != 0 || len(rec.Header()) != 0 {
 		t.Errorf("a refused option wrote a response: %d %q %v", rec.Code, rec.Body, rec.Header())
 	}
+}
+
+// ---- Broker --------------------------------------------------------------
+
+func TestRingBounds(t *testing.T) {
+	r := newRing(2)
+	var forgot []uint64
+	forget := func(off uint64, _ *entry) { forgot = append(forgot, off) }
+	for range 10 {
+		r.push(entry{wire: make([]byte, 10)}, 4, 1000, forget)
+	}
+	if r.head != 10 || r.tail != 7 || r.bytes != 40 || len(r.slots) != 4 {
+		t.Errorf("by count: head %d tail %d bytes %d slots %d; want 10 7 40 4", r.head, r.tail, r.bytes, len(r.slots))
+	}
+	if fmt.Sprint(forgot) != "[1 2 3 4 5 6]" {
+		t.Errorf("forgot %v", forgot)
+	}
+	r.push(entry{wire: make([]byte, 25)}, 4, 50, forget) // 30+25 > 50: drop two
+	if r.tail != 9 || r.bytes != 45 {
+		t.Errorf("by bytes: tail %d bytes %d; want 9 45", r.tail, r.bytes)
+	}
+	r.push(entry{wire: make([]byte, 500)}, 4, 50, forget) // larger than the bound: kept alone
+	if r.tail != 12 || r.head != 12 || r.bytes != 500 {
+		t.Errorf("oversized: head %d tail %d bytes %d; want 12 12 500", r.head, r.tail, r.bytes)
+	}
+	if r.lagging(12, 0, 0) {
+		t.Error("a stream with only the newest event to send counts as lagging")
+	}
+}
+
+// brokerServer serves b on a loopback server closed at the end of the test.
+func brokerServer(t *testing.T, b *Broker) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(b)
+	t.Cleanup(func() { b.Close(); srv.Close() })
+	return srv
+}
+
+// waitFor polls cond, for conditions that other goroutines make true.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// client is a stream opened on a Broker, read in its own goroutine.
+type client struct {
+	events chan ssetest.Event // closed when the stream ends
+	cancel context.CancelFunc
+	reader *ssetest.Reader
+	err    error // why the stream ended, read after events is closed
+}
+
+func connect(t *testing.T, c *http.Client, url, lastID string) *client {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	cl := &client{events: make(chan ssetest.Event, 64), cancel: cancel, reader: ssetest.NewReader(resp.Body)}
+	go func() {
+		defer close(cl.events)
+		defer resp.Body.Close()
+		for {
+			ev, err := cl.reader.Next()
+			if err != nil {
+				cl.err = err
+				return
+			}
+			cl.events <- ev
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		for range cl.events {
+		}
+		c.CloseIdleConnections()
+	})
+	return cl
+}
+
+func (cl *client) next(t *testing.T) ssetest.Event {
+	t.Helper()
+	select {
+	case ev, ok := <-cl.events:
+		if !ok {
+			t.Fatalf("stream ended: %v", cl.err)
+		}
+		return ev
+	case <-time.After(20 * time.Second):
+		t.Fatal("no event within 20 s")
+		return ssetest.Event{}
+	}
+}
+
+// ended waits for the stream to end and returns the events that came first.
+func (cl *client) ended(t *testing.T) []ssetest.Event {
+	t.Helper()
+	var rest []ssetest.Event
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case ev, ok := <-cl.events:
+			if !ok {
+				return rest
+			}
+			rest = append(rest, ev)
+		case <-timeout:
+			t.Fatal("stream still open after 20 s")
+		}
+	}
+}
+
+func TestBrokerDeliversAndResumes(t *testing.T) {
+	leakcheck.Check(t)
+	b := NewBroker(nil)
+	srv := brokerServer(t, b)
+	first := connect(t, srv.Client(), srv.URL, "")
+	waitFor(t, "a subscriber", func() bool { return b.Subscribers() == 1 })
+	for i := range 3 {
+		if err := b.Publish(Event{Type: "n", Data: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids []string
+	for i := range 3 {
+		ev := first.next(t)
+		if ev.Type != "n" || ev.Data != fmt.Sprint(i) || ev.LastEventID != b.epoch+"-"+fmt.Sprint(i+1) {
+			t.Fatalf("event %d = %+v", i, ev)
+		}
+		ids = append(ids, ev.LastEventID)
+	}
+	// A client that saw only the first event resumes after it: no gap, no duplicate.
+	again := connect(t, srv.Client(), srv.URL, ids[0])
+	for _, want := range []string{"1", "2"} {
+		if ev := again.next(t); ev.Data != want {
+			t.Fatalf("replay: %+v, want data %s", ev, want)
+		}
+	}
+	_ = b.Publish(Event{Data: "live"})
+	if ev := again.next(t); ev.Data != "live" {
+		t.Fatalf("after replay: %+v, want the live event", ev)
+	}
+	if ev := first.next(t); ev.Data != "live" {
+		t.Fatalf("first client: %+v", ev)
+	}
+}
+
+func TestBrokerResetsUnknownIDs(t *testing.T) {
+	leakcheck.Check(t)
+	b := NewBroker(&BrokerOptions{HistoryLen: 4})
+	srv := brokerServer(t, b)
+	for i := range 10 {
+		_ = b.Publish(Event{Data: fmt.Sprint(i)})
+	}
+	for _, lastID := range []string{
+		"junk",
+		b.epoch + "-2",       // older than the history
+		b.epoch + "-1000000", // from the future
+		"00000000-5",         // another epoch: another Broker or an earlier run
+		b.epoch + "-",        //
+	} {
+		newest := b.epoch + "-" + strconv.FormatUint(b.hist.head, 10)
+		cl := connect(t, srv.Client(), srv.URL, lastID)
+		ev := cl.next(t)
+		if ev != (ssetest.Event{Type: ResetEvent, Data: lastID, LastEventID: newest}) {
+			t.Errorf("Last-Event-ID %q: first event %+v, want a reset with id %s", lastID, ev, newest)
+		}
+		_ = b.Publish(Event{Data: "live " + lastID})
+		if ev := cl.next(t); ev.Data != "live "+lastID {
+			t.Errorf("after the reset: %+v, want only live events", ev)
+		}
+		cl.cancel()
+	}
+	// The reset's id resumes: no second reset.
+	_ = b.Publish(Event{Data: "x"})
+	cl := connect(t, srv.Client(), srv.URL, b.epoch+"-"+fmt.Sprint(b.hist.head-1))
+	if ev := cl.next(t); ev.Data != "x" {
+		t.Errorf("resuming at the newest event: %+v", ev)
+	}
+}
+
+// A client of one topic's Broker that reconnects to another topic's Broker
+// with its id gets a reset and nothing of the first topic.
+func TestBrokerTopicsAreIsolated(t *testing.T) {
+	leakcheck.Check(t)
+	news, sports := NewBroker(nil), NewBroker(nil)
+	mux := http.NewServeMux()
+	mux.Handle("/news", news)
+	mux.Handle("/sports", sports)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() { news.Close(); sports.Close(); srv.Close() })
+	for i := range 5 {
+		_ = news.Publish(Event{Data: "news " + fmt.Sprint(i)})
+		_ = sports.Publish(Event{Data: "sports " + fmt.Sprint(i)})
+	}
+	newsID := news.epoch + "-2"
+	cl := connect(t, srv.Client(), srv.URL+"/sports", newsID)
+	if ev := cl.next(t); ev.Type != ResetEvent {
+		t.Fatalf("a news id on sports: first event %+v, want a reset", ev)
+	}
+	_ = news.Publish(Event{Data: "news live"})
+	_ = sports.Publish(Event{Data: "sports live"})
+	if ev := cl.next(t); ev.Data != "sports live" {
+		t.Fatalf("got %+v, want only sports' live event", ev)
+	}
+	// And its own id resumes only its own topic.
+	cl = connect(t, srv.Client(), srv.URL+"/news", newsID)
+	for _, want := range []string{"news 2", "news 3", "news 4", "news live"} {
+		if ev := cl.next(t); ev.Data != want {
+			t.Fatalf("news replay: %+v, want %q", ev, want)
+		}
+	}
+}
+
+func TestBrokerResumesPublisherIDs(t *testing.T) {
+	leakcheck.Check(t)
+	b := NewBroker(&BrokerOptions{HistoryLen: 3})
+	srv := brokerServer(t, b)
+	for _, id := range []string{"a", "b", "c", "d"} {
+		_ = b.Publish(Event{ID: "row-" + id, Data: id})
+	}
+	cl := connect(t, srv.Client(), srv.URL, "row-b")
+	for _, want := range []string{"c", "d"} {
+		if ev := cl.next(t); ev.Data != want || ev.LastEventID != "row-"+want {
+			t.Fatalf("got %+v, want %q", ev, want)
+		}
+	}
+	if _, ok := b.byID["row-a"]; ok || len(b.byID) != 3 {
+		t.Errorf("the id index keeps events that left the history: %v", b.byID)
+	}
+	if cl := connect(t, srv.Client(), srv.URL, "row-a"); cl.next(t).Type != ResetEvent {
+		t.Error("an id that left the history was not reset")
+	}
+}
+
+// mapStore is a Store in a map, standing in for a log outside the process.
+type mapStore struct {
+	mu     sync.Mutex
+	events map[uint64][]byte
+	epoch  string
+}
+
+func (m *mapStore) Append(epoch string, offset uint64, wire []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.epoch = epoch
+	m.events[offset] = wire
+	return nil
+}
+
+func (m *mapStore) ReadAfter(dst []byte, epoch string, after uint64, max int) ([]byte, int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, start := 0, len(dst)
+	for off := after + 1; epoch == m.epoch && len(dst)-start < max; off++ {
+		wire, ok := m.events[off]
+		if !ok {
+			break
+		}
+		dst = append(dst, wire...)
+		n++
+	}
+	return dst, n, nil
+}
+
+func TestBrokerStoreServesOlderEvents(t *testing.T) {
+	leakcheck.Check(t)
+	store := &mapStore{events: map[uint64][]byte{}}
+	b := NewBroker(&BrokerOptions{HistoryLen: 4, Store: store})
+	srv := brokerServer(t, b)
+	for i := 1; i <= 20; i++ {
+		_ = b.Publish(Event{Data: fmt.Sprint(i)})
+	}
+	cl := connect(t, srv.Client(), srv.URL, b.epoch+"-3")
+	for i := 4; i <= 20; i++ {
+		if ev := cl.next(t); ev.Data != fmt.Sprint(i) {
+			t.Fatalf("got %+v, want %d", ev, i)
+		}
+	}
+	// Events the store has lost are announced, not skipped silently.
+	store.mu.Lock()
+	delete(store.events, 5)
+	store.mu.Unlock()
+	cl = connect(t, srv.Client(), srv.URL, b.epoch+"-4")
+	if ev := cl.next(t); ev.Type != ResetEvent || ev.LastEventID != b.epoch+"-20" {
+		t.Fatalf("a gap in the store: first event %+v, want a reset", ev)
+	}
+}
+
+// Events waiting for a stream go out in one write and one flush.
+func TestBrokerBatchesWaitingEvents(t *testing.T) {
+	leakcheck.Check(t)
+	b := NewBroker(nil)
+	for i := range 100 {
+		_ = b.Publish(Event{Data: fmt.Sprint(i)})
+	}
+	rec := &countingWriter{flushRecorder: newFlushRecorder()}
+	ctx, cancel := context.WithCancel(context.Background())
+	req := httptest.NewRequestWithContext(ctx, "GET", "/", nil)
+	req.Header.Set("Last-Event-ID", b.epoch+"-0")
+	done := make(chan struct{})
+	go func() { defer close(done); b.ServeHTTP(rec, req) }()
+	waitFor(t, "the replay", func() bool { return strings.Count(rec.body(), "data: ") == 100 })
+	cancel()
+	<-done
+	if rec.writes() != 1 || rec.flushes != 2 { // the headers' flush, then the batch's
+		t.Errorf("100 waiting events: %d writes, %d flushes; want 1 write and 1 flush after the headers", rec.writes(), rec.flushes-1)
+	}
+	got, _ := ssetest.Parse(rec.body())
+	if len(got) != 100 || got[99].Data != "99" {
+		t.Errorf("got %d events", len(got))
+	}
+}
+
+type countingWriter struct {
+	*flushRecorder
+	n int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.n++
+	c.mu.Unlock()
+	return c.flushRecorder.Write(p)
+}
+
+func (c *countingWriter) writes() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// Publish allocates the same with no stream and with 200 waiting streams.
+func TestBrokerPublishAllocsDoNotGrowWithSubscribers(t *testing.T) {
+	leakcheck.Check(t)
+	allocs := func(streams int) float64 {
+		b := NewBroker(nil)
+		defer b.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var wg sync.WaitGroup
+		for range streams {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b.ServeHTTP(newFlushRecorder(), httptest.NewRequestWithContext(ctx, "GET", "/", nil))
+			}()
+		}
+		waitFor(t, "streams", func() bool { return b.Subscribers() == streams })
+		n := testing.AllocsPerRun(200, func() { _ = b.Publish(typical) })
+		cancel()
+		wg.Wait()
+		return n
+	}
+	none, many := allocs(0), allocs(200)
+	if many > none {
+		t.Errorf("allocs per Publish: %v with no stream, %v with 200", none, many)
+	}
+	if none > 2 {
+		t.Errorf("allocs per Publish: %v, want at most 2 (the encoded event and the wake channel)", none)
+	}
+}
+
+// 1,000 clients over loopback, 1,000 events from 4 goroutines: every client
+// gets every event once, in the Broker's order, each publisher's in its own.
+func TestBrokerFanOutThousand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	leakcheck.Check(t)
+	const clients, publishers, each = 1000, 4, 250
+	b := NewBroker(nil)
+	srv := brokerServer(t, b)
+	httpClient := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 0}}
+	t.Cleanup(httpClient.CloseIdleConnections)
+	results := make(chan error, clients)
+	for range clients {
+		cl := connect(t, httpClient, srv.URL, "")
+		go func() { results <- checkSequence(cl, publishers, each) }()
+	}
+	waitFor(t, "every client to subscribe", func() bool { return b.Subscribers() == clients })
+	var wg sync.WaitGroup
+	for p := range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if err := b.Publish(Event{Type: "p", Data: fmt.Sprintf("%d %d", p, i)}); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for range clients {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// checkSequence reads publishers*each events and checks that ids count up by
+// one from 1 and that each publisher's events arrive in its order.
+func checkSequence(cl *client, publishers, each int) error {
+	next := make([]int, publishers)
+	for n := 1; n <= publishers*each; n++ {
+		var ev ssetest.Event
+		select {
+		case e, ok := <-cl.events:
+			if !ok {
+				return fmt.Errorf("stream ended after %d events: %v", n-1, cl.err)
+			}
+			ev = e
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("no event %d within 30 s", n)
+		}
+		ps, is, _ := strings.Cut(ev.Data, " ")
+		p, err1 := strconv.Atoi(ps)
+		i, err2 := strconv.Atoi(is)
+		if err1 != nil || err2 != nil || p >= publishers || i != next[p] {
+			return fmt.Errorf("event %d = %+v, want publisher %d's event %d", n, ev, p, next[p])
+		}
+		next[p]++
+		if _, off, _ := strings.Cut(ev.LastEventID, "-"); off != strconv.Itoa(n) {
+			return fmt.Errorf("event %d has id %q", n, ev.LastEventID)
+		}
+	}
+	return nil
 }

@@ -146,12 +146,7 @@ func NewWriter(w http.ResponseWriter, r *http.Request, opts *Options) (*Writer, 
 		sw.timer = time.AfterFunc(sw.heartbeat, sw.beat)
 	}
 	sw.stopCtx = context.AfterFunc(r.Context(), sw.end)
-	var first []byte
-	if o.Retry > 0 {
-		first = strconv.AppendInt(append(first, "retry: "...), o.Retry.Milliseconds(), 10)
-		first = append(first, "\n\n"...)
-	}
-	if err := sw.writeLocked(first); err != nil {
+	if err := sw.writeLocked(appendRetry(nil, o.Retry)); err != nil {
 		return nil, err
 	}
 	return sw, nil
@@ -198,6 +193,17 @@ func (w *Writer) Comment(text string) error {
 		w.buf = buf
 	}
 	return w.writeLocked(buf)
+}
+
+// sendWire writes bytes that are already whole encoded events, as one write
+// and one flush. The Broker uses it to send a batch it encoded once for all.
+func (w *Writer) sendWire(p []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	return w.writeLocked(p)
 }
 
 // Close stops the heartbeat, waiting for one being written, and makes later
@@ -274,6 +280,16 @@ func (w *Writer) stopLocked(err error) {
 	if w.stopCtx != nil {
 		w.stopCtx()
 	}
+}
+
+// appendRetry appends a retry field and a blank line, which sets the client's
+// reconnection delay and dispatches nothing; it appends nothing for d <= 0.
+func appendRetry(b []byte, d time.Duration) []byte {
+	if d <= 0 {
+		return b
+	}
+	b = strconv.AppendInt(append(b, "retry: "...), d.Milliseconds(), 10)
+	return append(b, "\n\n"...)
 }
 
 // canFlush reports whether w, or a ResponseWriter it wraps, can flush.

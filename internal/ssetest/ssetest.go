@@ -5,6 +5,7 @@ package ssetest
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"strconv"
 	"strings"
@@ -67,27 +68,32 @@ func (r *Reader) Next() (Event, error) {
 func (r *Reader) readLine() (string, error) {
 	r.line = r.line[:0]
 	for {
-		c, err := r.br.ReadByte()
-		if err != nil {
-			if err == io.EOF && len(r.line) > 0 {
-				r.Pending = true // a line with no end: never processed
+		if r.br.Buffered() == 0 {
+			if _, err := r.br.Peek(1); err != nil {
+				if err == io.EOF && len(r.line) > 0 {
+					r.Pending = true // a line with no end: never processed
+				}
+				return "", err
 			}
-			return "", err
 		}
+		buf, _ := r.br.Peek(r.br.Buffered())
 		if r.skipLF {
 			r.skipLF = false
-			if c == '\n' {
+			if buf[0] == '\n' {
+				_, _ = r.br.Discard(1)
 				continue
 			}
 		}
-		switch c {
-		case '\r':
-			r.skipLF = true
-			return r.decode(), nil
-		case '\n':
-			return r.decode(), nil
+		i := bytes.IndexAny(buf, "\r\n")
+		if i < 0 {
+			r.line = append(r.line, buf...)
+			_, _ = r.br.Discard(len(buf))
+			continue
 		}
-		r.line = append(r.line, c)
+		r.line = append(r.line, buf[:i]...)
+		r.skipLF = buf[i] == '\r' // a CR may be the first half of a CRLF
+		_, _ = r.br.Discard(i + 1)
+		return r.decode(), nil
 	}
 }
 
