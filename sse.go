@@ -34,8 +34,9 @@
 // [Event.AppendText] writes every field as "name: value" with LF line ends,
 // splits Data at CRLF, LF and CR into data lines, and refuses, with an error
 // naming the field, anything a client would read differently: CR or LF in an
-// id or event name, NUL in an id, invalid UTF-8, a negative retry. A refused
-// event writes nothing and leaves the stream intact.
+// id or event name, NUL in an id, invalid UTF-8, a retry that is negative or
+// under a millisecond. A refused event writes nothing and leaves the stream
+// intact.
 //
 // # Deployment
 //

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -1155,7 +1156,8 @@ func checkSequence(cl *client, publishers, each int) error {
 		case <-time.After(30 * time.Second):
 			return fmt.Errorf("no event %d within 30 s", n)
 		}
-		ps, is, _ := strings.Cut(ev.Data, " ")
+		ps, rest, _ := strings.Cut(ev.Data, " ")
+		is, _, _ := strings.Cut(rest, " ")
 		p, err1 := strconv.Atoi(ps)
 		i, err2 := strconv.Atoi(is)
 		if err1 != nil || err2 != nil || p >= publishers || i != next[p] {
@@ -1167,4 +1169,342 @@ func checkSequence(cl *client, publishers, each int) error {
 		}
 	}
 	return nil
+}
+
+// smallBuffers shrinks each accepted connection's send buffer, so that a
+// client that stops reading blocks the server after kilobytes, not megabytes.
+type smallBuffers struct{ net.Listener }
+
+func (l smallBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(16 << 10)
+	}
+	return c, err
+}
+
+// A client that stops reading delays no one, and its stream ends within the
+// write timeout.
+func TestBrokerStalledClientDelaysNoOne(t *testing.T) {
+	leakcheck.Check(t)
+	const healthy, events, timeout = 20, 400, 2 * time.Second
+	b := NewBroker(&BrokerOptions{Stream: Options{WriteTimeout: timeout}})
+	srv := httptest.NewUnstartedServer(b)
+	srv.Listener = smallBuffers{srv.Listener}
+	srv.Start()
+	t.Cleanup(func() { b.Close(); srv.Close() })
+
+	stalled, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	_ = stalled.(*net.TCPConn).SetReadBuffer(4 << 10)
+	fmt.Fprintf(stalled, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
+	waitFor(t, "the stalled client", func() bool { return b.Subscribers() == 1 })
+	results := make(chan error, healthy)
+	for range healthy {
+		cl := connect(t, srv.Client(), srv.URL, "")
+		go func() { results <- checkSequence(cl, 1, events) }()
+	}
+	waitFor(t, "every client", func() bool { return b.Subscribers() == healthy+1 })
+
+	var slowest time.Duration
+	for i := range events {
+		start := time.Now()
+		_ = b.Publish(Event{Data: "0 " + strconv.Itoa(i) + " " + strings.Repeat("x", 1<<10)})
+		slowest = max(slowest, time.Since(start))
+	}
+	for range healthy {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every healthy client has everything while the stalled one is still
+	// connected: they did not wait for it.
+	if n := b.Subscribers(); n != healthy+1 {
+		t.Fatalf("%d streams open when the healthy clients finished; want %d (the stalled one still blocked)", n, healthy+1)
+	}
+	stalledAt := time.Now()
+	waitFor(t, "the stalled stream to end", func() bool { return b.Subscribers() == healthy })
+	if waited := time.Since(stalledAt); waited > timeout+time.Second {
+		t.Errorf("the stalled stream ended %v after the burst; the write timeout is %v", waited, timeout)
+	}
+	if slowest > 100*time.Millisecond {
+		t.Errorf("the slowest Publish took %v: Publish must never wait for a client", slowest)
+	}
+	b.mu.RLock()
+	held := b.hist.bytes
+	b.mu.RUnlock()
+	if held > DefaultHistoryBytes {
+		t.Errorf("history holds %d bytes, over its bound", held)
+	}
+}
+
+// gate is a ResponseWriter whose writes wait for the test: a client that
+// reads slowly, on a connection without deadlines.
+type gate struct {
+	*flushRecorder
+	entered chan struct{} // a write is waiting
+	open    chan struct{} // lets one write through
+}
+
+func (g *gate) Write(p []byte) (int, error) {
+	g.entered <- struct{}{}
+	<-g.open
+	return g.flushRecorder.Write(p)
+}
+
+// A stream that falls more than half the history behind is ended, and its
+// client, reconnecting with its last id, gets everything it missed.
+func TestBrokerSlowStreamIsEndedAndResumes(t *testing.T) {
+	leakcheck.Check(t)
+	b := NewBroker(&BrokerOptions{HistoryLen: 100})
+	srv := brokerServer(t, b)
+	g := &gate{flushRecorder: newFlushRecorder(), entered: make(chan struct{}, 1000), open: make(chan struct{}, 1000)}
+	done := make(chan struct{})
+	go func() { defer close(done); b.ServeHTTP(g, httptest.NewRequest("GET", "/", nil)) }()
+	waitFor(t, "the stream", func() bool { return b.Subscribers() == 1 })
+	_ = b.Publish(Event{Data: "0"})
+	<-g.entered // the stream's write of event 0 waits at the gate
+	for i := 1; i <= 60; i++ {
+		_ = b.Publish(Event{Data: strconv.Itoa(i)}) // 60 more: over half the history
+	}
+	for range 10 {
+		g.open <- struct{}{}
+	}
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a stream 60 events behind a history of 100 was not ended")
+	}
+	got, r := ssetest.Parse(g.body())
+	if len(got) != 1 || got[0].Data != "0" {
+		t.Fatalf("the slow stream got %q", got)
+	}
+	cl := connect(t, srv.Client(), srv.URL, r.LastEventID)
+	for i := 1; i <= 60; i++ {
+		if ev := cl.next(t); ev.Data != strconv.Itoa(i) {
+			t.Fatalf("after reconnecting: %+v, want %d", ev, i)
+		}
+	}
+}
+
+// Clients that drop at random points while events are published, and come
+// back with their Last-Event-ID, end up with every event exactly once.
+func TestBrokerReplayAcrossRandomReconnects(t *testing.T) {
+	leakcheck.Check(t)
+	const clients, events = 20, 2000
+	b := NewBroker(nil)
+	srv := brokerServer(t, b)
+	results := make(chan error, clients)
+	ready := make(chan struct{}, clients)
+	for c := range clients {
+		go func() { results <- reconnectingClient(t, srv, c, events, ready) }()
+	}
+	for range clients {
+		<-ready
+	}
+	for i := range events {
+		_ = b.Publish(Event{Data: strconv.Itoa(i)})
+		if i%50 == 0 {
+			time.Sleep(time.Millisecond) // let clients drop and come back mid-stream
+		}
+	}
+	for range clients {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func reconnectingClient(t *testing.T, srv *httptest.Server, seed, events int, ready chan<- struct{}) error {
+	rng := rand.New(rand.NewPCG(uint64(seed), 1))
+	lastID, want, reconnects := "", 0, 0
+	for want < events {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
+		if lastID != "" {
+			req.Header.Set("Last-Event-ID", lastID)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			cancel()
+			return err
+		}
+		if lastID == "" {
+			ready <- struct{}{}
+			lastID = "connected" // the first stream sees everything live
+		}
+		r := ssetest.NewReader(resp.Body)
+		for stay := 1 + rng.IntN(300); stay > 0 && want < events; stay-- {
+			ev, err := r.Next()
+			if err != nil {
+				cancel()
+				resp.Body.Close()
+				return fmt.Errorf("client %d: %v after event %d", seed, err, want-1)
+			}
+			if ev.Type == ResetEvent || ev.Data != strconv.Itoa(want) {
+				cancel()
+				resp.Body.Close()
+				return fmt.Errorf("client %d after %d reconnects: got %+v, want event %d", seed, reconnects, ev, want)
+			}
+			want++
+			lastID = ev.LastEventID
+		}
+		cancel()
+		resp.Body.Close()
+		reconnects++
+	}
+	srv.Client().CloseIdleConnections()
+	return nil
+}
+
+func TestBrokerClose(t *testing.T) {
+	leakcheck.Check(t)
+	const clients = 50
+	b := NewBroker(&BrokerOptions{CloseRetry: 10 * time.Second})
+	srv := brokerServer(t, b)
+	var streams []*client
+	for range clients {
+		streams = append(streams, connect(t, srv.Client(), srv.URL, ""))
+	}
+	waitFor(t, "every client", func() bool { return b.Subscribers() == clients })
+	_ = b.Close()
+	retries := map[time.Duration]bool{}
+	for _, cl := range streams {
+		if rest := cl.ended(t); len(rest) != 0 || cl.err != io.EOF || cl.reader.Pending {
+			t.Fatalf("Close: stream ended with %v after %q", cl.err, rest)
+		}
+		r := cl.reader.Retry
+		if r <= 0 || r > 10*time.Second {
+			t.Fatalf("retry %v, want in (0, 10s]", r)
+		}
+		retries[r] = true
+	}
+	if len(retries) < clients/2 {
+		t.Errorf("%d streams got only %d distinct retries: not jittered", clients, len(retries))
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := b.Publish(Event{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+	// A request after Close: a 200 stream with a retry and no events, so the
+	// browser comes back later instead of giving up as it would on a 503.
+	late := connect(t, srv.Client(), srv.URL, "")
+	if rest := late.ended(t); len(rest) != 0 || late.reader.Retry <= 0 {
+		t.Errorf("after Close: events %q, retry %v", rest, late.reader.Retry)
+	}
+	waitFor(t, "streams to end", func() bool { return b.Subscribers() == 0 })
+}
+
+func TestBrokerMaxSubscribers(t *testing.T) {
+	leakcheck.Check(t)
+	b := NewBroker(&BrokerOptions{MaxSubscribers: 2})
+	srv := brokerServer(t, b)
+	one, two := connect(t, srv.Client(), srv.URL, ""), connect(t, srv.Client(), srv.URL, "")
+	waitFor(t, "two streams", func() bool { return b.Subscribers() == 2 })
+	third := connect(t, srv.Client(), srv.URL, "")
+	if rest := third.ended(t); len(rest) != 0 || third.reader.Retry <= 0 {
+		t.Errorf("over the cap: events %q, retry %v; want a retry and the end", rest, third.reader.Retry)
+	}
+	one.cancel()
+	waitFor(t, "a place to free", func() bool { return b.Subscribers() == 1 })
+	fourth := connect(t, srv.Client(), srv.URL, "")
+	waitFor(t, "the place to be taken", func() bool { return b.Subscribers() == 2 })
+	_ = b.Publish(Event{Data: "x"})
+	if fourth.next(t).Data != "x" || two.next(t).Data != "x" {
+		t.Error("streams under the cap did not get the event")
+	}
+}
+
+// With Close wired to RegisterOnShutdown, Shutdown returns within a second
+// while 1,000 streams are open.
+func TestBrokerShutdownWithThousandStreams(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	leakcheck.Check(t)
+	const streams = 1000
+	b := NewBroker(nil)
+	srv := httptest.NewUnstartedServer(b)
+	srv.Config.RegisterOnShutdown(func() { b.Close() })
+	srv.Start()
+	defer srv.Close()
+	httpClient := &http.Client{Transport: &http.Transport{}}
+	defer httpClient.CloseIdleConnections()
+	var clients []*client
+	for range streams {
+		clients = append(clients, connect(t, httpClient, srv.URL, ""))
+	}
+	waitFor(t, "every stream", func() bool { return b.Subscribers() == streams })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := srv.Config.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with %d streams: %v", streams, err)
+	}
+	for _, cl := range clients {
+		cl.ended(t)
+		if cl.reader.Retry <= 0 {
+			t.Fatal("a stream ended by Shutdown got no retry")
+		}
+	}
+}
+
+// Close racing Publish and new streams: no panic, no race, no stream left.
+func TestBrokerCloseRacesPublishAndSubscribe(t *testing.T) {
+	leakcheck.Check(t)
+	for range 5 {
+		b := NewBroker(&BrokerOptions{HistoryLen: 8})
+		srv := httptest.NewServer(b)
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		for p := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if err := b.Publish(Event{Data: fmt.Sprint(p, i)}); err != nil && !errors.Is(err, ErrClosed) {
+						t.Error(err)
+					}
+				}
+			}()
+		}
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					resp, err := srv.Client().Get(srv.URL)
+					if err != nil {
+						continue
+					}
+					_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+					resp.Body.Close()
+				}
+			}()
+		}
+		time.Sleep(20 * time.Millisecond)
+		_ = b.Close()
+		time.Sleep(20 * time.Millisecond)
+		close(stop)
+		wg.Wait()
+		srv.Client().CloseIdleConnections()
+		srv.Close() // waits for every handler
+		if n := b.Subscribers(); n != 0 {
+			t.Fatalf("%d streams counted after every handler returned", n)
+		}
+	}
 }

@@ -69,6 +69,7 @@ type Writer struct {
 	timeout   time.Duration // 0: no deadline (none wanted, or not supported)
 	heartbeat time.Duration // 0: none
 	timer     *time.Timer
+	wrote     time.Time // when the last write began, for the heartbeat
 	stopCtx   func() bool
 	err       error // sticky: ErrClosed or the first write error
 }
@@ -228,12 +229,22 @@ func (w *Writer) end() {
 	w.stopLocked(ErrClosed)
 }
 
-// beat sends the heartbeat comment after a silence.
+// beat runs when the heartbeat timer fires: it sends the heartbeat comment if
+// the stream has been silent for the whole period, and otherwise waits out
+// the rest of it. (Writes do not reset the timer: that would cost every Send
+// a timer operation and could not stop a callback already waiting for mu.)
 func (w *Writer) beat() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.err == nil {
-		_ = w.writeLocked(heartbeatLine)
+	if w.err != nil {
+		return
+	}
+	if quiet := time.Since(w.wrote); quiet < w.heartbeat {
+		w.timer.Reset(w.heartbeat - quiet)
+		return
+	}
+	if w.writeLocked(heartbeatLine) == nil {
+		w.timer.Reset(w.heartbeat)
 	}
 }
 
@@ -244,8 +255,9 @@ func (w *Writer) writeLocked(p []byte) error {
 		w.stopLocked(ErrClosed)
 		return w.err
 	}
+	now := time.Now()
 	if w.timeout > 0 {
-		if err := w.rc.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
+		if err := w.rc.SetWriteDeadline(now.Add(w.timeout)); err != nil {
 			return w.failLocked(err)
 		}
 	}
@@ -257,9 +269,7 @@ func (w *Writer) writeLocked(p []byte) error {
 	if err := w.rc.Flush(); err != nil {
 		return w.failLocked(err)
 	}
-	if w.timer != nil && w.err == nil {
-		w.timer.Reset(w.heartbeat)
-	}
+	w.wrote = now
 	return nil
 }
 
