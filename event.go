@@ -55,16 +55,14 @@ type Event struct {
 
 // validate reports the first field of e that cannot be written faithfully.
 func (e *Event) validate() error {
-	if i := strings.IndexAny(e.ID, "\r\n\x00"); i >= 0 {
-		return fieldError(ErrInvalidID, "byte %d is %q", i, e.ID[i])
-	}
-	if !utf8.ValidString(e.ID) {
+	if i, c := scanField(e.ID, true); i >= 0 {
+		return fieldError(ErrInvalidID, "byte %d is %q", i, c)
+	} else if i == invalidUTF8 {
 		return fieldError(ErrInvalidID, "not valid UTF-8")
 	}
-	if i := strings.IndexAny(e.Type, "\r\n"); i >= 0 {
-		return fieldError(ErrInvalidType, "byte %d is %q", i, e.Type[i])
-	}
-	if !utf8.ValidString(e.Type) {
+	if i, c := scanField(e.Type, false); i >= 0 {
+		return fieldError(ErrInvalidType, "byte %d is %q", i, c)
+	} else if i == invalidUTF8 {
 		return fieldError(ErrInvalidType, "not valid UTF-8")
 	}
 	if !utf8.ValidString(e.Data) {
@@ -77,6 +75,27 @@ func (e *Event) validate() error {
 		return fieldError(ErrInvalidRetry, "%v is under one millisecond", e.Retry)
 	}
 	return nil
+}
+
+// invalidUTF8 is what scanField returns for a field that is not valid UTF-8.
+const invalidUTF8 = -2
+
+// scanField returns the index and value of the first CR or LF in s (or NUL,
+// if nul is set); else invalidUTF8 if s is not valid UTF-8; else -1. One pass
+// over the bytes: ids and event names are short.
+func scanField(s string, nul bool) (int, byte) {
+	var seen byte // every byte ORed: its high bit says whether any is non-ASCII
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		seen |= c
+		if c <= '\r' && (c == '\r' || c == '\n' || (c == 0 && nul)) {
+			return i, c
+		}
+	}
+	if seen >= utf8.RuneSelf && !utf8.ValidString(s) {
+		return invalidUTF8, 0
+	}
+	return -1, 0
 }
 
 // AppendText appends the event's wire form to b and returns the extended
@@ -143,7 +162,7 @@ func appendField(b []byte, prefix, value string) []byte {
 // by an empty line, so the client reads the trailing break back.
 func appendLines(b []byte, prefix, text string) []byte {
 	for {
-		i := strings.IndexAny(text, "\r\n")
+		i := indexBreak(text)
 		if i < 0 {
 			return appendField(b, prefix, text)
 		}
@@ -153,6 +172,20 @@ func appendLines(b []byte, prefix, text string) []byte {
 		}
 		text = text[i+1:]
 	}
+}
+
+// indexBreak returns the index of the first CR or LF in s, or -1. It uses
+// IndexByte, which scans many bytes per instruction, rather than IndexAny,
+// which looks at one byte at a time.
+func indexBreak(s string) int {
+	lf := strings.IndexByte(s, '\n')
+	if lf < 0 {
+		return strings.IndexByte(s, '\r')
+	}
+	if cr := strings.IndexByte(s[:lf], '\r'); cr >= 0 {
+		return cr
+	}
+	return lf
 }
 
 // fieldError wraps one of the field sentinels with what is wrong in the field.

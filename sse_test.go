@@ -1,6 +1,7 @@
 package sse
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -11,9 +12,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -1507,4 +1512,335 @@ func TestBrokerCloseRacesPublishAndSubscribe(t *testing.T) {
 			t.Fatalf("%d streams counted after every handler returned", n)
 		}
 	}
+}
+
+// ---- Benchmarks ----------------------------------------------------------
+//
+// go test -run='^$' -bench=. -benchmem .
+
+// rawAppend writes typical's bytes by hand, checking nothing: the floor for
+// BenchmarkEncode.
+func rawAppend(b []byte) []byte {
+	b = append(b, "id: "...)
+	b = append(b, typical.ID...)
+	b = append(b, "\nevent: "...)
+	b = append(b, typical.Type...)
+	b = append(b, "\ndata: "...)
+	b = append(b, typical.Data...)
+	return append(b, "\n\n"...)
+}
+
+func TestRawAppendMatches(t *testing.T) {
+	if got, _ := typical.AppendText(nil); string(got) != string(rawAppend(nil)) {
+		t.Fatalf("the benchmark's floor writes other bytes:\n%q\n%q", rawAppend(nil), got)
+	}
+}
+
+// BenchmarkEncode: one event (id, type, 200-byte JSON line) into a buffer
+// with room, next to a hand-written append of the same bytes. The ratio
+// metric times both, interleaved, in the same run.
+func BenchmarkEncode(b *testing.B) {
+	buf := make([]byte, 0, 1024)
+	b.Run("AppendText", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(rawAppend(nil))))
+		for b.Loop() {
+			buf, _ = typical.AppendText(buf[:0])
+		}
+	})
+	b.Run("raw", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(rawAppend(nil))))
+		for b.Loop() {
+			buf = rawAppend(buf[:0])
+		}
+	})
+	b.Run("ratio", func(b *testing.B) {
+		const batch = 1000
+		var ours, raw time.Duration
+		for b.Loop() {
+			start := time.Now()
+			for range batch {
+				buf, _ = typical.AppendText(buf[:0])
+			}
+			mid := time.Now()
+			for range batch {
+				buf = rawAppend(buf[:0])
+			}
+			ours, raw = ours+mid.Sub(start), raw+time.Since(mid)
+		}
+		b.ReportMetric(float64(ours)/float64(raw), "x-raw")
+	})
+}
+
+// discard is a ResponseWriter that flushes and keeps nothing.
+type discard struct{ h http.Header }
+
+func (d *discard) Header() http.Header         { return d.h }
+func (d *discard) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discard) WriteHeader(int)             {}
+func (d *discard) Flush()                      {}
+
+// BenchmarkSend: Send through a Writer (validate, encode, deadline, write,
+// flush) next to writing hand-encoded bytes and flushing: on a ResponseWriter
+// that discards (the Writer's own cost), and on a real loopback response read
+// by a client (what a handler sees).
+func BenchmarkSend(b *testing.B) {
+	b.Run("discard/Writer", func(b *testing.B) {
+		b.ReportAllocs()
+		w, _ := NewWriter(&discard{h: http.Header{}}, httptest.NewRequest("GET", "/", nil), &Options{Heartbeat: -1})
+		defer w.Close()
+		for b.Loop() {
+			_ = w.Send(typical)
+		}
+	})
+	b.Run("discard/raw", func(b *testing.B) {
+		b.ReportAllocs()
+		d := &discard{h: http.Header{}}
+		var buf []byte
+		for b.Loop() {
+			buf = rawAppend(buf[:0])
+			_, _ = d.Write(buf)
+			d.Flush()
+		}
+	})
+	loopback := func(b *testing.B, send func(w http.ResponseWriter, r *http.Request)) {
+		done := make(chan struct{})
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer close(done)
+			send(w, r)
+		}))
+		defer srv.Close()
+		resp, err := srv.Client().Get(srv.URL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		<-done
+	}
+	b.Run("loopback/Writer", func(b *testing.B) {
+		loopback(b, func(w http.ResponseWriter, r *http.Request) {
+			sw, _ := NewWriter(w, r, &Options{Heartbeat: -1})
+			defer sw.Close()
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = sw.Send(typical)
+			}
+		})
+	})
+	b.Run("loopback/raw", func(b *testing.B) {
+		loopback(b, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			rc := http.NewResponseController(w)
+			var buf []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = rawAppend(buf[:0])
+				_, _ = w.Write(buf)
+				_ = rc.Flush()
+			}
+		})
+	})
+}
+
+// BenchmarkPublish: allocations per Publish do not grow with subscribers.
+func BenchmarkPublish(b *testing.B) {
+	for _, subs := range []int{0, 100, 1000} {
+		b.Run(fmt.Sprintf("subscribers=%d", subs), func(b *testing.B) {
+			br := NewBroker(nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			for range subs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					br.ServeHTTP(&discard{h: http.Header{}}, httptest.NewRequestWithContext(ctx, "GET", "/", nil))
+				}()
+			}
+			for br.Subscribers() < subs {
+				time.Sleep(time.Millisecond)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = br.Publish(typical)
+			}
+			b.StopTimer()
+			cancel()
+			br.Close()
+			wg.Wait()
+		})
+	}
+}
+
+// rawStream is a loopback client with no goroutine of its own until it reads:
+// a raw connection and the response, without http.Transport.
+type rawStream struct {
+	conn net.Conn
+	body *bufio.Reader
+}
+
+func dialStream(addr string) (*rawStream, error) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+	if err := req.Write(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 512), req)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &rawStream{conn: conn, body: bufio.NewReaderSize(resp.Body, 4096)}, nil
+}
+
+// raiseFileLimit lets one process hold both ends of n connections.
+func raiseFileLimit(b *testing.B, n int) {
+	var lim syscall.Rlimit
+	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	if want := uint64(2*n + 1000); lim.Cur < want {
+		lim.Cur, lim.Max = want, max(lim.Max, want)
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			b.Skipf("%d connections need %d file descriptors: %v", n, want, err)
+		}
+	}
+}
+
+// BenchmarkFanOut: one op publishes an event carrying its publish time and
+// waits until every loopback client has parsed it; clients record latency.
+// Reported: deliveries/s, and p50/p99 latency from Publish to a client
+// having read the whole event.
+func BenchmarkFanOut(b *testing.B) {
+	for _, clients := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			raiseFileLimit(b, clients)
+			br := NewBroker(nil)
+			srv := httptest.NewServer(br)
+			defer srv.Close()
+			defer br.Close()
+			addr := srv.Listener.Addr().String()
+			var got atomic.Int64
+			all := make(chan struct{}, 1)
+			latencies := make([][]time.Duration, clients)
+			var wg sync.WaitGroup
+			for c := range clients {
+				s, err := dialStream(addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer s.conn.Close()
+					for {
+						line, err := s.body.ReadSlice('\n')
+						if err != nil {
+							return
+						}
+						if ts, ok := bytes.CutPrefix(line, []byte("data: ")); ok {
+							sent, _ := strconv.ParseInt(string(bytes.TrimSpace(ts)), 10, 64)
+							latencies[c] = append(latencies[c], time.Since(time.Unix(0, sent)))
+							if got.Add(1) == int64(clients) {
+								all <- struct{}{}
+							}
+						}
+					}
+				}()
+			}
+			for br.Subscribers() < clients {
+				time.Sleep(time.Millisecond)
+			}
+			b.ResetTimer()
+			start := time.Now()
+			for b.Loop() {
+				got.Store(0)
+				_ = br.Publish(Event{Type: "t", Data: strconv.FormatInt(time.Now().UnixNano(), 10)})
+				<-all
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			br.Close()
+			wg.Wait()
+			var lat []time.Duration
+			for _, l := range latencies {
+				lat = append(lat, l...)
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "deliveries/s")
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}
+
+// BenchmarkIdleStream: memory (heap and goroutine stacks, both ends of the
+// loopback connection, in one process) per open idle stream: the Broker's,
+// next to a bare net/http handler that only waits on its context (the floor).
+// The figure is per stream; the op is opening 2,000 streams.
+func BenchmarkIdleStream(b *testing.B) {
+	const streams = 2000
+	var started atomic.Int64
+	bare := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		http.NewResponseController(w).Flush()
+		started.Add(1)
+		<-r.Context().Done()
+	})
+	for _, tt := range []struct {
+		name string
+		h    func() (http.Handler, func() int, func())
+	}{
+		{"bare-handler", func() (http.Handler, func() int, func()) {
+			started.Store(0)
+			return bare, func() int { return int(started.Load()) }, func() {}
+		}},
+		{"Broker", func() (http.Handler, func() int, func()) {
+			br := NewBroker(nil)
+			return br, br.Subscribers, func() { br.Close() }
+		}},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			raiseFileLimit(b, streams)
+			var perStream float64
+			for b.Loop() {
+				b.StopTimer()
+				h, open, closeAll := tt.h()
+				srv := httptest.NewServer(h)
+				before := memInUse()
+				b.StartTimer()
+				conns := make([]*rawStream, streams)
+				for i := range conns {
+					s, err := dialStream(srv.Listener.Addr().String())
+					if err != nil {
+						b.Fatal(err)
+					}
+					conns[i] = s
+				}
+				for open() < streams {
+					time.Sleep(time.Millisecond)
+				}
+				b.StopTimer()
+				perStream = float64(memInUse()-before) / streams / 1024
+				closeAll()
+				for _, s := range conns {
+					s.conn.Close()
+				}
+				srv.Close()
+				b.StartTimer()
+			}
+			b.ReportMetric(perStream, "KiB/stream")
+		})
+	}
+}
+
+func memInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse + m.StackInuse
 }
