@@ -29,6 +29,19 @@
 //		}
 //	}
 //
+// To send the same events to many clients, serve a [Broker] and call its
+// Publish from anywhere:
+//
+//	broker := sse.NewBroker(nil)
+//	srv := &http.Server{Addr: ":8080", Handler: broker}
+//	srv.RegisterOnShutdown(func() { broker.Close() })
+//	go srv.ListenAndServe()
+//	broker.Publish(sse.Event{Type: "price", Data: `{"ACME":1234.5}`})
+//
+// A Broker keeps recent events, so a browser that reconnects with a
+// Last-Event-ID header gets what it missed, and it never lets a slow client
+// delay the others.
+//
 // # What goes on the wire
 //
 // [Event.AppendText] writes every field as "name: value" with LF line ends,
