@@ -606,6 +606,36 @@ func TestWriterHTTP2(t *testing.T) {
 	}
 }
 
+// On HTTP/2 a write deadline resets the stream when it passes even if
+// nothing is being written: a stream quiet for longer than the write timeout
+// must survive.
+func TestWriterHTTP2QuietStreamSurvivesDeadline(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := NewWriter(w, r, &Options{WriteTimeout: 200 * time.Millisecond, Heartbeat: -1})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer s.Close()
+		_ = s.Send(Event{Data: "first"})
+		select {
+		case <-time.After(time.Second): // five write timeouts of silence
+		case <-r.Context().Done():
+			return
+		}
+		_ = s.Send(Event{Data: "second"})
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	_, events := open(t, srv.Client(), srv.URL, nil)
+	for _, want := range []string{"first", "second"} {
+		if ev, err := events.Next(); err != nil || ev.Data != want {
+			t.Fatalf("want %q: got %+v, %v", want, ev, err)
+		}
+	}
+}
+
 // ---- Heartbeat and Close, on a fake clock --------------------------------
 
 // flushRecorder is a ResponseWriter whose output a test can read while the

@@ -73,6 +73,7 @@ type Writer struct {
 	timer     *time.Timer
 	wrote     time.Time // when the last write began, for the heartbeat
 	renew     time.Time // when the write deadline is next moved forward
+	h2        bool      // HTTP/2: a pending deadline resets the stream even when idle
 	stopCtx   func() bool
 	err       error // sticky: ErrClosed or the first write error
 }
@@ -112,7 +113,7 @@ func NewWriter(w http.ResponseWriter, r *http.Request, opts *Options) (*Writer, 
 	if err := (&Event{Retry: o.Retry}).validate(); err != nil {
 		return nil, err
 	}
-	sw := &Writer{ctx: r.Context(), w: w, rc: http.NewResponseController(w)}
+	sw := &Writer{ctx: r.Context(), w: w, rc: http.NewResponseController(w), h2: r.ProtoMajor >= 2}
 	switch {
 	case o.WriteTimeout == 0:
 		sw.timeout = DefaultWriteTimeout
@@ -275,6 +276,12 @@ func (w *Writer) writeLocked(p []byte) error {
 	}
 	if err := w.rc.Flush(); err != nil {
 		return w.failLocked(err)
+	}
+	if w.h2 && w.timeout > 0 {
+		// An HTTP/2 stream's deadline is a timer that resets the stream when
+		// it fires, writing or not: clear it, or a quiet stream dies.
+		_ = w.rc.SetWriteDeadline(time.Time{})
+		w.renew = time.Time{}
 	}
 	w.wrote = now
 	return nil
