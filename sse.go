@@ -176,7 +176,11 @@ type Store interface {
 // when, after having caught up once, it falls more than half the history
 // behind (by count or by bytes). The client reconnects by itself and resumes
 // from its last id, losing nothing while the events it missed are still in the
-// history. The defaults hold a burst of 8192 events or 8 MiB per stream.
+// history. The defaults hold a burst of 8192 events or 8 MiB per stream: a
+// burst larger than half the history, published faster than clients read it,
+// ends even healthy streams, so size the history to twice your largest burst.
+// A stream ended this way gets no retry field: its client reconnects after
+// its reconnection time (Options.Retry, or the browser's default of 3 to 5 s).
 //
 // # Ids and replay
 //
@@ -185,9 +189,11 @@ type Store interface {
 // that reconnects with such an id gets every event after it, then live
 // events, with no gap and no duplicate. An event published with its own ID
 // keeps it, and a client reconnecting with it resumes the same way while the
-// event is in the history. Any other Last-Event-ID (unknown, from another
-// Broker or an earlier process, or older than the history and the Store)
-// gets a first event of type ResetEvent, then live events.
+// event is in the history, provided no other event in the history has the
+// same ID. Any other Last-Event-ID (unknown, repeated, from another Broker or
+// an earlier process, older than the history and the Store, or one that
+// LastEventID refuses) gets a first event of type ResetEvent, then live
+// events.
 //
 // A client without a Last-Event-ID gets live events only.
 //
@@ -221,10 +227,10 @@ type Broker struct {
 
 	mu      sync.RWMutex
 	closed  bool
-	wake    chan struct{}     // closed, and replaced, when an event is published
-	hist    ring              // the history
-	byID    map[string]uint64 // offsets of events in hist that carry their own ID
-	scratch []byte            // Publish's encoding buffer
+	wake    chan struct{}    // closed, and replaced, when an event is published
+	hist    ring             // the history
+	byID    map[string]idRef // events in hist that carry their own ID
+	scratch []byte           // Publish's encoding buffer
 }
 
 // NewBroker returns a Broker with a new epoch and an empty history.
@@ -252,7 +258,7 @@ func NewBroker(opts *BrokerOptions) *Broker {
 		store:       o.Store,
 		wake:        make(chan struct{}),
 		hist:        newRing(min(o.HistoryLen, 64)),
-		byID:        make(map[string]uint64),
+		byID:        make(map[string]idRef),
 	}
 }
 
@@ -267,11 +273,15 @@ func newEpoch() string {
 // streams receive events in the order their Publish calls took effect.
 //
 // It returns the error from [Event.AppendText] for an event that cannot be
-// written faithfully, an error from the Store's Append, or ErrClosed after
-// Close; the event is then not delivered.
+// written faithfully, ErrInvalidID for an ID longer than MaxLastEventIDLen
+// (LastEventID would not accept it back), an error from the Store's Append,
+// or ErrClosed after Close; the event is then not delivered.
 func (b *Broker) Publish(e Event) error {
 	if err := e.validate(); err != nil {
 		return err
+	}
+	if len(e.ID) > MaxLastEventIDLen {
+		return fieldError(ErrInvalidID, "%d bytes, over MaxLastEventIDLen: a client could not resume from it", len(e.ID))
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -297,7 +307,8 @@ func (b *Broker) Publish(e Event) error {
 	}
 	b.hist.push(entry{wire: wire, id: e.ID}, b.historyLen, b.historyByte, b.forget)
 	if e.ID != "" {
-		b.byID[e.ID] = offset
+		ref := b.byID[e.ID]
+		b.byID[e.ID] = idRef{offset: offset, count: ref.count + 1}
 	}
 	if b.waiting.Load() {
 		b.waiting.Store(false)
@@ -307,9 +318,20 @@ func (b *Broker) Publish(e Event) error {
 	return nil
 }
 
+// An idRef indexes the events in the history that carry one publisher ID.
+type idRef struct {
+	offset uint64 // the newest
+	count  int    // how many: more than one, and the ID says no position
+}
+
 // forget drops the index of an event leaving the history.
-func (b *Broker) forget(offset uint64, e *entry) {
-	if e.id != "" && b.byID[e.id] == offset {
+func (b *Broker) forget(_ uint64, e *entry) {
+	if e.id == "" {
+		return
+	}
+	if ref := b.byID[e.id]; ref.count > 1 {
+		b.byID[e.id] = idRef{offset: ref.offset, count: ref.count - 1}
+	} else {
 		delete(b.byID, e.id)
 	}
 }
@@ -341,9 +363,15 @@ func (b *Broker) Close() error {
 
 // ServeHTTP streams events to the client until it leaves, falls behind, or
 // the Broker closes. It resumes from the request's Last-Event-ID as described
-// on Broker. If the ResponseWriter cannot flush, it answers 500.
+// on Broker; a new client's stream begins with an id field alone, which sets
+// its last event ID and dispatches nothing, so that it can resume even if the
+// stream ends before its first event. If the ResponseWriter cannot flush, or
+// BrokerOptions.Stream holds a Retry that NewWriter refuses, it answers 500.
 func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	lastID := LastEventID(r)
+	// A header LastEventID refuses (too long, not UTF-8) is an id we cannot
+	// resume from, not the absence of one: it gets a reset.
+	rejected := lastID == "" && r.Header.Get("Last-Event-ID") != ""
 	cursor, reset, ok := b.subscribe(lastID)
 	if !ok {
 		b.refuse(w, r)
@@ -352,15 +380,23 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer b.subs.Add(-1)
 	sw, err := NewWriter(w, r, &b.stream)
 	if err != nil {
-		if errors.Is(err, http.ErrNotSupported) {
+		if errors.Is(err, http.ErrNotSupported) || errors.Is(err, ErrInvalidRetry) {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 		}
 		return
 	}
 	defer sw.Close()
 	s := stream{b: b, w: sw, cursor: cursor, lastID: lastID}
-	if reset {
+	switch {
+	case reset || rejected:
 		s.reset()
+	case lastID == "":
+		// Give a new client a position at once: an id field and a blank line
+		// set its last event ID and dispatch nothing. Should the stream end
+		// before its first event, the client still resumes where it began.
+		if sw.sendWire(append(b.appendID([]byte("id: "), cursor-1), "\n\n"...)) != nil {
+			return
+		}
 	}
 	s.run(r)
 }
@@ -392,8 +428,8 @@ func (b *Broker) subscribe(lastID string) (cursor uint64, reset, ok bool) {
 		}
 		return live, true, true
 	}
-	if off, ok := b.byID[lastID]; ok {
-		return off + 1, false, true
+	if ref, ok := b.byID[lastID]; ok && ref.count == 1 {
+		return ref.offset + 1, false, true
 	}
 	return live, true, true
 }

@@ -1299,7 +1299,9 @@ func TestBrokerSlowStreamIsEndedAndResumes(t *testing.T) {
 	g := &gate{flushRecorder: newFlushRecorder(), entered: make(chan struct{}, 1000), open: make(chan struct{}, 1000)}
 	done := make(chan struct{})
 	go func() { defer close(done); b.ServeHTTP(g, httptest.NewRequest("GET", "/", nil)) }()
-	waitFor(t, "the stream", func() bool { return b.Subscribers() == 1 })
+	<-g.entered
+	g.open <- struct{}{} // the new stream's id line
+	waitFor(t, "the stream to wait for events", b.waiting.Load)
 	_ = b.Publish(Event{Data: "0"})
 	<-g.entered // the stream's write of event 0 waits at the gate
 	for i := 1; i <= 60; i++ {
@@ -1873,4 +1875,57 @@ func memInUse() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse + m.StackInuse
+}
+
+// A new client gets a position before any event, invisibly: had its stream
+// ended before its first event, it would still resume where it began.
+func TestBrokerGivesNewClientsAPosition(t *testing.T) {
+	leakcheck.Check(t)
+	b := NewBroker(nil)
+	srv := brokerServer(t, b)
+	for range 3 {
+		_ = b.Publish(Event{Data: "before"})
+	}
+	cl := connect(t, srv.Client(), srv.URL, "")
+	waitFor(t, "the stream", func() bool { return b.Subscribers() == 1 })
+	_ = b.Close()
+	if rest := cl.ended(t); len(rest) != 0 {
+		t.Fatalf("the position was dispatched as events: %q", rest)
+	}
+	if got, want := cl.reader.LastEventID, b.epoch+"-3"; got != want {
+		t.Errorf("last event ID of a client that got no event = %q, want %q", got, want)
+	}
+}
+
+// Ids the Broker could not resume from are refused, or answered with a reset:
+// never a silent gap.
+func TestBrokerUnresumableIDs(t *testing.T) {
+	leakcheck.Check(t)
+	b := NewBroker(nil)
+	srv := brokerServer(t, b)
+	long := strings.Repeat("a", MaxLastEventIDLen+1)
+	if err := b.Publish(Event{ID: long}); !errors.Is(err, ErrInvalidID) {
+		t.Errorf("Publish with a %d-byte id: %v, want ErrInvalidID", len(long), err)
+	}
+	// A header LastEventID refuses gets a reset, not a fresh start.
+	if ev := connect(t, srv.Client(), srv.URL, long).next(t); ev.Type != ResetEvent || ev.Data != "" {
+		t.Errorf("an over-long Last-Event-ID: first event %+v, want a reset", ev)
+	}
+	// A publisher id seen twice in the history names no single position.
+	_ = b.Publish(Event{ID: "x", Data: "seen"})
+	_ = b.Publish(Event{Data: "missed"})
+	_ = b.Publish(Event{ID: "x", Data: "also x"})
+	if ev := connect(t, srv.Client(), srv.URL, "x").next(t); ev.Type != ResetEvent || ev.Data != "x" {
+		t.Errorf("a repeated id: first event %+v, want a reset", ev)
+	}
+}
+
+func TestBrokerRefusedStreamOptionAnswers500(t *testing.T) {
+	b := NewBroker(&BrokerOptions{Stream: Options{Retry: time.Microsecond}})
+	defer b.Close()
+	rec := httptest.NewRecorder()
+	b.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if rec.Code != 500 || !strings.Contains(rec.Body.String(), "retry") {
+		t.Errorf("a Retry NewWriter refuses: %d %q, want a 500 naming the field", rec.Code, rec.Body)
+	}
 }

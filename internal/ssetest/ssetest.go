@@ -98,15 +98,71 @@ func (r *Reader) readLine() (string, error) {
 }
 
 func (r *Reader) decode() string {
-	s := string(r.line)
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\uFFFD")
-	}
+	s := decodeUTF8(r.line)
 	if !r.started {
 		r.started = true
 		s = strings.TrimPrefix(s, "\uFEFF")
 	}
 	return s
+}
+
+// decodeUTF8 decodes b as the WHATWG Encoding standard's UTF-8 decoder does:
+// each maximal invalid subsequence becomes one U+FFFD. A line break is never
+// part of a sequence, so decoding line by line equals decoding the stream.
+func decodeUTF8(b []byte) string {
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	var out strings.Builder
+	var cp rune
+	needed, seen := 0, 0
+	lower, upper := byte(0x80), byte(0xBF)
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if needed == 0 {
+			switch {
+			case c <= 0x7F:
+				out.WriteByte(c)
+			case c >= 0xC2 && c <= 0xDF:
+				needed, cp = 1, rune(c&0x1F)
+			case c >= 0xE0 && c <= 0xEF:
+				if c == 0xE0 {
+					lower = 0xA0
+				} else if c == 0xED {
+					upper = 0x9F
+				}
+				needed, cp = 2, rune(c&0x0F)
+			case c >= 0xF0 && c <= 0xF4:
+				if c == 0xF0 {
+					lower = 0x90
+				} else if c == 0xF4 {
+					upper = 0x8F
+				}
+				needed, cp = 3, rune(c&0x07)
+			default:
+				out.WriteRune(utf8.RuneError)
+			}
+			continue
+		}
+		if c < lower || c > upper {
+			// The sequence is cut short: one U+FFFD, and c starts afresh.
+			needed, seen, cp = 0, 0, 0
+			lower, upper = 0x80, 0xBF
+			out.WriteRune(utf8.RuneError)
+			i--
+			continue
+		}
+		lower, upper = 0x80, 0xBF
+		cp = cp<<6 | rune(c&0x3F)
+		if seen++; seen == needed {
+			out.WriteRune(cp)
+			needed, seen, cp = 0, 0, 0
+		}
+	}
+	if needed != 0 {
+		out.WriteRune(utf8.RuneError)
+	}
+	return out.String()
 }
 
 // processLine applies one line; it reports an event when the line dispatches one.

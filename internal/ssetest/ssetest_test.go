@@ -100,3 +100,21 @@ func TestPendingAtEOF(t *testing.T) {
 		t.Error("a whole event: Pending = true, want false")
 	}
 }
+
+func TestDecodeUTF8LikeWHATWG(t *testing.T) {
+	for in, want := range map[string]string{
+		"a\xff\xffb":       "a\uFFFD\uFFFDb",     // two invalid bytes: two replacements
+		"\xe2\x82":         "\uFFFD",             // a cut-short sequence: one
+		"\xe2\x82x":        "\uFFFDx",            //
+		"\xed\xa0\x80":     "\uFFFD\uFFFD\uFFFD", // a surrogate: ED, then two lone continuations
+		"\xf0\x9f\x98\x80": "😀",
+		"\xc0\xaf":         "\uFFFD\uFFFD", // an overlong form
+	} {
+		if got := decodeUTF8([]byte(in)); got != want {
+			t.Errorf("decode %q = %q, want %q", in, got, want)
+		}
+	}
+	if ev, _ := Parse("data: a\xff\xffb\n\n"); ev[0].Data != "a\uFFFD\uFFFDb" {
+		t.Errorf("parsed %q", ev[0].Data)
+	}
+}
