@@ -137,7 +137,9 @@ type BrokerOptions struct {
 	// so that they do not all come back in the same instant. Values below 1 ms
 	// mean DefaultCloseRetry.
 	CloseRetry time.Duration
-	// Stream configures each stream's Writer (write timeout, heartbeat, retry).
+	// Stream configures each stream's Writer: write timeout and retry as for
+	// NewWriter. Its Heartbeat is kept by the Broker for all streams at once:
+	// after that long without a Publish, every stream gets a comment line.
 	Stream Options
 	// Store, if set, keeps events beyond the history, so that clients away
 	// longer than the history holds can still resume. Publish waits for it.
@@ -219,11 +221,14 @@ type Broker struct {
 	historyByte int
 	maxSubs     int64
 	closeRetry  time.Duration
-	stream      Options
+	stream      Options // with Heartbeat off: the Broker beats for all
+	heartbeat   time.Duration
 	store       Store
+	beatTimer   *time.Timer
 
 	subs    atomic.Int64
 	waiting atomic.Bool // a stream took wake since Publish last replaced it
+	beating atomic.Bool // beatTimer is armed
 
 	mu      sync.RWMutex
 	closed  bool
@@ -231,6 +236,8 @@ type Broker struct {
 	hist    ring             // the history
 	byID    map[string]idRef // events in hist that carry their own ID
 	scratch []byte           // Publish's encoding buffer
+	last    time.Time        // when the last event was published, or beat sent
+	beats   uint64           // heartbeats sent so far
 }
 
 // NewBroker returns a Broker with a new epoch and an empty history.
@@ -248,18 +255,29 @@ func NewBroker(opts *BrokerOptions) *Broker {
 	if o.CloseRetry < time.Millisecond {
 		o.CloseRetry = DefaultCloseRetry
 	}
-	return &Broker{
+	heartbeat := o.Stream.Heartbeat
+	if heartbeat == 0 {
+		heartbeat = DefaultHeartbeat
+	}
+	o.Stream.Heartbeat = -1
+	b := &Broker{
 		epoch:       newEpoch(),
 		historyLen:  o.HistoryLen,
 		historyByte: o.HistoryBytes,
 		maxSubs:     int64(max(o.MaxSubscribers, 0)),
 		closeRetry:  o.CloseRetry,
 		stream:      o.Stream,
+		heartbeat:   heartbeat,
 		store:       o.Store,
 		wake:        make(chan struct{}),
 		hist:        newRing(min(o.HistoryLen, 64)),
 		byID:        make(map[string]idRef),
 	}
+	if heartbeat > 0 {
+		b.beatTimer = time.AfterFunc(heartbeat, b.beat)
+		b.beatTimer.Stop() // armed by the first stream
+	}
+	return b
 }
 
 func newEpoch() string {
@@ -310,12 +328,44 @@ func (b *Broker) Publish(e Event) error {
 		ref := b.byID[e.ID]
 		b.byID[e.ID] = idRef{offset: offset, count: ref.count + 1}
 	}
+	if b.beatTimer != nil {
+		b.last = time.Now()
+	}
+	b.wakeLocked()
+	return nil
+}
+
+// wakeLocked wakes the streams waiting for something to send.
+func (b *Broker) wakeLocked() {
 	if b.waiting.Load() {
 		b.waiting.Store(false)
 		close(b.wake)
 		b.wake = make(chan struct{})
 	}
-	return nil
+}
+
+// beat runs when the heartbeat timer fires. After a whole period without a
+// Publish it has every stream send a comment; otherwise it waits out the
+// rest of the period. It lets the timer rest while no stream is open.
+func (b *Broker) beat() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	if quiet := time.Since(b.last); quiet < b.heartbeat {
+		b.beatTimer.Reset(b.heartbeat - quiet)
+		return
+	}
+	if b.subs.Load() == 0 {
+		// No stream can subscribe while mu is held: the next one re-arms.
+		b.beating.Store(false)
+		return
+	}
+	b.beats++
+	b.last = time.Now()
+	b.wakeLocked()
+	b.beatTimer.Reset(b.heartbeat)
 }
 
 // An idRef indexes the events in the history that carry one publisher ID.
@@ -357,6 +407,9 @@ func (b *Broker) Close() error {
 	if !b.closed {
 		b.closed = true
 		close(b.wake)
+		if b.beatTimer != nil {
+			b.beatTimer.Stop()
+		}
 	}
 	return nil
 }
@@ -368,6 +421,18 @@ func (b *Broker) Close() error {
 // stream ends before its first event. If the ResponseWriter cannot flush, or
 // BrokerOptions.Stream holds a Retry that NewWriter refuses, it answers 500.
 func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s, ok := b.start(w, r)
+	if !ok {
+		return
+	}
+	defer b.subs.Add(-1)
+	defer s.w.Close()
+	s.run(r.Context().Done())
+}
+
+// start registers a stream and starts its response, or answers a request the
+// Broker cannot serve and reports false.
+func (b *Broker) start(w http.ResponseWriter, r *http.Request) (stream, bool) {
 	lastID := LastEventID(r)
 	// A header LastEventID refuses (too long, not UTF-8) is an id we cannot
 	// resume from, not the absence of one: it gets a reset.
@@ -375,18 +440,17 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cursor, reset, ok := b.subscribe(lastID)
 	if !ok {
 		b.refuse(w, r)
-		return
+		return stream{}, false
 	}
-	defer b.subs.Add(-1)
 	sw, err := NewWriter(w, r, &b.stream)
 	if err != nil {
+		b.subs.Add(-1)
 		if errors.Is(err, http.ErrNotSupported) || errors.Is(err, ErrInvalidRetry) {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 		}
-		return
+		return stream{}, false
 	}
-	defer sw.Close()
-	s := stream{b: b, w: sw, cursor: cursor, lastID: lastID}
+	s := stream{b: b, w: sw, cursor: cursor, lastID: lastID, beats: b.beatsSoFar()}
 	switch {
 	case reset || rejected:
 		s.reset()
@@ -394,11 +458,9 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Give a new client a position at once: an id field and a blank line
 		// set its last event ID and dispatch nothing. Should the stream end
 		// before its first event, the client still resumes where it began.
-		if sw.sendWire(append(b.appendID([]byte("id: "), cursor-1), "\n\n"...)) != nil {
-			return
-		}
+		_ = sw.sendWire(append(b.appendID([]byte("id: "), cursor-1), "\n\n"...))
 	}
-	s.run(r)
+	return s, true
 }
 
 // subscribe registers a stream and returns the offset of the first event it
@@ -418,6 +480,9 @@ func (b *Broker) subscribe(lastID string) (cursor uint64, reset, ok bool) {
 			break
 		}
 	}
+	if b.beatTimer != nil && b.beating.CompareAndSwap(false, true) {
+		b.beatTimer.Reset(b.heartbeat)
+	}
 	live := b.hist.head + 1
 	if lastID == "" {
 		return live, false, true
@@ -432,6 +497,12 @@ func (b *Broker) subscribe(lastID string) (cursor uint64, reset, ok bool) {
 		return ref.offset + 1, false, true
 	}
 	return live, true, true
+}
+
+func (b *Broker) beatsSoFar() uint64 {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.beats
 }
 
 // parseID returns the offset in an id this Broker assigned.
@@ -475,6 +546,7 @@ type stream struct {
 	w        *Writer
 	cursor   uint64 // offset of the next event to send
 	lastID   string // the request's Last-Event-ID
+	beats    uint64 // the Broker's heartbeats this stream has sent, or skipped
 	sent     bool   // an event has been sent (a reset is no longer possible)
 	caughtUp bool   // the stream has reached the newest event once
 }
@@ -489,8 +561,7 @@ const (
 	readStore                   // the next event is older than the history: ask the Store
 )
 
-func (s *stream) run(r *http.Request) {
-	done := r.Context().Done()
+func (s *stream) run(done <-chan struct{}) {
 	for {
 		bp := batchPool.Get().(*[]byte)
 		batch, wake, state := s.read((*bp)[:0])
@@ -550,7 +621,12 @@ func (s *stream) read(dst []byte) ([]byte, <-chan struct{}, readState) {
 		s.cursor++
 	}
 	if len(dst) > 0 {
+		s.beats = b.beats // the events just read are traffic enough
 		return dst, nil, readEvents
+	}
+	if s.beats != b.beats {
+		s.beats = b.beats
+		return append(dst, heartbeatLine...), nil, readEvents
 	}
 	s.caughtUp = true
 	b.waiting.Store(true)

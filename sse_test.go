@@ -729,6 +729,45 @@ func TestHeartbeatOptions(t *testing.T) {
 	})
 }
 
+// A Broker keeps one heartbeat for all its streams: after a period without a
+// Publish, each stream writes a comment; a Publish restarts the period; with
+// no stream left the timer rests.
+func TestBrokerHeartbeat(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBroker(nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		recs := []*flushRecorder{newFlushRecorder(), newFlushRecorder()}
+		for _, rec := range recs {
+			go b.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, "GET", "/", nil))
+		}
+		synctest.Wait()
+		preamble := "id: " + b.epoch + "-0\n\n"
+		step := func(d time.Duration, want string) {
+			t.Helper()
+			time.Sleep(d)
+			synctest.Wait()
+			for i, rec := range recs {
+				if got := rec.body(); got != preamble+want {
+					t.Fatalf("stream %d after %v more: %q, want %q", i, d, got, preamble+want)
+				}
+			}
+		}
+		step(DefaultHeartbeat-time.Millisecond, "")
+		step(time.Millisecond, ":\n")
+		_ = b.Publish(Event{Data: "x"})
+		step(DefaultHeartbeat-time.Millisecond, ":\nid: "+b.epoch+"-1\ndata: x\n\n")
+		step(time.Millisecond, ":\nid: "+b.epoch+"-1\ndata: x\n\n:\n")
+		cancel()
+		synctest.Wait()
+		time.Sleep(time.Hour) // no stream: the timer fires once and rests
+		synctest.Wait()
+		if b.beating.Load() {
+			t.Error("the heartbeat timer is still armed with no stream open")
+		}
+		b.Close()
+	})
+}
+
 func TestWriterClose(t *testing.T) {
 	rec := newFlushRecorder()
 	s, err := NewWriter(rec, httptest.NewRequest("GET", "/", nil), nil)

@@ -149,8 +149,10 @@ func NewWriter(w http.ResponseWriter, r *http.Request, opts *Options) (*Writer, 
 	}
 	if sw.heartbeat > 0 {
 		sw.timer = time.AfterFunc(sw.heartbeat, sw.beat)
+		// Only the heartbeat writes by itself, so only it must stop when the
+		// request ends; every other write checks the context first.
+		sw.stopCtx = context.AfterFunc(r.Context(), sw.end)
 	}
-	sw.stopCtx = context.AfterFunc(r.Context(), sw.end)
 	if err := sw.writeLocked(appendRetry(nil, o.Retry)); err != nil {
 		return nil, err
 	}
