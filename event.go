@@ -160,32 +160,36 @@ func appendField(b []byte, prefix, value string) []byte {
 // appendLines appends one line per line of text, each starting with prefix.
 // CRLF, LF and lone CR each end a line; text that ends in a break is followed
 // by an empty line, so the client reads the trailing break back.
+//
+// It finds breaks with IndexByte, which scans many bytes per instruction, and
+// remembers the next LF, so that each byte is scanned once even in text made
+// of many lone CRs.
 func appendLines(b []byte, prefix, text string) []byte {
+	lf := strings.IndexByte(text, '\n') // the next LF in text, or -1
 	for {
-		i := indexBreak(text)
+		end := lf
+		if end < 0 {
+			end = len(text)
+		}
+		i := strings.IndexByte(text[:end], '\r')
+		if i < 0 {
+			i = lf
+		}
 		if i < 0 {
 			return appendField(b, prefix, text)
 		}
 		b = appendField(b, prefix, text[:i])
-		if text[i] == '\r' && i+1 < len(text) && text[i+1] == '\n' {
-			i++
+		next := i + 1
+		if text[i] == '\r' && next < len(text) && text[next] == '\n' {
+			next++
 		}
-		text = text[i+1:]
+		text = text[next:]
+		if lf >= 0 {
+			if lf -= next; lf < 0 {
+				lf = strings.IndexByte(text, '\n')
+			}
+		}
 	}
-}
-
-// indexBreak returns the index of the first CR or LF in s, or -1. It uses
-// IndexByte, which scans many bytes per instruction, rather than IndexAny,
-// which looks at one byte at a time.
-func indexBreak(s string) int {
-	lf := strings.IndexByte(s, '\n')
-	if lf < 0 {
-		return strings.IndexByte(s, '\r')
-	}
-	if cr := strings.IndexByte(s[:lf], '\r'); cr >= 0 {
-		return cr
-	}
-	return lf
 }
 
 // fieldError wraps one of the field sentinels with what is wrong in the field.

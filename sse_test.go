@@ -1644,6 +1644,21 @@ func BenchmarkEncode(b *testing.B) {
 	})
 }
 
+// BenchmarkEncodeLoneCRs: hostile data made of lone CRs encodes in linear
+// time: MB/s stays flat as the payload grows.
+func BenchmarkEncodeLoneCRs(b *testing.B) {
+	for _, n := range []int{1 << 10, 1 << 14, 1 << 18} {
+		b.Run(fmt.Sprintf("bytes=%d", n), func(b *testing.B) {
+			e := Event{Data: strings.Repeat("\r", n-1) + "\n"}
+			buf, _ := e.AppendText(nil)
+			b.SetBytes(int64(n))
+			for b.Loop() {
+				buf, _ = e.AppendText(buf[:0])
+			}
+		})
+	}
+}
+
 // discard is a ResponseWriter that flushes and keeps nothing.
 type discard struct{ h http.Header }
 
