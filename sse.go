@@ -110,7 +110,8 @@ func LastEventID(r *http.Request) string {
 // run, a made-up one, or one so old that the events after it are gone. Its Data
 // is the id the client sent; the live events that follow come after a gap the
 // client should fill another way (reload its state, say). Listen for it with
-// addEventListener("reset", ...).
+// addEventListener("reset", ...). (Data is empty when the header was one
+// LastEventID refuses: too long, or not valid UTF-8.)
 const ResetEvent = "reset"
 
 // Defaults used when BrokerOptions leaves a field zero.
@@ -214,7 +215,9 @@ type Store interface {
 //
 //	srv.RegisterOnShutdown(func() { broker.Close() })
 //
-// A Broker starts no goroutine: each stream runs in its request's handler.
+// Each stream runs in its request's handler goroutine. The Broker's only
+// other activity is its heartbeat timer, whose callback runs briefly when it
+// fires, rests while no stream is open, and is stopped by Close.
 type Broker struct {
 	epoch       string
 	historyLen  int
