@@ -1,6 +1,7 @@
 package sse_test
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/lightsse/sse"
@@ -95,4 +97,62 @@ func ExampleNewWriter() {
 	// id: 1
 	// event: countdown
 	// data: 1 left
+}
+
+// A Broker served over HTTP, with one client. Once the client is subscribed,
+// two events are published, one of them named, and the client prints what
+// came off the wire until both have arrived. Ids are the Broker's random
+// epoch, a dash and an offset, printed here as <epoch>-offset; the first, on
+// a line of its own, is the position the Broker gives a new client, from
+// which it resumes should the stream end before its first event.
+func ExampleBroker() {
+	b := sse.NewBroker(nil)
+	srv := httptest.NewServer(b)
+	defer srv.Close()
+	defer b.Close() // ends the stream first, so that srv.Close need not wait
+
+	resp, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer resp.Body.Close()
+	for b.Subscribers() < 1 { // a client without Last-Event-ID gets live events only
+		time.Sleep(time.Millisecond)
+	}
+
+	if err := b.Publish(sse.Event{Data: "hello"}); err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := b.Publish(sse.Event{Type: "greeting", Data: "hello again"}); err != nil {
+		fmt.Println(err)
+		return
+	}
+
+	lines := bufio.NewScanner(resp.Body)
+	for events, data := 0, false; events < 2 && lines.Scan(); {
+		line := lines.Text()
+		if id, ok := strings.CutPrefix(line, "id: "); ok {
+			_, offset, _ := strings.Cut(id, "-")
+			line = "id: <epoch>-" + offset
+		}
+		switch {
+		case strings.HasPrefix(line, "data:"):
+			data = true
+		case line == "" && data: // a blank line dispatches an event
+			events++
+			data = false
+		}
+		fmt.Println(line)
+	}
+	// Output:
+	// id: <epoch>-0
+	//
+	// id: <epoch>-1
+	// data: hello
+	//
+	// id: <epoch>-2
+	// event: greeting
+	// data: hello again
 }
