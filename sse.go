@@ -229,18 +229,20 @@ type Broker struct {
 	store       Store
 	beatTimer   *time.Timer
 
+	// Streams read these without a lock, so that no stream, however it is
+	// scheduled, can make Publish wait.
+	hist    ring                          // the history
+	wake    atomic.Pointer[chan struct{}] // closed, and replaced, to wake streams
+	waiting atomic.Bool                   // a stream may be waiting on wake
+	closed  atomic.Bool
+	beats   atomic.Uint64 // heartbeats sent so far
 	subs    atomic.Int64
-	waiting atomic.Bool // a stream took wake since Publish last replaced it
 	beating atomic.Bool // beatTimer is armed
 
-	mu      sync.RWMutex
-	closed  bool
-	wake    chan struct{}    // closed, and replaced, when an event is published
-	hist    ring             // the history
+	mu      sync.Mutex       // held by Publish, Close, the heartbeat and subscribe
 	byID    map[string]idRef // events in hist that carry their own ID
 	scratch []byte           // Publish's encoding buffer
 	last    time.Time        // when the last event was published, or beat sent
-	beats   uint64           // heartbeats sent so far
 }
 
 // NewBroker returns a Broker with a new epoch and an empty history.
@@ -272,10 +274,11 @@ func NewBroker(opts *BrokerOptions) *Broker {
 		stream:      o.Stream,
 		heartbeat:   heartbeat,
 		store:       o.Store,
-		wake:        make(chan struct{}),
-		hist:        newRing(min(o.HistoryLen, 64)),
 		byID:        make(map[string]idRef),
 	}
+	b.hist.init(min(o.HistoryLen, 64))
+	wake := make(chan struct{})
+	b.wake.Store(&wake)
 	if heartbeat > 0 {
 		b.beatTimer = time.AfterFunc(heartbeat, b.beat)
 		b.beatTimer.Stop() // armed by the first stream
@@ -306,10 +309,10 @@ func (b *Broker) Publish(e Event) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
+	if b.closed.Load() {
 		return ErrClosed
 	}
-	offset := b.hist.head + 1
+	offset := b.hist.head.Load() + 1
 	buf := b.scratch[:0]
 	if e.ID == "" {
 		buf = b.appendID(append(buf, "id: "...), offset)
@@ -326,7 +329,7 @@ func (b *Broker) Publish(e Event) error {
 			return err
 		}
 	}
-	b.hist.push(entry{wire: wire, id: e.ID}, b.historyLen, b.historyByte, b.forget)
+	b.hist.push(&entry{wire: wire, id: e.ID}, b.historyLen, b.historyByte, b.forget)
 	if e.ID != "" {
 		ref := b.byID[e.ID]
 		b.byID[e.ID] = idRef{offset: offset, count: ref.count + 1}
@@ -338,12 +341,14 @@ func (b *Broker) Publish(e Event) error {
 	return nil
 }
 
-// wakeLocked wakes the streams waiting for something to send.
+// wakeLocked wakes the streams waiting for something to send. A stream
+// loads wake, then sets waiting, then looks at the history again; so either
+// it sees what was just published, or this sees waiting and closes the
+// channel it waits on.
 func (b *Broker) wakeLocked() {
-	if b.waiting.Load() {
-		b.waiting.Store(false)
-		close(b.wake)
-		b.wake = make(chan struct{})
+	if b.waiting.Swap(false) {
+		wake := make(chan struct{})
+		close(*b.wake.Swap(&wake))
 	}
 }
 
@@ -353,7 +358,7 @@ func (b *Broker) wakeLocked() {
 func (b *Broker) beat() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
+	if b.closed.Load() {
 		return
 	}
 	if quiet := time.Since(b.last); quiet < b.heartbeat {
@@ -365,7 +370,7 @@ func (b *Broker) beat() {
 		b.beating.Store(false)
 		return
 	}
-	b.beats++
+	b.beats.Add(1)
 	b.last = time.Now()
 	b.wakeLocked()
 	b.beatTimer.Reset(b.heartbeat)
@@ -378,7 +383,7 @@ type idRef struct {
 }
 
 // forget drops the index of an event leaving the history.
-func (b *Broker) forget(_ uint64, e *entry) {
+func (b *Broker) forget(e *entry) {
 	if e.id == "" {
 		return
 	}
@@ -407,9 +412,10 @@ func (b *Broker) Subscribers() int { return int(b.subs.Load()) }
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.closed {
-		b.closed = true
-		close(b.wake)
+	if !b.closed.Load() {
+		b.closed.Store(true) // before the wake: a stream that misses it sees this
+		wake := make(chan struct{})
+		close(*b.wake.Swap(&wake))
 		if b.beatTimer != nil {
 			b.beatTimer.Stop()
 		}
@@ -453,7 +459,7 @@ func (b *Broker) start(w http.ResponseWriter, r *http.Request) (stream, bool) {
 		}
 		return stream{}, false
 	}
-	s := stream{b: b, w: sw, cursor: cursor, lastID: lastID, beats: b.beatsSoFar()}
+	s := stream{b: b, w: sw, cursor: cursor, lastID: lastID, beats: b.beats.Load()}
 	switch {
 	case reset || rejected:
 		s.reset()
@@ -470,9 +476,9 @@ func (b *Broker) start(w http.ResponseWriter, r *http.Request) (stream, bool) {
 // needs, and whether the client's lastID must be answered with a reset. It
 // returns ok false when the Broker is closed or full.
 func (b *Broker) subscribe(lastID string) (cursor uint64, reset, ok bool) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	if b.closed {
+	b.mu.Lock() // for a consistent history and byID; brief
+	defer b.mu.Unlock()
+	if b.closed.Load() {
 		return 0, false, false
 	}
 	for n := b.subs.Load(); ; n = b.subs.Load() {
@@ -486,12 +492,13 @@ func (b *Broker) subscribe(lastID string) (cursor uint64, reset, ok bool) {
 	if b.beatTimer != nil && b.beating.CompareAndSwap(false, true) {
 		b.beatTimer.Reset(b.heartbeat)
 	}
-	live := b.hist.head + 1
+	head := b.hist.head.Load()
+	live := head + 1
 	if lastID == "" {
 		return live, false, true
 	}
-	if off, ok := b.parseID(lastID); ok && off <= b.hist.head {
-		if off+1 >= b.hist.tail || b.store != nil {
+	if off, ok := b.parseID(lastID); ok && off <= head {
+		if off+1 >= b.hist.tail.Load() || b.store != nil {
 			return off + 1, false, true
 		}
 		return live, true, true
@@ -500,12 +507,6 @@ func (b *Broker) subscribe(lastID string) (cursor uint64, reset, ok bool) {
 		return ref.offset + 1, false, true
 	}
 	return live, true, true
-}
-
-func (b *Broker) beatsSoFar() uint64 {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	return b.beats
 }
 
 // parseID returns the offset in an id this Broker assigned.
@@ -598,42 +599,54 @@ func (s *stream) run(done <-chan struct{}) {
 }
 
 // read appends to dst the events from the stream's cursor on, up to maxBatch
-// bytes, and advances the cursor. When there are none it returns the channel
-// that the next Publish closes.
+// bytes, and advances the cursor; or a heartbeat comment, if one is due. It
+// takes no lock. When there is nothing to send it returns the channel that
+// the next Publish closes, or, if something came in as it looked, nothing,
+// and the caller reads again.
 func (s *stream) read(dst []byte) ([]byte, <-chan struct{}, readState) {
-	b := s.b
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	h := &b.hist
-	switch {
-	case b.closed:
+	b, h := s.b, &s.b.hist
+	if b.closed.Load() {
 		return dst, nil, readClosed
-	case s.cursor < h.tail && b.store != nil:
-		return dst, nil, readStore
-	case s.cursor < h.tail:
-		return dst, nil, readLost
-	case s.caughtUp && h.lagging(s.cursor, b.historyLen/2, b.historyByte/2):
-		return dst, nil, readLost
 	}
-	for s.cursor <= h.head {
-		wire := h.at(s.cursor).wire
-		if len(dst) > 0 && len(dst)+len(wire) > maxBatch {
-			return dst, nil, readEvents
+	if head := h.head.Load(); s.cursor <= head {
+		switch {
+		case s.cursor < h.tail.Load() && b.store != nil:
+			return dst, nil, readStore
+		case s.cursor < h.tail.Load():
+			return dst, nil, readLost
+		case s.caughtUp && h.lagging(s.cursor, head, max(b.historyLen/2, 1), max(b.historyByte/2, 1)):
+			return dst, nil, readLost
 		}
-		dst = append(dst, wire...)
-		s.cursor++
-	}
-	if len(dst) > 0 {
-		s.beats = b.beats // the events just read are traffic enough
+		for ; s.cursor <= head; s.cursor++ {
+			e := h.get(s.cursor)
+			if e == nil { // dropped as we read: send what we have, then say so
+				if len(dst) > 0 {
+					break
+				}
+				if b.store != nil {
+					return dst, nil, readStore
+				}
+				return dst, nil, readLost
+			}
+			if len(dst) > 0 && len(dst)+len(e.wire) > maxBatch {
+				break
+			}
+			dst = append(dst, e.wire...)
+		}
+		s.beats = b.beats.Load() // the events just read are traffic enough
 		return dst, nil, readEvents
 	}
-	if s.beats != b.beats {
-		s.beats = b.beats
+	if beats := b.beats.Load(); s.beats != beats {
+		s.beats = beats
 		return append(dst, heartbeatLine...), nil, readEvents
 	}
-	s.caughtUp = true
+	wake := b.wake.Load()
 	b.waiting.Store(true)
-	return dst, b.wake, readEvents
+	if h.head.Load() >= s.cursor || b.beats.Load() != s.beats || b.closed.Load() {
+		return dst, nil, readEvents // came in as we looked: read again
+	}
+	s.caughtUp = true
+	return dst, *wake, readEvents
 }
 
 // readStore reads events older than the history from the Store. If the Store
@@ -643,9 +656,7 @@ func (s *stream) readStore(dst []byte) ([]byte, readState) {
 	out, n, err := s.b.store.ReadAfter(dst, s.b.epoch, s.cursor-1, maxBatch)
 	if err != nil || n == 0 {
 		if err == nil && !s.sent {
-			s.b.mu.RLock()
-			s.cursor = s.b.hist.head + 1
-			s.b.mu.RUnlock()
+			s.cursor = s.b.hist.head.Load() + 1
 			s.reset()
 			return dst[:0], readEvents
 		}
@@ -663,72 +674,101 @@ func (s *stream) reset() {
 	s.sent = true
 }
 
-// An entry is one published event in a Broker's history.
+// An entry is one published event in a Broker's history. It does not change
+// once published.
 type entry struct {
-	wire []byte // the encoded event
-	id   string // the event's own ID, if the publisher set one
-	end  uint64 // bytes published up to and including this event
+	offset uint64 // its place in the history
+	wire   []byte // the encoded event
+	id     string // the event's own ID, if the publisher set one
+	end    uint64 // bytes published up to and including this event
 }
 
-// A ring holds the most recent events, by offset. It grows by doubling up to
-// its bound in events, so a quiet Broker holds little.
+// A ring holds the most recent events, by offset. Publishers change it under
+// the Broker's mutex, one at a time; streams read it with atomic loads only.
+// It grows by doubling up to its bound in events, so a quiet Broker holds
+// little.
 type ring struct {
-	slots []entry
-	head  uint64 // offset of the newest event; 0 before the first
-	tail  uint64 // offset of the oldest event held; head+1 when none
-	bytes int    // bytes held
-	total uint64 // bytes ever published
+	slots atomic.Pointer[[]atomic.Pointer[entry]]
+	head  atomic.Uint64 // offset of the newest event; 0 before the first
+	tail  atomic.Uint64 // offset of the oldest event held; head+1 when none
+	bytes int           // bytes held (publishers only)
+	total uint64        // bytes ever published (publishers only)
 }
 
-func newRing(n int) ring { return ring{slots: make([]entry, n), tail: 1} }
+func (r *ring) init(n int) {
+	slots := make([]atomic.Pointer[entry], n)
+	r.slots.Store(&slots)
+	r.tail.Store(1)
+}
 
-func (r *ring) at(offset uint64) *entry { return &r.slots[offset%uint64(len(r.slots))] }
+// get returns the event at offset, or nil if the ring does not hold it. A
+// reader that has loaded head before calling get finds every event up to
+// head still held: push stores a grown slice before the events it holds.
+func (r *ring) get(offset uint64) *entry {
+	slots := *r.slots.Load()
+	e := slots[offset%uint64(len(slots))].Load()
+	if e == nil || e.offset != offset {
+		return nil
+	}
+	return e
+}
 
 // push appends e as the newest event, then drops the oldest while more than
 // maxLen events or maxBytes bytes are held (never the newest). forget is told
 // of each dropped event.
-func (r *ring) push(e entry, maxLen, maxBytes int, forget func(uint64, *entry)) {
-	if r.head+1-r.tail == uint64(len(r.slots)) {
-		if len(r.slots) < maxLen {
-			r.grow(min(2*len(r.slots), maxLen))
+func (r *ring) push(e *entry, maxLen, maxBytes int, forget func(*entry)) {
+	slots := *r.slots.Load()
+	if head, tail := r.head.Load(), r.tail.Load(); head+1-tail == uint64(len(slots)) {
+		if len(slots) < maxLen {
+			slots = r.grow(min(2*len(slots), maxLen))
 		} else {
 			r.drop(forget)
 		}
 	}
 	r.total += uint64(len(e.wire))
 	e.end = r.total
-	r.head++
-	*r.at(r.head) = e
+	e.offset = r.head.Load() + 1
+	slots[e.offset%uint64(len(slots))].Store(e)
+	r.head.Store(e.offset)
 	r.bytes += len(e.wire)
-	for r.bytes > maxBytes && r.tail < r.head {
+	for r.bytes > maxBytes && r.tail.Load() < e.offset {
 		r.drop(forget)
 	}
 }
 
-func (r *ring) drop(forget func(uint64, *entry)) {
-	e := r.at(r.tail)
-	forget(r.tail, e)
+// drop lets go of the oldest event; a stream reading it keeps its copy.
+func (r *ring) drop(forget func(*entry)) {
+	tail := r.tail.Load()
+	e := r.get(tail)
+	forget(e)
 	r.bytes -= len(e.wire)
-	*e = entry{}
-	r.tail++
+	r.tail.Store(tail + 1)
+	slots := *r.slots.Load()
+	slots[tail%uint64(len(slots))].Store(nil)
 }
 
-func (r *ring) grow(n int) {
-	slots := make([]entry, n)
-	for off := r.tail; off <= r.head; off++ {
-		slots[off%uint64(n)] = *r.at(off)
+func (r *ring) grow(n int) []atomic.Pointer[entry] {
+	slots := make([]atomic.Pointer[entry], n)
+	for off := r.tail.Load(); off <= r.head.Load(); off++ {
+		slots[off%uint64(n)].Store(r.get(off))
 	}
-	r.slots = slots
+	r.slots.Store(&slots)
+	return slots
 }
 
 // lagging reports whether a stream whose next event is at cursor is more than
-// maxLen events or maxBytes bytes behind the newest. A stream with at most
-// the newest event to send is never lagging.
-func (r *ring) lagging(cursor uint64, maxLen, maxBytes int) bool {
-	if cursor >= r.head {
+// maxLen events or maxBytes bytes behind head. A stream with at most the
+// newest event to send is never lagging.
+func (r *ring) lagging(cursor, head uint64, maxLen, maxBytes int) bool {
+	if cursor >= head {
 		return false
 	}
-	e := r.at(cursor)
-	behind := r.total - (e.end - uint64(len(e.wire)))
-	return r.head+1-cursor > uint64(maxLen) || behind > uint64(maxBytes)
+	if head+1-cursor > uint64(maxLen) {
+		return true
+	}
+	first, last := r.get(cursor), r.get(head)
+	if first == nil || last == nil {
+		return false // moved on as we looked; the caller finds out
+	}
+	return last.end-(first.end-uint64(len(first.wire))) > uint64(maxBytes)
 }
