@@ -1,0 +1,218 @@
+// Command benchmarks measures github.com/lightsse/sse against the Go SSE
+// libraries a user would pick instead, a hand-written handler, and two
+// floors, on the same workloads, and prints the results as Markdown tables.
+//
+//	cd benchmarks && go run . -all          # every workload (about 15 minutes)
+//	go run . -quick                         # every workload, small (under 2 minutes)
+//	go run . -workload fanout -n 1000 -contenders ours,tmaxmax
+//
+// Servers and clients run in separate processes (this binary, re-executed
+// with -role), on 127.0.0.1 only; every phase has a time bound, and a server
+// that blocks is killed when its phase ends.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 && strings.HasPrefix(os.Args[1], "-role=") {
+		if err := runRole(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	testing.Init() // for testing.Benchmark's -test.benchtime
+	var (
+		all        = flag.Bool("all", false, "run every workload at full size")
+		quick      = flag.Bool("quick", false, "run every workload at a small size (under 2 minutes)")
+		workload   = flag.String("workload", "", "comma-separated: encode, fanout, slow, idle (default: all)")
+		list       = flag.String("contenders", "all", "comma-separated contenders: "+strings.Join(contenderNames(), ", "))
+		ns         = flag.String("n", "", "fan-out client counts (default 100,1000,5000; quick 100)")
+		idleN      = flag.Int("idle-n", 0, "idle streams (default 19900: the hard RLIMIT_NOFILE here is 20000; quick 1000)")
+		idleWin    = flag.Duration("idle-window", 0, "idle measuring window (default 30s; quick 2s)")
+		idleHB     = flag.Duration("idle-heartbeat", 0, "heartbeat interval in the idle workload (default 15s; quick 1s)")
+		slowEvents = flag.Int("slow-events", 0, "events per slow-consumer burst (default 5000; quick 1000)")
+		slowWT     = flag.Duration("slow-write-timeout", 0, "write timeout for ours and hub in the slow workload (default 10s, ours' default; quick 1s)")
+		benchtime  = flag.Duration("benchtime", 0, "encode benchmark time per encoder (default 1s; quick 200ms)")
+		profile    = flag.String("profile", "", "directory: each server writes CPU and mutex profiles there (go tool pprof)")
+	)
+	flag.Parse()
+	if !*all && !*quick && *workload == "" {
+		fmt.Fprintln(os.Stderr, "say -all, -quick, or -workload (see -h)")
+		os.Exit(2)
+	}
+	o := defaultOptions(*quick)
+	if *quick {
+		quietWait = 3 * time.Second
+	}
+	if *workload != "" {
+		o.workloads = map[string]bool{}
+		for _, w := range strings.Split(*workload, ",") {
+			o.workloads[strings.TrimSpace(w)] = true
+		}
+	}
+	var err error
+	if o.contenders, err = parseContenders(*list); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if *ns != "" {
+		o.fanoutN = nil
+		for _, s := range strings.Split(*ns, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || n < 1 {
+				fmt.Fprintln(os.Stderr, "bad -n:", s)
+				os.Exit(2)
+			}
+			o.fanoutN = append(o.fanoutN, n)
+		}
+	}
+	setIf(&o.idleN, *idleN)
+	setIf(&o.idleWindow, *idleWin)
+	setIf(&o.idleHeartbeat, *idleHB)
+	setIf(&o.slowEvents, *slowEvents)
+	setIf(&o.slowWT, *slowWT)
+	setIf(&o.benchtime, *benchtime)
+	if *profile != "" {
+		if err := os.MkdirAll(*profile, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		o.profileDir = *profile
+	}
+	raiseNoFile(1 << 20)
+	if err := runAll(o, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func setIf[T comparable](dst *T, v T) {
+	var zero T
+	if v != zero {
+		*dst = v
+	}
+}
+
+// runRole runs this process (or goroutine, in tests) as a server or client.
+func runRole(args []string, in io.Reader, out, errw io.Writer) error {
+	fs := flag.NewFlagSet("role", flag.ContinueOnError)
+	fs.SetOutput(errw)
+	role := fs.String("role", "", "server or client")
+	contender := fs.String("contender", "", "server: contender")
+	hb := fs.Duration("hb", 0, "server: heartbeat")
+	wt := fs.Duration("wt", 0, "server: write timeout")
+	burst := fs.Int("burst", 0, "server: longest back-to-back burst")
+	profile := fs.String("profile", "", "server: profile path prefix")
+	url := fs.String("url", "", "client: stream URL")
+	n := fs.Int("n", 1, "client: streams")
+	stall := fs.Int("stall", -1, "client: index of the stream that stalls")
+	src := fs.String("src", "", "client: comma-separated source addresses")
+	size := fs.Int("size", 200, "client: payload size")
+	typ := fs.String("type", eventType, "client: expected event type")
+	phases := fs.String("phases", "0:1", "client: seq ranges from:to,...")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	raiseNoFile(1 << 20)
+	switch *role {
+	case "server":
+		if *profile != "" {
+			stop, err := startProfiles(*profile)
+			if err != nil {
+				return err
+			}
+			defer stop()
+		}
+		return serverMain(*contender, Config{Heartbeat: *hb, WriteTimeout: *wt, Burst: *burst}, in, out, errw)
+	case "client":
+		a := clientArgs{url: *url, n: *n, stall: *stall, size: *size, typ: *typ}
+		if *src != "" {
+			a.src = strings.Split(*src, ",")
+		}
+		for _, p := range strings.Split(*phases, ",") {
+			f, t, _ := strings.Cut(p, ":")
+			from, err1 := strconv.Atoi(f)
+			to, err2 := strconv.Atoi(t)
+			if err1 != nil || err2 != nil || to <= from {
+				return fmt.Errorf("bad phase %q", p)
+			}
+			a.phases = append(a.phases, phase{from, to})
+		}
+		return clientMain(a, in, out)
+	}
+	return fmt.Errorf("unknown role %q", *role)
+}
+
+type options struct {
+	quick      bool
+	workloads  map[string]bool // nil: all
+	contenders []contenderInfo
+
+	benchtime time.Duration
+
+	fanoutN        []int
+	fanoutEvents   int
+	fanoutSize     int
+	fanoutInterval time.Duration
+
+	slowClients int
+	slowEvents  int
+	slowSize    int
+	slowWT      time.Duration
+
+	idleN         int
+	idleHeartbeat time.Duration
+	idleWindow    time.Duration
+	idleSettle    time.Duration
+
+	profileDir string
+}
+
+func (o options) profilePath(workload, contender string, n int) string {
+	if o.profileDir == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s/%s-%s-%d", o.profileDir, workload, contender, n)
+}
+
+func defaultOptions(quick bool) options {
+	o := options{
+		quick:          quick,
+		benchtime:      time.Second,
+		fanoutN:        []int{100, 1000, 5000},
+		fanoutEvents:   200,
+		fanoutSize:     200,
+		fanoutInterval: 5 * time.Millisecond,
+		slowClients:    100,
+		slowEvents:     5000,
+		slowSize:       1024,
+		slowWT:         10 * time.Second,
+		idleN:          19900,
+		idleHeartbeat:  15 * time.Second,
+		idleWindow:     30 * time.Second,
+		idleSettle:     2 * time.Second,
+	}
+	if quick {
+		o.benchtime = 200 * time.Millisecond
+		o.fanoutN = []int{100}
+		o.slowEvents = 1000
+		o.slowWT = time.Second
+		o.idleN = 1000
+		o.idleHeartbeat = time.Second
+		o.idleWindow = 2 * time.Second
+		o.idleSettle = 500 * time.Millisecond
+	}
+	return o
+}
+
+func (o options) want(w string) bool { return o.workloads == nil || o.workloads[w] }

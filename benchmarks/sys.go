@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// cpuNow returns the user+system CPU time this process has used.
+func cpuNow() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// memKiB returns VmRSS and VmHWM of this process, in KiB.
+func memKiB() (rss, hwm int64) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		f := strings.Fields(string(line))
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "VmRSS:":
+			rss, _ = strconv.ParseInt(f[1], 10, 64)
+		case "VmHWM:":
+			hwm, _ = strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	return rss, hwm
+}
+
+// raiseNoFile raises RLIMIT_NOFILE as far as the process may (the hard
+// limit; higher only with CAP_SYS_RESOURCE) and returns the soft limit.
+func raiseNoFile(want uint64) uint64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0
+	}
+	if rl.Cur < want {
+		try := rl
+		try.Cur, try.Max = want, max(want, rl.Max)
+		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &try) != nil {
+			rl.Cur = rl.Max
+			_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
+		}
+	}
+	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
+	return rl.Cur
+}
+
+// machine describes where the numbers were measured.
+func machine() string {
+	model := "unknown CPU"
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 1 {
+			if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				mem = strconv.FormatFloat(float64(kb)/(1<<20), 'f', 1, 64) + " GiB RAM, "
+			}
+		}
+	}
+	var uts syscall.Utsname
+	kernel := ""
+	if syscall.Uname(&uts) == nil {
+		var b []byte
+		for _, c := range uts.Release {
+			if c == 0 {
+				break
+			}
+			b = append(b, byte(c))
+		}
+		kernel = ", Linux " + string(b)
+	}
+	return strconv.Itoa(runtime.NumCPU()) + " CPUs (" + model + "), " + mem + runtime.Version() + kernel +
+		", " + time.Now().UTC().Format("2006-01-02")
+}
+
+// startProfiles starts a CPU profile and mutex sampling; the returned
+// function writes prefix.cpu.pprof and the mutex, block and heap profiles.
+func startProfiles(prefix string) (func(), error) {
+	f, err := os.Create(prefix + ".cpu.pprof")
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	runtime.SetMutexProfileFraction(10)
+	runtime.SetBlockProfileRate(100_000) // one sample per 100 µs blocked
+	runtime.MemProfileRate = 4096
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		for _, name := range []string{"mutex", "block", "heap"} {
+			if m, err := os.Create(prefix + "." + name + ".pprof"); err == nil {
+				_ = pprof.Lookup(name).WriteTo(m, 0)
+				m.Close()
+			}
+		}
+	}, nil
+}
+
+// machineBusy returns the CPU time all processes on the machine have used
+// (the non-idle time in /proc/stat), to tell how much other load ran during
+// a measurement.
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		busy += n
+	}
+	return time.Duration(busy) * 10 * time.Millisecond // USER_HZ = 100
+}
+
+// waitQuiet waits (up to max) until the machine has been nearly idle for a
+// second, so that a measurement does not start while something else runs.
+// It returns the other load seen last, in cores.
+func waitQuiet(max time.Duration) float64 {
+	end := time.Now().Add(max)
+	for {
+		b0, t0 := machineBusy(), time.Now()
+		time.Sleep(time.Second)
+		load := float64(machineBusy()-b0) / float64(time.Since(t0))
+		if load < 0.15 || time.Now().After(end) {
+			return load
+		}
+	}
+}
+
+// goMemory returns the bytes of goroutine stacks and of heap objects.
+func goMemory() (stacks, heap int64) {
+	samples := []metrics.Sample{{Name: "/memory/classes/heap/stacks:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(samples)
+	if samples[0].Value.Kind() == metrics.KindUint64 {
+		stacks = int64(samples[0].Value.Uint64())
+	}
+	if samples[1].Value.Kind() == metrics.KindUint64 {
+		heap = int64(samples[1].Value.Uint64())
+	}
+	return stacks, heap
+}
+
+// ownCPU returns the CPU time of this process and of its waited-for
+// children (the server and client processes).
+func ownCPU() time.Duration {
+	var self, children syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children)
+	return time.Duration(self.Utime.Nano() + self.Stime.Nano() + children.Utime.Nano() + children.Stime.Nano())
+}
+
+// loadMeter tells how much CPU other processes used over a span.
+type loadMeter struct {
+	busy, own time.Duration
+	start     time.Time
+}
+
+func newLoadMeter() loadMeter { return loadMeter{machineBusy(), ownCPU(), time.Now()} }
+
+// other returns the cores other processes used on average since the start.
+func (m loadMeter) other() float64 {
+	wall := time.Since(m.start)
+	if wall <= 0 {
+		return 0
+	}
+	return max(0, float64((machineBusy()-m.busy)-(ownCPU()-m.own))/float64(wall))
+}
