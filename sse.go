@@ -163,7 +163,9 @@ type Store interface {
 }
 
 // A Broker is an http.Handler that streams the events given to Publish to
-// every client connected to it, and lets reconnecting clients resume.
+// every client connected to it, and lets reconnecting clients resume. Make
+// one with NewBroker (the zero Broker is not ready for use); all its methods
+// are safe to call from many goroutines at once.
 //
 // # Delivery
 //
