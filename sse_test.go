@@ -288,7 +288,9 @@ func serve(t *testing.T, h http.HandlerFunc) *httptest.Server {
 // of its body. The request is cancelled when the test ends.
 func open(t *testing.T, client *http.Client, url string, header http.Header) (*http.Response, *ssetest.Reader) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	// A bound on the whole stream: an event that never arrives (a missing
+	// flush, say) fails the read within it instead of hanging the run.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
 	req.Header.Set("Accept", "text/event-stream")
 	for k, v := range header {
@@ -461,10 +463,11 @@ func TestWriterWithoutFlusherFailsBeforeHeaders(t *testing.T) {
 	}
 }
 
-// A server-wide WriteTimeout of 1 s does not end a 3 s stream.
+// A server-wide WriteTimeout of 1 s does not end a 3 s stream, and neither
+// does the Writer's own 500 ms one: each write moves the deadline on.
 func TestWriterOutlivesServerWriteTimeout(t *testing.T) {
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, err := NewWriter(w, r, nil)
+		s, err := NewWriter(w, r, &Options{WriteTimeout: 500 * time.Millisecond})
 		if err != nil {
 			t.Error(err)
 			return
@@ -534,6 +537,42 @@ func TestWriterStalledClientFailsWithinDeadline(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Send still blocked after 30 s")
+	}
+}
+
+// The same over HTTP/2, where the Writer clears its deadline after each write
+// and so must set it again before the next, however soon that comes.
+func TestWriterHTTP2StalledClientFailsWithinDeadline(t *testing.T) {
+	result := make(chan error, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := NewWriter(w, r, &Options{WriteTimeout: 200 * time.Millisecond})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer s.Close()
+		big := Event{Data: strings.Repeat("x", 16<<10)}
+		for i := 0; i < 100000; i++ { // 1.6 GB: far past any flow-control window
+			if err = s.Send(big); err != nil {
+				break
+			}
+		}
+		result <- err
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	resp, _ := open(t, srv.Client(), srv.URL, nil) // and never read
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("protocol %s, want HTTP/2", resp.Proto)
+	}
+	select {
+	case err := <-result:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Send: %v, want a deadline error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Send still blocked after 10 s with a 200 ms write timeout")
 	}
 }
 
@@ -754,7 +793,8 @@ func TestBrokerHeartbeat(t *testing.T) {
 		}
 		step(DefaultHeartbeat-time.Millisecond, "")
 		step(time.Millisecond, ":\n")
-		_ = b.Publish(Event{Data: "x"})
+		step(5*time.Second, ":\n")
+		_ = b.Publish(Event{Data: "x"}) // 5 s into a period: restarts it
 		step(DefaultHeartbeat-time.Millisecond, ":\nid: "+b.epoch+"-1\ndata: x\n\n")
 		step(time.Millisecond, ":\nid: "+b.epoch+"-1\ndata: x\n\n:\n")
 		cancel()
@@ -1299,6 +1339,11 @@ func TestBrokerStalledClientDelaysNoOne(t *testing.T) {
 
 	var slowest time.Duration
 	for i := range events {
+		if i == 100 {
+			// 100 KiB is far more than the stalled connection buffers: its
+			// stream is now blocked in a write, for the rest of the burst.
+			time.Sleep(300 * time.Millisecond)
+		}
 		start := time.Now()
 		_ = b.Publish(Event{Data: "0 " + strconv.Itoa(i) + " " + strings.Repeat("x", 1<<10)})
 		slowest = max(slowest, time.Since(start))
@@ -1343,40 +1388,80 @@ func (g *gate) Write(p []byte) (int, error) {
 	return g.flushRecorder.Write(p)
 }
 
-// A stream that falls more than half the history behind is ended, and its
-// client, reconnecting with its last id, gets everything it missed.
+// A stream that falls more than half the history behind, by count or by
+// bytes, is ended, and its client, reconnecting with its last id, gets
+// everything it missed.
 func TestBrokerSlowStreamIsEndedAndResumes(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		opts        BrokerOptions
+		size, burst int // event data size, events published while it is stuck
+	}{
+		{"by count", BrokerOptions{HistoryLen: 100}, 1, 60},
+		{"by bytes", BrokerOptions{HistoryBytes: 10 << 10}, 1 << 10, 8},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			leakcheck.Check(t)
+			b := NewBroker(&tt.opts)
+			srv := brokerServer(t, b)
+			g := &gate{flushRecorder: newFlushRecorder(), entered: make(chan struct{}, 1000), open: make(chan struct{}, 1000)}
+			done := make(chan struct{})
+			go func() { defer close(done); b.ServeHTTP(g, httptest.NewRequest("GET", "/", nil)) }()
+			<-g.entered
+			g.open <- struct{}{} // the new stream's id line
+			waitFor(t, "the stream to wait for events", b.waiting.Load)
+			data := func(i int) string { return strconv.Itoa(i) + strings.Repeat("x", tt.size) }
+			_ = b.Publish(Event{Data: data(0)})
+			<-g.entered // the stream's write of event 0 waits at the gate
+			for i := 1; i <= tt.burst; i++ {
+				_ = b.Publish(Event{Data: data(i)}) // over half the history
+			}
+			for range 10 {
+				g.open <- struct{}{}
+			}
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("a stream %d events behind was not ended", tt.burst)
+			}
+			got, r := ssetest.Parse(g.body())
+			if len(got) != 1 || got[0].Data != data(0) {
+				t.Fatalf("the slow stream got %d events", len(got))
+			}
+			cl := connect(t, srv.Client(), srv.URL, r.LastEventID)
+			for i := 1; i <= tt.burst; i++ {
+				if ev := cl.next(t); ev.Data != data(i) {
+					t.Fatalf("after reconnecting: %.20q, want %.20q", ev.Data, data(i))
+				}
+			}
+		})
+	}
+}
+
+// failingStore refuses every Append.
+type failingStore struct{ mapStore }
+
+var errStoreDown = errors.New("store down")
+
+func (*failingStore) Append(string, uint64, []byte) error { return errStoreDown }
+
+// A Publish whose Store.Append fails delivers nothing and keeps nothing.
+func TestBrokerStoreAppendErrorFailsPublish(t *testing.T) {
 	leakcheck.Check(t)
-	b := NewBroker(&BrokerOptions{HistoryLen: 100})
+	b := NewBroker(&BrokerOptions{Store: &failingStore{}})
 	srv := brokerServer(t, b)
-	g := &gate{flushRecorder: newFlushRecorder(), entered: make(chan struct{}, 1000), open: make(chan struct{}, 1000)}
-	done := make(chan struct{})
-	go func() { defer close(done); b.ServeHTTP(g, httptest.NewRequest("GET", "/", nil)) }()
-	<-g.entered
-	g.open <- struct{}{} // the new stream's id line
-	waitFor(t, "the stream to wait for events", b.waiting.Load)
-	_ = b.Publish(Event{Data: "0"})
-	<-g.entered // the stream's write of event 0 waits at the gate
-	for i := 1; i <= 60; i++ {
-		_ = b.Publish(Event{Data: strconv.Itoa(i)}) // 60 more: over half the history
+	cl := connect(t, srv.Client(), srv.URL, "")
+	waitFor(t, "the stream", func() bool { return b.Subscribers() == 1 })
+	if err := b.Publish(Event{Data: "lost"}); !errors.Is(err, errStoreDown) {
+		t.Fatalf("Publish: %v, want the Store's error", err)
 	}
-	for range 10 {
-		g.open <- struct{}{}
+	if h := b.hist.head.Load(); h != 0 {
+		t.Errorf("the history holds %d events after a failed Publish", h)
 	}
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("a stream 60 events behind a history of 100 was not ended")
-	}
-	got, r := ssetest.Parse(g.body())
-	if len(got) != 1 || got[0].Data != "0" {
-		t.Fatalf("the slow stream got %q", got)
-	}
-	cl := connect(t, srv.Client(), srv.URL, r.LastEventID)
-	for i := 1; i <= 60; i++ {
-		if ev := cl.next(t); ev.Data != strconv.Itoa(i) {
-			t.Fatalf("after reconnecting: %+v, want %d", ev, i)
-		}
+	b.store = nil // the store recovers
+	_ = b.Publish(Event{Data: "kept"})
+	if ev := cl.next(t); ev.Data != "kept" || ev.LastEventID != b.epoch+"-1" {
+		t.Errorf("got %+v, want the next event, at offset 1", ev)
 	}
 }
 
