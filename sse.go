@@ -150,6 +150,12 @@ type BrokerOptions struct {
 // A Store keeps a Broker's events for replay beyond its in-memory history: a
 // table, a Redis stream, a file. Events are keyed by the Broker's epoch (see
 // Broker) and their offset, which counts up from 1 with no gaps.
+//
+// Its methods must be safe for concurrent use: streams call ReadAfter from
+// their own goroutines, while Publish calls Append. The epoch is chosen at
+// random by NewBroker, so a new process starts a new epoch and its clients
+// get a reset: a Store extends history within one Broker's life, not across
+// restarts.
 type Store interface {
 	// Append saves the wire form of the event at offset. The Broker calls it
 	// from Publish, in offset order, and does not modify wire afterwards. An

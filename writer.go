@@ -20,9 +20,9 @@ const (
 	DefaultHeartbeat = 15 * time.Second
 )
 
-// ErrClosed is returned by Writer methods called after Close, or after the
-// request's context ended.
-var ErrClosed = errors.New("sse: writer closed")
+// ErrClosed is returned by Writer methods called after Close or after the
+// request's context ended, and by Broker.Publish after the Broker's Close.
+var ErrClosed = errors.New("sse: closed")
 
 // Options configure a Writer. A nil *Options, and any zero field, means the
 // default.
@@ -40,12 +40,14 @@ type Options struct {
 	// means DefaultHeartbeat; negative disables heartbeats.
 	Heartbeat time.Duration
 	// Retry, when positive, is sent as the stream's first field: the client
-	// waits this long before it reconnects. Whole milliseconds, at least 1 ms.
+	// waits this long before it reconnects. Whole milliseconds, at least 1 ms:
+	// NewWriter refuses a negative or sub-millisecond Retry.
 	Retry time.Duration
 }
 
-// A Writer streams events on one HTTP response. It is safe for concurrent
-// use: Send, Comment and the heartbeat each write whole events under one lock.
+// A Writer streams events on one HTTP response. Get one from NewWriter (the
+// zero Writer is not ready for use). It is safe for concurrent use: Send,
+// Comment and the heartbeat each write whole events under one lock.
 //
 // Every write is followed by a flush, so an event reaches the client at once.
 // Once a write fails (the client left, or did not read within WriteTimeout)
@@ -99,6 +101,9 @@ const maxKeptBuffer = 64 << 10
 // writes status 200, the Retry field if Options sets one, and flushes, so the
 // client's open event fires before the first event. An error from that first
 // write is returned; the stream is then unusable.
+//
+// An Options.Retry that is negative or under a millisecond is refused with
+// ErrInvalidRetry, also before anything is written.
 //
 // The Writer stops its heartbeat when r's context ends; Close must still be
 // called before the handler returns.
