@@ -585,6 +585,8 @@ func (s *stream) run(done <-chan struct{}) {
 		case state == readClosed:
 			err = s.w.sendWire(appendRetry(batch[:0], s.b.jitter()))
 		case state == readLost:
+			// Nothing to write: ending the stream makes the client reconnect
+			// and resume from its last id.
 		case len(batch) > 0:
 			err = s.w.sendWire(batch)
 			s.sent = true

@@ -182,10 +182,7 @@ func (w *Writer) Send(e Event) error {
 	if err != nil {
 		return err
 	}
-	if cap(buf) <= maxKeptBuffer {
-		w.buf = buf
-	}
-	return w.writeLocked(buf)
+	return w.writeBufLocked(buf)
 }
 
 // Comment writes text as a comment, which clients ignore, and flushes it. Each
@@ -201,6 +198,12 @@ func (w *Writer) Comment(text string) error {
 	if err != nil {
 		return err
 	}
+	return w.writeBufLocked(buf)
+}
+
+// writeBufLocked writes buf, encoded into w.buf, keeping it for the next
+// event unless it grew past maxKeptBuffer.
+func (w *Writer) writeBufLocked(buf []byte) error {
 	if cap(buf) <= maxKeptBuffer {
 		w.buf = buf
 	}
