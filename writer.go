@@ -108,42 +108,15 @@ const maxKeptBuffer = 64 << 10
 // The Writer stops its heartbeat when r's context ends; Close must still be
 // called before the handler returns.
 func NewWriter(w http.ResponseWriter, r *http.Request, opts *Options) (*Writer, error) {
-	if !canFlush(w) {
-		return nil, fmt.Errorf("sse: response writer cannot flush: %w", http.ErrNotSupported)
-	}
 	var o Options
 	if opts != nil {
 		o = *opts
 	}
-	if err := (&Event{Retry: o.Retry}).validate(); err != nil {
+	sw, err := newWriter(w, r, &o)
+	if err != nil {
 		return nil, err
 	}
-	sw := &Writer{ctx: r.Context(), w: w, rc: http.NewResponseController(w), h2: r.ProtoMajor >= 2}
-	switch {
-	case o.WriteTimeout == 0:
-		sw.timeout = DefaultWriteTimeout
-	case o.WriteTimeout > 0:
-		sw.timeout = o.WriteTimeout
-	}
-	if sw.timeout > 0 {
-		if err := sw.rc.SetWriteDeadline(time.Now().Add(sw.timeout)); err != nil {
-			sw.timeout = 0 // not supported: stream without deadlines
-		}
-	}
-
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	if h.Get("Cache-Control") == "" {
-		h.Set("Cache-Control", "no-cache")
-	}
-	if h.Get("X-Accel-Buffering") == "" {
-		h.Set("X-Accel-Buffering", "no")
-	}
-	h.Del("Content-Length")
-	h.Del("Connection")
-	h.Del("Keep-Alive")
-	w.WriteHeader(http.StatusOK)
-
+	sw.writeHeader()
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	switch {
@@ -162,6 +135,45 @@ func NewWriter(w http.ResponseWriter, r *http.Request, opts *Options) (*Writer, 
 		return nil, err
 	}
 	return sw, nil
+}
+
+// newWriter checks o and w and returns a Writer with no heartbeat, whose
+// headers are not set yet (see writeHeader). It touches neither the response
+// nor its headers, which keeps the calling goroutine's stack shallow: the
+// Broker's handlers wait on theirs for the whole stream.
+func newWriter(w http.ResponseWriter, r *http.Request, o *Options) (*Writer, error) {
+	if !canFlush(w) {
+		return nil, fmt.Errorf("sse: response writer cannot flush: %w", http.ErrNotSupported)
+	}
+	if err := (&Event{Retry: o.Retry}).validate(); err != nil {
+		return nil, err
+	}
+	sw := &Writer{ctx: r.Context(), w: w, rc: http.NewResponseController(w), h2: r.ProtoMajor >= 2}
+	switch {
+	case o.WriteTimeout == 0:
+		sw.timeout = DefaultWriteTimeout
+	case o.WriteTimeout > 0:
+		sw.timeout = o.WriteTimeout
+	}
+	return sw, nil
+}
+
+// writeHeader sets the stream's headers and status 200, which the first write
+// sends. It must come before that write.
+func (sw *Writer) writeHeader() {
+	w := sw.w
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	if h.Get("Cache-Control") == "" {
+		h.Set("Cache-Control", "no-cache")
+	}
+	if h.Get("X-Accel-Buffering") == "" {
+		h.Set("X-Accel-Buffering", "no")
+	}
+	h.Del("Content-Length")
+	h.Del("Connection")
+	h.Del("Keep-Alive")
+	w.WriteHeader(http.StatusOK)
 }
 
 // Send writes e and flushes it to the client.
@@ -274,7 +286,10 @@ func (w *Writer) writeLocked(p []byte) error {
 		// Moving a deadline updates a runtime timer, which costs more than
 		// encoding an event; doing it once per eighth of the timeout still
 		// gives every write at least 7/8 of it.
-		if err := w.rc.SetWriteDeadline(now.Add(w.timeout)); err != nil {
+		switch err := w.rc.SetWriteDeadline(now.Add(w.timeout)); {
+		case errors.Is(err, http.ErrNotSupported):
+			w.timeout = 0 // stream without deadlines
+		case err != nil:
 			return w.failLocked(err)
 		}
 		w.renew = now.Add(w.timeout / 8)
