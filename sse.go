@@ -77,8 +77,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	mathrand "math/rand/v2"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -177,10 +179,11 @@ type Store interface {
 //
 // Publish encodes an event once and appends it to the Broker's history, a
 // ring bounded by BrokerOptions.HistoryLen and HistoryBytes. Each stream is
-// a position in that history: its handler goroutine writes everything from
-// its position to the newest event in one write and one flush, then waits.
-// Publish never writes to a connection, so no client can slow it or another
-// client, and a stream holds no queue of its own.
+// a position in that history. When there is something to send, one of the
+// Broker's pump goroutines writes everything from the stream's position to
+// the newest event in one write and one flush; meanwhile the handler's
+// goroutine only waits. Publish never writes to a connection, so no client can
+// slow it or another client, and a stream holds no queue of its own.
 //
 // A stream is ended when its client cannot keep up: when a write does not
 // finish within the stream's WriteTimeout (a client that stopped reading), or
@@ -223,9 +226,16 @@ type Store interface {
 //
 //	srv.RegisterOnShutdown(func() { broker.Close() })
 //
-// Each stream runs in its request's handler goroutine. The Broker's only
-// other activity is its heartbeat timer, whose callback runs briefly when it
-// fires, rests while no stream is open, and is stopped by Close.
+// Each stream waits in its request's handler goroutine, and is written by a
+// pump: a goroutine the Broker starts when a stream has something to send and
+// no pump is free. Pumps are shared by all streams, so there are about as many
+// as writes in progress at once (one per CPU, plus one per client slow to
+// read); a pump exits after a second with nothing to write, or at Close. The
+// handler's goroutine, which lives as long as its stream, thus never writes
+// and keeps a small stack: an idle stream costs two goroutines of 4 KiB and
+// 2 KiB (net/http's), not one of 8 KiB and one of 2 KiB. The Broker's other
+// activity is its heartbeat timer, whose callback runs briefly when it fires,
+// rests while no stream is open, and is stopped by Close.
 type Broker struct {
 	epoch       string
 	historyLen  int
@@ -243,6 +253,9 @@ type Broker struct {
 	wake    atomic.Pointer[chan struct{}] // closed, and replaced, to wake streams
 	waiting atomic.Bool                   // a stream may be waiting on wake
 	closed  atomic.Bool
+	pumps   chan *stream  // idle pumps take streams to write from here
+	quit    chan struct{} // closed by Close: idle pumps exit
+	npumps  atomic.Int32  // pumps running, for tests
 	beats   atomic.Uint64 // heartbeats sent so far
 	subs    atomic.Int64
 	beating atomic.Bool // beatTimer is armed
@@ -283,6 +296,8 @@ func NewBroker(opts *BrokerOptions) *Broker {
 		heartbeat:   heartbeat,
 		store:       o.Store,
 		byID:        make(map[string]idRef),
+		pumps:       make(chan *stream),
+		quit:        make(chan struct{}),
 	}
 	b.hist.init(min(o.HistoryLen, 64))
 	wake := make(chan struct{})
@@ -424,6 +439,7 @@ func (b *Broker) Close() error {
 		b.closed.Store(true) // before the wake: a stream that misses it sees this
 		wake := make(chan struct{})
 		close(*b.wake.Swap(&wake))
+		close(b.quit)
 		if b.beatTimer != nil {
 			b.beatTimer.Stop()
 		}
@@ -438,18 +454,19 @@ func (b *Broker) Close() error {
 // stream ends before its first event. If the ResponseWriter cannot flush, or
 // BrokerOptions.Stream holds a Retry that NewWriter refuses, it answers 500.
 func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s, ok := b.start(w, r)
-	if !ok {
+	s := b.start(w, r)
+	if s == nil {
 		return
 	}
 	defer b.subs.Add(-1)
 	defer s.w.Close()
-	s.run(r.Context().Done())
+	s.serve()
 }
 
-// start registers a stream and starts its response, or answers a request the
-// Broker cannot serve and reports false.
-func (b *Broker) start(w http.ResponseWriter, r *http.Request) (stream, bool) {
+// start registers a stream and prepares its response, or answers a request
+// the Broker cannot serve and returns nil. It writes nothing: the stream's
+// first write, on its pump, sends the headers and the opening bytes.
+func (b *Broker) start(w http.ResponseWriter, r *http.Request) *stream {
 	lastID := LastEventID(r)
 	// A header LastEventID refuses (too long, not UTF-8) is an id we cannot
 	// resume from, not the absence of one: it gets a reset.
@@ -457,27 +474,26 @@ func (b *Broker) start(w http.ResponseWriter, r *http.Request) (stream, bool) {
 	cursor, reset, ok := b.subscribe(lastID)
 	if !ok {
 		b.refuse(w, r)
-		return stream{}, false
+		return nil
 	}
-	sw, err := NewWriter(w, r, &b.stream)
+	sw, err := newWriter(w, r, &b.stream)
 	if err != nil {
 		b.subs.Add(-1)
-		if errors.Is(err, http.ErrNotSupported) || errors.Is(err, ErrInvalidRetry) {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-		}
-		return stream{}, false
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return nil
 	}
-	s := stream{b: b, w: sw, cursor: cursor, lastID: lastID, beats: b.beats.Load()}
+	s := &stream{b: b, w: sw, done: r.Context().Done(), cursor: cursor, lastID: lastID, beats: b.beats.Load()}
+	s.opening = appendRetry(nil, b.stream.Retry)
 	switch {
 	case reset || rejected:
-		s.reset()
+		s.opening = s.appendReset(s.opening)
 	case lastID == "":
 		// Give a new client a position at once: an id field and a blank line
 		// set its last event ID and dispatch nothing. Should the stream end
 		// before its first event, the client still resumes where it began.
-		_ = sw.sendWire(append(b.appendID([]byte("id: "), cursor-1), "\n\n"...))
+		s.opening = append(b.appendID(append(s.opening, "id: "...), cursor-1), "\n\n"...)
 	}
-	return s, true
+	return s
 }
 
 // subscribe registers a stream and returns the offset of the first event it
@@ -553,14 +569,27 @@ const maxBatch = 32 << 10
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch); return &b }}
 
 // A stream is one client's position in a Broker's history.
+//
+// Its writes run on one of the Broker's pumps, not on the handler's goroutine:
+// a write goes deep into net/http and the kernel, and a goroutine's stack, once
+// grown, stays grown while the goroutine lives. The handler's goroutine, which
+// lives as long as the stream, only waits, on a stack a few KiB smaller.
 type stream struct {
 	b        *Broker
 	w        *Writer
-	cursor   uint64 // offset of the next event to send
-	lastID   string // the request's Last-Event-ID
-	beats    uint64 // the Broker's heartbeats this stream has sent, or skipped
-	sent     bool   // an event has been sent (a reset is no longer possible)
-	caughtUp bool   // the stream has reached the newest event once
+	done     <-chan struct{} // the request's context
+	cursor   uint64          // offset of the next event to send
+	lastID   string          // the request's Last-Event-ID
+	beats    uint64          // the Broker's heartbeats this stream has sent, or skipped
+	sent     bool            // an event has been sent (a reset is no longer possible)
+	caughtUp bool            // the stream has reached the newest event once
+	opened   bool            // the headers and the opening bytes are written
+	opening  []byte          // the first write: retry, and the id or reset
+
+	pumping  sync.WaitGroup  // a pump is writing the stream
+	wake     <-chan struct{} // set by the pump: what to wait on for more
+	over     bool            // set by the pump: the stream has ended
+	panicked error           // set by the pump: what panicked while it wrote
 }
 
 // readState says what a stream's read of the history found.
@@ -573,7 +602,96 @@ const (
 	readStore                   // the next event is older than the history: ask the Store
 )
 
-func (s *stream) run(done <-chan struct{}) {
+// serve has a pump write whatever the stream has to send, then waits for the
+// next event, heartbeat or Close, until the stream ends. It returns only when
+// no pump is writing the stream, so nothing writes to the response after the
+// handler returns.
+func (s *stream) serve() {
+	for {
+		s.pumping.Add(1)
+		select {
+		case s.b.pumps <- s: // an idle pump takes it
+		default:
+			s.b.npumps.Add(1)
+			go s.b.pump(s)
+		}
+		s.pumping.Wait()
+		if s.panicked != nil {
+			panic(s.panicked) // where net/http recovers it, as from any handler
+		}
+		if s.over {
+			return
+		}
+		select {
+		case <-s.wake:
+		case <-s.done:
+			return
+		}
+	}
+}
+
+// pumpIdle is how long a pump waits for another stream to write before it
+// exits.
+const pumpIdle = time.Second
+
+// pump writes s, then the streams handed to it, until it has waited pumpIdle
+// for one or the Broker closes. Pumps are shared by all of a Broker's
+// streams: a stream needs one only while it has something to write, so a
+// Broker runs about as many as there are writes in progress at once (one per
+// CPU, plus one per client that is slow to read).
+func (b *Broker) pump(s *stream) {
+	defer b.npumps.Add(-1)
+	idle := time.NewTimer(pumpIdle)
+	defer idle.Stop()
+	for {
+		s.write()
+		last := time.Now()
+		for s = nil; s == nil; {
+			select {
+			case s = <-b.pumps:
+			case <-b.quit:
+				return
+			case <-idle.C:
+				// The timer runs from when it was last armed; a pump that has
+				// worked since then waits out the rest of the period.
+				if rest := pumpIdle - time.Since(last); rest > 0 {
+					idle.Reset(rest)
+					continue
+				}
+				return
+			}
+		}
+	}
+}
+
+// write sends what the stream has to send, until it has caught up (it sets
+// wake) or the stream ends (it sets over). It then releases the stream, and
+// touches it no more.
+func (s *stream) write() {
+	defer s.pumping.Done()
+	defer func() {
+		// A panic (in a Store, say) is the handler's to report: serve
+		// repanics with it, with the stack it happened on.
+		if p := recover(); p != nil {
+			err, ok := p.(error)
+			if !ok {
+				err = fmt.Errorf("%v", p)
+			}
+			s.panicked = fmt.Errorf("sse: panic while writing a stream: %w\n%s", err, debug.Stack())
+			s.over = true
+		}
+	}()
+	if !s.opened {
+		// The headers, even with nothing to send, so that the client's open
+		// event fires at once.
+		s.opened = true
+		s.w.writeHeader()
+		if s.w.sendWire(s.opening) != nil {
+			s.over = true
+			return
+		}
+		s.opening = nil
+	}
 	for {
 		bp := batchPool.Get().(*[]byte)
 		batch, wake, state := s.read((*bp)[:0])
@@ -596,14 +714,12 @@ func (s *stream) run(done <-chan struct{}) {
 			batchPool.Put(bp)
 		}
 		if state != readEvents || err != nil {
+			s.over = true
 			return
 		}
 		if wake != nil {
-			select {
-			case <-wake:
-			case <-done:
-				return
-			}
+			s.wake = wake
+			return
 		}
 	}
 }
@@ -667,8 +783,7 @@ func (s *stream) readStore(dst []byte) ([]byte, readState) {
 	if err != nil || n == 0 {
 		if err == nil && !s.sent {
 			s.cursor = s.b.hist.head.Load() + 1
-			s.reset()
-			return dst[:0], readEvents
+			return s.appendReset(dst[:0]), readEvents
 		}
 		return dst[:0], readLost
 	}
@@ -676,12 +791,14 @@ func (s *stream) readStore(dst []byte) ([]byte, readState) {
 	return out, readEvents
 }
 
-// reset sends the ResetEvent, with the id of the event before the stream's
-// cursor, so that the client's next reconnection resumes from there.
-func (s *stream) reset() {
+// appendReset appends the ResetEvent, with the id of the event before the
+// stream's cursor, so that the client's next reconnection resumes from there.
+// Its data is the client's Last-Event-ID, which LastEventID has checked.
+func (s *stream) appendReset(dst []byte) []byte {
 	id := string(s.b.appendID(nil, s.cursor-1))
-	_ = s.w.Send(Event{ID: id, Type: ResetEvent, Data: s.lastID})
+	e := Event{ID: id, Type: ResetEvent, Data: s.lastID}
 	s.sent = true
+	return e.appendWire(dst)
 }
 
 // An entry is one published event in a Broker's history. It does not change
