@@ -482,18 +482,7 @@ func (b *Broker) start(w http.ResponseWriter, r *http.Request) *stream {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return nil
 	}
-	s := &stream{b: b, w: sw, done: r.Context().Done(), cursor: cursor, lastID: lastID, beats: b.beats.Load()}
-	s.opening = appendRetry(nil, b.stream.Retry)
-	switch {
-	case reset || rejected:
-		s.opening = s.appendReset(s.opening)
-	case lastID == "":
-		// Give a new client a position at once: an id field and a blank line
-		// set its last event ID and dispatch nothing. Should the stream end
-		// before its first event, the client still resumes where it began.
-		s.opening = append(b.appendID(append(s.opening, "id: "...), cursor-1), "\n\n"...)
-	}
-	return s
+	return &stream{b: b, w: sw, cursor: cursor, lastID: lastID, beats: b.beats.Load(), reset: reset || rejected}
 }
 
 // subscribe registers a stream and returns the offset of the first event it
@@ -577,18 +566,17 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch); retu
 type stream struct {
 	b        *Broker
 	w        *Writer
-	done     <-chan struct{} // the request's context
-	cursor   uint64          // offset of the next event to send
-	lastID   string          // the request's Last-Event-ID
-	beats    uint64          // the Broker's heartbeats this stream has sent, or skipped
-	sent     bool            // an event has been sent (a reset is no longer possible)
-	caughtUp bool            // the stream has reached the newest event once
-	opened   bool            // the headers and the opening bytes are written
-	opening  []byte          // the first write: retry, and the id or reset
+	cursor   uint64 // offset of the next event to send
+	lastID   string // the request's Last-Event-ID
+	beats    uint64 // the Broker's heartbeats this stream has sent, or skipped
+	sent     bool   // an event has been sent (a reset is no longer possible)
+	caughtUp bool   // the stream has reached the newest event once
+	reset    bool   // the stream opens with a reset
+	opened   bool   // the headers and the opening are written
+	over     bool   // set by the pump: the stream has ended
 
 	pumping  sync.WaitGroup  // a pump is writing the stream
 	wake     <-chan struct{} // set by the pump: what to wait on for more
-	over     bool            // set by the pump: the stream has ended
 	panicked error           // set by the pump: what panicked while it wrote
 }
 
@@ -624,7 +612,7 @@ func (s *stream) serve() {
 		}
 		select {
 		case <-s.wake:
-		case <-s.done:
+		case <-s.w.done:
 			return
 		}
 	}
@@ -682,15 +670,17 @@ func (s *stream) write() {
 		}
 	}()
 	if !s.opened {
-		// The headers, even with nothing to send, so that the client's open
-		// event fires at once.
+		// The headers, even with nothing else to send, so that the client's
+		// open event fires at once.
 		s.opened = true
 		s.w.writeHeader()
-		if s.w.sendWire(s.opening) != nil {
+		bp := batchPool.Get().(*[]byte)
+		err := s.w.sendWire(s.appendOpening((*bp)[:0]))
+		batchPool.Put(bp)
+		if err != nil {
 			s.over = true
 			return
 		}
-		s.opening = nil
 	}
 	for {
 		bp := batchPool.Get().(*[]byte)
@@ -789,6 +779,22 @@ func (s *stream) readStore(dst []byte) ([]byte, readState) {
 	}
 	s.cursor += uint64(n)
 	return out, readEvents
+}
+
+// appendOpening appends what a stream sends first: the retry field, if
+// BrokerOptions.Stream sets one, then a reset if the client's Last-Event-ID
+// resumes nothing. A new client gets an id field alone, which sets its last
+// event ID and dispatches nothing: should the stream end before its first
+// event, the client still resumes where it began.
+func (s *stream) appendOpening(dst []byte) []byte {
+	dst = appendRetry(dst, s.b.stream.Retry)
+	switch {
+	case s.reset:
+		dst = s.appendReset(dst)
+	case s.lastID == "":
+		dst = append(s.b.appendID(append(dst, "id: "...), s.cursor-1), "\n\n"...)
+	}
+	return dst
 }
 
 // appendReset appends the ResetEvent, with the id of the event before the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -66,19 +67,28 @@ type Options struct {
 // if any, ends the stream.
 type Writer struct {
 	mu        sync.Mutex
-	ctx       context.Context // the request's
+	done      <-chan struct{} // the request's context's
 	w         http.ResponseWriter
-	rc        *http.ResponseController
+	rc        http.ResponseController
 	buf       []byte
 	timeout   time.Duration // 0: no deadline (none wanted, or not supported)
 	heartbeat time.Duration // 0: none
 	timer     *time.Timer
-	wrote     time.Time // when the last write began, for the heartbeat
-	renew     time.Time // when the write deadline is next moved forward
-	h2        bool      // HTTP/2: a pending deadline resets the stream even when idle
+	wrote     time.Duration // when the last write began (see monotonic), for the heartbeat
+	renew     time.Duration // when the write deadline is next moved forward; renewNow: at the next write
+	h2        bool          // HTTP/2: a pending deadline resets the stream even when idle
 	stopCtx   func() bool
 	err       error // sticky: ErrClosed or the first write error
 }
+
+// Header values every stream sets, shared rather than allocated per stream
+// (the header map keeps them while the stream lasts). Nothing writes into
+// a header value in place, and with a capacity of one an Add copies.
+var (
+	contentType = []string{"text/event-stream"}
+	noCache     = []string{"no-cache"}
+	noBuffering = []string{"no"}
+)
 
 // heartbeatLine is the comment a Writer sends after a silence.
 var heartbeatLine = []byte(":\n")
@@ -148,7 +158,7 @@ func newWriter(w http.ResponseWriter, r *http.Request, o *Options) (*Writer, err
 	if err := (&Event{Retry: o.Retry}).validate(); err != nil {
 		return nil, err
 	}
-	sw := &Writer{ctx: r.Context(), w: w, rc: http.NewResponseController(w), h2: r.ProtoMajor >= 2}
+	sw := &Writer{done: r.Context().Done(), w: w, rc: *http.NewResponseController(w), h2: r.ProtoMajor >= 2, renew: renewNow}
 	switch {
 	case o.WriteTimeout == 0:
 		sw.timeout = DefaultWriteTimeout
@@ -163,12 +173,12 @@ func newWriter(w http.ResponseWriter, r *http.Request, o *Options) (*Writer, err
 func (sw *Writer) writeHeader() {
 	w := sw.w
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
+	h["Content-Type"] = contentType
 	if h.Get("Cache-Control") == "" {
-		h.Set("Cache-Control", "no-cache")
+		h["Cache-Control"] = noCache
 	}
 	if h.Get("X-Accel-Buffering") == "" {
-		h.Set("X-Accel-Buffering", "no")
+		h["X-Accel-Buffering"] = noBuffering
 	}
 	h.Del("Content-Length")
 	h.Del("Connection")
@@ -265,7 +275,7 @@ func (w *Writer) beat() {
 	if w.err != nil {
 		return
 	}
-	if quiet := time.Since(w.wrote); quiet < w.heartbeat {
+	if quiet := monotonic(time.Now()) - w.wrote; quiet < w.heartbeat {
 		w.timer.Reset(w.heartbeat - quiet)
 		return
 	}
@@ -277,12 +287,15 @@ func (w *Writer) beat() {
 // writeLocked writes p and flushes, under the write deadline, and restarts the
 // heartbeat's silence. A failure breaks the stream for good.
 func (w *Writer) writeLocked(p []byte) error {
-	if w.ctx.Err() != nil {
+	select {
+	case <-w.done:
 		w.stopLocked(ErrClosed)
 		return w.err
+	default:
 	}
 	now := time.Now()
-	if w.timeout > 0 && !now.Before(w.renew) {
+	mono := monotonic(now)
+	if w.timeout > 0 && mono >= w.renew {
 		// Moving a deadline updates a runtime timer, which costs more than
 		// encoding an event; doing it once per eighth of the timeout still
 		// gives every write at least 7/8 of it.
@@ -292,7 +305,7 @@ func (w *Writer) writeLocked(p []byte) error {
 		case err != nil:
 			return w.failLocked(err)
 		}
-		w.renew = now.Add(w.timeout / 8)
+		w.renew = mono + w.timeout/8
 	}
 	if len(p) > 0 {
 		if _, err := w.w.Write(p); err != nil {
@@ -306,11 +319,22 @@ func (w *Writer) writeLocked(p []byte) error {
 		// An HTTP/2 stream's deadline is a timer that resets the stream when
 		// it fires, writing or not: clear it, or a quiet stream dies.
 		_ = w.rc.SetWriteDeadline(time.Time{})
-		w.renew = time.Time{}
+		w.renew = renewNow
 	}
-	w.wrote = now
+	w.wrote = mono
 	return nil
 }
+
+// start is the origin of monotonic.
+var start = time.Now()
+
+// monotonic returns t as time since the process started, by the monotonic
+// clock. A Writer keeps its times so: 8 bytes each instead of a time.Time's 24.
+// (Under testing/synctest, whose clock starts in 2000, they are negative.)
+func monotonic(t time.Time) time.Duration { return t.Sub(start) }
+
+// renewNow, as a Writer's renew, has the next write set the deadline.
+const renewNow = time.Duration(math.MinInt64)
 
 func (w *Writer) failLocked(err error) error {
 	w.stopLocked(fmt.Errorf("sse: write: %w", err))
