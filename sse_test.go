@@ -235,6 +235,209 @@ func FuzzEvent(f *testing.F) {
 	})
 }
 
+// Tests for the plain fast path of Event.AppendText (plain, notPlain,
+// appendPlain in event.go): it must write byte for byte what the exact path
+// (validateExact, then appendWire) writes, and report the same errors.
+
+// exactAppendText is AppendText without the fast path.
+func exactAppendText(e Event, b []byte) ([]byte, error) {
+	if err := e.validateExact(); err != nil {
+		return b, err
+	}
+	return e.appendWire(b), nil
+}
+
+// isPlainRef is what notPlain computes, one byte at a time: every byte of s
+// is in 0x0E-0x7F.
+func isPlainRef(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x0E || s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// errText is err's text, or "" for nil.
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// checkFastMatchesExact fails t if the fast path and the exact path disagree
+// on e in any way: output bytes, error, what validate says, or if plain
+// accepts an event the byte-by-byte reference does not.
+func checkFastMatchesExact(t testing.TB, e Event) {
+	t.Helper()
+	prefix := []byte("prefix\n")
+	want, wantErr := exactAppendText(e, bytes.Clone(prefix))
+	got, gotErr := e.AppendText(bytes.Clone(prefix))
+	if !bytes.Equal(got, want) || errText(gotErr) != errText(wantErr) {
+		t.Fatalf("%#v:\nAppendText  %q, %v\nexact path  %q, %v", e, got, gotErr, want, wantErr)
+	}
+	if errText(e.validate()) != errText(wantErr) {
+		t.Fatalf("%#v: validate says %v, exact path %v", e, e.validate(), wantErr)
+	}
+	for _, s := range []string{e.ID, e.Type, e.Data} {
+		if (notPlain(s)&highBits == 0) != isPlainRef(s) {
+			t.Fatalf("notPlain(%q) = %#x, but the byte-by-byte check says plain=%v", s, notPlain(s), isPlainRef(s))
+		}
+	}
+	refPlain := isPlainRef(e.ID) && isPlainRef(e.Type) && isPlainRef(e.Data) &&
+		(e.Retry == 0 || e.Retry >= time.Millisecond)
+	if e.plain() != refPlain {
+		t.Fatalf("%#v: plain() = %v, reference %v", e, e.plain(), refPlain)
+	}
+	if refPlain {
+		if wantErr != nil {
+			t.Fatalf("%#v: plain, but the exact path fails: %v", e, wantErr)
+		}
+		if p := e.appendPlain(bytes.Clone(prefix)); !bytes.Equal(p, want) {
+			t.Fatalf("%#v:\nappendPlain %q\nappendWire  %q", e, p, want)
+		}
+	}
+}
+
+// specialBytes are the bytes at and around the fast path's edges, and the
+// ones the exact path treats specially.
+var specialBytes = []byte{
+	0x00, 0x01, '\t', '\n', 0x0B, 0x0C, '\r', 0x0E, 0x0F, 0x1F, ' ', '~', 0x7F,
+	0x80, 0x8D, 0x8E, 0xBF, 0xC2, 0xC3, 0xE2, 0xF0, 0xF4, 0xF5, 0xFE, 0xFF,
+}
+
+// eachField calls f with events that put s in ID, Type and Data in turn (the
+// others typical), and in all three at once.
+func eachField(s string, f func(Event)) {
+	f(Event{ID: s, Type: typical.Type, Data: typical.Data})
+	f(Event{ID: typical.ID, Type: s, Data: typical.Data})
+	f(Event{ID: typical.ID, Type: typical.Type, Data: s})
+	f(Event{ID: s, Type: s, Data: s})
+}
+
+func TestFastPathMatchesExactSpecialBytes(t *testing.T) {
+	check := func(e Event) { checkFastMatchesExact(t, e) }
+	for n := 0; n <= 40; n++ {
+		base := []byte(strings.Repeat("abcdefghijklmnopqrstuvwxyz0123456789{}\":,", 2)[:n])
+		eachField(string(base), check)
+		for i := 0; i < n; i++ {
+			for _, c := range specialBytes {
+				s := bytes.Clone(base)
+				s[i] = c
+				eachField(string(s), check)
+				// and a second special byte, 1, 7, 8 and 9 bytes on
+				for _, d := range []int{1, 7, 8, 9} {
+					if i+d < n {
+						s2 := bytes.Clone(s)
+						s2[i+d] = '\n'
+						eachField(string(s2), check)
+						s2[i+d] = 0x80
+						eachField(string(s2), check)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestFastPathMatchesExactUTF8AndBreaks(t *testing.T) {
+	for _, s := range []string{
+		"", "a", "ab", "abc", "abcd", "abcdefg", "abcdefgh", "abcdefghi",
+		"é", "héllo", "日本語のテキスト", "emoji 😀 here", "\u2028\u2029",
+		"\xc3", "\xc3(", "\xe2\x82", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+		"\r", "\n", "\r\n", "a\rb", "a\nb", "a\r\nb", "a\r\r\nb\n", "line\n",
+		"tab\there", "nul\x00here", "del\x7f", "ctl\x01\x02\x1f",
+		strings.Repeat("x", 31) + "\n", strings.Repeat("x", 32) + "\r",
+		strings.Repeat("x", 33) + "é", strings.Repeat("y", 64) + "\x00",
+		strings.Repeat("z", 200), strings.Repeat("z", 199) + "\x80",
+	} {
+		eachField(s, func(e Event) { checkFastMatchesExact(t, e) })
+	}
+}
+
+func TestFastPathMatchesExactRetry(t *testing.T) {
+	for _, r := range []time.Duration{
+		0, 1, -1, time.Millisecond - 1, time.Millisecond, time.Millisecond + 1,
+		1500 * time.Microsecond, 3 * time.Second, -time.Second, 1<<63 - 1, -1 << 63,
+	} {
+		for _, data := range []string{"", "x", typical.Data, "a\nb", "\xff"} {
+			checkFastMatchesExact(t, Event{ID: typical.ID, Type: typical.Type, Data: data, Retry: r})
+			checkFastMatchesExact(t, Event{Data: data, Retry: r})
+		}
+	}
+}
+
+func TestFastPathMatchesExactRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabets := []string{
+		"abc{}:\", 0123",                 // plain only
+		"abc \t\r\n\x00\x0e\x7f",         // ASCII with controls
+		"ab\x80\xbf\xc3\xa9\xe2\x82\xac", // UTF-8 pieces, valid or not
+		"\x00\x01\n\r\x0d\x0e\x7f\x80\xff a",
+	}
+	randString := func() string {
+		alpha := alphabets[rng.IntN(len(alphabets))]
+		n := rng.IntN(80)
+		if rng.IntN(8) == 0 {
+			n = rng.IntN(600)
+		}
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = alpha[rng.IntN(len(alpha))]
+		}
+		// Mostly plain text, with now and then one byte from elsewhere.
+		if n > 0 && rng.IntN(2) == 0 {
+			b[rng.IntN(n)] = byte(rng.IntN(256))
+		}
+		return string(b)
+	}
+	retries := []time.Duration{0, 0, 0, time.Second, time.Millisecond - 1, -5}
+	for range 20000 {
+		checkFastMatchesExact(t, Event{
+			ID: randString(), Type: randString(), Data: randString(),
+			Retry: retries[rng.IntN(len(retries))],
+		})
+	}
+}
+
+// An error leaves b as it was, and a plain event with room allocates nothing.
+func TestFastPathErrorsAndAllocs(t *testing.T) {
+	b := []byte("kept")
+	for _, e := range []Event{{ID: "a\nb"}, {Type: "\r"}, {Data: "\xff"}, {Retry: -1}} {
+		got, err := e.AppendText(b)
+		if err == nil || string(got) != "kept" || len(got) != 4 {
+			t.Errorf("%#v: %q, %v; want %q and an error", e, got, err, "kept")
+		}
+	}
+	buf := make([]byte, 0, 1024)
+	withRetry := typical
+	withRetry.Retry = 2500 * time.Millisecond
+	for _, e := range []Event{typical, withRetry, {}, {Data: "x"}} {
+		if !e.plain() {
+			t.Fatalf("%#v is not plain", e)
+		}
+		if n := testing.AllocsPerRun(100, func() { buf, _ = e.AppendText(buf[:0]) }); n != 0 {
+			t.Errorf("%#v: %v allocs, want 0", e, n)
+		}
+	}
+}
+
+func FuzzFastPathMatchesExact(f *testing.F) {
+	f.Add(typical.ID, typical.Type, typical.Data, int64(0))
+	f.Add("", "", "", int64(0))
+	f.Add("a\x00", "t\r", "d\r\nx\n", int64(time.Second))
+	f.Add("é", "\t", "\xff\x80abcdefgh", int64(-1))
+	f.Add("12345678", "abcdefghi", strings.Repeat("q", 33), int64(time.Millisecond-1))
+	f.Fuzz(func(t *testing.T, id, typ, data string, retry int64) {
+		checkFastMatchesExact(t, Event{ID: id, Type: typ, Data: data, Retry: time.Duration(retry)})
+	})
+}
+
+// ---- benchmarks of the pieces --------------------------------------------
+
+var sinkBits uint64
+
 func toLF(s string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(s, "\r\n", "\n"), "\r", "\n")
 }
@@ -1876,6 +2079,93 @@ func BenchmarkEncodeLoneCRs(b *testing.B) {
 			for b.Loop() {
 				buf, _ = e.AppendText(buf[:0])
 			}
+		})
+	}
+}
+
+// BenchmarkFastPathPieces: the fast path's check and its append, each next to
+// rawAppend in the same run (the x-raw metric), so that a busy machine moves
+// both.
+func BenchmarkFastPathPieces(b *testing.B) {
+	buf := make([]byte, 0, 1024)
+	pieces := []struct {
+		name string
+		f    func()
+	}{
+		{"notPlain/Data", func() { sinkBits |= notPlain(typical.Data) }},
+		{"notPlain/ID+Type", func() { sinkBits |= notPlain(typical.ID) | notPlain(typical.Type) }},
+		{"plain", func() {
+			if typical.plain() {
+				sinkBits++
+			}
+		}},
+		{"appendPlain", func() { buf = typical.appendPlain(buf[:0]) }},
+		{"exact", func() { buf, _ = exactAppendText(typical, buf[:0]) }},
+	}
+	for _, p := range pieces {
+		b.Run(p.name, func(b *testing.B) {
+			const batch = 1000
+			var ours, raw time.Duration
+			for b.Loop() {
+				start := time.Now()
+				for range batch {
+					p.f()
+				}
+				mid := time.Now()
+				for range batch {
+					buf = rawAppend(buf[:0])
+				}
+				ours, raw = ours+mid.Sub(start), raw+time.Since(mid)
+			}
+			b.ReportMetric(float64(ours)/float64(raw), "x-raw")
+			b.ReportMetric(float64(ours)/float64(b.N*batch), "ns/piece")
+		})
+	}
+}
+
+// BenchmarkFastPathSizes: AppendText on plain data of several sizes.
+func BenchmarkFastPathSizes(b *testing.B) {
+	for _, n := range []int{0, 7, 32, 200, 1000, 10000} {
+		e := Event{ID: typical.ID, Type: typical.Type, Data: strings.Repeat("x", n)}
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			buf := make([]byte, 0, n+64)
+			b.SetBytes(int64(n))
+			for b.Loop() {
+				buf, _ = e.AppendText(buf[:0])
+			}
+		})
+	}
+}
+
+// BenchmarkFastPathRejected: events the fast path turns down pay for its check
+// on top of the exact path. x-exact is AppendText's time over the exact
+// path's (what AppendText was before the fast path), timed in the same run.
+func BenchmarkFastPathRejected(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		e    Event
+	}{
+		{"lines", Event{ID: typical.ID, Type: typical.Type, Data: strings.ReplaceAll(typical.Data, ",", ",\n")}},
+		{"utf8", Event{ID: typical.ID, Type: typical.Type, Data: strings.ReplaceAll(typical.Data, "ACME", "ÄCMÉ")}},
+		{"tab", Event{ID: typical.ID, Type: typical.Type, Data: strings.ReplaceAll(typical.Data, " ", "\t")}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			buf := make([]byte, 0, 1024)
+			const batch = 100
+			var ours, exact time.Duration
+			for b.Loop() {
+				start := time.Now()
+				for range batch {
+					buf, _ = c.e.AppendText(buf[:0])
+				}
+				mid := time.Now()
+				for range batch {
+					buf, _ = exactAppendText(c.e, buf[:0])
+				}
+				ours, exact = ours+mid.Sub(start), exact+time.Since(mid)
+			}
+			b.ReportMetric(float64(ours)/float64(exact), "x-exact")
+			b.ReportMetric(float64(ours)/float64(b.N*batch), "ns/AppendText")
 		})
 	}
 }
