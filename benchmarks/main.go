@@ -43,7 +43,7 @@ func main() {
 		slowEvents = flag.Int("slow-events", 0, "events per slow-consumer burst (default 5000; quick 1000)")
 		slowWT     = flag.Duration("slow-write-timeout", 0, "write timeout for ours and hub in the slow workload (default 10s, ours' default; quick 1s)")
 		benchtime  = flag.Duration("benchtime", 0, "encode benchmark time per encoder (default 1s; quick 200ms)")
-		profile    = flag.String("profile", "", "directory: each server writes CPU and mutex profiles there (go tool pprof)")
+		profile    = flag.String("profile", "", "directory: each server writes CPU, mutex, block and heap profiles (go tool pprof) and a runtime trace (go tool trace) there")
 	)
 	flag.Parse()
 	if !*all && !*quick && *workload == "" {

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"syscall"
@@ -110,12 +111,23 @@ func startProfiles(prefix string) (func(), error) {
 		f.Close()
 		return nil, err
 	}
+	tf, err := os.Create(prefix + ".trace")
+	if err == nil {
+		if err = trace.Start(tf); err != nil {
+			tf.Close()
+			tf = nil
+		}
+	}
 	runtime.SetMutexProfileFraction(10)
 	runtime.SetBlockProfileRate(100_000) // one sample per 100 µs blocked
 	runtime.MemProfileRate = 4096
 	return func() {
 		pprof.StopCPUProfile()
 		f.Close()
+		if tf != nil {
+			trace.Stop()
+			tf.Close()
+		}
 		for _, name := range []string{"mutex", "block", "heap"} {
 			if m, err := os.Create(prefix + "." + name + ".pprof"); err == nil {
 				_ = pprof.Lookup(name).WriteTo(m, 0)
