@@ -80,6 +80,7 @@ import (
 	"fmt"
 	mathrand "math/rand/v2"
 	"net/http"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -230,7 +231,11 @@ type Store interface {
 // pump: a goroutine the Broker starts when a stream has something to send and
 // no pump is free. Pumps are shared by all streams, so there are about as many
 // as writes in progress at once (one per CPU, plus one per client slow to
-// read); a pump exits after a second with nothing to write, or at Close. The
+// read); a pump exits after a second with nothing to write, when the last
+// stream ends, or at Close. A panic while a pump writes a stream (in a Store,
+// say) is raised again on that stream's handler goroutine, where net/http
+// reports it: an error wrapping the value, with the pump's stack, or
+// http.ErrAbortHandler unchanged; a runtime.Goexit likewise. The
 // handler's goroutine, which lives as long as its stream, thus never writes
 // and keeps a small stack: an idle stream costs two goroutines of 4 KiB and
 // 2 KiB (net/http's), not one of 8 KiB and one of 2 KiB. The Broker's other
@@ -253,10 +258,11 @@ type Broker struct {
 	wake    atomic.Pointer[chan struct{}] // closed, and replaced, to wake streams
 	waiting atomic.Bool                   // a stream may be waiting on wake
 	closed  atomic.Bool
-	pumps   chan *stream  // idle pumps take streams to write from here
-	quit    chan struct{} // closed by Close: idle pumps exit
-	npumps  atomic.Int32  // pumps running, for tests
-	beats   atomic.Uint64 // heartbeats sent so far
+	pumps   chan *stream                  // idle pumps take streams to write from here
+	quit    chan struct{}                 // closed by Close: idle pumps exit
+	npumps  atomic.Int32                  // pumps running, for tests
+	release atomic.Pointer[chan struct{}] // closed, and replaced, when the last stream ends
+	beats   atomic.Uint64                 // heartbeats sent so far
 	subs    atomic.Int64
 	beating atomic.Bool // beatTimer is armed
 
@@ -300,8 +306,9 @@ func NewBroker(opts *BrokerOptions) *Broker {
 		quit:        make(chan struct{}),
 	}
 	b.hist.init(min(o.HistoryLen, 64))
-	wake := make(chan struct{})
+	wake, release := make(chan struct{}), make(chan struct{})
 	b.wake.Store(&wake)
+	b.release.Store(&release)
 	if heartbeat > 0 {
 		b.beatTimer = time.AfterFunc(heartbeat, b.beat)
 		b.beatTimer.Stop() // armed by the first stream
@@ -458,7 +465,7 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		return
 	}
-	defer b.subs.Add(-1)
+	defer b.unsubscribe()
 	defer s.w.Close()
 	s.serve()
 }
@@ -478,7 +485,7 @@ func (b *Broker) start(w http.ResponseWriter, r *http.Request) *stream {
 	}
 	sw, err := newWriter(w, r, &b.stream)
 	if err != nil {
-		b.subs.Add(-1)
+		b.unsubscribe()
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return nil
 	}
@@ -574,10 +581,11 @@ type stream struct {
 	reset    bool   // the stream opens with a reset
 	opened   bool   // the headers and the opening are written
 	over     bool   // set by the pump: the stream has ended
+	goexited bool   // set by the pump: runtime.Goexit ran while it wrote
 
 	pumping  sync.WaitGroup  // a pump is writing the stream
 	wake     <-chan struct{} // set by the pump: what to wait on for more
-	panicked error           // set by the pump: what panicked while it wrote
+	panicked any             // set by the pump: what to panic with, for a panic while it wrote
 }
 
 // readState says what a stream's read of the history found.
@@ -604,10 +612,12 @@ func (s *stream) serve() {
 			go s.b.pump(s)
 		}
 		s.pumping.Wait()
-		if s.panicked != nil {
+		switch {
+		case s.panicked != nil:
 			panic(s.panicked) // where net/http recovers it, as from any handler
-		}
-		if s.over {
+		case s.goexited:
+			runtime.Goexit()
+		case s.over:
 			return
 		}
 		select {
@@ -631,24 +641,47 @@ func (b *Broker) pump(s *stream) {
 	defer b.npumps.Add(-1)
 	idle := time.NewTimer(pumpIdle)
 	defer idle.Stop()
-	for {
+	for s != nil {
 		s.write()
-		last := time.Now()
-		for s = nil; s == nil; {
-			select {
-			case s = <-b.pumps:
-			case <-b.quit:
-				return
-			case <-idle.C:
-				// The timer runs from when it was last armed; a pump that has
-				// worked since then waits out the rest of the period.
-				if rest := pumpIdle - time.Since(last); rest > 0 {
-					idle.Reset(rest)
-					continue
-				}
-				return
+		s = b.next(idle, time.Now())
+	}
+}
+
+// next waits for another stream for a pump that finished one at since. It
+// returns nil, for the pump to exit, after pumpIdle without one, at Close, or
+// when the last stream ends (so that no goroutine of the Broker outlives its
+// streams for long, which a testing/synctest bubble also requires).
+func (b *Broker) next(idle *time.Timer, since time.Time) *stream {
+	release := b.release.Load()
+	if b.subs.Load() == 0 {
+		return nil // unsubscribe closes release after the count drops to 0
+	}
+	for {
+		select {
+		case s := <-b.pumps:
+			return s
+		case <-*release:
+			return nil
+		case <-b.quit:
+			return nil
+		case <-idle.C:
+			// The timer runs from when it was last armed; a pump that has
+			// worked since then waits out the rest of the period.
+			rest := pumpIdle - time.Since(since)
+			if rest <= 0 {
+				return nil
 			}
+			idle.Reset(rest)
 		}
+	}
+}
+
+// unsubscribe counts a stream out. When none is left it lets the idle pumps
+// go: it closes the release channel they wait on, and replaces it.
+func (b *Broker) unsubscribe() {
+	if b.subs.Add(-1) == 0 {
+		release := make(chan struct{})
+		close(*b.release.Swap(&release))
 	}
 }
 
@@ -656,19 +689,40 @@ func (b *Broker) pump(s *stream) {
 // wake) or the stream ends (it sets over). It then releases the stream, and
 // touches it no more.
 func (s *stream) write() {
-	defer s.pumping.Done()
+	finished := false
 	defer func() {
-		// A panic (in a Store, say) is the handler's to report: serve
-		// repanics with it, with the stack it happened on.
-		if p := recover(); p != nil {
-			err, ok := p.(error)
-			if !ok {
-				err = fmt.Errorf("%v", p)
-			}
-			s.panicked = fmt.Errorf("sse: panic while writing a stream: %w\n%s", err, debug.Stack())
+		if !finished {
+			// A panic (in a Store, say) or runtime.Goexit is the handler's to
+			// report: serve raises it again there.
 			s.over = true
+			if p := recover(); p != nil {
+				s.panicked = pumpPanic(p)
+			} else {
+				s.goexited = true
+			}
 		}
+		s.pumping.Done()
 	}()
+	s.writeAll()
+	finished = true
+}
+
+// pumpPanic returns what to panic with on the handler's goroutine for p, a
+// pump's panic: an error wrapping p with the pump's stack, or
+// http.ErrAbortHandler unchanged, which net/http treats as a quiet abort.
+func pumpPanic(p any) any {
+	if p == http.ErrAbortHandler {
+		return p
+	}
+	err, ok := p.(error)
+	if !ok {
+		err = fmt.Errorf("%v", p)
+	}
+	return fmt.Errorf("sse: panic while writing a stream: %w\n%s", err, debug.Stack())
+}
+
+// writeAll is write's work.
+func (s *stream) writeAll() {
 	if !s.opened {
 		// The headers, even with nothing else to send, so that the client's
 		// open event fires at once.

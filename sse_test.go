@@ -1478,6 +1478,88 @@ func (s panicStore) ReadAfter(dst []byte, _ string, _ uint64, _ int) ([]byte, in
 	panic(s.err)
 }
 
+// A pump's runtime.Goexit (a t.FailNow in a fake Store, say) ends the stream
+// and its handler the same way, and a pump's http.ErrAbortHandler reaches the
+// handler unchanged, for net/http to abort quietly.
+func TestBrokerPumpGoexitAndAbort(t *testing.T) {
+	leakcheck.Check(t)
+	for _, tt := range []struct {
+		name  string
+		store Store
+		check func(t *testing.T, exited bool, p any)
+	}{
+		{"Goexit", goexitStore{}, func(t *testing.T, exited bool, p any) {
+			if !exited || p != nil {
+				t.Errorf("handler: Goexit %v, panic %v; want Goexit", exited, p)
+			}
+		}},
+		{"ErrAbortHandler", panicStore{http.ErrAbortHandler}, func(t *testing.T, exited bool, p any) {
+			if p != http.ErrAbortHandler {
+				t.Errorf("handler panicked with %v, want http.ErrAbortHandler itself", p)
+			}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := NewBroker(&BrokerOptions{HistoryLen: 2, Store: tt.store})
+			defer b.Close()
+			for range 5 {
+				_ = b.Publish(Event{Data: "x"})
+			}
+			req := httptest.NewRequest("GET", "/", nil)
+			req.Header.Set("Last-Event-ID", b.epoch+"-1") // older than the history: asks the Store
+			exited, recovered := true, any(nil)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				defer func() { recovered = recover() }()
+				b.ServeHTTP(newFlushRecorder(), req)
+				exited = false
+			}()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the handler did not return")
+			}
+			tt.check(t, exited && recovered == nil, recovered)
+			if n := b.Subscribers(); n != 0 {
+				t.Errorf("%d subscribers after the stream ended", n)
+			}
+		})
+	}
+}
+
+// goexitStore calls runtime.Goexit when read, as t.FailNow does.
+type goexitStore struct{}
+
+func (goexitStore) Append(string, uint64, []byte) error { return nil }
+func (goexitStore) ReadAfter([]byte, string, uint64, int) ([]byte, int, error) {
+	runtime.Goexit()
+	return nil, 0, nil
+}
+
+// A Broker in a testing/synctest bubble need not be closed: once its last
+// stream ends, its pumps exit, and the bubble can end.
+func TestBrokerInBubbleWithoutClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBroker(&BrokerOptions{Stream: Options{Heartbeat: -1}})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			b.ServeHTTP(newFlushRecorder(), httptest.NewRequestWithContext(ctx, "GET", "/", nil))
+		}()
+		synctest.Wait()
+		_ = b.Publish(Event{Data: "x"})
+		synctest.Wait()
+		cancel()
+		<-done
+		synctest.Wait()
+		if p := b.npumps.Load(); p != 0 {
+			t.Errorf("%d pumps left with no stream open", p)
+		}
+	})
+}
+
 // Events waiting for a stream go out in one write and one flush.
 func TestBrokerBatchesWaitingEvents(t *testing.T) {
 	leakcheck.Check(t)
@@ -2447,9 +2529,10 @@ func BenchmarkIdleStream(b *testing.B) {
 
 // An idle stream's handler goroutine never writes (the Broker's pumps do), so
 // its stack stays small: a Broker's idle streams, which have each received an
-// event, take at least 2 KiB less stack each than a bare handler that writes
-// its headers and waits. Writing from the handler grows its goroutine's stack
-// to 8 KiB for as long as the stream lasts.
+// event, take at most 7 KiB of goroutine stacks each. Writing from the
+// handler, as a bare handler that writes its headers and waits does, grows
+// its goroutine's stack to 8 KiB for as long as the stream lasts (10 KiB in
+// all with net/http's reader).
 func TestBrokerIdleStreamStack(t *testing.T) {
 	if ssetest.Race {
 		t.Skip("the race detector deepens every frame, so stacks grow in any case; .ci/run runs this test without it")
@@ -2490,8 +2573,10 @@ func TestBrokerIdleStreamStack(t *testing.T) {
 		waitFor(t, "the pumps to exit", func() bool { return b.npumps.Load() == 0 })
 	})
 	t.Logf("goroutine stacks per stream: Broker %.1f KiB, bare handler %.1f KiB", ours, floor)
-	if ours > floor-2 {
-		t.Errorf("goroutine stacks per idle stream: Broker %.1f KiB, bare handler %.1f KiB; want at least 2 KiB less", ours, floor)
+	// The bare handler's figure is only shown: repeated in one process (-count)
+	// it reuses stacks freed by earlier runs and can read far below 10 KiB.
+	if ours > 7 {
+		t.Errorf("goroutine stacks per idle stream: %.1f KiB, want at most 7 (4 KiB for the handler, 2 for net/http's reader, and the shared pumps)", ours)
 	}
 }
 

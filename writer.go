@@ -81,15 +81,6 @@ type Writer struct {
 	err       error // sticky: ErrClosed or the first write error
 }
 
-// Header values every stream sets, shared rather than allocated per stream
-// (the header map keeps them while the stream lasts). Nothing writes into
-// a header value in place, and with a capacity of one an Add copies.
-var (
-	contentType = []string{"text/event-stream"}
-	noCache     = []string{"no-cache"}
-	noBuffering = []string{"no"}
-)
-
 // heartbeatLine is the comment a Writer sends after a silence.
 var heartbeatLine = []byte(":\n")
 
@@ -173,12 +164,12 @@ func newWriter(w http.ResponseWriter, r *http.Request, o *Options) (*Writer, err
 func (sw *Writer) writeHeader() {
 	w := sw.w
 	h := w.Header()
-	h["Content-Type"] = contentType
+	h.Set("Content-Type", "text/event-stream")
 	if h.Get("Cache-Control") == "" {
-		h["Cache-Control"] = noCache
+		h.Set("Cache-Control", "no-cache")
 	}
 	if h.Get("X-Accel-Buffering") == "" {
-		h["X-Accel-Buffering"] = noBuffering
+		h.Set("X-Accel-Buffering", "no")
 	}
 	h.Del("Content-Length")
 	h.Del("Connection")
