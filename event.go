@@ -146,17 +146,7 @@ func (e *Event) plain() bool {
 // appendPlain appends the wire form of e, which is plain: what appendWire
 // writes, with Data as the one line it is.
 func (e *Event) appendPlain(b []byte) []byte {
-	if e.ID != "" {
-		b = appendField(b, "id: ", e.ID)
-	}
-	if e.Type != "" {
-		b = appendField(b, "event: ", e.Type)
-	}
-	if e.Retry > 0 {
-		b = append(b, "retry: "...)
-		b = strconv.AppendInt(b, e.Retry.Milliseconds(), 10)
-		b = append(b, '\n')
-	}
+	b = e.appendHead(b)
 	b = append(b, "data: "...)
 	b = append(b, e.Data...)
 	return append(b, "\n\n"...)
@@ -227,6 +217,14 @@ func load32(s string) uint32 {
 
 // appendWire appends the wire form of e, which has been validated.
 func (e *Event) appendWire(b []byte) []byte {
+	b = e.appendHead(b)
+	b = appendLines(b, "data: ", e.Data)
+	return append(b, '\n')
+}
+
+// appendHead appends the lines before the data: id, event and retry, each if
+// set.
+func (e *Event) appendHead(b []byte) []byte {
 	if e.ID != "" {
 		b = appendField(b, "id: ", e.ID)
 	}
@@ -238,8 +236,7 @@ func (e *Event) appendWire(b []byte) []byte {
 		b = strconv.AppendInt(b, e.Retry.Milliseconds(), 10)
 		b = append(b, '\n')
 	}
-	b = appendLines(b, "data: ", e.Data)
-	return append(b, '\n')
+	return b
 }
 
 // MarshalText returns the event's wire form, as AppendText does, in a new
