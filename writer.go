@@ -161,9 +161,8 @@ func newWriter(w http.ResponseWriter, r *http.Request, o *Options) (*Writer, err
 
 // writeHeader sets the stream's headers and status 200, which the first write
 // sends. It must come before that write.
-func (sw *Writer) writeHeader() {
-	w := sw.w
-	h := w.Header()
+func (w *Writer) writeHeader() {
+	h := w.w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	if h.Get("Cache-Control") == "" {
 		h.Set("Cache-Control", "no-cache")
@@ -174,7 +173,7 @@ func (sw *Writer) writeHeader() {
 	h.Del("Content-Length")
 	h.Del("Connection")
 	h.Del("Keep-Alive")
-	w.WriteHeader(http.StatusOK)
+	w.w.WriteHeader(http.StatusOK)
 }
 
 // Send writes e and flushes it to the client.
