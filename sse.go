@@ -632,8 +632,9 @@ func (s *stream) serve() {
 // exits.
 const pumpIdle = time.Second
 
-// pump writes s, then the streams handed to it, until it has waited pumpIdle
-// for one or the Broker closes. Pumps are shared by all of a Broker's
+// pump writes s, then the streams handed to it, until next says to exit: it
+// has waited pumpIdle for one, the last stream has ended, or the Broker
+// has closed. Pumps are shared by all of a Broker's
 // streams: a stream needs one only while it has something to write, so a
 // Broker runs about as many as there are writes in progress at once (one per
 // CPU, plus one per client that is slow to read).
