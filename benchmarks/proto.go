@@ -63,6 +63,9 @@ type response struct {
 	Recv      int64  `json:"recv,omitempty"` // measured events received by non-stalled streams
 	Bad       int64  `json:"bad,omitempty"`
 	Comments  int64  `json:"comments,omitempty"`
+	// StalledSeen is how many distinct measured events the stream that
+	// stalls has received (over every phase).
+	StalledSeen int64 `json:"stalledSeen,omitempty"`
 
 	// client report for a phase
 	Count       int64      `json:"count,omitempty"`
