@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -287,7 +288,9 @@ type fanoutRow struct {
 	connected      int
 	p50, p99       float64 // ms
 	perSec         float64
-	cpuPer         float64 // µs per delivery
+	cpuPer         float64 // server, µs per delivery
+	clientCPUPer   float64 // client processes, µs per delivery
+	cores          float64 // (server + client CPU) / wall time of the window
 	rssPer         float64 // KiB per connection
 	delivered      int64
 	want           int64
@@ -295,6 +298,7 @@ type fanoutRow struct {
 	reord, bad     int64
 	closed         int
 	maxPub         time.Duration
+	sched          time.Duration // longest run-queue wait in the server while it published (a lower bound)
 	late50, late99 time.Duration
 	other          float64 // cores used by other processes during the run
 	note           string
@@ -382,11 +386,19 @@ func runFanout(o options, ci contenderInfo, n int, log io.Writer) fanoutRow {
 	}
 	if rep.Count > 0 {
 		row.cpuPer = float64(st1.CPU-st0.CPU) / 1e3 / float64(rep.Count)
+		row.clientCPUPer = float64(rep.CPU-cst0.CPU) / 1e3 / float64(rep.Count)
+	}
+	if wall := st1.Now - st0.Now; wall > 0 {
+		row.cores = float64(st1.CPU-st0.CPU+rep.CPU-cst0.CPU) / float64(wall)
 	}
 	row.rssPer = float64(st1.HWM-s.base.RSS) / float64(max(row.connected, 1))
 	row.lost, row.dup, row.reord, row.bad = rep.Lost, rep.Dup, rep.Reord, rep.Bad
 	row.closed = rep.Closed
 	row.maxPub = time.Duration(max(st1.MaxPub, pub.MaxPub))
+	row.sched = time.Duration(st1.SchedWait) // since publishing started
+	if pubDone {
+		row.sched = time.Duration(pub.SchedWait) // over the publish run
+	}
 	row.late50, row.late99 = time.Duration(pub.LateP50), time.Duration(pub.LateP99)
 	if rep.Bad > 0 && row.note == "" {
 		row.note = rep.FirstErr
@@ -851,8 +863,8 @@ func runAll(o options, out, log io.Writer) error {
 	if o.want("fanout") {
 		meter := newLoadMeter()
 		fmt.Fprintf(out, "### Fan-out: %d events of %d B, one every %v, to N clients\n\n", o.fanoutEvents, o.fanoutSize, o.fanoutInterval)
-		fmt.Fprintf(out, "Latency from each event's scheduled publish time to its arrival at the client (it includes the publisher's own lateness: Go's timers wake the publishing goroutine about 0.5 ms late here, and a Publish that blocks delays the events after it; see the publisher-late column); deliveries/s = deliveries / (last arrival − first schedule); CPU = server process user+sys from the first publish to the last arrival; RSS = server peak RSS minus its RSS before any connection, per connection.\n\n")
-		fmt.Fprintf(out, "| contender | N | p50 ms | p99 ms | deliveries/s | server CPU µs/delivery | RSS KiB/conn | delivered | lost | dup | reordered | invalid | longest Publish | publisher late p50/p99 ms | notes |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
+		fmt.Fprintf(out, "Latency from each event's scheduled publish time to its arrival at the client (it includes the publisher's own lateness: Go's timers wake the publishing goroutine about 0.5 ms late here, and a Publish that blocks delays the events after it; see the publisher-late column); deliveries/s = deliveries / (last arrival − first schedule); server CPU = server process user+sys from the first publish to the last arrival; client CPU = the client processes' user+sys over the same window (parsing and checking every event); box cores used = (server + client CPU) / wall time of the window, out of %d: near %d, the server and its clients saturate the machine and latency includes waiting for a core; RSS = server peak RSS minus its RSS before any connection, per connection. Longest run-queue wait = the longest time any goroutine of the server process sat runnable before it ran while the events were being published (runtime/metrics /sched/latencies:seconds, read before the first and after the last Publish call): the lower bound of the highest histogram bucket whose count grew, so it understates (buckets are a quarter of a power of two wide, and the runtime samples one wait in 8); it does not include time a running goroutine's thread is preempted by the kernel.\n\n", runtime.NumCPU(), runtime.NumCPU())
+		fmt.Fprintf(out, "| contender | N | p50 ms | p99 ms | deliveries/s | server CPU µs/delivery | client CPU µs/delivery | box cores used | RSS KiB/conn | delivered | lost | dup | reordered | invalid | longest Publish | longest run-queue wait (lower bound: histogram bucket) | publisher late p50/p99 ms | notes |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
 		for _, n := range o.fanoutN {
 			for _, ci := range o.contenders {
 				if ci.floor {
@@ -861,7 +873,7 @@ func runAll(o options, out, log io.Writer) error {
 				fmt.Fprintf(log, "fanout: %s N=%d\n", ci.name, n)
 				r := runFanout(o, ci, n, log)
 				if r.err != nil {
-					fmt.Fprintf(out, "| %s | %d | | | | | | | | | | | | | error: %s |\n", r.name, n, oneLine(r.err.Error()))
+					fmt.Fprintf(out, "| %s | %d | | | | | | | | | | | | | | | | error: %s |\n", r.name, n, oneLine(r.err.Error()))
 					continue
 				}
 				note := r.note
@@ -874,8 +886,8 @@ func runAll(o options, out, log io.Writer) error {
 				if r.closed > 0 {
 					note = strings.TrimSpace(fmt.Sprintf("%s %d streams ended", note, r.closed))
 				}
-				fmt.Fprintf(out, "| %s | %d | %s | %s | %s | %.2f | %.1f | %d/%d | %d | %d | %d | %d | %s | %s / %s | %s |\n", r.name, n, ms(r.p50), ms(r.p99),
-					human(r.perSec), r.cpuPer, r.rssPer, r.delivered, r.want, r.lost, r.dup, r.reord, r.bad, dur(r.maxPub),
+				fmt.Fprintf(out, "| %s | %d | %s | %s | %s | %.2f | %.2f | %.2f | %.1f | %d/%d | %d | %d | %d | %d | %s | %s | %s / %s | %s |\n", r.name, n, ms(r.p50), ms(r.p99),
+					human(r.perSec), r.cpuPer, r.clientCPUPer, r.cores, r.rssPer, r.delivered, r.want, r.lost, r.dup, r.reord, r.bad, dur(r.maxPub), dur(r.sched),
 					ms(float64(r.late50)/1e6), ms(float64(r.late99)/1e6), oneLine(note))
 			}
 		}
