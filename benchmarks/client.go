@@ -82,11 +82,12 @@ type client struct {
 	connected, failed, synced, closed atomic.Int64
 	firstErr                          atomic.Value
 
-	stallNow chan struct{} // closed on "stall"
-	quit     chan struct{}
-	streams  []*stream
-	mu       sync.Mutex
-	conns    []net.Conn
+	stallMu sync.Mutex
+	stallCh chan struct{} // non-nil while stalled ("stall"); closed on "resume"
+	quit    chan struct{}
+	streams []*stream
+	mu      sync.Mutex
+	conns   []net.Conn
 }
 
 type stream struct {
@@ -98,14 +99,14 @@ type stream struct {
 	count   []int64 // per phase
 	lastRcv []int64 // per phase, Unix ns
 	recv    int64   // measured events (streams that do not stall)
+	seenN   int64   // distinct measured events
 	dup     []int64
 	reord   []int64
 	synced  bool
 }
 
 func clientMain(args clientArgs, in io.Reader, out io.Writer) error {
-	c := &client{args: args, hist: make([][histShards][histSize]uint64, len(args.phases)),
-		stallNow: make(chan struct{}), quit: make(chan struct{})}
+	c := &client{args: args, hist: make([][histShards][histSize]uint64, len(args.phases)), quit: make(chan struct{})}
 	maxSeq := args.maxSeq()
 	c.streams = make([]*stream, args.n)
 	for i := range c.streams {
@@ -117,7 +118,6 @@ func clientMain(args clientArgs, in io.Reader, out io.Writer) error {
 	rep.reply(response{Now: time.Now().UnixNano()})
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	stallOnce := sync.Once{}
 	for sc.Scan() {
 		var req request
 		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
@@ -131,7 +131,18 @@ func clientMain(args clientArgs, in io.Reader, out io.Writer) error {
 		case "status":
 			resp = c.status(resp)
 		case "stall":
-			stallOnce.Do(func() { close(c.stallNow) })
+			c.stallMu.Lock()
+			if c.stallCh == nil {
+				c.stallCh = make(chan struct{})
+			}
+			c.stallMu.Unlock()
+		case "resume":
+			c.stallMu.Lock()
+			if c.stallCh != nil {
+				close(c.stallCh)
+				c.stallCh = nil
+			}
+			c.stallMu.Unlock()
 		case "report":
 			resp = c.report(resp, req.N)
 		case "quit":
@@ -167,6 +178,9 @@ func (c *client) status(resp response) response {
 	for _, s := range c.streams {
 		s.mu.Lock()
 		resp.Recv += s.recv
+		if s.stalled {
+			resp.StalledSeen += s.seenN
+		}
 		s.mu.Unlock()
 	}
 	resp.Bad = c.bad.Load()
@@ -335,11 +349,17 @@ func (c *client) run(s *stream, host, path, src string, requested func()) {
 	p2.counter = &c.beats
 	for {
 		if s.stalled {
-			select {
-			case <-c.stallNow:
-				<-c.quit
-				return
-			default:
+			// Stop reading while stalled: the server's writes to this
+			// stream block once the socket buffers fill.
+			c.stallMu.Lock()
+			resume := c.stallCh
+			c.stallMu.Unlock()
+			if resume != nil {
+				select {
+				case <-resume:
+				case <-c.quit:
+					return
+				}
 			}
 		}
 		ev, err := p2.next()
@@ -400,6 +420,7 @@ func (c *client) handle(s *stream, ev event, now int64) {
 		s.dup[ph]++
 	} else {
 		s.seen[seq>>6] |= 1 << (seq & 63)
+		s.seenN++
 		if seq < s.maxSeen {
 			s.reord[ph]++
 		}

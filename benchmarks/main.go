@@ -41,6 +41,7 @@ func main() {
 		idleWin    = flag.Duration("idle-window", 0, "idle measuring window (default 30s; quick 2s)")
 		idleHB     = flag.Duration("idle-heartbeat", 0, "heartbeat interval in the idle workload (default 15s; quick 1s)")
 		slowEvents = flag.Int("slow-events", 0, "events per slow-consumer burst (default 5000; quick 1000)")
+		slowPairs  = flag.Int("slow-pairs", 0, "slow consumer: A/B burst pairs for contenders that keep publishing while a client stalls (default 5; quick 2)")
 		slowWT     = flag.Duration("slow-write-timeout", 0, "write timeout for ours and hub in the slow workload (default 10s, ours' default; quick 1s)")
 		benchtime  = flag.Duration("benchtime", 0, "encode benchmark time per encoder (default 1s; quick 200ms)")
 		profile    = flag.String("profile", "", "directory: each server writes CPU, mutex, block and heap profiles (go tool pprof) and a runtime trace (go tool trace) there")
@@ -81,6 +82,11 @@ func main() {
 	setIf(&o.idleHeartbeat, *idleHB)
 	setIf(&o.slowEvents, *slowEvents)
 	setIf(&o.slowWT, *slowWT)
+	if *slowPairs < 0 {
+		fmt.Fprintln(os.Stderr, "bad -slow-pairs:", *slowPairs)
+		os.Exit(2)
+	}
+	setIf(&o.slowPairs, *slowPairs)
 	setIf(&o.benchtime, *benchtime)
 	if *profile != "" {
 		if err := os.MkdirAll(*profile, 0o755); err != nil {
@@ -168,6 +174,7 @@ type options struct {
 	slowClients int
 	slowEvents  int
 	slowSize    int
+	slowPairs   int
 	slowWT      time.Duration
 
 	idleN         int
@@ -196,6 +203,7 @@ func defaultOptions(quick bool) options {
 		slowClients:    100,
 		slowEvents:     5000,
 		slowSize:       1024,
+		slowPairs:      5,
 		slowWT:         10 * time.Second,
 		idleN:          19900,
 		idleHeartbeat:  15 * time.Second,
@@ -206,6 +214,7 @@ func defaultOptions(quick bool) options {
 		o.benchtime = 200 * time.Millisecond
 		o.fanoutN = []int{100}
 		o.slowEvents = 1000
+		o.slowPairs = 2
 		o.slowWT = time.Second
 		o.idleN = 1000
 		o.idleHeartbeat = time.Second

@@ -52,6 +52,7 @@ type response struct {
 	InPubSince  int64  `json:"inPubSince,omitempty"`  // Unix ns: a Publish call in progress since
 	StallDone   int64  `json:"stallDone,omitempty"`   // Unix ns: the stalled stream's handler returned
 	StallClosed int64  `json:"stallClosed,omitempty"` // Unix ns: its connection was closed
+	SchedWait   int64  `json:"schedWait,omitempty"`   // ns: longest run-queue wait (lower bound) since the last publish run started
 
 	// client
 	Connected int    `json:"connected,omitempty"`
@@ -62,6 +63,9 @@ type response struct {
 	Recv      int64  `json:"recv,omitempty"` // measured events received by non-stalled streams
 	Bad       int64  `json:"bad,omitempty"`
 	Comments  int64  `json:"comments,omitempty"`
+	// StalledSeen is how many distinct measured events the stream that
+	// stalls has received (over every phase).
+	StalledSeen int64 `json:"stalledSeen,omitempty"`
 
 	// client report for a phase
 	Count       int64      `json:"count,omitempty"`

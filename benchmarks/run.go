@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -146,6 +148,7 @@ func mergeStatus(rs []response) response {
 		m.Synced += r.Synced
 		m.Closed += r.Closed
 		m.Recv += r.Recv
+		m.StalledSeen += r.StalledSeen
 		m.Bad += r.Bad
 		m.CPU += r.CPU
 		if m.FirstErr == "" {
@@ -285,7 +288,9 @@ type fanoutRow struct {
 	connected      int
 	p50, p99       float64 // ms
 	perSec         float64
-	cpuPer         float64 // µs per delivery
+	cpuPer         float64 // server, µs per delivery
+	clientCPUPer   float64 // client processes, µs per delivery
+	cores          float64 // (server + client CPU) / wall time of the window
 	rssPer         float64 // KiB per connection
 	delivered      int64
 	want           int64
@@ -293,6 +298,7 @@ type fanoutRow struct {
 	reord, bad     int64
 	closed         int
 	maxPub         time.Duration
+	sched          time.Duration // longest run-queue wait in the server while it published (a lower bound)
 	late50, late99 time.Duration
 	other          float64 // cores used by other processes during the run
 	note           string
@@ -380,11 +386,19 @@ func runFanout(o options, ci contenderInfo, n int, log io.Writer) fanoutRow {
 	}
 	if rep.Count > 0 {
 		row.cpuPer = float64(st1.CPU-st0.CPU) / 1e3 / float64(rep.Count)
+		row.clientCPUPer = float64(rep.CPU-cst0.CPU) / 1e3 / float64(rep.Count)
+	}
+	if wall := st1.Now - st0.Now; wall > 0 {
+		row.cores = float64(st1.CPU-st0.CPU+rep.CPU-cst0.CPU) / float64(wall)
 	}
 	row.rssPer = float64(st1.HWM-s.base.RSS) / float64(max(row.connected, 1))
 	row.lost, row.dup, row.reord, row.bad = rep.Lost, rep.Dup, rep.Reord, rep.Bad
 	row.closed = rep.Closed
 	row.maxPub = time.Duration(max(st1.MaxPub, pub.MaxPub))
+	row.sched = time.Duration(st1.SchedWait) // since publishing started
+	if pubDone {
+		row.sched = time.Duration(pub.SchedWait) // over the publish run
+	}
 	row.late50, row.late99 = time.Duration(pub.LateP50), time.Duration(pub.LateP99)
 	if rep.Bad > 0 && row.note == "" {
 		row.note = rep.FirstErr
@@ -393,25 +407,28 @@ func runFanout(o options, ci contenderInfo, n int, log io.Writer) fanoutRow {
 }
 
 type slowRow struct {
-	name                 string
-	maxPubA, maxPubB     time.Duration
-	blockedB             bool
-	publishedB           int
-	completeA, completeB int
-	others               int
-	lostA, lostB         int64
-	p99A, p99B           float64
-	fracB                float64       // share of the others' events delivered in B
-	spanA, spanB         time.Duration // first Publish call to last arrival at the others
-	dropped              time.Duration // after the burst started; -1: not dropped
-	waited               time.Duration
-	peakMiB              float64
-	stalledRecv          int64
-	note                 string
-	err                  error
+	name                    string
+	pairs, pairsWanted      int           // valid A/B pairs; pairs asked for
+	maxPubA, maxPubB        time.Duration // longest Publish over every A burst, every B burst
+	waitA, waitB            time.Duration // longest run-queue wait (a lower bound) over every A burst, every B burst
+	blockedB                bool
+	publishedB, wantB       int // events published in every B burst, and asked for
+	completeA, completeB    int // others with every event, in the worst A burst, the worst B burst
+	others                  int
+	lostA, lostB            int64
+	p99A, p99B              float64       // ms, medians over the A bursts, the B bursts
+	ratio, ratioLo, ratioHi float64       // per-pair p99 B / p99 A: median, min, max
+	fracB                   float64       // share of the others' events delivered over every B burst
+	spanA, spanB            time.Duration // medians: first Publish call to last arrival at the others
+	dropped                 time.Duration // after the last burst started; -1: not dropped
+	waited                  time.Duration
+	peakMiB                 float64
+	stalledRecv             int64
+	note                    string
+	err                     error
 }
 
-// slowBound is how long phase B may take: the write timeout and a margin.
+// slowBound is how long a burst may take: the write timeout and a margin.
 func slowBound(o options) time.Duration {
 	if o.quick {
 		return o.slowWT + 2*time.Second
@@ -419,11 +436,139 @@ func slowBound(o options) time.Duration {
 	return o.slowWT + 5*time.Second
 }
 
-func runSlow(o options, ci contenderInfo, log io.Writer) slowRow {
-	row := slowRow{name: ci.name, dropped: -1}
+// slowBurst is one burst of the slow workload and what the other streams
+// got of it.
+type slowBurst struct {
+	t0        time.Time // the orchestrator's publish command
+	waited    time.Duration
+	pub       response // the publish reply, if it came
+	pubDone   bool
+	blocked   bool     // a Publish call was still in progress at the end
+	st        response // server stats at the end
+	rep       response // the others' report for the burst's phase
+	published int
+	maxPub    time.Duration
+	sched     time.Duration // longest run-queue wait in the server while it published (a lower bound)
+	complete  bool          // published in full, and every other stream has every event
+	p99       float64       // ms; +Inf if over 1% of the others' events never arrived
+	frac      float64       // share of the others' events delivered
+	span      time.Duration // first Publish call to the last arrival at the others; 0 if incomplete
+}
+
+// slowBurst publishes phase ph's events back to back and waits, up to
+// bound, until every other stream has all of them and, with waitDrop, until
+// the stalled stream's handler has returned. Every burst starts the same
+// way (200 ms to settle) and polls the same way, whether a stream is stalled
+// or not, so that A and B differ only in the stall.
+func (s *session) slowBurst(o options, ph, others int, waitDrop bool, bound time.Duration) (slowBurst, error) {
 	E := o.slowEvents
+	var b slowBurst
+	time.Sleep(200 * time.Millisecond)
+	st, err := s.status()
+	if err != nil {
+		return b, err
+	}
+	base := st.Recv
+	want := int64(others * E)
+	b.t0 = time.Now()
+	pubCh := s.srv.start(request{Cmd: "publish", N: E, Size: o.slowSize, From: ph * E})
+	end := b.t0.Add(bound)
+	for {
+		time.Sleep(50 * time.Millisecond)
+		if !b.pubDone {
+			select {
+			case b.pub = <-pubCh:
+				if b.pub.Err != "" {
+					return b, errors.New(b.pub.Err)
+				}
+				b.pubDone = true
+			default:
+			}
+		}
+		cst, err := s.status()
+		if err != nil {
+			return b, err
+		}
+		done := b.pubDone && cst.Recv-base >= want
+		if waitDrop {
+			if b.st, err = s.srv.call(request{Cmd: "stats"}, 10*time.Second); err != nil {
+				return b, err
+			}
+			done = done && b.st.StallDone != 0
+		}
+		if done || time.Now().After(end) {
+			break
+		}
+	}
+	b.waited = time.Since(b.t0).Round(100 * time.Millisecond)
+	if b.st, err = s.srv.call(request{Cmd: "stats"}, 10*time.Second); err != nil {
+		return b, err
+	}
+	if b.rep, err = s.report(ph); err != nil {
+		return b, err
+	}
+	b.published = b.st.Published
+	b.maxPub = time.Duration(max(b.st.MaxPub, b.pub.MaxPub))
+	b.sched = time.Duration(b.st.SchedWait) // since the publish run started
+	if b.pubDone {
+		b.published = b.pub.Published
+		b.sched = time.Duration(b.pub.SchedWait) // over the publish run
+	} else if b.st.InPubSince != 0 {
+		b.blocked = true
+		b.maxPub = max(b.maxPub, time.Duration(b.st.Now-b.st.InPubSince))
+	}
+	b.complete = b.pubDone && b.published == E && b.rep.Complete == others
+	b.p99 = percentile(b.rep.Hist, 0.99)
+	b.frac = float64(b.rep.Count-b.rep.Dup) / float64(max(want, 1))
+	if b.frac < 0.99 {
+		b.p99 = math.Inf(1) // over 1% never arrived
+	}
+	if b.complete && b.rep.LastRecv > b.pub.Start {
+		b.span = time.Duration(b.rep.LastRecv - b.pub.Start)
+	}
+	return b, nil
+}
+
+// catchUp waits, up to bound, until the stream that stalls has want
+// distinct events; with resume, it first lets that stream read again.
+func (s *session) catchUp(want int64, resume bool, bound time.Duration) (bool, error) {
+	if resume {
+		if _, err := s.all(request{Cmd: "resume"}, 10*time.Second); err != nil {
+			return false, err
+		}
+	}
+	end := time.Now().Add(bound)
+	for {
+		st, err := s.status()
+		if err != nil {
+			return false, err
+		}
+		if st.StalledSeen >= want {
+			return true, nil
+		}
+		if time.Now().After(end) {
+			debugf("stalled stream has %d of %d events", st.StalledSeen, want)
+			return false, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// runSlow measures the others' latency with every stream reading (A) and
+// with client 0 stalled (B), in pairs A, B, A, B, … so that drift hits both;
+// client 0 resumes and catches up after each pair. A last B burst then waits
+// for the stalled stream to be dropped. A contender whose B burst does not
+// complete (its Publish blocks on the stalled stream) stops after one pair.
+func runSlow(o options, ci contenderInfo, log io.Writer) slowRow {
+	P := max(o.slowPairs, 1)
+	row := slowRow{name: ci.name, dropped: -1, pairsWanted: P}
+	E := o.slowEvents
+	var phases []phase // pair k: A = phase 2k, B = phase 2k+1; the last burst: phase 2P
+	for i := 0; i <= 2*P; i++ {
+		phases = append(phases, phase{i * E, (i + 1) * E})
+	}
 	sp := sessionSpec{cfg: Config{Heartbeat: 15 * time.Second, WriteTimeout: o.slowWT, Burst: E}, n: o.slowClients,
-		stall: true, size: o.slowSize, phases: []phase{{0, E}, {E, 2 * E}}, profile: o.profilePath("slow", ci.name, o.slowClients)}
+		stall: true, size: o.slowSize, phases: phases, profile: o.profilePath("slow", ci.name, o.slowClients)}
 	s, err := openSession(ci, sp, log)
 	if err != nil {
 		row.err = err
@@ -439,111 +584,192 @@ func runSlow(o options, ci contenderInfo, log io.Writer) slowRow {
 	others := st.Connected - 1
 	row.others = others
 	bound := slowBound(o)
-
-	// Phase A: the burst with every stream reading.
-	fmt.Fprintf(log, "  %s: burst with no stalled stream\n", ci.name)
-	pubA, err := s.srv.call(request{Cmd: "publish", N: E, Size: o.slowSize}, bound)
-	if err != nil {
-		row.err = fmt.Errorf("burst with no stall: %w", err)
+	// Sample the server's RSS from here on, so that every burst, A or B,
+	// runs with the sampler.
+	if _, err := s.srv.call(request{Cmd: "peakreset"}, 10*time.Second); err != nil {
+		row.err = err
 		return row
 	}
-	row.maxPubA = time.Duration(pubA.MaxPub)
-	startA := pubA.Start
-	end := time.Now().Add(bound)
-	for time.Now().Before(end) {
-		st, err := s.status()
-		if err != nil || st.Recv >= int64(others*E) {
+
+	var as, bs []slowBurst
+	var ratios []float64
+	var rss0 int64 // server RSS before the last B burst
+	stall := func() error {
+		if _, err := s.all(request{Cmd: "stall"}, 10*time.Second); err != nil {
+			return err
+		}
+		st0, err := s.srv.call(request{Cmd: "peakreset"}, 10*time.Second)
+		rss0 = st0.RSS
+		return err
+	}
+	var dropAt int64 // Unix ns: the stalled stream's handler returned after its burst
+	published := 0   // events published so far: the stalled stream must have them all to catch up
+	last := true     // end with the burst that waits for the drop
+	var stop string
+	for k := 0; k < P && stop == ""; k++ {
+		fmt.Fprintf(log, "  %s: pair %d of %d: burst with no stalled stream\n", ci.name, k+1, P)
+		a, err := s.slowBurst(o, 2*k, others, false, bound)
+		if err != nil {
+			row.err = fmt.Errorf("burst A %d: %w", k+1, err)
+			return row
+		}
+		as = append(as, a)
+		published += a.published
+		if !a.complete {
+			stop, last = fmt.Sprintf("burst A %d incomplete", k+1), false
 			break
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	repA, err := s.report(0)
-	if err != nil {
-		row.err = err
-		return row
-	}
-	row.completeA, row.lostA, row.p99A = repA.Complete, repA.Lost, percentile(repA.Hist, 0.99)
-	if repA.LastRecv > startA {
-		row.spanA = time.Duration(repA.LastRecv - startA)
-	}
-
-	// Phase B: the first stream stops reading; the same burst again.
-	fmt.Fprintf(log, "  %s: burst with one stalled stream\n", ci.name)
-	if _, err := s.all(request{Cmd: "stall"}, 10*time.Second); err != nil {
-		row.err = err
-		return row
-	}
-	time.Sleep(200 * time.Millisecond)
-	st0, err := s.srv.call(request{Cmd: "peakreset"}, 10*time.Second)
-	if err != nil {
-		row.err = err
-		return row
-	}
-	debugf("stalled")
-	t0 := time.Now()
-	pubCh := s.srv.start(request{Cmd: "publish", N: E, Size: o.slowSize, From: E})
-	end = t0.Add(bound)
-	var pubB response
-	pubDone := false
-	var st1 response
-	for {
-		time.Sleep(50 * time.Millisecond)
-		if !pubDone {
-			select {
-			case pubB = <-pubCh:
-				pubDone = true
-			default:
+		// Client 0 reads through a small receive buffer and may still be
+		// behind: it stops only once it has every event, so that each B
+		// burst starts with nothing queued for it (a library with a bounded
+		// queue per stream would otherwise overflow it in B).
+		if ok, err := s.catchUp(int64(published), false, bound); err != nil {
+			row.err = err
+			return row
+		} else if !ok {
+			stop, last = fmt.Sprintf("client 0 did not get every event of burst A %d", k+1), false
+			break
+		}
+		fmt.Fprintf(log, "  %s: pair %d of %d: burst with one stalled stream\n", ci.name, k+1, P)
+		if err := stall(); err != nil {
+			row.err = err
+			return row
+		}
+		b, err := s.slowBurst(o, 2*k+1, others, false, bound)
+		if err != nil {
+			row.err = fmt.Errorf("burst B %d: %w", k+1, err)
+			return row
+		}
+		bs = append(bs, b)
+		published += b.published
+		if !b.complete {
+			// Blocked, or the others missed events: this burst, which ran
+			// its whole bound, stands for the last one.
+			last = false
+			if k > 0 {
+				stop = fmt.Sprintf("burst B %d incomplete", k+1)
 			}
+			break
 		}
-		cst, err := s.status()
+		if b.st.StallDone != 0 {
+			stop, last = fmt.Sprintf("stalled client dropped in burst B %d", k+1), false
+			break
+		}
+		row.pairs++
+		ratios = append(ratios, b.p99/a.p99)
+		debugf("pair %d: p99 A %.1f ms, B %.1f ms", k+1, a.p99, b.p99)
+		ok, err := s.catchUp(int64(published), true, bound)
 		if err != nil {
 			row.err = err
 			return row
 		}
-		st1, err = s.srv.call(request{Cmd: "stats"}, 10*time.Second)
-		if err != nil {
+		if st, err := s.srv.call(request{Cmd: "stats"}, 10*time.Second); err != nil {
+			row.err = err
+			return row
+		} else if st.StallDone != 0 {
+			stop, last = fmt.Sprintf("stalled client dropped after pair %d", k+1), false
+			dropAt = st.StallDone
+		} else if !ok {
+			stop = fmt.Sprintf("stalled client did not catch up after pair %d", k+1)
+		}
+	}
+	if last {
+		fmt.Fprintf(log, "  %s: last burst with one stalled stream, until it is dropped\n", ci.name)
+		if err := stall(); err != nil {
 			row.err = err
 			return row
 		}
-		if pubDone && cst.Recv >= int64(others*E*2) && st1.StallDone != 0 {
-			break
+		b, err := s.slowBurst(o, 2*P, others, true, bound)
+		if err != nil {
+			row.err = fmt.Errorf("last burst: %w", err)
+			return row
 		}
-		if time.Now().After(end) {
-			break
+		bs = append(bs, b)
+	}
+	debugf("slow over: %d pairs", row.pairs)
+
+	// The last burst tells when the stalled stream was dropped and what
+	// the server held meanwhile; every burst is an A or B sample.
+	end := bs[len(bs)-1]
+	row.waited = end.waited
+	if end.st.StallDone != 0 {
+		dropAt = end.st.StallDone
+	}
+	if dropAt != 0 {
+		row.dropped = time.Duration(dropAt - end.t0.UnixNano())
+	}
+	row.peakMiB = float64(end.st.Peak-rss0) / 1024
+	row.stalledRecv = end.rep.StalledRecv
+	row.completeA, row.completeB = others, others
+	var p99A, p99B []float64
+	var spanA, spanB []time.Duration
+	for _, a := range as {
+		row.maxPubA, row.waitA = max(row.maxPubA, a.maxPub), max(row.waitA, a.sched)
+		row.completeA = min(row.completeA, a.rep.Complete)
+		row.lostA += a.rep.Lost
+		p99A = append(p99A, a.p99)
+		if a.span > 0 {
+			spanA = append(spanA, a.span)
+		}
+		if a.rep.Bad > 0 && row.note == "" {
+			row.note = a.rep.FirstErr
 		}
 	}
-	row.waited = time.Since(t0).Round(100 * time.Millisecond)
-	debugf("phase B over")
-	repB, err := s.report(1)
-	if err != nil {
-		row.err = err
-		return row
+	var gotB int64
+	for _, b := range bs {
+		row.maxPubB, row.waitB = max(row.maxPubB, b.maxPub), max(row.waitB, b.sched)
+		row.blockedB = row.blockedB || b.blocked
+		row.publishedB += b.published
+		row.wantB += E
+		row.completeB = min(row.completeB, b.rep.Complete)
+		row.lostB += b.rep.Lost
+		gotB += b.rep.Count - b.rep.Dup
+		p99B = append(p99B, b.p99)
+		if b.span > 0 {
+			spanB = append(spanB, b.span)
+		}
+		if b.rep.Bad > 0 && row.note == "" {
+			row.note = b.rep.FirstErr
+		}
 	}
-	row.completeB, row.lostB, row.p99B = repB.Complete, repB.Lost, percentile(repB.Hist, 0.99)
-	row.fracB = float64(repB.Count-repB.Dup) / float64(max(others*E, 1))
-	if row.fracB < 0.99 {
-		row.p99B = math.Inf(1) // over 1% never arrived
+	row.fracB = float64(gotB) / float64(max(others*E*len(bs), 1))
+	row.p99A, row.p99B = median(p99A), median(p99B)
+	row.ratio = median(ratios)
+	if len(ratios) > 0 {
+		row.ratioLo, row.ratioHi = slices.Min(ratios), slices.Max(ratios)
 	}
-	if row.completeB == others && repB.LastRecv > t0.UnixNano() {
-		row.spanB = time.Duration(repB.LastRecv - t0.UnixNano())
-	}
-	row.stalledRecv = repB.StalledRecv
-	row.maxPubB = time.Duration(max(st1.MaxPub, pubB.MaxPub))
-	row.publishedB = st1.Published
-	if pubDone {
-		row.publishedB = pubB.Published
-	} else if st1.InPubSince != 0 {
-		row.blockedB = true
-		row.maxPubB = max(row.maxPubB, time.Duration(st1.Now-st1.InPubSince))
-	}
-	if st1.StallDone != 0 {
-		row.dropped = time.Duration(st1.StallDone - t0.UnixNano())
-	}
-	row.peakMiB = float64(st1.Peak-st0.RSS) / 1024
-	if repB.Bad > 0 {
-		row.note = repB.FirstErr
+	row.spanA, row.spanB = medianDur(spanA), medianDur(spanB)
+	if stop != "" {
+		row.note = strings.TrimSpace(fmt.Sprintf("%s; %d of %d pairs: %s", row.note, row.pairs, P, stop))
+		row.note = strings.TrimPrefix(row.note, "; ")
 	}
 	return row
+}
+
+// median returns the median of v, ignoring NaNs (NaN if none).
+func median(v []float64) float64 {
+	s := slices.DeleteFunc(slices.Clone(v), math.IsNaN)
+	if len(s) == 0 {
+		return math.NaN()
+	}
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func medianDur(v []time.Duration) time.Duration {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(v))
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }
 
 type idleRow struct {
@@ -637,8 +863,8 @@ func runAll(o options, out, log io.Writer) error {
 	if o.want("fanout") {
 		meter := newLoadMeter()
 		fmt.Fprintf(out, "### Fan-out: %d events of %d B, one every %v, to N clients\n\n", o.fanoutEvents, o.fanoutSize, o.fanoutInterval)
-		fmt.Fprintf(out, "Latency from each event's scheduled publish time to its arrival at the client (it includes the publisher's own lateness: Go's timers wake the publishing goroutine about 0.5 ms late here, and a Publish that blocks delays the events after it; see the publisher-late column); deliveries/s = deliveries / (last arrival − first schedule); CPU = server process user+sys from the first publish to the last arrival; RSS = server peak RSS minus its RSS before any connection, per connection.\n\n")
-		fmt.Fprintf(out, "| contender | N | p50 ms | p99 ms | deliveries/s | server CPU µs/delivery | RSS KiB/conn | delivered | lost | dup | reordered | invalid | longest Publish | publisher late p50/p99 ms | notes |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
+		fmt.Fprintf(out, "Latency from each event's scheduled publish time to its arrival at the client (it includes the publisher's own lateness: Go's timers wake the publishing goroutine about 0.5 ms late here, and a Publish that blocks delays the events after it; see the publisher-late column); deliveries/s = deliveries / (last arrival − first schedule); server CPU = server process user+sys from the first publish to the last arrival; client CPU = the client processes' user+sys over the same window (parsing and checking every event); box cores used = (server + client CPU) / wall time of the window, out of %d: near %d, the server and its clients saturate the machine and latency includes waiting for a core; RSS = server peak RSS minus its RSS before any connection, per connection. Longest run-queue wait = the longest time any goroutine of the server process sat runnable before it ran while the events were being published (runtime/metrics /sched/latencies:seconds, read before the first and after the last Publish call): the lower bound of the highest histogram bucket whose count grew, so it understates (buckets are a quarter of a power of two wide, and the runtime samples one wait in 8); it does not include time a running goroutine's thread is preempted by the kernel.\n\n", runtime.NumCPU(), runtime.NumCPU())
+		fmt.Fprintf(out, "| contender | N | p50 ms | p99 ms | deliveries/s | server CPU µs/delivery | client CPU µs/delivery | box cores used | RSS KiB/conn | delivered | lost | dup | reordered | invalid | longest Publish | longest run-queue wait (lower bound: histogram bucket) | publisher late p50/p99 ms | notes |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
 		for _, n := range o.fanoutN {
 			for _, ci := range o.contenders {
 				if ci.floor {
@@ -647,7 +873,7 @@ func runAll(o options, out, log io.Writer) error {
 				fmt.Fprintf(log, "fanout: %s N=%d\n", ci.name, n)
 				r := runFanout(o, ci, n, log)
 				if r.err != nil {
-					fmt.Fprintf(out, "| %s | %d | | | | | | | | | | | | | error: %s |\n", r.name, n, oneLine(r.err.Error()))
+					fmt.Fprintf(out, "| %s | %d | | | | | | | | | | | | | | | | error: %s |\n", r.name, n, oneLine(r.err.Error()))
 					continue
 				}
 				note := r.note
@@ -660,8 +886,8 @@ func runAll(o options, out, log io.Writer) error {
 				if r.closed > 0 {
 					note = strings.TrimSpace(fmt.Sprintf("%s %d streams ended", note, r.closed))
 				}
-				fmt.Fprintf(out, "| %s | %d | %s | %s | %s | %.2f | %.1f | %d/%d | %d | %d | %d | %d | %s | %s / %s | %s |\n", r.name, n, ms(r.p50), ms(r.p99),
-					human(r.perSec), r.cpuPer, r.rssPer, r.delivered, r.want, r.lost, r.dup, r.reord, r.bad, dur(r.maxPub),
+				fmt.Fprintf(out, "| %s | %d | %s | %s | %s | %.2f | %.2f | %.2f | %.1f | %d/%d | %d | %d | %d | %d | %s | %s | %s / %s | %s |\n", r.name, n, ms(r.p50), ms(r.p99),
+					human(r.perSec), r.cpuPer, r.clientCPUPer, r.cores, r.rssPer, r.delivered, r.want, r.lost, r.dup, r.reord, r.bad, dur(r.maxPub), dur(r.sched),
 					ms(float64(r.late50)/1e6), ms(float64(r.late99)/1e6), oneLine(note))
 			}
 		}
@@ -670,10 +896,11 @@ func runAll(o options, out, log io.Writer) error {
 	}
 	if o.want("slow") {
 		meter := newLoadMeter()
-		fmt.Fprintf(out, "### Slow consumer: %d clients, %d events of %d B back to back, twice: all reading (A), then with client 0 stopped (B)\n\n", o.slowClients, o.slowEvents, o.slowSize)
-		fmt.Fprintf(out, "The stalled client sets a 4 KiB receive buffer and the server's side of its connection gets a 16 KiB send buffer (SO_SNDBUF, set by the harness for every contender), so that its writes block after tens of KiB rather than the several MiB Linux buffers on loopback. p99 is over the other %d clients, from each event's Publish call. Write timeout for ours and hub: %v. Each phase B waits at most %v.\n\n", o.slowClients-1, o.slowWT, slowBound(o))
-		fmt.Fprintf(out, "Burst time = first Publish call to the last event's arrival at the other clients (a library whose Publish waits for delivery has a low p99 from the Publish call, but a long burst).\n\n")
-		fmt.Fprintf(out, "| contender | longest Publish A | longest Publish B | published B | others complete A | others complete B (events) | p99 A ms | p99 B ms | B/A | burst time A | burst time B | stalled client dropped after | server peak RSS Δ in B MiB | notes |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
+		fmt.Fprintf(out, "### Slow consumer: %d clients, %d events of %d B back to back, in pairs: all reading (A), then with client 0 stopped (B)\n\n", o.slowClients, o.slowEvents, o.slowSize)
+		fmt.Fprintf(out, "The stalled client sets a 4 KiB receive buffer and the server's side of its connection gets a 16 KiB send buffer (SO_SNDBUF, set by the harness for every contender), so that its writes block after tens of KiB rather than the several MiB Linux buffers on loopback. p99 is over the other %d clients, from each event's Publish call. Write timeout for ours and hub: %v. Each burst waits at most %v.\n\n", o.slowClients-1, o.slowWT, slowBound(o))
+		fmt.Fprintf(out, "Each contender runs up to %d pairs, A then B, in one session: after each B burst client 0 reads again and catches up, so A and B alternate and drift hits both. Then client 0 stops once more for a last B burst that waits until it is dropped: it gives \"dropped after\" and the RSS Δ, and is a B sample too. A library whose Publish blocks while a client is stalled never completes its first B burst, so it runs one pair only. p99 A and p99 B are medians over the A bursts and over the B bursts; B/A is the median of the per-pair ratios p99 B / p99 A, with their range and the number of valid pairs; burst times are medians; longest Publish is the longest over every A burst and every B burst; \"published B\" and the others' events in B are summed over every B burst, \"others complete\" is the worst burst's.\n\n", max(o.slowPairs, 1))
+		fmt.Fprintf(out, "Burst time = first Publish call to the last event's arrival at the other clients (a library whose Publish waits for delivery has a low p99 from the Publish call, but a long burst). Longest run-queue wait = the longest time any goroutine of the server process sat runnable before it ran while a burst was being published (runtime/metrics /sched/latencies:seconds, read before the first and after the last Publish call of each burst): the lower bound of the highest histogram bucket whose count grew, so it understates (buckets are a quarter of a power of two wide, and the runtime samples one wait in 8). It does not include time a running goroutine's thread is preempted by the kernel. A Publish call far longer than any run-queue wait was slow for another reason.\n\n")
+		fmt.Fprintf(out, "| contender | longest Publish A | longest Publish B | longest run-queue wait A / B (lower bound: histogram bucket) | published B | others complete A | others complete B (events) | p99 A ms (median) | p99 B ms (median) | B/A (median, range, pairs) | burst time A | burst time B | stalled client dropped after | server peak RSS Δ in last B MiB | notes |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
 		for _, ci := range o.contenders {
 			if ci.floor {
 				continue
@@ -681,7 +908,7 @@ func runAll(o options, out, log io.Writer) error {
 			fmt.Fprintf(log, "slow: %s\n", ci.name)
 			r := runSlow(o, ci, log)
 			if r.err != nil {
-				fmt.Fprintf(out, "| %s | | | | | | | | | | | | | error: %s |\n", r.name, oneLine(r.err.Error()))
+				fmt.Fprintf(out, "| %s | | | | | | | | | | | | | | error: %s |\n", r.name, oneLine(r.err.Error()))
 				continue
 			}
 			pubB := dur(r.maxPubB)
@@ -692,7 +919,6 @@ func runAll(o options, out, log io.Writer) error {
 			if r.dropped >= 0 {
 				drop = dur(r.dropped)
 			}
-			ratio := r.p99B / r.p99A
 			p99B := ms(r.p99B)
 			if math.IsInf(r.p99B, 1) {
 				p99B = "∞"
@@ -703,8 +929,8 @@ func runAll(o options, out, log io.Writer) error {
 				}
 				return dur(d)
 			}
-			fmt.Fprintf(out, "| %s | %s | %s | %d/%d | %d/%d | %d/%d (%.1f%%) | %s | %s | %s | %s | %s | %s | %.1f | %s |\n", r.name, dur(r.maxPubA), pubB, r.publishedB, o.slowEvents,
-				r.completeA, r.others, r.completeB, r.others, 100*r.fracB, ms(r.p99A), p99B, ratioStr(ratio), span(r.spanA), span(r.spanB), drop, r.peakMiB, oneLine(r.note))
+			fmt.Fprintf(out, "| %s | %s | %s | %s / %s | %d/%d | %d/%d | %d/%d (%.1f%%) | %s | %s | %s | %s | %s | %s | %.1f | %s |\n", r.name, dur(r.maxPubA), pubB, dur(r.waitA), dur(r.waitB), r.publishedB, r.wantB,
+				r.completeA, r.others, r.completeB, r.others, 100*r.fracB, ms(r.p99A), p99B, pairRatio(r), span(r.spanA), span(r.spanB), drop, r.peakMiB, oneLine(r.note))
 		}
 		fmt.Fprintf(out, "\nOther processes on the machine used %.2f cores on average during this workload.\n", meter.other())
 		fmt.Fprintln(out)
@@ -775,6 +1001,17 @@ func ratioStr(r float64) string {
 		return "–"
 	}
 	return strconv.FormatFloat(r, 'f', 2, 64)
+}
+
+// pairRatio formats the per-pair B/A ratios: "1.08 (0.91–1.30, 5 pairs)".
+func pairRatio(r slowRow) string {
+	switch r.pairs {
+	case 0:
+		return "–"
+	case 1:
+		return ratioStr(r.ratio) + " (1 pair)"
+	}
+	return fmt.Sprintf("%s (%s–%s, %d pairs)", ratioStr(r.ratio), ratioStr(r.ratioLo), ratioStr(r.ratioHi), r.pairs)
 }
 
 func oneLine(s string) string {

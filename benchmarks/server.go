@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"sync"
@@ -44,6 +45,9 @@ type server struct {
 	published  atomic.Int64
 	maxPub     atomic.Int64
 	inPubSince atomic.Int64
+
+	schedMu   sync.Mutex
+	schedBase schedHist // run-queue waits at the start of the last publish run
 }
 
 func serverMain(contender string, cfg Config, in io.Reader, out, errw io.Writer) error {
@@ -153,6 +157,11 @@ func (s *server) stats(resp response) response {
 	resp.InPubSince = s.inPubSince.Load()
 	resp.StallDone = s.stallDone.Load()
 	resp.StallClosed = s.stallClosed.Load()
+	s.schedMu.Lock()
+	if s.schedBase.counts != nil {
+		resp.SchedWait = int64(readSchedHist().longestSince(s.schedBase))
+	}
+	s.schedMu.Unlock()
 	return resp
 }
 
@@ -179,6 +188,10 @@ func (s *server) handle(req request) response {
 		defer s.pubMu.Unlock()
 		s.published.Store(0)
 		s.maxPub.Store(0)
+		sched0 := readSchedHist()
+		s.schedMu.Lock()
+		s.schedBase = sched0
+		s.schedMu.Unlock()
 		start := time.Now().Add(20 * time.Millisecond)
 		if req.Interval == 0 {
 			start = time.Now()
@@ -200,11 +213,16 @@ func (s *server) handle(req request) response {
 			seq := req.From + i
 			data := string(appendPayload(buf[:0], seq, t.UnixNano(), req.Size))
 			id := strconv.Itoa(seq)
+			// A trace region per call (with -profile), so that go tool
+			// trace can split each call's time into running, waiting to run,
+			// blocking and GC; a no-op when not tracing.
+			region := trace.StartRegion(context.Background(), "Publish")
 			p0 := time.Now()
 			late = append(late, p0.Sub(t))
 			s.inPubSince.Store(p0.UnixNano())
 			s.c.Publish(id, data)
 			d := int64(time.Since(p0))
+			region.End()
 			sumPub += d
 			s.inPubSince.Store(0)
 			if d > s.maxPub.Load() {
@@ -213,13 +231,16 @@ func (s *server) handle(req request) response {
 			s.published.Add(1)
 		}
 		resp.End = time.Now().UnixNano()
+		sched := readSchedHist().longestSince(sched0)
 		resp.MeanPub = sumPub / int64(max(req.N, 1))
 		if len(late) > 0 {
 			slices.Sort(late)
 			resp.LateP50 = int64(late[len(late)/2])
 			resp.LateP99 = int64(late[(len(late)*99)/100])
 		}
-		return s.stats(resp)
+		resp = s.stats(resp)
+		resp.SchedWait = int64(sched) // over the publish run only, not up to this reply
+		return resp
 	default:
 		resp.Err = "unknown command " + req.Cmd
 		return resp

@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"math"
 	"os"
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
 	"runtime/trace"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -213,4 +215,42 @@ func (m loadMeter) other() float64 {
 		return 0
 	}
 	return max(0, float64((machineBusy()-m.busy)-(ownCPU()-m.own))/float64(wall))
+}
+
+// schedHist is a snapshot of runtime/metrics "/sched/latencies:seconds":
+// how long goroutines sat runnable before they ran. The runtime samples one
+// in 8 scheduling transitions into it, and its buckets are a quarter of a
+// power of two wide.
+type schedHist struct {
+	counts  []uint64
+	buckets []float64 // seconds; len(counts)+1 bounds, the same for the process's life
+}
+
+func readSchedHist() schedHist {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64Histogram {
+		return schedHist{}
+	}
+	h := s[0].Value.Float64Histogram()
+	return schedHist{counts: slices.Clone(h.Counts), buckets: h.Buckets}
+}
+
+// longestSince returns the lower bound of the highest bucket whose count
+// grew from before to h: a lower bound on the longest run-queue wait the
+// runtime sampled in between (0 if none).
+func (h schedHist) longestSince(before schedHist) time.Duration {
+	if len(before.counts) != len(h.counts) {
+		return 0
+	}
+	for i := len(h.counts) - 1; i >= 0; i-- {
+		if h.counts[i] > before.counts[i] {
+			lo := h.buckets[i]
+			if math.IsInf(lo, -1) || lo < 0 {
+				return 0
+			}
+			return time.Duration(lo * 1e9)
+		}
+	}
+	return 0
 }
