@@ -408,7 +408,7 @@ func runFanout(o options, ci contenderInfo, n int, log io.Writer) fanoutRow {
 
 type slowRow struct {
 	name                    string
-	pairs, pairsWanted      int           // valid A/B pairs; pairs asked for
+	pairs                   int           // valid A/B pairs
 	maxPubA, maxPubB        time.Duration // longest Publish over every A burst, every B burst
 	waitA, waitB            time.Duration // longest run-queue wait (a lower bound) over every A burst, every B burst
 	blockedB                bool
@@ -423,7 +423,6 @@ type slowRow struct {
 	dropped                 time.Duration // after the last burst started; -1: not dropped
 	waited                  time.Duration
 	peakMiB                 float64
-	stalledRecv             int64
 	note                    string
 	err                     error
 }
@@ -561,7 +560,7 @@ func (s *session) catchUp(want int64, resume bool, bound time.Duration) (bool, e
 // complete (its Publish blocks on the stalled stream) stops after one pair.
 func runSlow(o options, ci contenderInfo, log io.Writer) slowRow {
 	P := max(o.slowPairs, 1)
-	row := slowRow{name: ci.name, dropped: -1, pairsWanted: P}
+	row := slowRow{name: ci.name, dropped: -1}
 	E := o.slowEvents
 	var phases []phase // pair k: A = phase 2k, B = phase 2k+1; the last burst: phase 2P
 	for i := 0; i <= 2*P; i++ {
@@ -646,7 +645,7 @@ func runSlow(o options, ci contenderInfo, log io.Writer) slowRow {
 			// Blocked, or the others missed events: this burst, which ran
 			// its whole bound, stands for the last one.
 			last = false
-			if k > 0 {
+			if k > 0 || !b.blocked {
 				stop = fmt.Sprintf("burst B %d incomplete", k+1)
 			}
 			break
@@ -670,7 +669,8 @@ func runSlow(o options, ci contenderInfo, log io.Writer) slowRow {
 			stop, last = fmt.Sprintf("stalled client dropped after pair %d", k+1), false
 			dropAt = st.StallDone
 		} else if !ok {
-			stop = fmt.Sprintf("stalled client did not catch up after pair %d", k+1)
+			// A last B burst would start with events queued for client 0.
+			stop, last = fmt.Sprintf("stalled client did not catch up after pair %d", k+1), false
 		}
 	}
 	if last {
@@ -689,18 +689,23 @@ func runSlow(o options, ci contenderInfo, log io.Writer) slowRow {
 	debugf("slow over: %d pairs", row.pairs)
 
 	// The last burst tells when the stalled stream was dropped and what
-	// the server held meanwhile; every burst is an A or B sample.
-	end := bs[len(bs)-1]
-	row.waited = end.waited
-	if end.st.StallDone != 0 {
-		dropAt = end.st.StallDone
+	// the server held meanwhile; every burst is an A or B sample. With no B
+	// burst at all (the first A burst failed), there is nothing to tell.
+	if len(bs) > 0 {
+		end := bs[len(bs)-1]
+		row.waited = end.waited
+		if end.st.StallDone != 0 {
+			dropAt = end.st.StallDone
+		}
+		if dropAt != 0 {
+			row.dropped = time.Duration(dropAt - end.t0.UnixNano())
+		}
+		row.peakMiB = float64(end.st.Peak-rss0) / 1024
 	}
-	if dropAt != 0 {
-		row.dropped = time.Duration(dropAt - end.t0.UnixNano())
-	}
-	row.peakMiB = float64(end.st.Peak-rss0) / 1024
-	row.stalledRecv = end.rep.StalledRecv
 	row.completeA, row.completeB = others, others
+	if len(bs) == 0 {
+		row.completeB = 0
+	}
 	var p99A, p99B []float64
 	var spanA, spanB []time.Duration
 	for _, a := range as {
@@ -899,7 +904,7 @@ func runAll(o options, out, log io.Writer) error {
 		fmt.Fprintf(out, "### Slow consumer: %d clients, %d events of %d B back to back, in pairs: all reading (A), then with client 0 stopped (B)\n\n", o.slowClients, o.slowEvents, o.slowSize)
 		fmt.Fprintf(out, "The stalled client sets a 4 KiB receive buffer and the server's side of its connection gets a 16 KiB send buffer (SO_SNDBUF, set by the harness for every contender), so that its writes block after tens of KiB rather than the several MiB Linux buffers on loopback. p99 is over the other %d clients, from each event's Publish call. Write timeout for ours and hub: %v. Each burst waits at most %v.\n\n", o.slowClients-1, o.slowWT, slowBound(o))
 		fmt.Fprintf(out, "Each contender runs up to %d pairs, A then B, in one session: after each B burst client 0 reads again and catches up, so A and B alternate and drift hits both. Then client 0 stops once more for a last B burst that waits until it is dropped: it gives \"dropped after\" and the RSS Δ, and is a B sample too. A library whose Publish blocks while a client is stalled never completes its first B burst, so it runs one pair only. p99 A and p99 B are medians over the A bursts and over the B bursts; B/A is the median of the per-pair ratios p99 B / p99 A, with their range and the number of valid pairs; burst times are medians; longest Publish is the longest over every A burst and every B burst; \"published B\" and the others' events in B are summed over every B burst, \"others complete\" is the worst burst's.\n\n", max(o.slowPairs, 1))
-		fmt.Fprintf(out, "Burst time = first Publish call to the last event's arrival at the other clients (a library whose Publish waits for delivery has a low p99 from the Publish call, but a long burst). Longest run-queue wait = the longest time any goroutine of the server process sat runnable before it ran while a burst was being published (runtime/metrics /sched/latencies:seconds, read before the first and after the last Publish call of each burst): the lower bound of the highest histogram bucket whose count grew, so it understates (buckets are a quarter of a power of two wide, and the runtime samples one wait in 8). It does not include time a running goroutine's thread is preempted by the kernel. A Publish call far longer than any run-queue wait was slow for another reason.\n\n")
+		fmt.Fprintf(out, "Burst time = first Publish call to the last event's arrival at the other clients (a library whose Publish waits for delivery has a low p99 from the Publish call, but a long burst). Longest run-queue wait = the longest time any goroutine of the server process sat runnable before it ran while a burst was being published (runtime/metrics /sched/latencies:seconds, read before the first and after the last Publish call of each burst): the lower bound of the highest histogram bucket whose count grew, so it understates (buckets are a quarter of a power of two wide, and the runtime samples one wait in 8). It does not include time a running goroutine's thread is preempted by the kernel. A Publish call about as long as the run-queue wait may have been the publisher waiting to run; one far longer may have been slow for another reason (the wait is a lower bound, so this is a hint, not a proof).\n\n")
 		fmt.Fprintf(out, "| contender | longest Publish A | longest Publish B | longest run-queue wait A / B (lower bound: histogram bucket) | published B | others complete A | others complete B (events) | p99 A ms (median) | p99 B ms (median) | B/A (median, range, pairs) | burst time A | burst time B | stalled client dropped after | server peak RSS Δ in last B MiB | notes |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
 		for _, ci := range o.contenders {
 			if ci.floor {
