@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -702,48 +703,18 @@ func runSlow(o options, ci contenderInfo, log io.Writer) slowRow {
 		}
 		row.peakMiB = float64(end.st.Peak-rss0) / 1024
 	}
-	row.completeA, row.completeB = others, others
-	if len(bs) == 0 {
-		row.completeB = 0
-	}
-	var p99A, p99B []float64
-	var spanA, spanB []time.Duration
-	for _, a := range as {
-		row.maxPubA, row.waitA = max(row.maxPubA, a.maxPub), max(row.waitA, a.sched)
-		row.completeA = min(row.completeA, a.rep.Complete)
-		row.lostA += a.rep.Lost
-		p99A = append(p99A, a.p99)
-		if a.span > 0 {
-			spanA = append(spanA, a.span)
-		}
-		if a.rep.Bad > 0 && row.note == "" {
-			row.note = a.rep.FirstErr
-		}
-	}
-	var gotB int64
-	for _, b := range bs {
-		row.maxPubB, row.waitB = max(row.maxPubB, b.maxPub), max(row.waitB, b.sched)
-		row.blockedB = row.blockedB || b.blocked
-		row.publishedB += b.published
-		row.wantB += E
-		row.completeB = min(row.completeB, b.rep.Complete)
-		row.lostB += b.rep.Lost
-		gotB += b.rep.Count - b.rep.Dup
-		p99B = append(p99B, b.p99)
-		if b.span > 0 {
-			spanB = append(spanB, b.span)
-		}
-		if b.rep.Bad > 0 && row.note == "" {
-			row.note = b.rep.FirstErr
-		}
-	}
-	row.fracB = float64(gotB) / float64(max(others*E*len(bs), 1))
-	row.p99A, row.p99B = median(p99A), median(p99B)
-	row.ratio = median(ratios)
+	sa, sb := summarize(as, others), summarize(bs, others)
+	row.maxPubA, row.waitA, row.completeA, row.lostA = sa.maxPub, sa.wait, sa.complete, sa.lost
+	row.maxPubB, row.waitB, row.completeB, row.lostB = sb.maxPub, sb.wait, sb.complete, sb.lost
+	row.blockedB, row.publishedB, row.wantB = sb.blocked, sb.published, E*len(bs)
+	row.note = cmp.Or(row.note, sa.bad, sb.bad)
+	row.fracB = float64(sb.got) / float64(max(others*E*len(bs), 1))
+	row.p99A, row.p99B = median(sa.p99s, math.NaN()), median(sb.p99s, math.NaN())
+	row.ratio = median(ratios, math.NaN())
 	if len(ratios) > 0 {
 		row.ratioLo, row.ratioHi = slices.Min(ratios), slices.Max(ratios)
 	}
-	row.spanA, row.spanB = medianDur(spanA), medianDur(spanB)
+	row.spanA, row.spanB = median(sa.spans, 0), median(sb.spans, 0)
 	if stop != "" {
 		row.note = strings.TrimSpace(fmt.Sprintf("%s; %d of %d pairs: %s", row.note, row.pairs, P, stop))
 		row.note = strings.TrimPrefix(row.note, "; ")
@@ -751,25 +722,48 @@ func runSlow(o options, ci contenderInfo, log io.Writer) slowRow {
 	return row
 }
 
-// median returns the median of v, ignoring NaNs (NaN if none).
-func median(v []float64) float64 {
-	s := slices.DeleteFunc(slices.Clone(v), math.IsNaN)
-	if len(s) == 0 {
-		return math.NaN()
-	}
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
+// burstsSummary is what a set of bursts, A or B, adds up to.
+type burstsSummary struct {
+	maxPub, wait time.Duration // the longest Publish call and run-queue wait of any
+	complete     int           // others with every event, in the worst burst (0: no burst)
+	lost, got    int64         // events the others lost, and got once
+	blocked      bool          // a Publish call never returned
+	published    int
+	p99s         []float64       // ms, per burst
+	spans        []time.Duration // per burst that completed
+	bad          string          // the first invalid event, if any
 }
 
-func medianDur(v []time.Duration) time.Duration {
-	if len(v) == 0 {
-		return 0
+func summarize(bursts []slowBurst, others int) burstsSummary {
+	var m burstsSummary
+	if len(bursts) > 0 {
+		m.complete = others
 	}
-	s := slices.Sorted(slices.Values(v))
+	for _, b := range bursts {
+		m.maxPub, m.wait = max(m.maxPub, b.maxPub), max(m.wait, b.sched)
+		m.complete = min(m.complete, b.rep.Complete)
+		m.lost += b.rep.Lost
+		m.got += b.rep.Count - b.rep.Dup
+		m.blocked = m.blocked || b.blocked
+		m.published += b.published
+		m.p99s = append(m.p99s, b.p99)
+		if b.span > 0 {
+			m.spans = append(m.spans, b.span)
+		}
+		if b.rep.Bad > 0 && m.bad == "" {
+			m.bad = b.rep.FirstErr
+		}
+	}
+	return m
+}
+
+// median returns the median of v, ignoring NaNs, or empty if v has none.
+func median[T float64 | time.Duration](v []T, empty T) T {
+	s := slices.DeleteFunc(slices.Clone(v), func(x T) bool { return x != x }) // NaN
+	if len(s) == 0 {
+		return empty
+	}
+	slices.Sort(s)
 	n := len(s)
 	if n%2 == 1 {
 		return s[n/2]
