@@ -470,6 +470,10 @@ func (s *session) slowBurst(o options, ph, others int, waitDrop bool, bound time
 	}
 	base := st.Recv
 	want := int64(others * E)
+	st0, err := s.srv.call(request{Cmd: "stats"}, 10*time.Second)
+	if err != nil {
+		return b, err
+	}
 	b.t0 = time.Now()
 	pubCh := s.srv.start(request{Cmd: "publish", N: E, Size: o.slowSize, From: ph * E})
 	end := b.t0.Add(bound)
@@ -517,6 +521,7 @@ func (s *session) slowBurst(o options, ph, others int, waitDrop bool, bound time
 		b.blocked = true
 		b.maxPub = max(b.maxPub, time.Duration(b.st.Now-b.st.InPubSince))
 	}
+	debugf("burst %d: server CPU %v, clients' CPU %v", ph, time.Duration(b.st.CPU-st0.CPU), time.Duration(b.rep.CPU-st.CPU))
 	b.complete = b.pubDone && b.published == E && b.rep.Complete == others
 	b.p99 = percentile(b.rep.Hist, 0.99)
 	b.frac = float64(b.rep.Count-b.rep.Dup) / float64(max(want, 1))
