@@ -451,7 +451,6 @@ type slowBurst struct {
 	sched     time.Duration // longest run-queue wait in the server while it published (a lower bound)
 	complete  bool          // published in full, and every other stream has every event
 	p99       float64       // ms; +Inf if over 1% of the others' events never arrived
-	frac      float64       // share of the others' events delivered
 	span      time.Duration // first Publish call to the last arrival at the others; 0 if incomplete
 }
 
@@ -524,8 +523,8 @@ func (s *session) slowBurst(o options, ph, others int, waitDrop bool, bound time
 	debugf("burst %d: server CPU %v, clients' CPU %v", ph, time.Duration(b.st.CPU-st0.CPU), time.Duration(b.rep.CPU-st.CPU))
 	b.complete = b.pubDone && b.published == E && b.rep.Complete == others
 	b.p99 = percentile(b.rep.Hist, 0.99)
-	b.frac = float64(b.rep.Count-b.rep.Dup) / float64(max(want, 1))
-	if b.frac < 0.99 {
+	frac := float64(b.rep.Count-b.rep.Dup) / float64(max(want, 1))
+	if frac < 0.99 {
 		b.p99 = math.Inf(1) // over 1% never arrived
 	}
 	if b.complete && b.rep.LastRecv > b.pub.Start {
