@@ -74,6 +74,7 @@
 package sse
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -169,6 +170,71 @@ type Store interface {
 	// appended at least max bytes. It returns the extended slice and how many
 	// events it appended: 0 means it does not hold the event at after+1.
 	ReadAfter(dst []byte, epoch string, after uint64, max int) ([]byte, int, error)
+}
+
+// A Position is where an event sits in a Broker's history: the epoch of the
+// history and the event's offset in it. An event the Broker numbers carries
+// its Position as its id, "<epoch>-<offset>" (see String).
+type Position struct {
+	// Epoch names one unbroken history. It is 16 lowercase hexadecimal digits,
+	// drawn at random when the history starts and changed whenever the
+	// history is lost, so that an id from a lost history resumes nothing.
+	Epoch string
+	// Offset counts the epoch's events from 1, with no gaps; 0 is the
+	// position before the first event.
+	Offset uint64
+}
+
+// String returns the id of the event at p: its epoch, a dash, its offset.
+func (p Position) String() string {
+	return string(strconv.AppendUint(append([]byte(p.Epoch), '-'), p.Offset, 10))
+}
+
+// A Log is an ordered history of events kept outside the Broker: Redis
+// Streams, a table, a file. With a Log, the Broker numbers nothing itself.
+// Publish appends each event to the Log, which gives it its Position; the
+// Log hands every event back, from whichever process appended it, through
+// Follow; and the Log serves replay older than the Broker's in-memory
+// history through ReadAfter. Brokers in several processes that share one Log
+// serve one stream: the same events, in the same order, with the same ids.
+//
+// A wire form, in every method, is one whole event as [Event.AppendText]
+// encodes it. It begins with an id line only when the publisher set its own
+// Event.ID; otherwise the Broker writes "id: " and the event's Position
+// before it. The Log keeps the bytes as they are.
+//
+// Its methods must be safe for concurrent use, and must return, with an
+// error, when their context ends.
+type Log interface {
+	// Append adds wire to the log as its newest event and returns the
+	// event's Position. An error means the event may not be in the log (a
+	// timeout, say, leaves that unknown); Publish returns it.
+	Append(ctx context.Context, wire []byte) (Position, error)
+
+	// ReadAfter returns the wire forms of the events that follow after, in
+	// order and without a gap: the events at after.Offset+1, +2, and so on
+	// in after.Epoch, stopping once they hold at least max bytes. It also
+	// returns the log's head, the Position of its newest event (Offset 0 if
+	// the current epoch has none yet).
+	//
+	// It returns no events when after is the head, when after.Epoch is not
+	// the log's current epoch, and when the log no longer holds the event at
+	// after.Offset+1 (trimmed, or lost): the Broker then tells the client so
+	// with a ResetEvent. An error means the log could not be read.
+	ReadAfter(ctx context.Context, after Position, max int) (wires [][]byte, head Position, err error)
+
+	// Follow has the log call deliver with the events appended from now on,
+	// from any process, in log order, until stop is called. Its first call,
+	// once the log can be reached, is deliver(head, nil): the log's newest
+	// event is at head. After any break in the feed (a lost connection, say)
+	// it calls deliver(head, nil) again. It may skip events or repeat ones it
+	// delivered before: the Broker fills a gap with ReadAfter and ignores
+	// repeats. Calls to deliver do not overlap, and deliver may call
+	// ReadAfter. The Broker keeps wire and never modifies it.
+	//
+	// stop returns once no call to deliver is running, and none is made
+	// after it; the log then runs no goroutine for this Follow.
+	Follow(deliver func(pos Position, wire []byte)) (stop func())
 }
 
 // A Broker is an http.Handler that streams the events given to Publish to
