@@ -1,0 +1,325 @@
+package redisstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lightsse/sse"
+	"github.com/redis/go-redis/v9"
+)
+
+// Every command a Streams sends to Redis, but those of its Pub/Sub
+// connection, is a call: Append, ReadAfter, Head, and Follow's reads of the
+// head. Calls wait in one queue; a few caller goroutines each take all that
+// is waiting, up to a bound, and send it in one pipeline, with one script
+// call per topic for the Appends. So calls that arrive while a round trip is
+// under way share the next one, and throughput is bounded by Redis, not by
+// round trips. Each caller of do waits with its own deadline, whatever
+// happens to the round trip.
+
+// callers is the number of round trips a Streams has under way at once.
+const callers = 2
+
+// Bounds on one round trip, and on one script call of Appends.
+const (
+	maxCalls       = 1024
+	maxCallBytes   = 1 << 20
+	maxScriptWires = 256
+)
+
+type callKind uint8
+
+const (
+	appendCall callKind = iota
+	readCall
+	headCall
+)
+
+// A call is one request to Redis and its answer.
+type call struct {
+	topic *Topic
+	kind  callKind
+	wire  []byte       // appendCall: the event
+	after sse.Position // readCall
+	max   int          // readCall
+
+	head  sse.Position // the answer: the event's Position, or the head
+	wires [][]byte     // readCall: the events
+	err   error
+
+	done      chan struct{} // closed once the answer is set
+	abandoned atomic.Bool   // the caller has given up: do not send it
+	deadline  time.Time
+}
+
+// calls is the queue of calls waiting for a round trip.
+type calls struct {
+	mu     sync.Mutex
+	queue  []*call
+	closed bool
+	ready  chan struct{} // holds a token while the queue may be non-empty
+}
+
+func (q *calls) init() { q.ready = make(chan struct{}, 1) }
+
+func (q *calls) signal() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// add queues c, or reports false after close.
+func (q *calls) add(c *call) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return false
+	}
+	q.queue = append(q.queue, c)
+	q.signal()
+	return true
+}
+
+// take returns the oldest waiting calls, up to the bounds of one round trip,
+// leaving out those whose callers gave up. It returns nil once there are none
+// and the queue is closed.
+func (q *calls) take(quit <-chan struct{}) []*call {
+	for {
+		q.mu.Lock()
+		n, size := 0, 0
+		for n < len(q.queue) && n < maxCalls && (n == 0 || size < maxCallBytes) {
+			size += len(q.queue[n].wire)
+			n++
+		}
+		batch := make([]*call, 0, n)
+		for _, c := range q.queue[:n] {
+			if !c.abandoned.Load() {
+				batch = append(batch, c)
+			}
+		}
+		clear(q.queue[:n])
+		q.queue = q.queue[n:]
+		if len(q.queue) > 0 {
+			q.signal() // for another caller
+		}
+		closed := q.closed
+		q.mu.Unlock()
+		if len(batch) > 0 {
+			return batch
+		}
+		if closed {
+			return nil
+		}
+		select {
+		case <-q.ready:
+		case <-quit:
+		}
+	}
+}
+
+// close fails every waiting call with ErrClosed, and makes add refuse.
+func (q *calls) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
+	for _, c := range q.queue {
+		c.err = ErrClosed
+		close(c.done)
+	}
+	q.queue = nil
+}
+
+// do queues c and waits for its answer, for Options.Timeout at most, or
+// until ctx ends.
+func (s *Streams) do(ctx context.Context, c *call) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.done = make(chan struct{})
+	c.deadline = time.Now().Add(s.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(c.deadline) {
+		c.deadline = d
+	}
+	timer := time.NewTimer(s.timeout)
+	defer timer.Stop()
+	if !s.calls.add(c) {
+		return ErrClosed
+	}
+	select {
+	case <-c.done:
+		return c.err
+	case <-timer.C:
+		c.abandoned.Store(true)
+		return ErrTimeout
+	case <-ctx.Done():
+		c.abandoned.Store(true)
+		return ctx.Err()
+	}
+}
+
+// call sends the queued calls to Redis until the Streams closes.
+func (s *Streams) call() {
+	defer s.wg.Done()
+	for {
+		batch := s.calls.take(s.ctx.Done())
+		if batch == nil {
+			return
+		}
+		s.roundTrip(batch)
+	}
+}
+
+// A scriptCall is one script run: the Appends of one topic, or one read.
+type scriptCall struct {
+	calls  []*call
+	script *script
+	keys   []string
+	args   []any
+	cmd    *redis.Cmd
+}
+
+// noRetry marks a command that go-redis must not send again after a
+// timeout or a broken connection: Redis may have run it already, and an
+// Append run twice would be two events.
+type noRetry struct{ *redis.Cmd }
+
+func (noRetry) NoRetry() bool { return true }
+
+// roundTrip sends batch in one pipeline and answers each call.
+func (s *Streams) roundTrip(batch []*call) {
+	var runs []*scriptCall
+	byTopic := make(map[string]*scriptCall)
+	deadline := batch[0].deadline
+	for _, c := range batch {
+		if c.deadline.After(deadline) {
+			deadline = c.deadline
+		}
+		if c.kind != appendCall {
+			runs = append(runs, s.readRun(c))
+			continue
+		}
+		r := byTopic[c.topic.channel]
+		if r == nil || len(r.calls) == maxScriptWires {
+			r = &scriptCall{
+				script: appendScript,
+				keys:   c.topic.keys,
+				args:   []any{newEpoch(), s.maxLen, s.ttlMS, c.topic.channel},
+			}
+			byTopic[c.topic.channel] = r
+			runs = append(runs, r)
+		}
+		r.calls = append(r.calls, c)
+		r.args = append(r.args, c.wire)
+	}
+	ctx, cancel := context.WithDeadline(s.ctx, deadline)
+	defer cancel()
+	s.exec(ctx, runs, false)
+	var again []*scriptCall
+	for _, r := range runs {
+		if err := r.cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			again = append(again, r)
+		}
+	}
+	if len(again) > 0 {
+		// Redis has lost its script cache (a restart, SCRIPT FLUSH): EVAL
+		// sends the scripts and caches them again.
+		s.exec(ctx, again, true)
+	}
+	for _, r := range runs {
+		s.answer(r)
+	}
+}
+
+func (s *Streams) readRun(c *call) *scriptCall {
+	r := &scriptCall{calls: []*call{c}, script: readScript, keys: c.topic.keys}
+	switch c.kind {
+	case readCall:
+		r.args = []any{newEpoch(), s.ttlMS, c.after.Epoch, c.after.Offset, max(c.max, 1)}
+	case headCall:
+		r.args = []any{newEpoch(), s.ttlMS, "", 0, 0}
+	}
+	return r
+}
+
+// exec runs every script of runs in one pipeline, as EVALSHA, or as EVAL.
+func (s *Streams) exec(ctx context.Context, runs []*scriptCall, eval bool) {
+	pipe := s.client.Pipeline()
+	for _, r := range runs {
+		args := make([]any, 0, 3+len(r.keys)+len(r.args))
+		if eval {
+			args = append(args, "eval", r.script.src)
+		} else {
+			args = append(args, "evalsha", r.script.sha)
+		}
+		args = append(args, len(r.keys))
+		for _, k := range r.keys {
+			args = append(args, k)
+		}
+		args = append(args, r.args...)
+		r.cmd = redis.NewCmd(ctx, args...)
+		_ = pipe.Process(ctx, noRetry{r.cmd})
+	}
+	_, _ = pipe.Exec(ctx) // each command holds its own error
+}
+
+// answer sets the answer of each call of r from its script's reply, and
+// wakes their callers.
+func (s *Streams) answer(r *scriptCall) {
+	reply, err := r.cmd.Slice()
+	var head sse.Position
+	if err == nil {
+		head, err = parseHead(reply)
+	}
+	if err != nil && s.ctx.Err() != nil {
+		err = ErrClosed
+	} else if err != nil && (errors.Is(err, context.DeadlineExceeded) || isTimeout(err)) {
+		err = fmt.Errorf("%w: %v", ErrTimeout, err)
+	}
+	for i, c := range r.calls {
+		c.err = err
+		switch {
+		case err != nil:
+		case c.kind == appendCall:
+			c.head = sse.Position{Epoch: head.Epoch, Offset: head.Offset + uint64(i)}
+		case c.kind == readCall:
+			c.head = head
+			c.wires = make([][]byte, 0, len(reply)-2)
+			for _, w := range reply[2:] {
+				s, ok := w.(string)
+				if !ok {
+					c.err = fmt.Errorf("redisstream: read script returned %T, not a string", w)
+					break
+				}
+				c.wires = append(c.wires, []byte(s))
+			}
+		default:
+			c.head = head
+		}
+		close(c.done)
+	}
+}
+
+// parseHead reads the {epoch, offset} that begins a script's reply.
+func parseHead(reply []any) (sse.Position, error) {
+	if len(reply) < 2 {
+		return sse.Position{}, fmt.Errorf("redisstream: script returned %d values, want at least 2", len(reply))
+	}
+	epoch, ok1 := reply[0].(string)
+	offset, ok2 := reply[1].(int64)
+	if !ok1 || !ok2 || offset < 0 {
+		return sse.Position{}, fmt.Errorf("redisstream: script returned %v, want an epoch and an offset", reply[:2])
+	}
+	return sse.Position{Epoch: epoch, Offset: uint64(offset)}, nil
+}
+
+// isTimeout reports a network timeout.
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}

@@ -1,0 +1,199 @@
+// Package redistest runs a real redis-server for tests: on a free loopback
+// port, with persistence off, stopped when the test ends. It can kill,
+// restart, pause and resume the server, which is how the tests make Redis
+// fail.
+package redistest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Binary is the redis-server the tests run: $SSE_REDIS_SERVER, or
+// redis-server on PATH.
+func Binary() (string, error) {
+	if p := os.Getenv("SSE_REDIS_SERVER"); p != "" {
+		return p, nil
+	}
+	return exec.LookPath("redis-server")
+}
+
+// A Server is one redis-server process and the port it keeps across
+// restarts.
+type Server struct {
+	t    testing.TB
+	bin  string
+	dir  string
+	port int
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd     // nil when not running
+	exited chan struct{} // closed when cmd has exited
+}
+
+// Start starts a redis-server on a free port of 127.0.0.1, with no RDB
+// snapshots and no AOF, and stops it when t ends. Without a redis-server it
+// skips t with a message saying how to install one; with CI=true it fails t
+// instead.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin, err := Binary()
+	if err != nil {
+		msg := "redis-server not found (install it: apt-get install redis-server, or set SSE_REDIS_SERVER)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	s := &Server{t: t, bin: bin, dir: t.TempDir()}
+	for try := 0; ; try++ {
+		s.port = freePort(t)
+		err := s.start()
+		if err == nil {
+			break
+		}
+		if try == 5 {
+			t.Fatalf("redis-server: %v", err)
+		}
+	}
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// Addr returns the server's host:port.
+func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// start runs redis-server and waits until it answers PING.
+func (s *Server) start() error {
+	cmd := exec.Command(s.bin,
+		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"),
+		"--daemonize", "no")
+	// Its own process group, so that a ^C to the test run reaches it only
+	// through the cleanup; and killed should the test process die first.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := ping(s.Addr())
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-exited
+			return fmt.Errorf("no answer on %s: %v (log: %s)", s.Addr(), err, s.log())
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("exited (log: %s)", s.log())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	s.mu.Lock()
+	s.cmd, s.exited = cmd, exited
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) log() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// ping sends PING in RESP and waits for +PONG.
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "+PONG\r\n" {
+		return errors.New("answered " + strconv.Quote(line))
+	}
+	return nil
+}
+
+// Kill ends the server with SIGKILL, as a crash would, and waits until it
+// has exited. It does nothing when the server is not running.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+}
+
+// Restart starts the server again on the same port, empty, after Kill.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Kill()
+	var err error
+	for try := 0; try < 50; try++ { // the port may linger a moment
+		if err = s.start(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Fatalf("redis-server restart: %v", err)
+}
+
+// Pause stops the server with SIGSTOP: connections stay open, and nothing
+// answers.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server with SIGCONT.
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(sig)
+	}
+}

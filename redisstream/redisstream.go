@@ -1,0 +1,315 @@
+// Package redisstream keeps the history of sse Brokers in Redis Streams, so
+// that Brokers in several processes serve one stream: every event published
+// on any of them reaches the clients of all, in one order, with the same id,
+// and a client that reconnects to any of them resumes where it left off.
+//
+// One Streams serves a whole process; each topic is an [sse.Log]:
+//
+//	client := redis.NewUniversalClient(&redis.UniversalOptions{
+//		Addrs:                 []string{"127.0.0.1:6379"},
+//		ContextTimeoutEnabled: true,
+//	})
+//	streams, err := redisstream.New(client, nil)
+//	...
+//	defer streams.Close()
+//	room, err := streams.Topic("room:42")
+//	...
+//	broker := sse.NewBroker(&sse.BrokerOptions{Log: room})
+//
+// # How it works
+//
+// Each topic has two keys, which share a Redis Cluster hash slot: a stream
+// ("<prefix>{<topic>}:log") holding the topic's most recent events, and a
+// hash ("<prefix>{<topic>}:meta") holding its epoch and its last offset.
+// Append runs one Lua script that gives each event the topic's next offset,
+// adds it to the stream with that offset as its id ("<offset>-0"), trims the
+// stream to MaxLen events, and PUBLISHes the events to the topic's channel
+// ("<prefix>{<topic>}:live"), all in one atomic step. Appends that arrive
+// together share one round trip: one pipeline, and one script call per
+// topic.
+//
+// Each Streams holds one Pub/Sub connection, whatever the number of topics,
+// and subscribes to a topic's channel only while some Follow of that topic
+// is running. A topic that no one follows in a process costs that process
+// nothing.
+//
+// # Epochs
+//
+// A topic's epoch is drawn at random (64 bits from crypto/rand) by the first
+// Append, Follow or ReadAfter that finds none in Redis, and kept in Redis. It
+// changes only when the topic's keys are lost: a Redis restarted without
+// persistence, FLUSHALL, eviction, or IdleTTL. Clients holding an id of the
+// old epoch then get a reset from their Broker, never a silent gap.
+//
+// # Failures
+//
+// Append and ReadAfter return within Options.Timeout (or their context's
+// deadline, if sooner) with an error when Redis does not answer. An Append
+// that fails may still take effect: a command sent before Redis stopped
+// answering can run when it resumes. While the Pub/Sub connection is down,
+// Follow retries; once Redis answers again it tells each follower where the
+// log's head is, and the Broker catches up from the log.
+package redisstream
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/lightsse/sse"
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults used when Options leaves a field zero.
+const (
+	DefaultPrefix  = "sse:"
+	DefaultMaxLen  = 1000
+	DefaultTimeout = 2 * time.Second
+)
+
+// MaxTopicLen is the longest topic name, in bytes.
+const MaxTopicLen = 256
+
+// Errors that errors.Is can match.
+var (
+	// ErrClosed is returned by the methods of a Streams, and of its Topics,
+	// after Close.
+	ErrClosed = errors.New("redisstream: closed")
+	// ErrTimeout is returned by Append and ReadAfter when Redis has not
+	// answered within Options.Timeout. An Append that timed out may still
+	// take effect.
+	ErrTimeout = errors.New("redisstream: Redis did not answer in time")
+	// ErrInvalidTopic is returned by Topic for a name it refuses.
+	ErrInvalidTopic = errors.New("redisstream: invalid topic name")
+	// ErrInvalidOptions is returned by New for Options it refuses.
+	ErrInvalidOptions = errors.New("redisstream: invalid options")
+)
+
+// Options configure a Streams. A nil *Options, and any zero field, means the
+// default.
+type Options struct {
+	// Prefix begins every key and channel name (DefaultPrefix, "sse:").
+	// It must not contain '{' or '}', which would change the keys' hash slot.
+	Prefix string
+	// MaxLen bounds each topic's log: it keeps the topic's MaxLen most
+	// recent events (DefaultMaxLen, 1000). A client whose Last-Event-ID is
+	// older gets a reset. Redis needs about MaxLen times the mean size of
+	// an event (plus about 20 bytes) for each topic.
+	MaxLen int
+	// IdleTTL, if above 0, deletes a topic's keys after that long without
+	// an Append (at least 1 ms). The next Append or read starts a new epoch,
+	// so clients that come back with an id from before get a reset. Use it
+	// when topics are many and short-lived (one per user, say); 0 keeps
+	// every topic until its keys are deleted.
+	IdleTTL time.Duration
+	// Timeout bounds each Append and ReadAfter, and each read of the head
+	// that Follow makes (DefaultTimeout, 2 s). A call whose context ends
+	// sooner returns sooner.
+	//
+	// A call that times out returns, but the command it sent to Redis may
+	// still be under way: with a client made with ContextTimeoutEnabled,
+	// go-redis also gives up on it after Timeout; otherwise only after the
+	// client's ReadTimeout.
+	Timeout time.Duration
+}
+
+// A Streams connects the Brokers of one process to the topics kept in one
+// Redis deployment (a single node, Sentinel or Cluster). Make one per process
+// with New, and one Topic for each topic. Its methods, and those of its
+// Topics, are safe for concurrent use.
+//
+// A Streams runs a fixed number of goroutines, whatever the number of
+// topics: the publishers that send Appends and reads to Redis, and, once
+// something is followed, one that reads the Pub/Sub connection and one
+// that hands events to followers. Close ends them all.
+type Streams struct {
+	client  redis.UniversalClient
+	prefix  string
+	maxLen  int
+	ttlMS   int64
+	timeout time.Duration
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine of the Streams
+
+	calls calls  // commands waiting for a round trip to Redis
+	subs  *feeds // followers and the Pub/Sub connection
+
+	closeOnce sync.Once
+}
+
+// New returns a Streams that keeps its topics in the Redis that client
+// reaches. The client stays the caller's: Close does not close it, and it
+// must stay open until Close has returned.
+//
+// For Timeout to bound every Redis command, and for Close to return
+// quickly while Redis does not answer, make the client with
+// ContextTimeoutEnabled: true.
+//
+// New returns ErrInvalidOptions for a Prefix with '{' or '}', a negative
+// MaxLen, Timeout or IdleTTL, or an IdleTTL under a millisecond.
+func New(client redis.UniversalClient, opts *Options) (*Streams, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	switch {
+	case strings.ContainsAny(o.Prefix, "{}"):
+		return nil, fmt.Errorf("%w: Prefix %q contains '{' or '}'", ErrInvalidOptions, o.Prefix)
+	case o.MaxLen < 0:
+		return nil, fmt.Errorf("%w: MaxLen %d is negative", ErrInvalidOptions, o.MaxLen)
+	case o.Timeout < 0:
+		return nil, fmt.Errorf("%w: Timeout %v is negative", ErrInvalidOptions, o.Timeout)
+	case o.IdleTTL < 0 || o.IdleTTL > 0 && o.IdleTTL < time.Millisecond:
+		return nil, fmt.Errorf("%w: IdleTTL %v is negative or under 1 ms", ErrInvalidOptions, o.IdleTTL)
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.MaxLen == 0 {
+		o.MaxLen = DefaultMaxLen
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
+	}
+	s := &Streams{
+		client:  client,
+		prefix:  o.Prefix,
+		maxLen:  o.MaxLen,
+		ttlMS:   o.IdleTTL.Milliseconds(),
+		timeout: o.Timeout,
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.calls.init()
+	for range callers {
+		s.wg.Add(1)
+		go s.call()
+	}
+	s.subs = newFeeds(s)
+	return s, nil
+}
+
+// Close stops every Follow of the Streams' topics (no deliver call is made
+// after Close returns), fails the Appends and reads waiting for Redis with
+// ErrClosed, unsubscribes, and returns once every goroutine of the Streams
+// has ended. It does not close the Redis client. It always returns nil, and
+// is safe to call more than once.
+//
+// Close waits for a deliver call under way to return: calling it from
+// deliver, or while holding something deliver waits for, never returns.
+func (s *Streams) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.calls.close()
+		s.subs.close()
+		s.wg.Wait()
+	})
+	return nil
+}
+
+// Topic returns the log of one topic, for use as a BrokerOptions.Log. Topics
+// of one name are interchangeable: they share the same keys.
+//
+// It returns ErrInvalidTopic for a name that is empty, longer than
+// MaxTopicLen bytes, not valid UTF-8, or that contains '{' or '}' (which
+// would change its keys' hash slot) or a control character.
+func (s *Streams) Topic(name string) (*Topic, error) {
+	if err := checkTopic(name); err != nil {
+		return nil, err
+	}
+	base := s.prefix + "{" + name + "}:"
+	return &Topic{s: s, name: name, keys: []string{base + "log", base + "meta"}, channel: base + "live"}, nil
+}
+
+func checkTopic(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty", ErrInvalidTopic)
+	case len(name) > MaxTopicLen:
+		return fmt.Errorf("%w: %d bytes, over MaxTopicLen", ErrInvalidTopic, len(name))
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: %q is not valid UTF-8", ErrInvalidTopic, name)
+	case strings.ContainsAny(name, "{}"):
+		return fmt.Errorf("%w: %q contains '{' or '}'", ErrInvalidTopic, name)
+	case strings.IndexFunc(name, isControl) >= 0:
+		return fmt.Errorf("%w: %q contains a control character", ErrInvalidTopic, name)
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r >= 0x7f && r < 0xa0 }
+
+// A Topic is the log of one topic: an [sse.Log] kept in Redis. Make one with
+// Streams.Topic; a Topic stops working when its Streams closes.
+type Topic struct {
+	s       *Streams
+	name    string
+	keys    []string // the stream, then the meta hash
+	channel string   // where Append publishes
+}
+
+var _ sse.Log = (*Topic)(nil)
+
+// Name returns the topic's name.
+func (t *Topic) Name() string { return t.name }
+
+// Append adds wire to the topic's log as its newest event, and publishes it
+// to every process that follows the topic, in one atomic step, and returns
+// the event's Position. Appends that arrive together, for any topics of the
+// Streams, share one round trip to Redis.
+//
+// It returns ErrTimeout when Redis has not answered within Options.Timeout,
+// the context's error when ctx ends first, ErrClosed after Close, and
+// Redis's error otherwise. After an error the event may or may not be in
+// the log: a command Redis received but had not answered (a paused server,
+// a lost connection) can still take effect.
+func (t *Topic) Append(ctx context.Context, wire []byte) (sse.Position, error) {
+	c := &call{topic: t, kind: appendCall, wire: wire}
+	if err := t.s.do(ctx, c); err != nil {
+		return sse.Position{}, err
+	}
+	return c.head, nil
+}
+
+// ReadAfter returns the events of the topic that follow after, in order and
+// without a gap, until they hold at least max bytes or reach the head; and
+// the head, the Position of the topic's newest event. It returns no events
+// when after is the head or past it, when after.Epoch is not the topic's
+// epoch, or when the log no longer holds the event at after.Offset+1. A
+// topic with no epoch yet gets one, with an empty log.
+//
+// It returns the same errors as Append, except that a failed ReadAfter
+// changed nothing but, perhaps, the creation of the topic's epoch.
+func (t *Topic) ReadAfter(ctx context.Context, after sse.Position, max int) ([][]byte, sse.Position, error) {
+	c := &call{topic: t, kind: readCall, after: after, max: max}
+	if err := t.s.do(ctx, c); err != nil {
+		return nil, sse.Position{}, err
+	}
+	return c.wires, c.head, nil
+}
+
+// Head returns the Position of the topic's newest event (Offset 0 if its
+// epoch has none yet), giving the topic an epoch if it has none. It returns
+// the same errors as ReadAfter.
+func (t *Topic) Head(ctx context.Context) (sse.Position, error) {
+	c := &call{topic: t, kind: headCall}
+	if err := t.s.do(ctx, c); err != nil {
+		return sse.Position{}, err
+	}
+	return c.head, nil
+}
+
+// newEpoch returns 64 random bits as 16 lowercase hex digits: the epoch a
+// script gives a topic that has none.
+func newEpoch() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
+	return hex.EncodeToString(b[:])
+}
