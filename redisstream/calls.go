@@ -55,12 +55,14 @@ type call struct {
 	done      chan struct{} // closed once the answer is set
 	abandoned atomic.Bool   // the caller has given up: do not send it
 	deadline  time.Time
+	ctxBound  bool // the deadline is the caller's context's
 }
 
 // calls is the queue of calls waiting for a round trip.
 type calls struct {
 	mu     sync.Mutex
 	queue  []*call
+	taken  int // calls handed to callers so far (for tests)
 	closed bool
 	ready  chan struct{} // holds a token while the queue may be non-empty
 }
@@ -105,6 +107,7 @@ func (q *calls) take(quit <-chan struct{}) []*call {
 		}
 		clear(q.queue[:n])
 		q.queue = q.queue[n:]
+		q.taken += n
 		if len(q.queue) > 0 {
 			q.signal() // for another caller
 		}
@@ -144,7 +147,7 @@ func (s *Streams) do(ctx context.Context, c *call) error {
 	c.done = make(chan struct{})
 	c.deadline = time.Now().Add(s.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(c.deadline) {
-		c.deadline = d
+		c.deadline, c.ctxBound = d, true
 	}
 	timer := time.NewTimer(s.timeout)
 	defer timer.Stop()
@@ -153,6 +156,10 @@ func (s *Streams) do(ctx context.Context, c *call) error {
 	}
 	select {
 	case <-c.done:
+		if c.ctxBound && errors.Is(c.err, ErrTimeout) {
+			// Redis ran out the caller's deadline, not ours.
+			return context.DeadlineExceeded
+		}
 		return c.err
 	case <-timer.C:
 		c.abandoned.Store(true)

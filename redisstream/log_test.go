@@ -2,6 +2,7 @@ package redisstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -263,4 +264,283 @@ func TestFollowDeliversAppends(t *testing.T) {
 	if fmt.Sprint(r.got) != "[3 4 5]" || r.gaps != 0 || len(r.errs) > 0 {
 		t.Errorf("got %v with %d gaps, errors %v; want [3 4 5] and no gap", r.got, r.gaps, r.errs)
 	}
+}
+
+// checkLog fails the test unless r got exactly the events of the log from
+// offset from+1 to its head, in order: no gap, no repeat, no reordering.
+func (r *reader) checkLog(from uint64) {
+	r.t.Helper()
+	var want []int
+	head := sse.Position{}
+	for pos := (sse.Position{Epoch: r.epoch, Offset: from}); ; {
+		wires, h, err := r.tp.ReadAfter(context.Background(), pos, 1<<20)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		head = h
+		if len(wires) == 0 {
+			break
+		}
+		for _, w := range wires {
+			want = append(want, number(r.t, w))
+		}
+		pos.Offset += uint64(len(wires))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if head.Epoch != r.epoch || r.last != head.Offset {
+		r.t.Errorf("follower at %s-%d, log head %v", r.epoch, r.last, head)
+	}
+	if len(r.errs) > 0 {
+		r.t.Errorf("follower errors: %v", r.errs)
+	}
+	if fmt.Sprint(r.got) != fmt.Sprint(want) {
+		r.t.Errorf("follower got %d events, log holds %d after offset %d:\ngot  %v\nwant %v", len(r.got), len(want), from, clip(r.got), clip(want))
+	}
+}
+
+func clip(s []int) string {
+	if len(s) > 40 {
+		return fmt.Sprint(s[:20], " ... ", s[len(s)-20:])
+	}
+	return fmt.Sprint(s)
+}
+
+func TestWireKeptExactly(t *testing.T) {
+	srv := redistest.Start(t)
+	tp := topic(t, newStreams(t, srv, nil), "exact")
+	var mu sync.Mutex
+	var fed [][]byte
+	started := make(chan struct{})
+	stop := tp.Follow(func(pos sse.Position, w []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		if w == nil {
+			close(started)
+			return
+		}
+		fed = append(fed, w)
+	})
+	defer stop()
+	<-started
+	wires := []string{
+		"event: a b\ndata: 1 2 3\ndata: \ndata: x\n\n",
+		"id: 7 8\ndata: \u00e9\u65e5\U0001F600\n\n",
+		"data: \n\n",
+		"data: " + strings.Repeat("z", 100<<10) + "\n\n",
+	}
+	for _, w := range wires {
+		if _, err := tp.Append(t.Context(), []byte(w)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read, _, err := tp.ReadAfter(t.Context(), sse.Position{}, 1<<30)
+	if err != nil || len(read) != 0 {
+		t.Fatalf("ReadAfter of the zero Position: %d events, %v; want none (another epoch)", len(read), err)
+	}
+	head, err := tp.Head(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, _, err = tp.ReadAfter(t.Context(), sse.Position{Epoch: head.Epoch}, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := len(fed)
+		mu.Unlock()
+		if n == len(wires) || time.Now().After(deadline) {
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, w := range wires {
+		if i >= len(read) || string(read[i]) != w {
+			t.Errorf("ReadAfter: event %d differs", i)
+		}
+		if i >= len(fed) || string(fed[i]) != w {
+			t.Errorf("Follow: event %d differs", i)
+		}
+	}
+}
+
+func TestReadAfterStopsAtMax(t *testing.T) {
+	srv := redistest.Start(t)
+	tp := topic(t, newStreams(t, srv, nil), "room")
+	ps := appendN(t, tp, 1, 9) // 9 bytes each
+	wires, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: ps[0].Epoch}, 25)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(wires) != 3 {
+		t.Errorf("ReadAfter with max 25 returned %d events of 9 bytes, want 3 (27 bytes, the first to reach 25)", len(wires))
+	}
+	// Reads beyond one XRANGE page of the script (100 entries).
+	appendN(t, tp, 10, 250)
+	wires, _, err = tp.ReadAfter(t.Context(), sse.Position{Epoch: ps[0].Epoch, Offset: 2}, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(wires) != 248 || number(t, wires[0]) != 3 || number(t, wires[247]) != 250 {
+		t.Errorf("ReadAfter after 2: %d events, want 3 to 250", len(wires))
+	}
+}
+
+func TestMaxLenTrims(t *testing.T) {
+	srv := redistest.Start(t)
+	tp := topic(t, newStreams(t, srv, &Options{MaxLen: 10}), "room")
+	ps := appendN(t, tp, 1, 25)
+	epoch := ps[0].Epoch
+	wires, head, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: epoch, Offset: 15}, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(wires) != 10 || number(t, wires[0]) != 16 {
+		t.Errorf("ReadAfter(15) with MaxLen 10 after 25 events: %d events, want 16 to 25", len(wires))
+	}
+	wires, head2, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: epoch, Offset: 14}, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(wires) != 0 || head2 != head || head.Offset != 25 {
+		t.Errorf("ReadAfter(14): %d events, head %v; want none (event 15 trimmed), head %s-25", len(wires), head2, epoch)
+	}
+}
+
+func TestEpochSharedAndKept(t *testing.T) {
+	srv := redistest.Start(t)
+	a := topic(t, newStreams(t, srv, nil), "room")
+	b := topic(t, newStreams(t, srv, nil), "room")
+	pa := appendN(t, a, 1, 2)
+	pb := appendN(t, b, 3, 3)
+	if pb[0] != (sse.Position{Epoch: pa[0].Epoch, Offset: 3}) {
+		t.Errorf("second instance appended at %v, want %s-3", pb[0], pa[0].Epoch)
+	}
+	// A Streams that starts later (a restarted instance) keeps the epoch.
+	c := topic(t, newStreams(t, srv, nil), "room")
+	if h, err := c.Head(t.Context()); err != nil || h != pb[0] {
+		t.Errorf("a new instance's head: %v, %v; want %v", h, err, pb[0])
+	}
+}
+
+func TestNewEpochWhenKeysLost(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStreams(t, srv, nil)
+	tp := topic(t, s, "room")
+	old := appendN(t, tp, 1, 3)[0].Epoch
+	for _, lose := range []struct {
+		name string
+		do   func() error
+	}{
+		{"FLUSHALL", func() error { return s.client.FlushAll(t.Context()).Err() }},
+		{"meta deleted (eviction, IdleTTL)", func() error { return s.client.Del(t.Context(), tp.keys[1]).Err() }},
+	} {
+		t.Run(lose.name, func(t *testing.T) {
+			appendN(t, tp, 1, 3)
+			if err := lose.do(); err != nil {
+				t.Fatal(err)
+			}
+			p := appendN(t, tp, 4, 4)[0]
+			if p.Epoch == old || p.Offset != 1 || !epochShape.MatchString(p.Epoch) {
+				t.Errorf("first Append after losing the keys: %v, want a new epoch, offset 1", p)
+			}
+			wires, head, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: old, Offset: 1}, 1<<20)
+			if err != nil || len(wires) != 0 || head != p {
+				t.Errorf("ReadAfter in the old epoch: %d events, head %v, %v; want none, head %v", len(wires), head, err, p)
+			}
+			if n, err := s.client.XLen(t.Context(), tp.keys[0]).Result(); err != nil || n != 1 {
+				t.Errorf("the stream holds %d entries, %v; want only the new epoch's one", n, err)
+			}
+			old = p.Epoch
+		})
+	}
+}
+
+func TestIdleTTL(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStreams(t, srv, &Options{IdleTTL: time.Hour})
+	tp := topic(t, s, "room")
+	appendN(t, tp, 1, 1)
+	for _, key := range tp.keys {
+		ttl, err := s.client.PTTL(t.Context(), key).Result()
+		if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
+			t.Errorf("PTTL %s = %v, %v; want about an hour", key, ttl, err)
+		}
+	}
+	plain := newStreams(t, srv, nil)
+	tp2 := topic(t, plain, "other")
+	appendN(t, tp2, 1, 1)
+	for _, key := range tp2.keys {
+		if ttl, err := s.client.PTTL(t.Context(), key).Result(); err != nil || ttl != -1 {
+			t.Errorf("without IdleTTL, PTTL %s = %v, %v; want none (-1)", key, ttl, err)
+		}
+	}
+}
+
+func TestTopicNames(t *testing.T) {
+	client := redis.NewClient(&redis.Options{})
+	defer client.Close()
+	s, err := New(client, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, name := range []string{"room", "user:42", "a b", "日本", strings.Repeat("x", MaxTopicLen)} {
+		tp, err := s.Topic(name)
+		if err != nil {
+			t.Errorf("Topic(%q): %v", name, err)
+			continue
+		}
+		if want := "sse:{" + name + "}:log"; tp.keys[0] != want {
+			t.Errorf("Topic(%q) stream key %q, want %q", name, tp.keys[0], want)
+		}
+	}
+	for _, name := range []string{"", "a{b", "a}b", "{x}", "a\nb", "a\x00b", "\xff", strings.Repeat("x", MaxTopicLen+1)} {
+		if _, err := s.Topic(name); !errors.Is(err, ErrInvalidTopic) {
+			t.Errorf("Topic(%q): %v, want ErrInvalidTopic", name, err)
+		}
+	}
+}
+
+func TestNewRefusesOptions(t *testing.T) {
+	client := redis.NewClient(&redis.Options{})
+	defer client.Close()
+	for _, o := range []Options{
+		{Prefix: "a{b}:"},
+		{MaxLen: -1},
+		{Timeout: -time.Second},
+		{IdleTTL: -time.Second},
+		{IdleTTL: time.Microsecond},
+	} {
+		if s, err := New(client, &o); !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("New(%+v): %v, want ErrInvalidOptions", o, err)
+			if s != nil {
+				s.Close()
+			}
+		}
+	}
+}
+
+func TestClosed(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStreams(t, srv, nil)
+	tp := topic(t, s, "room")
+	r, _ := follow(t, tp)
+	r.wait("the head", 10*time.Second, (*reader).started)
+	s.Close()
+	if _, err := tp.Append(t.Context(), wire(1)); !errors.Is(err, ErrClosed) {
+		t.Errorf("Append after Close: %v, want ErrClosed", err)
+	}
+	if _, _, err := tp.ReadAfter(t.Context(), sse.Position{}, 1); !errors.Is(err, ErrClosed) {
+		t.Errorf("ReadAfter after Close: %v, want ErrClosed", err)
+	}
+	called := false
+	stop := tp.Follow(func(sse.Position, []byte) { called = true })
+	stop()
+	if called {
+		t.Error("Follow after Close called deliver")
+	}
+	s.Close() // again: no effect
 }

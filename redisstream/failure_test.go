@@ -1,0 +1,363 @@
+package redisstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/redisstream/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// admin returns a client for the test's own commands to srv.
+func admin(t *testing.T, srv *redistest.Server) *redis.Client { return newClient(t, srv) }
+
+func TestThreeInstancesOneOrder(t *testing.T) {
+	srv := redistest.Start(t)
+	const perInstance, workers = 3334, 8
+	var tops []*Topic
+	var readers []*reader
+	for range 3 {
+		tp := topic(t, newStreams(t, srv, &Options{MaxLen: 3 * perInstance}), "room")
+		r, _ := follow(t, tp)
+		tops, readers = append(tops, tp), append(readers, r)
+	}
+	for _, r := range readers {
+		r.wait("the head", 10*time.Second, (*reader).started)
+	}
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i, tp := range tops {
+		for w := range workers {
+			wg.Go(func() {
+				for n := w; n < perInstance; n += workers {
+					if _, err := tp.Append(context.Background(), wire(i*perInstance+n)); err != nil {
+						failed.Add(1)
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.FailNow()
+	}
+	total := 3 * perInstance
+	for _, r := range readers {
+		r.wait(fmt.Sprint(total, " events"), 60*time.Second, func(r *reader) bool { return len(r.got) >= total })
+		r.checkLog(0)
+		r.mu.Lock()
+		if r.gaps != 0 {
+			t.Errorf("a follower filled %d gaps in a run without failures: the feed lost events", r.gaps)
+		}
+		r.mu.Unlock()
+	}
+}
+
+// A pipelineCounter counts the pipelines of scripts a client sends, and the
+// commands in them (not those go-redis sends to set up a connection).
+type pipelineCounter struct{ pipelines, cmds atomic.Int64 }
+
+func (*pipelineCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (*pipelineCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+func (p *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if name := cmds[0].Name(); name == "evalsha" || name == "eval" {
+			p.pipelines.Add(1)
+			p.cmds.Add(int64(len(cmds)))
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func TestAppendsShareRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	client := newClient(t, srv)
+	var count pipelineCounter
+	client.AddHook(&count)
+	s, err := New(client, &Options{Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tops := []*Topic{topic(t, s, "a"), topic(t, s, "b"), topic(t, s, "c")}
+	if _, err := topic(t, s, "warm-up").Append(t.Context(), wire(0)); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	count.pipelines.Store(0)
+	count.cmds.Store(0)
+	// With Redis paused, the first calls wait in the callers' round trips
+	// and every later one in the queue: when Redis resumes, those share one.
+	s.calls.mu.Lock()
+	taken0 := s.calls.taken
+	s.calls.mu.Unlock()
+	srv.Pause()
+	const n = 300
+	var wg sync.WaitGroup
+	offsets := make([][]uint64, len(tops))
+	var mu sync.Mutex
+	for i := range n {
+		wg.Go(func() {
+			tp := tops[i%len(tops)]
+			p, err := tp.Append(t.Context(), wire(i))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			offsets[i%len(tops)] = append(offsets[i%len(tops)], p.Offset)
+			mu.Unlock()
+		})
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		s.calls.mu.Lock()
+		queued, taken := len(s.calls.queue), s.calls.taken-taken0
+		s.calls.mu.Unlock()
+		if queued+taken == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d Appends queued", queued, n)
+		}
+	}
+	srv.Resume()
+	wg.Wait()
+	// At most: one round trip per caller for the first arrivals, one for
+	// the rest; one script call per topic in each.
+	if p, c := count.pipelines.Load(), count.cmds.Load(); p > callers+1 || c > (callers+1)*int64(len(tops)) {
+		t.Errorf("%d Appends to %d topics took %d pipelines of %d script calls in all; want at most %d and %d", n, len(tops), p, c, callers+1, (callers+1)*len(tops))
+	}
+	for i, offs := range offsets {
+		seen := make(map[uint64]bool)
+		for _, o := range offs {
+			if o < 1 || o > n/3 || seen[o] {
+				t.Errorf("topic %d: offset %d repeated or out of 1..%d", i, o, n/3)
+			}
+			seen[o] = true
+		}
+	}
+}
+
+// within fails the test if d exceeds bound by more than the slack a busy
+// machine may add.
+func within(t *testing.T, what string, d, bound time.Duration) {
+	t.Helper()
+	if slack := 2 * time.Second; d > bound+slack {
+		t.Errorf("%s took %v, over its bound %v (plus %v of slack)", what, d, bound, slack)
+	}
+}
+
+func TestAppendFailsInTimeWhileRedisPaused(t *testing.T) {
+	srv := redistest.Start(t)
+	const timeout = 300 * time.Millisecond
+	tp := topic(t, newStreams(t, srv, &Options{Timeout: timeout}), "room")
+	appendN(t, tp, 1, 1)
+	srv.Pause()
+	defer srv.Resume()
+	for i := range 3 {
+		start := time.Now()
+		_, err := tp.Append(t.Context(), wire(2+i))
+		within(t, "Append to a paused Redis", time.Since(start), timeout)
+		if !errors.Is(err, ErrTimeout) {
+			t.Errorf("Append to a paused Redis: %v, want ErrTimeout", err)
+		}
+	}
+	start := time.Now()
+	_, _, err := tp.ReadAfter(t.Context(), sse0(), 1)
+	within(t, "ReadAfter from a paused Redis", time.Since(start), timeout)
+	if !errors.Is(err, ErrTimeout) {
+		t.Errorf("ReadAfter from a paused Redis: %v, want ErrTimeout", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := tp.Append(ctx, wire(9)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Append with a context that ends first: %v, want context.DeadlineExceeded", err)
+	}
+}
+
+func TestAppendFailsInTimeWhileRedisDown(t *testing.T) {
+	srv := redistest.Start(t)
+	const timeout = 300 * time.Millisecond
+	tp := topic(t, newStreams(t, srv, &Options{Timeout: timeout}), "room")
+	appendN(t, tp, 1, 1)
+	srv.Kill()
+	for i := range 3 {
+		start := time.Now()
+		_, err := tp.Append(t.Context(), wire(2+i))
+		within(t, "Append to a stopped Redis", time.Since(start), timeout)
+		var op *net.OpError
+		if !errors.Is(err, ErrTimeout) && !errors.As(err, &op) {
+			t.Errorf("Append to a stopped Redis: %v, want ErrTimeout or a network error", err)
+		}
+	}
+	srv.Restart()
+	if _, err := tp.Append(t.Context(), wire(5)); err != nil {
+		t.Errorf("Append once Redis is back: %v", err)
+	}
+}
+
+func TestFollowAcrossRedisRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStreams(t, srv, nil)
+	tp := topic(t, s, "room")
+	r, _ := follow(t, tp)
+	r.wait("the head", 10*time.Second, (*reader).started)
+	first := appendN(t, tp, 1, 3)[0].Epoch
+	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	srv.Restart() // empty: no persistence
+	r.wait("a new epoch", 20*time.Second, func(r *reader) bool { return len(r.resets) == 1 })
+	r.mu.Lock()
+	second := r.epoch
+	r.got = nil // the old epoch's events; the check below is of the new one
+	r.mu.Unlock()
+	if second == first {
+		t.Fatalf("the epoch after a restart without persistence is still %s", first)
+	}
+	ps := appendN(t, tp, 4, 6)
+	if ps[0].Epoch != second || ps[0].Offset != 1 {
+		t.Errorf("first Append after the restart: %v, want %s-1", ps[0], second)
+	}
+	r.wait("3 more events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	r.checkLog(0)
+}
+
+func TestFollowThroughPause(t *testing.T) {
+	srv := redistest.Start(t)
+	const timeout = 300 * time.Millisecond
+	s := newStreams(t, srv, &Options{Timeout: timeout})
+	tp := topic(t, s, "room")
+	other := topic(t, newStreams(t, srv, &Options{Timeout: timeout}), "room")
+	r, _ := follow(t, tp)
+	r.wait("the head", 10*time.Second, (*reader).started)
+	appendN(t, other, 1, 3)
+	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	srv.Pause()
+	if _, err := other.Append(t.Context(), wire(4)); !errors.Is(err, ErrTimeout) {
+		t.Errorf("Append while paused: %v, want ErrTimeout", err)
+	}
+	time.Sleep(time.Second)
+	srv.Resume()
+	appendN(t, other, 5, 7)
+	// The Append that timed out may or may not be in the log; whatever the
+	// log holds, the follower has, in its order.
+	r.wait("event 7", 20*time.Second, func(r *reader) bool { return len(r.got) > 0 && r.got[len(r.got)-1] == 7 })
+	r.checkLog(0)
+}
+
+func TestStopEndsDeliveriesAndUnsubscribes(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStreams(t, srv, nil)
+	tp := topic(t, s, "room")
+	var afterStop atomic.Int64
+	var stopped atomic.Bool
+	started := make(chan struct{})
+	stop := tp.Follow(func(pos sse.Position, w []byte) {
+		if stopped.Load() {
+			afterStop.Add(1)
+		}
+		if w == nil {
+			close(started)
+		}
+	})
+	<-started
+	witness, stopWitness := follow(t, tp) // on the same Streams: after stop, it still gets events
+	witness.wait("the head", 10*time.Second, (*reader).started)
+	stop()
+	stopped.Store(true)
+	stop() // again: no effect
+	appendN(t, tp, 1, 3)
+	witness.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	if n := afterStop.Load(); n > 0 {
+		t.Errorf("deliver called %d times after stop returned", n)
+	}
+	stopWitness()
+	a := admin(t, srv)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		subs, err := a.PubSubNumSub(t.Context(), tp.channel).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if subs[tp.channel] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d subscriptions to %s left after every Follow stopped", subs[tp.channel], tp.channel)
+		}
+	}
+}
+
+func TestManyTopicsFewFollowed(t *testing.T) {
+	srv := redistest.Start(t)
+	a := admin(t, srv)
+	const topics, followed = 10000, 10
+	before := runtime.NumGoroutine()
+	s := newStreams(t, srv, nil)
+	tops := make([]*Topic, topics)
+	for i := range tops {
+		tops[i] = topic(t, s, fmt.Sprint("user:", i))
+	}
+	var wg sync.WaitGroup
+	for w := range 50 {
+		wg.Go(func() {
+			for i := w; i < topics; i += 50 {
+				if _, err := tops[i].Append(context.Background(), wire(i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var readers []*reader
+	for _, tp := range tops[:followed] {
+		r, _ := follow(t, tp)
+		readers = append(readers, r)
+	}
+	for _, r := range readers {
+		r.wait("the head", 10*time.Second, (*reader).started)
+	}
+	for i, tp := range tops[:followed] {
+		appendN(t, tp, 100000+i, 100000+i)
+	}
+	for i, r := range readers {
+		r.wait("its event", 10*time.Second, func(r *reader) bool { return len(r.got) == 1 && r.got[0] == 100000+i })
+	}
+	// Goroutines: the callers, the loop and the reader, and go-redis's own
+	// for the client (a few); none per topic.
+	if n := runtime.NumGoroutine() - before; n > callers+2+8 {
+		t.Errorf("%d goroutines more than before the Streams; want at most %d", n, callers+2+8)
+	}
+	chans, err := a.PubSubChannels(t.Context(), "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(chans) != followed {
+		t.Errorf("%d channels subscribed, want %d (the followed topics)", len(chans), followed)
+	}
+	list, err := a.ClientList(t.Context()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Connections: the admin client's one, the Streams' pool (the pipelines
+	// of the callers, which go-redis may have spread over a few) and its
+	// Pub/Sub connection.
+	if n := strings.Count(strings.TrimSpace(list), "\n") + 1; n > 1+callers+1+4 {
+		t.Errorf("%d connections to Redis, want at most %d:\n%s", n, 1+callers+1+4, list)
+	}
+	t.Logf("after %d Appends to %d topics, %d followed: %d goroutines more, %d connections", topics, topics, followed,
+		runtime.NumGoroutine()-before, strings.Count(strings.TrimSpace(list), "\n")+1)
+}
+
+func sse0() sse.Position { return sse.Position{} }
