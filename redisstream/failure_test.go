@@ -361,3 +361,129 @@ func TestManyTopicsFewFollowed(t *testing.T) {
 }
 
 func sse0() sse.Position { return sse.Position{} }
+
+func TestFollowJoinsMidStream(t *testing.T) {
+	srv := redistest.Start(t)
+	pub := topic(t, newStreams(t, srv, &Options{MaxLen: 100000}), "room")
+	s := newStreams(t, srv, nil)
+	var next atomic.Int64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := pub.Append(context.Background(), wire(int(next.Add(1)))); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	defer wg.Wait()
+	defer close(done)
+	// Followers that join while events are being appended start at the
+	// head they are given, and miss nothing after it.
+	var readers []*reader
+	var starts []uint64
+	for i := range 5 {
+		for next.Load() < int64(50*(i+1)) {
+			time.Sleep(time.Millisecond)
+		}
+		r, _ := follow(t, topic(t, s, "room"))
+		r.wait("the head", 10*time.Second, (*reader).started)
+		r.mu.Lock()
+		starts = append(starts, r.start)
+		r.mu.Unlock()
+		readers = append(readers, r)
+	}
+	last := next.Load() + 20
+	for next.Load() < last {
+		time.Sleep(time.Millisecond)
+	}
+	for i, r := range readers {
+		r.wait(fmt.Sprint("event ", last), 20*time.Second, func(r *reader) bool { return r.last >= uint64(last) })
+		checkUpTo(r, starts[i], uint64(last))
+	}
+}
+
+// checkUpTo fails the test unless r, which started at offset from and has
+// reached to, got exactly the log's events from from+1 to to first.
+func checkUpTo(r *reader, from, to uint64) {
+	r.t.Helper()
+	var want []int
+	for pos := (sse.Position{Epoch: r.epoch, Offset: from}); pos.Offset < to; {
+		wires, _, err := r.tp.ReadAfter(context.Background(), pos, 1<<20)
+		if err != nil || len(wires) == 0 {
+			r.t.Fatalf("ReadAfter(%v): %d events, %v", pos, len(wires), err)
+		}
+		for _, w := range wires {
+			if pos.Offset < to {
+				want = append(want, number(r.t, w))
+				pos.Offset++
+			}
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.errs) > 0 {
+		r.t.Errorf("follower errors: %v", r.errs)
+	}
+	if got := r.got[:min(len(r.got), len(want))]; fmt.Sprint(got) != fmt.Sprint(want) {
+		r.t.Errorf("follower from offset %d got %v, the log holds %v", from, clip(got), clip(want))
+	}
+}
+
+func TestNoDeliverAfterStop(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStreams(t, srv, nil)
+	tp := topic(t, s, "room")
+	var stopped atomic.Bool
+	var late atomic.Int64
+	aStarted := make(chan struct{})
+	stopA := tp.Follow(func(pos sse.Position, w []byte) {
+		if stopped.Load() {
+			late.Add(1)
+		}
+		if w == nil {
+			close(aStarted)
+		}
+	})
+	<-aStarted
+	// The witness, which follows after A on the same Streams, holds up the
+	// loop inside its deliver of event 1.
+	blocked, release := make(chan struct{}), make(chan struct{})
+	var got atomic.Int64
+	wStarted := make(chan struct{})
+	stopW := tp.Follow(func(pos sse.Position, w []byte) {
+		switch {
+		case w == nil:
+			close(wStarted)
+		case number(t, w) == 1:
+			close(blocked)
+			<-release
+		}
+		if w != nil {
+			got.Add(1)
+		}
+	})
+	defer stopW()
+	<-wStarted
+	appendN(t, tp, 1, 1)
+	<-blocked
+	stopA() // A is not in deliver: returns at once, though the loop is busy
+	stopped.Store(true)
+	appendN(t, tp, 2, 2)
+	for len(s.subs.inbox) == 0 { // event 2 waits for the loop, before A's leave
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	for got.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	if n := late.Load(); n > 0 {
+		t.Errorf("deliver called %d times after stop returned", n)
+	}
+}

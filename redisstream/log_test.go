@@ -142,6 +142,7 @@ type reader struct {
 	got    []int    // the events, in the order received
 	resets []string // the epochs it started over in, after the first
 	heads  int      // calls of deliver(head, nil)
+	start  uint64   // the offset of the first head
 	gaps   int      // gaps it filled with ReadAfter
 	errs   []error
 	change chan struct{} // closed and replaced at each change
@@ -166,7 +167,12 @@ func (r *reader) deliver(pos sse.Position, wire []byte) {
 		return
 	}
 	if wire == nil {
+		if r.heads == 0 {
+			r.start = pos.Offset
+		}
 		r.heads++
+	} else if r.heads == 0 {
+		r.errs = append(r.errs, fmt.Errorf("deliver(%v, event) before any deliver(head, nil)", pos))
 	}
 	if pos.Epoch != r.epoch {
 		if r.epoch != "" {
