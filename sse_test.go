@@ -1311,7 +1311,7 @@ func TestBrokerResetsUnknownIDs(t *testing.T) {
 		"junk",
 		epochOf(b) + "-2",       // older than the history
 		epochOf(b) + "-1000000", // from the future
-		"0000000000000000-5", // another epoch: another Broker or an earlier run
+		"0000000000000000-5",    // another epoch: another Broker or an earlier run
 		epochOf(b) + "-",        //
 	} {
 		newest := epochOf(b) + "-" + strconv.FormatUint(headOf(b), 10)
