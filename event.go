@@ -1,6 +1,7 @@
 package sse
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
@@ -232,9 +233,7 @@ func (e *Event) appendHead(b []byte) []byte {
 		b = appendField(b, "event: ", e.Type)
 	}
 	if e.Retry > 0 {
-		b = append(b, "retry: "...)
-		b = strconv.AppendInt(b, e.Retry.Milliseconds(), 10)
-		b = append(b, '\n')
+		b = appendRetryField(b, e.Retry)
 	}
 	return b
 }
@@ -297,6 +296,83 @@ func appendLines(b []byte, prefix, text string) []byte {
 			}
 		}
 	}
+}
+
+// ---- The stream's own lines: heartbeat, retry, position, reset ----------
+//
+// Besides the events it is given, a stream carries lines of its own. They are
+// built here, with the events, so that every byte of the format comes from
+// this file.
+
+// heartbeatLine is the comment sent after a silence: clients ignore it, and
+// proxies see traffic.
+var heartbeatLine = []byte(":\n")
+
+// appendRetryField appends a retry line: d in whole milliseconds (truncated),
+// which must be at least one.
+func appendRetryField(b []byte, d time.Duration) []byte {
+	b = append(b, "retry: "...)
+	b = strconv.AppendInt(b, d.Milliseconds(), 10)
+	return append(b, '\n')
+}
+
+// appendRetry appends a retry line and a blank line: it sets the client's
+// reconnection delay and dispatches nothing. It appends nothing for d <= 0.
+func appendRetry(b []byte, d time.Duration) []byte {
+	if d <= 0 {
+		return b
+	}
+	return append(appendRetryField(b, d), '\n')
+}
+
+// appendPosition appends p as an event id: epoch, dash, offset.
+func appendPosition(b []byte, p Position) []byte {
+	b = append(b, p.Epoch...)
+	b = append(b, '-')
+	return strconv.AppendUint(b, p.Offset, 10)
+}
+
+// appendIDLine appends the id line of the event at p, which a Broker writes
+// before an event that it numbered.
+func appendIDLine(b []byte, p Position) []byte {
+	return append(appendPosition(append(b, "id: "...), p), '\n')
+}
+
+// appendPlace appends an id line alone and a blank line: it sets the client's
+// last event ID to p and dispatches nothing, since the data buffer is empty.
+func appendPlace(b []byte, p Position) []byte {
+	return append(appendIDLine(b, p), '\n')
+}
+
+// appendReset appends the ResetEvent: id p, where the stream goes on, and as
+// data the id after which events were lost (valid UTF-8 without CR, LF or
+// NUL, as LastEventID returns it).
+func appendReset(b []byte, p Position, after string) []byte {
+	b = appendIDLine(b, p)
+	b = appendField(b, "event: ", ResetEvent)
+	return append(appendField(b, "data: ", after), '\n')
+}
+
+// ownID returns the id that a publisher gave the event encoded in wire, if it
+// gave one: AppendText writes the id line first.
+func ownID(wire []byte) (string, bool) {
+	const prefix = "id: "
+	if len(wire) < len(prefix) || string(wire[:len(prefix)]) != prefix {
+		return "", false
+	}
+	rest := wire[len(prefix):]
+	end := bytes.IndexByte(rest, '\n')
+	if end < 0 {
+		return "", false
+	}
+	return string(rest[:end]), true
+}
+
+// oneEvent reports whether wire has the shape of one encoded event, as a Log
+// must hand it back: lines ending in LF, no CR, the one blank line at the end.
+func oneEvent(wire []byte) bool {
+	n := len(wire)
+	return n >= 2 && bytes.Index(wire, []byte("\n\n")) == n-2 && bytes.IndexByte(wire, '\r') < 0
 }
 
 // fieldError wraps one of the field sentinels with what is wrong in the field.

@@ -81,6 +81,7 @@ import (
 	"fmt"
 	mathrand "math/rand/v2"
 	"net/http"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -88,6 +89,8 @@ import (
 	"sync/atomic"
 	"time"
 )
+
+// ---- Ids and positions ---------------------------------------------------
 
 // MaxLastEventIDLen is the longest Last-Event-ID header LastEventID accepts, in
 // bytes.
@@ -109,68 +112,18 @@ func LastEventID(r *http.Request) string {
 	return id
 }
 
-// ResetEvent is the type of the event a Broker sends first on a stream whose
+// ResetEvent is the type of the event a Broker sends, first, to a client whose
 // Last-Event-ID it cannot resume from: an id from another Broker or an earlier
-// run, a made-up one, or one so old that the events after it are gone. Its Data
-// is the id the client sent; the live events that follow come after a gap the
-// client should fill another way (reload its state, say). Listen for it with
-// addEventListener("reset", ...). (Data is empty when the header was one
-// LastEventID refuses: too long, or not valid UTF-8.)
-const ResetEvent = "reset"
-
-// Defaults used when BrokerOptions leaves a field zero.
-const (
-	DefaultHistoryLen   = 16384
-	DefaultHistoryBytes = 16 << 20
-	DefaultCloseRetry   = 5 * time.Second
-)
-
-// BrokerOptions configure a Broker. A nil *BrokerOptions, and any zero field,
-// means the default.
-type BrokerOptions struct {
-	// HistoryLen and HistoryBytes bound the history: the most recent events, in
-	// their encoded form, that serve both replay and live delivery. The oldest
-	// event is dropped when either bound is passed (the newest event is always
-	// kept). Values below 1 mean DefaultHistoryLen and DefaultHistoryBytes.
-	HistoryLen   int
-	HistoryBytes int
-	// MaxSubscribers caps the open streams; 0 means no cap. A request over the
-	// cap is answered as one after Close is.
-	MaxSubscribers int
-	// CloseRetry bounds the reconnection delay a Broker gives each stream when
-	// it closes: every client is told to wait a random time in (0, CloseRetry],
-	// so that they do not all come back in the same instant. Values below 1 ms
-	// mean DefaultCloseRetry.
-	CloseRetry time.Duration
-	// Stream configures each stream's Writer: write timeout and retry as for
-	// NewWriter. Its Heartbeat is kept by the Broker for all streams at once:
-	// after that long without a Publish, every stream gets a comment line.
-	Stream Options
-	// Store, if set, keeps events beyond the history, so that clients away
-	// longer than the history holds can still resume. Publish waits for it.
-	Store Store
-}
-
-// A Store keeps a Broker's events for replay beyond its in-memory history: a
-// table, a Redis stream, a file. Events are keyed by the Broker's epoch (see
-// Broker) and their offset, which counts up from 1 with no gaps.
+// run, a made-up one, or one so old that the events after it are gone. Its
+// Data is the id after which events were lost (the one the client sent, or
+// empty when LastEventID refused the header), and its ID the position from
+// which the stream goes on. The client should fill the gap another way
+// (reload its state, say). Listen for it with addEventListener("reset", ...).
 //
-// Its methods must be safe for concurrent use: streams call ReadAfter from
-// their own goroutines, while Publish calls Append. The epoch is chosen at
-// random by NewBroker, so a new process starts a new epoch and its clients
-// get a reset: a Store extends history within one Broker's life, not across
-// restarts.
-type Store interface {
-	// Append saves the wire form of the event at offset. The Broker calls it
-	// from Publish, in offset order, and does not modify wire afterwards. An
-	// error fails that Publish: the event is neither delivered nor kept.
-	Append(epoch string, offset uint64, wire []byte) error
-	// ReadAfter appends to dst the wire forms of the saved events of epoch
-	// from offset after+1 on, in order and without a gap, stopping once it has
-	// appended at least max bytes. It returns the extended slice and how many
-	// events it appended: 0 means it does not hold the event at after+1.
-	ReadAfter(dst []byte, epoch string, after uint64, max int) ([]byte, int, error)
-}
+// A Broker with a Log also sends it in the middle of a stream when the Log's
+// history is lost (its epoch changes) or loses events this Broker had not yet
+// delivered.
+const ResetEvent = "reset"
 
 // A Position is where an event sits in a Broker's history: the epoch of the
 // history and the event's offset in it. An event the Broker numbers carries
@@ -186,9 +139,50 @@ type Position struct {
 }
 
 // String returns the id of the event at p: its epoch, a dash, its offset.
-func (p Position) String() string {
-	return string(strconv.AppendUint(append([]byte(p.Epoch), '-'), p.Offset, 10))
+func (p Position) String() string { return string(appendPosition(nil, p)) }
+
+// epochLen is the length of an epoch: 64 random bits in hexadecimal. At that
+// width two of even a billion Brokers share an epoch with a probability
+// under 3%, and two of a million under one in 30 million.
+const epochLen = 16
+
+// newEpoch returns a new random epoch.
+func newEpoch() string {
+	var b [epochLen / 2]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
+	return hex.EncodeToString(b[:])
 }
+
+// validEpoch reports whether s has the shape of an epoch.
+func validEpoch(s string) bool {
+	if len(s) != epochLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// parsePosition returns the Position an id names, if it has the shape of one:
+// an epoch, a dash and 1 to 20 decimal digits that fit in a uint64.
+func parsePosition(id string) (Position, bool) {
+	if len(id) < epochLen+2 || len(id) > epochLen+21 || id[epochLen] != '-' || !validEpoch(id[:epochLen]) {
+		return Position{}, false
+	}
+	digits := id[epochLen+1:]
+	for i := 0; i < len(digits); i++ {
+		if digits[i] < '0' || digits[i] > '9' {
+			return Position{}, false
+		}
+	}
+	off, err := strconv.ParseUint(digits, 10, 64)
+	return Position{Epoch: id[:epochLen], Offset: off}, err == nil
+}
+
+// ---- Logs ----------------------------------------------------------------
 
 // A Log is an ordered history of events kept outside the Broker: Redis
 // Streams, a table, a file. With a Log, the Broker numbers nothing itself.
@@ -197,11 +191,19 @@ func (p Position) String() string {
 // Follow; and the Log serves replay older than the Broker's in-memory
 // history through ReadAfter. Brokers in several processes that share one Log
 // serve one stream: the same events, in the same order, with the same ids.
+// Within one process, a Log that persists its events lets clients resume
+// across restarts, from a history longer than memory holds.
 //
 // A wire form, in every method, is one whole event as [Event.AppendText]
 // encodes it. It begins with an id line only when the publisher set its own
 // Event.ID; otherwise the Broker writes "id: " and the event's Position
 // before it. The Log keeps the bytes as they are.
+//
+// The Broker checks what a Log hands it: a Position whose epoch has another
+// shape, a wire form that is not one event, or events past the head that
+// ReadAfter reports count as errors of the Log (Stats.Log.Errors), and a
+// client is told of what they cost it with a ResetEvent, never left with a
+// silent gap.
 //
 // Its methods must be safe for concurrent use, and must return, with an
 // error, when their context ends.
@@ -224,10 +226,11 @@ type Log interface {
 	ReadAfter(ctx context.Context, after Position, max int) (wires [][]byte, head Position, err error)
 
 	// Follow has the log call deliver with the events appended from now on,
-	// from any process, in log order, until stop is called. Its first call,
-	// once the log can be reached, is deliver(head, nil): the log's newest
-	// event is at head. After any break in the feed (a lost connection, say)
-	// it calls deliver(head, nil) again. It may skip events or repeat ones it
+	// from any process, in log order, until stop is called. It returns at
+	// once; delivery runs in the background. Its first call, once the log
+	// can be reached, is deliver(head, nil): the log's newest event is at
+	// head. After any break in the feed (a lost connection, say) it calls
+	// deliver(head, nil) again. It may skip events or repeat ones it
 	// delivered before: the Broker fills a gap with ReadAfter and ignores
 	// repeats. Calls to deliver do not overlap, and deliver may call
 	// ReadAfter. The Broker keeps wire and never modifies it.
@@ -237,10 +240,60 @@ type Log interface {
 	Follow(deliver func(pos Position, wire []byte)) (stop func())
 }
 
+// ---- The Broker ----------------------------------------------------------
+
+// Defaults used when BrokerOptions leaves a field zero.
+const (
+	DefaultHistoryLen   = 16384
+	DefaultHistoryBytes = 16 << 20
+	DefaultCloseRetry   = 5 * time.Second
+)
+
+// BrokerOptions configure a Broker. A nil *BrokerOptions, and any zero field,
+// means the default.
+type BrokerOptions struct {
+	// HistoryLen and HistoryBytes bound the history: the most recent events, in
+	// their encoded form, that serve both replay and live delivery. The oldest
+	// event is dropped when either bound is passed (the newest event is always
+	// kept). Values below 1 mean DefaultHistoryLen and DefaultHistoryBytes.
+	// The history grows as events come, so an idle Broker holds little; one
+	// Broker per user wants a small HistoryLen.
+	HistoryLen   int
+	HistoryBytes int
+	// MaxSubscribers caps the open streams; 0 means no cap. A request over the
+	// cap is answered as one after Close is.
+	MaxSubscribers int
+	// CloseRetry bounds the reconnection delay a Broker gives each stream when
+	// it closes: every client is told to wait a random time in (0, CloseRetry],
+	// so that they do not all come back in the same instant. Values below 1 ms
+	// mean DefaultCloseRetry.
+	CloseRetry time.Duration
+	// Stream configures each stream's Writer: write timeout and retry as for
+	// NewWriter. Its Heartbeat is kept by the Broker for all streams at once:
+	// after that long without an event, every stream gets a comment line.
+	Stream Options
+	// Log, if set, owns the Broker's history: Publish appends to it, events
+	// reach the streams as the Log hands them back, and replay older than
+	// the Broker's own history is read from it. Brokers in several processes
+	// that share a Log serve one stream. See Log.
+	Log Log
+	// OnIdle, if set, is called each time the Broker's last open stream ends,
+	// on the goroutine of that stream's request, before ServeHTTP returns.
+	// It lets an application drop a Broker that nobody listens to (see
+	// Broker's doc, "One Broker per user"). A new stream may open at any
+	// moment, even while OnIdle runs: check Subscribers under the lock that
+	// guards the application's own map.
+	OnIdle func()
+}
+
 // A Broker is an http.Handler that streams the events given to Publish to
 // every client connected to it, and lets reconnecting clients resume. Make
 // one with NewBroker (the zero Broker is not ready for use); all its methods
 // are safe to call from many goroutines at once.
+//
+// It answers GET with a stream, HEAD with the stream's headers alone, and any
+// other method with 405 Method Not Allowed. A GET that declares a body (which
+// EventSource never sends) gets 400 Bad Request.
 //
 // # Delivery
 //
@@ -250,7 +303,9 @@ type Log interface {
 // Broker's pump goroutines writes everything from the stream's position to
 // the newest event in one write and one flush; meanwhile the handler's
 // goroutine only waits. Publish never writes to a connection, so no client can
-// slow it or another client, and a stream holds no queue of its own.
+// slow it or another client, and a stream holds no queue of its own. A large
+// event is written from the history's own bytes, so a thousand clients that
+// stopped reading hold no copies of it.
 //
 // A stream is ended when its client cannot keep up: when a write does not
 // finish within the stream's WriteTimeout (a client that stopped reading), or
@@ -265,80 +320,105 @@ type Log interface {
 //
 // # Ids and replay
 //
-// An event published with an empty ID gets "<epoch>-<offset>": the epoch is a
-// random word chosen by NewBroker, the offset counts events from 1. A client
-// that reconnects with such an id gets every event after it, then live
-// events, with no gap and no duplicate. An event published with its own ID
-// keeps it, and a client reconnecting with it resumes the same way while the
-// event is in the history, provided no other event in the history has the
-// same ID. Any other Last-Event-ID (unknown, repeated, from another Broker or
-// an earlier process, older than the history and the Store, or one that
-// LastEventID refuses) gets a first event of type ResetEvent, then live
-// events.
+// An event published with an empty ID gets its Position as its id,
+// "<epoch>-<offset>": without a Log, the epoch is a random word chosen by
+// NewBroker and the offset counts events from 1. A client that reconnects
+// with such an id gets every event after it, then live events, with no gap
+// and no duplicate. An event published with its own ID keeps it, and a
+// client reconnecting with it resumes the same way while the event is in the
+// history, provided no other event in the history has the same ID. Any other
+// Last-Event-ID (unknown, repeated, from another Broker or an earlier
+// process, older than the history and the Log, or one that LastEventID
+// refuses) gets a first event of type ResetEvent, then live events.
 //
-// A client without a Last-Event-ID gets live events only.
+// A client without a Last-Event-ID gets live events only. Its stream opens
+// with an id line alone, which sets its last event ID and dispatches nothing,
+// so that it resumes from there even if the stream ends before its first
+// event.
 //
-// # Isolation
+// # Several processes
+//
+// With BrokerOptions.Log, the Log numbers the events instead and owns the
+// epoch, and Brokers in several processes that share it serve one stream (a
+// Redis implementation is the module github.com/lightsse/sse/redisstream).
+// The Broker then follows the Log while it has open streams, delivers what
+// the Log hands it, in the Log's order, and serves replay beyond its own
+// history from the Log. Publish returns once the Log has the event; this
+// Broker's streams get it when the Log hands it back, as every other
+// process's do.
+//
+// # One Broker per user
 //
 // Every stream of a Broker gets every event: to send events to one user or
-// topic only, give each its own Broker (a map guarded by a mutex, say). Their
-// epochs differ, so an id from one topic's stream resumes nothing of another's.
+// topic only, give each its own Broker, in a map guarded by a mutex. Their
+// epochs differ, so an id from one topic's stream resumes nothing of
+// another's. Set a small HistoryLen, and drop a Broker whose last stream has
+// ended with BrokerOptions.OnIdle (see the Broker example). Any client that
+// may subscribe to a Broker can replay its whole history, since the epoch is
+// in every id: check who may subscribe before ServeHTTP, per Broker.
 //
 // # Closing
 //
-// Close ends every stream after telling each client to wait a random time up
-// to CloseRetry before reconnecting; a request after Close gets the same and no
-// events (a 200 with a retry field, since a browser would not retry after a
-// 503). To end streams when the server shuts down:
+// Close ends every stream after it has sent what was published before Close,
+// and a retry field telling its client to wait a random time up to
+// CloseRetry before reconnecting; a request after Close gets the retry and no
+// events (a 200, since a browser would not retry after a 503). To end streams
+// when the server shuts down:
 //
 //	srv.RegisterOnShutdown(func() { broker.Close() })
 //
-// Each stream waits in its request's handler goroutine, and is written by a
+// # Goroutines
+//
+// Each stream waits in its request's handler goroutine and is written by a
 // pump: a goroutine the Broker starts when a stream has something to send and
 // no pump is free. Pumps are shared by all streams, so there are about as many
 // as writes in progress at once (one per CPU, plus one per client slow to
 // read); a pump exits after a second with nothing to write, when the last
-// stream ends, or at Close. A panic while a pump writes a stream (in a Store,
+// stream ends, or at Close. A panic while a pump writes a stream (in a Log,
 // say) is raised again on that stream's handler goroutine, where net/http
 // reports it: an error wrapping the value, with the pump's stack, or
-// http.ErrAbortHandler unchanged; a runtime.Goexit likewise. The
-// handler's goroutine, which lives as long as its stream, thus never writes
-// and keeps a small stack: an idle stream costs two goroutines of 4 KiB and
-// 2 KiB (net/http's), not one of 8 KiB and one of 2 KiB. The Broker's other
-// activity is its heartbeat timer, whose callback runs briefly when it fires,
-// rests while no stream is open, and is stopped by Close.
+// http.ErrAbortHandler unchanged; a runtime.Goexit likewise. The Broker's
+// other activity is its heartbeat timer, whose callback runs briefly when it
+// fires, rests while no stream is open, and is stopped by Close; and, with a
+// Log, the Log's Follow while streams are open.
 type Broker struct {
-	epoch       string
-	historyLen  int
-	historyByte int
-	maxSubs     int64
-	closeRetry  time.Duration
-	stream      Options // with Heartbeat off: the Broker beats for all
-	heartbeat   time.Duration
-	store       Store
-	beatTimer   *time.Timer
+	// Settings, fixed by NewBroker.
+	historyLen   int
+	historyBytes int
+	maxSubs      int64
+	closeRetry   time.Duration
+	opts         Options // each stream's Writer's; the Broker keeps the heartbeat
+	heartbeat    time.Duration
+	log          Log
+	onIdle       func()
+
+	ctx    context.Context // ends at Close: bounds every call to the Log
+	cancel context.CancelFunc
 
 	// Streams read these without a lock, so that no stream, however it is
 	// scheduled, can make Publish wait.
-	hist    ring                          // the history
-	wake    atomic.Pointer[chan struct{}] // closed, and replaced, to wake streams
-	waiting atomic.Bool                   // a stream may be waiting on wake
-	closed  atomic.Bool
-	pumps   chan *stream                  // idle pumps take streams to write from here
-	quit    chan struct{}                 // closed by Close: idle pumps exit
-	npumps  atomic.Int32                  // pumps running, for tests
-	release atomic.Pointer[chan struct{}] // closed, and replaced, when the last stream ends
-	beats   atomic.Uint64                 // heartbeats sent so far
-	subs    atomic.Int64
-	beating atomic.Bool // beatTimer is armed
+	hist   atomic.Pointer[ring] // the history; with a Log, nil until its head is known
+	wake   broadcast            // notified when a stream may have something new to send
+	closed atomic.Bool
+	beats  atomic.Uint64 // heartbeats so far
+	subs   atomic.Int64  // open streams
+	pumps  pumpPool
+	counts counters
 
-	mu      sync.Mutex       // held by Publish, Close, the heartbeat and subscribe
-	byID    map[string]idRef // events in hist that carry their own ID
-	scratch []byte           // Publish's encoding buffer
-	last    time.Time        // when the last event was published, or beat sent
+	// mu is held briefly by Publish, the Log's deliveries, subscribe, the
+	// heartbeat and Close, never across a call to the Log or a write.
+	mu        sync.Mutex
+	scratch   []byte      // Publish's encoding buffer
+	last      time.Time   // when the last event was published, or beat sent
+	beatTimer *time.Timer // nil without a heartbeat
+	beating   bool        // beatTimer is armed
+
+	feedMu   sync.Mutex // serializes starting and stopping the Log's Follow
+	stopFeed func()     // stops the Log's Follow; nil when not following
 }
 
-// NewBroker returns a Broker with a new epoch and an empty history.
+// NewBroker returns a Broker with an empty history: a new epoch, or with a
+// Log, the Log's.
 func NewBroker(opts *BrokerOptions) *Broker {
 	var o BrokerOptions
 	if opts != nil {
@@ -353,39 +433,27 @@ func NewBroker(opts *BrokerOptions) *Broker {
 	if o.CloseRetry < time.Millisecond {
 		o.CloseRetry = DefaultCloseRetry
 	}
-	heartbeat := o.Stream.Heartbeat
-	if heartbeat == 0 {
-		heartbeat = DefaultHeartbeat
-	}
-	o.Stream.Heartbeat = -1
 	b := &Broker{
-		epoch:       newEpoch(),
-		historyLen:  o.HistoryLen,
-		historyByte: o.HistoryBytes,
-		maxSubs:     int64(max(o.MaxSubscribers, 0)),
-		closeRetry:  o.CloseRetry,
-		stream:      o.Stream,
-		heartbeat:   heartbeat,
-		store:       o.Store,
-		byID:        make(map[string]idRef),
-		pumps:       make(chan *stream),
-		quit:        make(chan struct{}),
+		historyLen:   o.HistoryLen,
+		historyBytes: o.HistoryBytes,
+		maxSubs:      int64(max(o.MaxSubscribers, 0)),
+		closeRetry:   o.CloseRetry,
+		opts:         o.Stream,
+		heartbeat:    heartbeatOf(&o.Stream),
+		log:          o.Log,
+		onIdle:       o.OnIdle,
 	}
-	b.hist.init(min(o.HistoryLen, 64))
-	wake, release := make(chan struct{}), make(chan struct{})
-	b.wake.Store(&wake)
-	b.release.Store(&release)
-	if heartbeat > 0 {
-		b.beatTimer = time.AfterFunc(heartbeat, b.beat)
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.wake.init()
+	b.pumps.init(&b.subs)
+	if b.log == nil {
+		b.hist.Store(b.newRing(newEpoch(), 0))
+	}
+	if b.heartbeat > 0 {
+		b.beatTimer = time.AfterFunc(b.heartbeat, b.beat)
 		b.beatTimer.Stop() // armed by the first stream
 	}
 	return b
-}
-
-func newEpoch() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
-	return hex.EncodeToString(b[:])
 }
 
 // Publish sends e to every open stream and keeps it for replay. It encodes e
@@ -393,26 +461,65 @@ func newEpoch() string {
 // streams receive events in the order their Publish calls took effect.
 //
 // It returns the error from [Event.AppendText] for an event that cannot be
-// written faithfully, ErrInvalidID for an ID longer than MaxLastEventIDLen
-// (LastEventID would not accept it back), an error from the Store's Append,
-// or ErrClosed after Close; the event is then not delivered.
+// written faithfully, or ErrInvalidID for an ID that a client could not
+// resume from: longer than MaxLastEventIDLen, beginning or ending with a
+// space or tab (which net/http trims from the header that brings it back), or
+// shaped as the ids the Broker gives, "<epoch>-<offset>" (16 lowercase hex
+// digits, a dash, decimal digits), which resume by position. After Close it
+// returns ErrClosed. The event is then neither delivered nor kept.
+//
+// With a Log, Publish waits for the Log's Append, which Close cancels, and
+// returns its error; the Log's doc says what the error means.
 func (b *Broker) Publish(e Event) error {
+	err := checkPublished(&e)
+	if err == nil {
+		if b.log != nil {
+			err = b.publishToLog(&e)
+		} else {
+			err = b.publishHere(&e)
+		}
+	}
+	if err != nil {
+		b.counts.publishErrors.Add(1)
+		return err
+	}
+	b.counts.published.Add(1)
+	return nil
+}
+
+// checkPublished returns what Publish refuses in e.
+func checkPublished(e *Event) error {
 	if err := e.validate(); err != nil {
 		return err
 	}
-	if len(e.ID) > MaxLastEventIDLen {
-		return fieldError(ErrInvalidID, "%d bytes, over MaxLastEventIDLen: a client could not resume from it", len(e.ID))
+	id := e.ID
+	switch {
+	case id == "":
+		return nil
+	case len(id) > MaxLastEventIDLen:
+		return fieldError(ErrInvalidID, "%d bytes, over MaxLastEventIDLen: a client could not resume from it", len(id))
+	case isBlank(id[0]) || isBlank(id[len(id)-1]):
+		return fieldError(ErrInvalidID, "%q begins or ends with a space or tab, which the Last-Event-ID header loses", id)
 	}
+	if _, ok := parsePosition(id); ok {
+		return fieldError(ErrInvalidID, "%q has the shape of the ids a Broker gives, which resume by position", id)
+	}
+	return nil
+}
+
+func isBlank(c byte) bool { return c == ' ' || c == '\t' }
+
+// publishHere numbers e itself, the Broker having no Log.
+func (b *Broker) publishHere(e *Event) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed.Load() {
 		return ErrClosed
 	}
-	offset := b.hist.head.Load() + 1
+	r := b.hist.Load()
 	buf := b.scratch[:0]
 	if e.ID == "" {
-		buf = b.appendID(append(buf, "id: "...), offset)
-		buf = append(buf, '\n')
+		buf = appendIDLine(buf, Position{r.epoch, r.head.Load() + 1})
 	}
 	buf = e.appendWire(buf)
 	wire := make([]byte, len(buf))
@@ -420,202 +527,149 @@ func (b *Broker) Publish(e Event) error {
 	if cap(buf) <= maxKeptBuffer {
 		b.scratch = buf
 	}
-	if b.store != nil {
-		if err := b.store.Append(b.epoch, offset, wire); err != nil {
-			return err
-		}
-	}
-	b.hist.push(&entry{wire: wire, id: e.ID}, b.historyLen, b.historyByte, b.forget)
-	if e.ID != "" {
-		ref := b.byID[e.ID]
-		b.byID[e.ID] = idRef{offset: offset, count: ref.count + 1}
-	}
-	if b.beatTimer != nil {
-		b.last = time.Now()
-	}
-	b.wakeLocked()
+	b.pushLocked(r, wire, e.ID)
 	return nil
 }
 
-// wakeLocked wakes the streams waiting for something to send. A stream
-// loads wake, then sets waiting, then looks at the history again; so either
-// it sees what was just published, or this sees waiting and closes the
-// channel it waits on.
-func (b *Broker) wakeLocked() {
-	if b.waiting.Swap(false) {
-		wake := make(chan struct{})
-		close(*b.wake.Swap(&wake))
-	}
-}
-
-// beat runs when the heartbeat timer fires. After a whole period without a
-// Publish it has every stream send a comment; otherwise it waits out the
-// rest of the period. It lets the timer rest while no stream is open.
-func (b *Broker) beat() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// publishToLog appends e to the Log, where the Broker's feed finds it.
+func (b *Broker) publishToLog(e *Event) error {
 	if b.closed.Load() {
-		return
+		return ErrClosed
 	}
-	if quiet := time.Since(b.last); quiet < b.heartbeat {
-		b.beatTimer.Reset(b.heartbeat - quiet)
-		return
+	if _, err := b.log.Append(b.ctx, e.appendWire(nil)); err != nil {
+		if b.closed.Load() {
+			return ErrClosed
+		}
+		b.counts.logErrors.Add(1)
+		return err
 	}
-	if b.subs.Load() == 0 {
-		// No stream can subscribe while mu is held: the next one re-arms.
-		b.beating.Store(false)
-		return
-	}
-	b.beats.Add(1)
-	b.last = time.Now()
-	b.wakeLocked()
-	b.beatTimer.Reset(b.heartbeat)
+	return nil
 }
 
-// An idRef indexes the events in the history that carry one publisher ID.
-type idRef struct {
-	offset uint64 // the newest
-	count  int    // how many: more than one, and the ID says no position
-}
-
-// forget drops the index of an event leaving the history.
-func (b *Broker) forget(e *entry) {
-	if e.id == "" {
-		return
+// pushLocked appends wire, whose publisher ID is id, to r and wakes the
+// streams. b.mu is held.
+func (b *Broker) pushLocked(r *ring, wire []byte, id string) {
+	r.push(&entry{wire: wire, id: id}, b.historyLen, b.historyBytes)
+	if b.beatTimer != nil {
+		b.last = time.Now()
 	}
-	if ref := b.byID[e.id]; ref.count > 1 {
-		b.byID[e.id] = idRef{offset: ref.offset, count: ref.count - 1}
-	} else {
-		delete(b.byID, e.id)
-	}
-}
-
-// appendID appends the id of the event at offset: epoch, dash, offset.
-func (b *Broker) appendID(dst []byte, offset uint64) []byte {
-	dst = append(dst, b.epoch...)
-	dst = append(dst, '-')
-	return strconv.AppendUint(dst, offset, 10)
+	b.wake.notify()
 }
 
 // Subscribers returns the number of open streams.
 func (b *Broker) Subscribers() int { return int(b.subs.Load()) }
 
-// Close ends every stream, each after a retry field with a random delay up to
-// BrokerOptions.CloseRetry, and makes later requests get only such a retry and
-// Publish return ErrClosed. It returns at once, without waiting for streams to
-// end, and always returns nil. It is safe to call at any time, from any
-// goroutine, more than once.
+// Close ends every stream, each after the events published before Close and
+// a retry field with a random delay up to BrokerOptions.CloseRetry, and makes
+// later requests get only such a retry and Publish return ErrClosed. It
+// cancels the Broker's calls to its Log. It returns at once, without waiting
+// for streams to end, and always returns nil. It is safe to call at any
+// time, from any goroutine, more than once.
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.closed.Load() {
-		b.closed.Store(true) // before the wake: a stream that misses it sees this
-		wake := make(chan struct{})
-		close(*b.wake.Swap(&wake))
-		close(b.quit)
-		if b.beatTimer != nil {
-			b.beatTimer.Stop()
-		}
+	if b.closed.Swap(true) {
+		return nil
+	}
+	b.cancel()
+	b.wake.notify() // after closed: a stream that misses it sees closed
+	b.pumps.close()
+	if b.beatTimer != nil {
+		b.beatTimer.Stop()
 	}
 	return nil
 }
 
 // ServeHTTP streams events to the client until it leaves, falls behind, or
 // the Broker closes. It resumes from the request's Last-Event-ID as described
-// on Broker; a new client's stream begins with an id field alone, which sets
-// its last event ID and dispatches nothing, so that it can resume even if the
-// stream ends before its first event. If the ResponseWriter cannot flush, or
-// BrokerOptions.Stream holds a Retry that NewWriter refuses, it answers 500.
+// on Broker. HEAD gets the stream's headers and no body; a method other than
+// GET and HEAD gets 405 with an Allow header, and a GET with a body 400. If
+// the ResponseWriter cannot flush, or BrokerOptions.Stream holds a Retry that
+// NewWriter refuses, it answers 500.
 func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s := b.start(w, r)
-	if s == nil {
+	switch r.Method {
+	case http.MethodGet:
+	case http.MethodHead:
+		writeStreamHeader(w)
+		return
+	default:
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "sse: an event stream is read with GET", http.StatusMethodNotAllowed)
 		return
 	}
-	defer b.unsubscribe()
-	defer s.w.Close()
-	s.serve()
-}
-
-// start registers a stream and prepares its response, or answers a request
-// the Broker cannot serve and returns nil. It writes nothing: the stream's
-// first write, on its pump, sends the headers and the opening bytes.
-func (b *Broker) start(w http.ResponseWriter, r *http.Request) *stream {
-	lastID := LastEventID(r)
-	// A header LastEventID refuses (too long, not UTF-8) is an id we cannot
-	// resume from, not the absence of one: it gets a reset.
-	rejected := lastID == "" && r.Header.Get("Last-Event-ID") != ""
-	cursor, reset, ok := b.subscribe(lastID)
-	if !ok {
-		b.refuse(w, r)
-		return nil
+	if r.ContentLength != 0 {
+		// A declared body that never comes would block the stream's first
+		// write inside net/http, past every write deadline.
+		http.Error(w, "sse: a request for an event stream has no body", http.StatusBadRequest)
+		return
 	}
-	sw, err := newWriter(w, r, &b.stream)
+	sw, err := newWriter(w, r, &b.opts)
 	if err != nil {
-		b.unsubscribe()
 		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return nil
+		return
 	}
-	return &stream{b: b, w: sw, cursor: cursor, lastID: lastID, beats: b.beats.Load(), reset: reset || rejected}
+	if refused := b.subscribe(); refused != endNone {
+		b.refuse(w, r, refused)
+		return
+	}
+	s := &stream{b: b, w: sw, req: r, beats: b.beats.Load()}
+	end := endFailed // unless serve returns: a pump's panic or Goexit
+	defer func() {
+		sw.Close()
+		b.unsubscribe(end)
+	}()
+	end = s.serve()
 }
 
-// subscribe registers a stream and returns the offset of the first event it
-// needs, and whether the client's lastID must be answered with a reset. It
-// returns ok false when the Broker is closed or full.
-func (b *Broker) subscribe(lastID string) (cursor uint64, reset, ok bool) {
-	b.mu.Lock() // for a consistent history and byID; brief
-	defer b.mu.Unlock()
-	if b.closed.Load() {
-		return 0, false, false
+// subscribe counts a new stream in, or says why it is refused.
+func (b *Broker) subscribe() endReason {
+	b.mu.Lock()
+	switch {
+	case b.closed.Load():
+		b.mu.Unlock()
+		return endRefusedClosed
+	case b.maxSubs > 0 && b.subs.Load() >= b.maxSubs:
+		b.mu.Unlock()
+		return endRefusedFull
 	}
-	for n := b.subs.Load(); ; n = b.subs.Load() {
-		if b.maxSubs > 0 && n >= b.maxSubs {
-			return 0, false, false
-		}
-		if b.subs.CompareAndSwap(n, n+1) {
-			break
-		}
-	}
-	if b.beatTimer != nil && b.beating.CompareAndSwap(false, true) {
+	b.subs.Add(1)
+	b.counts.opened.Add(1)
+	if b.beatTimer != nil && !b.beating {
+		b.beating = true
 		b.beatTimer.Reset(b.heartbeat)
 	}
-	head := b.hist.head.Load()
-	live := head + 1
-	if lastID == "" {
-		return live, false, true
+	b.mu.Unlock()
+	if b.log != nil {
+		b.syncFeed()
 	}
-	if off, ok := b.parseID(lastID); ok && off <= head {
-		if off+1 >= b.hist.tail.Load() || b.store != nil {
-			return off + 1, false, true
-		}
-		return live, true, true
-	}
-	if ref, ok := b.byID[lastID]; ok && ref.count == 1 {
-		return ref.offset + 1, false, true
-	}
-	return live, true, true
+	return endNone
 }
 
-// parseID returns the offset in an id this Broker assigned.
-func (b *Broker) parseID(id string) (uint64, bool) {
-	n := len(b.epoch)
-	if len(id) <= n+1 || id[:n] != b.epoch || id[n] != '-' {
-		return 0, false
+// unsubscribe counts a stream out, for the reason it ended. When none is
+// left, the idle pumps exit, the Log is no longer followed, and OnIdle runs.
+func (b *Broker) unsubscribe(end endReason) {
+	b.counts.ended[end].Add(1)
+	if b.subs.Add(-1) != 0 {
+		return
 	}
-	off, err := strconv.ParseUint(id[n+1:], 10, 64)
-	return off, err == nil
+	b.pumps.release.notify()
+	if b.log != nil {
+		b.syncFeed()
+	}
+	if b.onIdle != nil {
+		b.onIdle()
+	}
 }
 
 // refuse answers a request the Broker cannot serve (closed or full) with a
 // retry and no events, so the browser comes back later.
-func (b *Broker) refuse(w http.ResponseWriter, r *http.Request) {
-	sw, err := NewWriter(w, r, &Options{Retry: b.jitter(), Heartbeat: -1, WriteTimeout: b.stream.WriteTimeout})
-	if err != nil {
-		if errors.Is(err, http.ErrNotSupported) {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-		}
-		return
+func (b *Broker) refuse(w http.ResponseWriter, r *http.Request, why endReason) {
+	b.counts.opened.Add(1)
+	b.counts.ended[why].Add(1)
+	sw, err := NewWriter(w, r, &Options{Retry: b.jitter(), Heartbeat: -1, WriteTimeout: b.opts.WriteTimeout})
+	if err == nil {
+		sw.Close()
 	}
-	sw.Close()
 }
 
 // jitter returns a random delay in (0, closeRetry], in whole milliseconds.
@@ -624,161 +678,133 @@ func (b *Broker) jitter() time.Duration {
 	return time.Duration(1+mathrand.Int64N(ms)) * time.Millisecond
 }
 
-// maxBatch is how many bytes a stream gathers for one write (more when one
-// event is larger).
-const maxBatch = 32 << 10
+// beat runs when the heartbeat timer fires. After a whole period without an
+// event it has every stream send a comment; otherwise it waits out the rest
+// of the period. It lets the timer rest while no stream is open.
+func (b *Broker) beat() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed.Load() || waitRest(b.beatTimer, b.heartbeat, time.Since(b.last)) {
+		return
+	}
+	if b.subs.Load() == 0 {
+		b.beating = false // no stream subscribes while mu is held: the next re-arms it
+		return
+	}
+	b.beats.Add(1)
+	b.last = time.Now()
+	b.wake.notify()
+	b.beatTimer.Reset(b.heartbeat)
+}
+
+// A broadcast wakes every goroutine waiting on it, any number of times. A
+// waiter takes the current channel from wait and then looks once more at
+// what it waits for; notify, called after that thing changed, closes the
+// channel and puts a new one in its place. It does so only if someone took
+// the channel since the last notify, so that a notify with no one waiting
+// costs no allocation.
+type broadcast struct {
+	ch      atomic.Pointer[chan struct{}]
+	waiting atomic.Bool
+}
+
+func (c *broadcast) init() {
+	ch := make(chan struct{})
+	c.ch.Store(&ch)
+}
+
+func (c *broadcast) wait() <-chan struct{} {
+	ch := *c.ch.Load()
+	c.waiting.Store(true)
+	return ch
+}
+
+func (c *broadcast) notify() {
+	if c.waiting.Swap(false) {
+		ch := make(chan struct{})
+		close(*c.ch.Swap(&ch))
+	}
+}
+
+// ---- Streams -------------------------------------------------------------
+
+// maxBatch is how many bytes a stream gathers for one write; bigEvent is the
+// size from which an event is written from the history's own bytes rather
+// than copied into a batch, so that streams stuck in a write hold no copies
+// of large events.
+const (
+	maxBatch = 32 << 10
+	bigEvent = maxBatch / 2
+)
 
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch); return &b }}
 
-// A stream is one client's position in a Broker's history.
-//
-// Its writes run on one of the Broker's pumps, not on the handler's goroutine:
-// a write goes deep into net/http and the kernel, and a goroutine's stack, once
-// grown, stays grown while the goroutine lives. The handler's goroutine, which
-// lives as long as the stream, only waits, on a stack a few KiB smaller.
+// A stream is one client's position in a Broker's history. Its handler
+// goroutine waits in serve while one of the Broker's pumps writes it (see
+// pumpPool for why).
 type stream struct {
-	b        *Broker
-	w        *Writer
-	cursor   uint64 // offset of the next event to send
-	lastID   string // the request's Last-Event-ID
-	beats    uint64 // the Broker's heartbeats this stream has sent, or skipped
-	sent     bool   // an event has been sent (a reset is no longer possible)
-	caughtUp bool   // the stream has reached the newest event once
-	reset    bool   // the stream opens with a reset
-	opened   bool   // the headers and the opening are written
-	over     bool   // set by the pump: the stream has ended
-	goexited bool   // set by the pump: runtime.Goexit ran while it wrote
+	b   *Broker
+	w   *Writer
+	req *http.Request
 
-	pumping  sync.WaitGroup  // a pump is writing the stream
-	wake     <-chan struct{} // set by the pump: what to wait on for more
-	panicked any             // set by the pump: what to panic with, for a panic while it wrote
+	ring   *ring  // the history it reads; nil until placed in one
+	cursor uint64 // offset of the next event to send, in ring, or in epoch when ring is nil
+	epoch  string // with ring nil, once placed: the epoch of the Log it reads
+	beats  uint64 // the Broker's heartbeats this stream has sent, or skipped
+
+	opened   bool // the headers are written
+	placed   bool // the stream knows where in the history it starts
+	sent     bool // an event has been sent: a reset is no longer possible at the start
+	caughtUp bool // the stream has reached the newest event once
+
+	handoff
 }
 
-// readState says what a stream's read of the history found.
-type readState int
-
-const (
-	readEvents readState = iota // events to send, or none and wait on wake
-	readClosed                  // the Broker is closed
-	readLost                    // the stream fell too far behind
-	readStore                   // the next event is older than the history: ask the Store
-)
-
-// serve has a pump write whatever the stream has to send, then waits for the
-// next event, heartbeat or Close, until the stream ends. It returns only when
-// no pump is writing the stream, so nothing writes to the response after the
-// handler returns.
-func (s *stream) serve() {
+// serve has pumps write the stream, and waits between their turns for
+// something new to send, until the stream ends. It returns why it ended, and
+// only when no pump holds the stream, so nothing writes to the response
+// after the handler returns.
+func (s *stream) serve() endReason {
 	for {
-		s.pumping.Add(1)
-		select {
-		case s.b.pumps <- s: // an idle pump takes it
-		default:
-			s.b.npumps.Add(1)
-			go s.b.pump(s)
-		}
-		s.pumping.Wait()
+		s.b.pumps.give(s)
+		out := s.take()
 		switch {
-		case s.panicked != nil:
-			panic(s.panicked) // where net/http recovers it, as from any handler
-		case s.goexited:
-			runtime.Goexit()
-		case s.over:
-			return
+		case out.fault != nil:
+			out.fault.raise() // where net/http recovers it, as from any handler
+		case out.wake == nil:
+			return out.end
 		}
 		select {
-		case <-s.wake:
+		case <-out.wake:
 		case <-s.w.done:
-			return
+			return endClientLeft
 		}
 	}
 }
 
-// pumpIdle is how long a pump waits for another stream to write before it
-// exits.
-const pumpIdle = time.Second
-
-// pump writes s, then the streams handed to it, until next says to exit: it
-// has waited pumpIdle for one, the last stream has ended, or the Broker
-// has closed. Pumps are shared by all of a Broker's
-// streams: a stream needs one only while it has something to write, so a
-// Broker runs about as many as there are writes in progress at once (one per
-// CPU, plus one per client that is slow to read).
-func (b *Broker) pump(s *stream) {
-	defer b.npumps.Add(-1)
-	idle := time.NewTimer(pumpIdle)
-	defer idle.Stop()
-	for s != nil {
-		s.write()
-		s = b.next(idle, time.Now())
-	}
-}
-
-// next waits for another stream for a pump that finished one at since. It
-// returns nil, for the pump to exit, after pumpIdle without one, at Close, or
-// when the last stream ends (so that no goroutine of the Broker outlives its
-// streams for long, which a testing/synctest bubble also requires).
-func (b *Broker) next(idle *time.Timer, since time.Time) *stream {
-	release := b.release.Load()
-	if b.subs.Load() == 0 {
-		return nil // unsubscribe closes release after the count drops to 0
-	}
-	for {
-		select {
-		case s := <-b.pumps:
-			return s
-		case <-*release:
-			return nil
-		case <-b.quit:
-			return nil
-		case <-idle.C:
-			// The timer runs from when it was last armed; a pump that has
-			// worked since then waits out the rest of the period.
-			rest := pumpIdle - time.Since(since)
-			if rest <= 0 {
-				return nil
-			}
-			idle.Reset(rest)
-		}
-	}
-}
-
-// unsubscribe counts a stream out. When none is left it lets the idle pumps
-// go: it closes the release channel they wait on, and replaces it.
-func (b *Broker) unsubscribe() {
-	if b.subs.Add(-1) == 0 {
-		release := make(chan struct{})
-		close(*b.release.Swap(&release))
-	}
-}
-
-// write sends what the stream has to send, until it has caught up (it sets
-// wake) or the stream ends (it sets over). It then releases the stream, and
-// touches it no more.
-func (s *stream) write() {
+// turn writes what the stream has to send, until it catches up or ends, and
+// hands the stream back with the outcome. It runs on a pump.
+func (s *stream) turn() {
+	var out outcome
 	finished := false
 	defer func() {
 		if !finished {
-			// A panic (in a Store, say) or runtime.Goexit is the handler's to
+			// A panic (in a Log, say) or runtime.Goexit is the handler's to
 			// report: serve raises it again there.
-			s.over = true
-			if p := recover(); p != nil {
-				s.panicked = pumpPanic(p)
-			} else {
-				s.goexited = true
-			}
+			out = outcome{end: endFailed, fault: &fault{panicked: pumpPanic(recover())}}
 		}
-		s.pumping.Done()
+		s.back(out)
 	}()
-	s.writeAll()
+	out = s.writeAll()
 	finished = true
 }
 
 // pumpPanic returns what to panic with on the handler's goroutine for p, a
 // pump's panic: an error wrapping p with the pump's stack, or
-// http.ErrAbortHandler unchanged, which net/http treats as a quiet abort.
+// http.ErrAbortHandler unchanged, which net/http treats as a quiet abort. It
+// returns nil for nil, which is a runtime.Goexit.
 func pumpPanic(p any) any {
-	if p == http.ErrAbortHandler {
+	if p == nil || p == http.ErrAbortHandler {
 		return p
 	}
 	err, ok := p.(error)
@@ -788,148 +814,686 @@ func pumpPanic(p any) any {
 	return fmt.Errorf("sse: panic while writing a stream: %w\n%s", err, debug.Stack())
 }
 
-// writeAll is write's work.
-func (s *stream) writeAll() {
-	if !s.opened {
-		// The headers, even with nothing else to send, so that the client's
-		// open event fires at once.
-		s.opened = true
-		s.w.writeHeader()
-		bp := batchPool.Get().(*[]byte)
-		err := s.w.sendWire(s.appendOpening((*bp)[:0]))
-		batchPool.Put(bp)
-		if err != nil {
-			s.over = true
-			return
-		}
-	}
+// A step is what a stream's read found: bytes to write, then whether to go
+// on, wait, or end.
+type step struct {
+	batch []byte          // whole events, or lines of the stream's own, copied
+	big   []byte          // then one large event, from the history's own bytes
+	wake  <-chan struct{} // nothing more to send now: wait on this
+	end   endReason       // the stream ends once batch is written
+}
+
+// writeAll is turn's work: it reads and writes until the stream has caught up
+// or ended.
+func (s *stream) writeAll() outcome {
 	for {
 		bp := batchPool.Get().(*[]byte)
-		batch, wake, state := s.read((*bp)[:0])
-		if state == readStore {
-			batch, state = s.readStore(batch)
+		dst := (*bp)[:0]
+		first := !s.opened
+		if first {
+			// The headers go out at once, even with nothing else to send, so
+			// that the client's open event fires.
+			s.opened = true
+			s.w.writeHeader()
+			dst = appendRetry(dst, s.b.opts.Retry)
 		}
+		st := s.next(dst)
 		var err error
-		switch {
-		case state == readClosed:
-			err = s.w.sendWire(appendRetry(batch[:0], s.b.jitter()))
-		case state == readLost:
-			// Nothing to write: ending the stream makes the client reconnect
-			// and resume from its last id.
-		case len(batch) > 0:
-			err = s.w.sendWire(batch)
-			s.sent = true
+		if first || len(st.batch) > 0 || len(st.big) > 0 {
+			if err = s.w.sendWire(st.batch, st.big); err == nil {
+				s.b.counts.bytes.Add(uint64(len(st.batch) + len(st.big)))
+			}
 		}
-		if cap(batch) <= 4*maxBatch {
-			*bp = batch[:0]
+		if cap(st.batch) <= 2*maxBatch {
+			*bp = st.batch[:0]
 			batchPool.Put(bp)
 		}
-		if state != readEvents || err != nil {
-			s.over = true
-			return
-		}
-		if wake != nil {
-			s.wake = wake
-			return
+		switch {
+		case err != nil:
+			return outcome{end: writeEnd(err)}
+		case st.end != endNone:
+			return outcome{end: st.end}
+		case st.wake != nil:
+			return outcome{wake: st.wake}
 		}
 	}
 }
 
-// read appends to dst the events from the stream's cursor on, up to maxBatch
-// bytes, and advances the cursor; or a heartbeat comment, if one is due. It
-// takes no lock. When there is nothing to send it returns the channel that
-// the next Publish closes, or, if something came in as it looked, nothing,
-// and the caller reads again.
-func (s *stream) read(dst []byte) ([]byte, <-chan struct{}, readState) {
-	b, h := s.b, &s.b.hist
-	if b.closed.Load() {
-		return dst, nil, readClosed
+// writeEnd returns why a failed write ended a stream.
+func writeEnd(err error) endReason {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return endWriteTimeout
 	}
-	if head := h.head.Load(); s.cursor <= head {
+	return endClientLeft // ErrClosed (the request ended), or a broken connection
+}
+
+// next appends to dst what the stream has to send now, from its cursor on,
+// and advances the cursor: events (up to maxBatch bytes, or one large event),
+// a heartbeat, or the closing retry. It takes no lock. With nothing to send
+// it returns the channel to wait on, or, if something came in as it looked,
+// nothing at all, and the caller reads again.
+func (s *stream) next(dst []byte) step {
+	if s.ring == nil {
+		return s.place(dst)
+	}
+	b, r := s.b, s.ring
+	closed := b.closed.Load() // before head: once closed, head moves no more
+	if head := r.head.Load(); s.cursor <= head {
+		tail := r.tail.Load()
 		switch {
-		case s.cursor < h.tail.Load() && b.store != nil:
-			return dst, nil, readStore
-		case s.cursor < h.tail.Load():
-			return dst, nil, readLost
-		case s.caughtUp && h.lagging(s.cursor, head, max(b.historyLen/2, 1), max(b.historyByte/2, 1)):
-			return dst, nil, readLost
+		case s.cursor < tail:
+			return s.leaveRing(dst)
+		case s.caughtUp && r.lagging(s.cursor, head, max(b.historyLen/2, 1), max(b.historyBytes/2, 1)):
+			return step{batch: dst, end: endFellBehind}
 		}
-		for ; s.cursor <= head; s.cursor++ {
-			e := h.get(s.cursor)
-			if e == nil { // dropped as we read: send what we have, then say so
-				if len(dst) > 0 {
-					break
-				}
-				if b.store != nil {
-					return dst, nil, readStore
-				}
-				return dst, nil, readLost
-			}
-			if len(dst) > 0 && len(dst)+len(e.wire) > maxBatch {
-				break
-			}
-			dst = append(dst, e.wire...)
-		}
-		s.beats = b.beats.Load() // the events just read are traffic enough
-		return dst, nil, readEvents
+		return s.gather(dst, head)
+	}
+	if cur := b.hist.Load(); cur != r && cur != nil {
+		// The Log's history was replaced: say so, then go on with every event
+		// of the new one.
+		b.counts.resets[resetNewHistory].Add(1)
+		return s.resetTo(dst, cur, cur.tail.Load()-1, Position{r.epoch, s.cursor - 1}.String())
+	}
+	if closed {
+		return step{batch: appendRetry(dst, b.jitter()), end: endClosed}
 	}
 	if beats := b.beats.Load(); s.beats != beats {
 		s.beats = beats
-		return append(dst, heartbeatLine...), nil, readEvents
+		b.counts.heartbeats.Add(1)
+		return step{batch: append(dst, heartbeatLine...)}
 	}
-	wake := b.wake.Load()
-	b.waiting.Store(true)
-	if h.head.Load() >= s.cursor || b.beats.Load() != s.beats || b.closed.Load() {
-		return dst, nil, readEvents // came in as we looked: read again
+	wake := b.wake.wait()
+	if r.head.Load() >= s.cursor || b.beats.Load() != s.beats || b.closed.Load() || b.hist.Load() != r {
+		return step{batch: dst} // came in as we looked: read again
 	}
 	s.caughtUp = true
-	return dst, *wake, readEvents
+	return step{batch: dst, wake: wake}
 }
 
-// readStore reads events older than the history from the Store. If the Store
-// lacks them, a stream that has sent nothing yet is reset to live events; one
-// that has is ended, and its client will be reset when it reconnects.
-func (s *stream) readStore(dst []byte) ([]byte, readState) {
-	out, n, err := s.b.store.ReadAfter(dst, s.b.epoch, s.cursor-1, maxBatch)
-	if err != nil || n == 0 {
-		if err == nil && !s.sent {
-			s.cursor = s.b.hist.head.Load() + 1
-			return s.appendReset(dst[:0]), readEvents
+// gather appends the events from the cursor to head, up to maxBatch bytes; or,
+// when the next is a large one, returns it to be written from the ring.
+func (s *stream) gather(dst []byte, head uint64) step {
+	r, n := s.ring, 0
+	for ; s.cursor <= head; s.cursor++ {
+		e := r.get(s.cursor)
+		if e == nil { // dropped as we read: send what we have, then see
+			if n > 0 {
+				break
+			}
+			return s.leaveRing(dst)
 		}
-		return dst[:0], readLost
+		if len(e.wire) >= bigEvent {
+			if n == 0 {
+				s.cursor++
+				s.sent = true
+				return step{batch: dst, big: e.wire}
+			}
+			break
+		}
+		if n > 0 && len(dst)+len(e.wire) > maxBatch {
+			break
+		}
+		dst = append(dst, e.wire...)
+		n++
 	}
-	s.cursor += uint64(n)
-	return out, readEvents
-}
-
-// appendOpening appends what a stream sends first: the retry field, if
-// BrokerOptions.Stream sets one, then a reset if the client's Last-Event-ID
-// resumes nothing. A new client gets an id field alone, which sets its last
-// event ID and dispatches nothing: should the stream end before its first
-// event, the client still resumes where it began.
-func (s *stream) appendOpening(dst []byte) []byte {
-	dst = appendRetry(dst, s.b.stream.Retry)
-	switch {
-	case s.reset:
-		dst = s.appendReset(dst)
-	case s.lastID == "":
-		dst = append(s.b.appendID(append(dst, "id: "...), s.cursor-1), "\n\n"...)
-	}
-	return dst
-}
-
-// appendReset appends the ResetEvent, with the id of the event before the
-// stream's cursor, so that the client's next reconnection resumes from there.
-// Its data is the client's Last-Event-ID, which LastEventID has checked.
-func (s *stream) appendReset(dst []byte) []byte {
-	id := string(s.b.appendID(nil, s.cursor-1))
-	e := Event{ID: id, Type: ResetEvent, Data: s.lastID}
 	s.sent = true
-	return e.appendWire(dst)
+	s.beats = s.b.beats.Load() // the events just read are traffic enough
+	return step{batch: dst}
 }
 
-// An entry is one published event in a Broker's history. It does not change
-// once published.
+// leaveRing handles a stream whose next event the ring no longer holds: with
+// a Log it reads on from the Log; without, it has fallen behind for good.
+func (s *stream) leaveRing(dst []byte) step {
+	if s.b.log == nil {
+		return step{batch: dst, end: endFellBehind}
+	}
+	s.epoch, s.ring = s.ring.epoch, nil
+	return s.readLog(dst)
+}
+
+// place finds where in the history a new stream starts, from its request's
+// Last-Event-ID, and appends what it sends first: nothing for a client that
+// resumes, an id line alone for a new client, a ResetEvent for one that
+// cannot resume. With a Log it may read the Log, or wait for the Log's head.
+func (s *stream) place(dst []byte) step {
+	b := s.b
+	if s.placed {
+		return s.readLog(dst)
+	}
+	if b.closed.Load() {
+		return step{batch: appendRetry(dst, b.jitter()), end: endClosed}
+	}
+	r := b.hist.Load()
+	if r == nil { // with a Log whose head is not known yet
+		wake := b.wake.wait()
+		if b.hist.Load() != nil || b.closed.Load() {
+			return step{batch: dst}
+		}
+		return step{batch: dst, wake: wake}
+	}
+	s.placed = true
+	lastID := LastEventID(s.req)
+	if lastID == "" {
+		if s.req.Header.Get("Last-Event-ID") != "" {
+			// A header LastEventID refuses (too long, not UTF-8) is an id we
+			// cannot resume from, not the absence of one.
+			b.counts.resets[resetUnknownID].Add(1)
+			return s.resetTo(dst, r, r.head.Load(), "")
+		}
+		head := r.head.Load()
+		s.ring, s.cursor = r, head+1
+		return step{batch: appendPlace(dst, Position{r.epoch, head})}
+	}
+	if p, ok := parsePosition(lastID); ok {
+		head, tail := r.head.Load(), r.tail.Load()
+		if p.Epoch == r.epoch && p.Offset <= head && p.Offset+1 >= tail {
+			b.counts.resumed[fromHistory].Add(1)
+			s.ring, s.cursor = r, p.Offset+1
+			return step{batch: dst}
+		}
+		if b.log != nil {
+			s.epoch, s.cursor = p.Epoch, p.Offset+1
+			return s.readLog(dst)
+		}
+		cause := resetUnknownID
+		if p.Epoch == r.epoch && p.Offset < head {
+			cause = resetTooOld
+		}
+		b.counts.resets[cause].Add(1)
+		return s.resetTo(dst, r, r.head.Load(), lastID)
+	}
+	b.mu.Lock() // the publisher ids' index changes with the history
+	ref, ok := r.byID[lastID]
+	b.mu.Unlock()
+	if ok && ref.count == 1 {
+		b.counts.resumed[fromHistory].Add(1)
+		s.ring, s.cursor = r, ref.offset+1
+		return step{batch: dst}
+	}
+	b.counts.resets[resetUnknownID].Add(1)
+	return s.resetTo(dst, r, r.head.Load(), lastID)
+}
+
+// resetTo appends a ResetEvent and places the stream in r after offset at:
+// after is the id after which the client lost events.
+func (s *stream) resetTo(dst []byte, r *ring, at uint64, after string) step {
+	s.ring, s.cursor, s.sent = r, at+1, true
+	return step{batch: appendReset(dst, Position{r.epoch, at}, after)}
+}
+
+// readLog reads the events after the stream's position from the Log, for a
+// stream whose next event is older than the ring holds, or from an epoch
+// this Broker has not seen. Once the Log has nothing more, the stream joins
+// the ring. What the Log cannot give is a ResetEvent: at once if the stream
+// has sent nothing, else when its client reconnects (the stream ends).
+func (s *stream) readLog(dst []byte) step {
+	b := s.b
+	after := Position{s.epoch, s.cursor - 1}
+	ctx, cancel := s.logContext()
+	wires, head, err := b.log.ReadAfter(ctx, after, maxBatch)
+	cancel()
+	if err == nil {
+		err = checkRead(after, wires, head)
+	}
+	switch {
+	case err != nil:
+		select {
+		case <-s.w.done:
+			return step{batch: dst, end: endClientLeft}
+		default:
+		}
+		if b.closed.Load() {
+			return step{batch: appendRetry(dst, b.jitter()), end: endClosed}
+		}
+		b.counts.logErrors.Add(1)
+		if s.sent {
+			return step{batch: dst, end: endLogFailed}
+		}
+		b.counts.resets[resetLogFailed].Add(1)
+		return s.resetToLog(dst, head, after)
+	case len(wires) > 0:
+		if !s.sent {
+			b.counts.resumed[fromLog].Add(1)
+		}
+		for i, w := range wires {
+			if _, own := ownID(w); !own {
+				dst = appendIDLine(dst, Position{s.epoch, s.cursor + uint64(i)})
+			}
+			dst = append(dst, w...)
+		}
+		s.cursor += uint64(len(wires))
+		s.sent = true
+		return step{batch: dst}
+	case head.Epoch == after.Epoch && head.Offset == after.Offset:
+		// Nothing after the stream's position: it goes on in the ring, once
+		// the ring has its epoch (the Log's feed may lag the Log).
+		r := b.hist.Load()
+		if r != nil && r.epoch == s.epoch && s.cursor >= r.tail.Load() {
+			if !s.sent {
+				b.counts.resumed[fromHistory].Add(1)
+			}
+			s.ring = r
+			return step{batch: dst}
+		}
+		wake := b.wake.wait()
+		if b.hist.Load() != r || b.closed.Load() {
+			return step{batch: dst}
+		}
+		return step{batch: dst, wake: wake}
+	}
+	// The Log holds neither the event after the stream's position nor that
+	// position as its head: the events are gone, or the id was made up.
+	if s.sent {
+		return step{batch: dst, end: endFellBehind}
+	}
+	cause := resetTooOld
+	if head.Epoch != after.Epoch || after.Offset > head.Offset {
+		cause = resetUnknownID
+	}
+	b.counts.resets[cause].Add(1)
+	return s.resetToLog(dst, head, after)
+}
+
+// resetToLog resets a stream that has sent nothing, to the ring's newest
+// event, or, before the ring is known, to the Log's head (the stream then
+// joins the ring when it comes).
+func (s *stream) resetToLog(dst []byte, head Position, after Position) step {
+	from := LastEventID(s.req)
+	if r := s.b.hist.Load(); r != nil {
+		return s.resetTo(dst, r, r.head.Load(), from)
+	}
+	if !validEpoch(head.Epoch) { // the Log failed: no position to give
+		head = after
+	}
+	s.epoch, s.cursor, s.sent = head.Epoch, head.Offset+1, true
+	return step{batch: appendReset(dst, head, from)}
+}
+
+// checkRead returns an error if what ReadAfter returned cannot be right.
+func checkRead(after Position, wires [][]byte, head Position) error {
+	if !validEpoch(head.Epoch) {
+		return fmt.Errorf("sse: Log.ReadAfter: head %q has no epoch", head)
+	}
+	if len(wires) == 0 {
+		return nil
+	}
+	if head.Epoch != after.Epoch || head.Offset < after.Offset || uint64(len(wires)) > head.Offset-after.Offset {
+		return fmt.Errorf("sse: Log.ReadAfter: %d events after %v, past the head %v", len(wires), after, head)
+	}
+	for i, w := range wires {
+		if !oneEvent(w) {
+			return fmt.Errorf("sse: Log.ReadAfter: event %d after %v is not one encoded event", i+1, after)
+		}
+	}
+	return nil
+}
+
+// logContext returns a context for a call to the Log on the stream's behalf:
+// it ends when the client leaves or the Broker closes.
+func (s *stream) logContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(s.req.Context())
+	stop := context.AfterFunc(s.b.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// ---- Pumps ---------------------------------------------------------------
+
+// pumpIdle is how long a pump waits for another stream to write before it
+// exits.
+const pumpIdle = time.Second
+
+// A pumpPool runs the goroutines that write a Broker's streams.
+//
+// A write goes deep into net/http and the kernel and grows the stack of the
+// goroutine that makes it, and a goroutine's stack, once grown, stays grown
+// while the goroutine lives. A stream's handler goroutine lives as long as
+// the stream, and most streams are idle most of the time: so handlers never
+// write. Each hands its stream to a pump, a goroutine shared by all streams,
+// and waits on a small stack. A pump lives only while there is writing to do.
+//
+// A stream is held by one pump at a time, from give until the pump hands it
+// back (handoff.back); a pump holds one stream at a time. An idle pump
+// waits for the next stream in idle, and exits after pumpIdle without one,
+// when the last stream ends (release), or at Close (quit). So there are about
+// as many pumps as writes in progress.
+type pumpPool struct {
+	idle    chan *stream  // idle pumps take streams to write from here
+	quit    chan struct{} // closed by Close
+	release broadcast     // notified when the last stream ends
+	open    *atomic.Int64 // the Broker's open streams
+}
+
+func (p *pumpPool) init(open *atomic.Int64) {
+	p.idle = make(chan *stream)
+	p.quit = make(chan struct{})
+	p.release.init()
+	p.open = open
+}
+
+func (p *pumpPool) close() { close(p.quit) }
+
+// give has a pump write s: an idle one, or a new one.
+func (p *pumpPool) give(s *stream) {
+	s.lend()
+	select {
+	case p.idle <- s:
+	default:
+		go p.pump(s)
+	}
+}
+
+// pump writes s, then the streams handed to it, until next says to exit.
+func (p *pumpPool) pump(s *stream) {
+	idle := time.NewTimer(pumpIdle)
+	defer idle.Stop()
+	for s != nil {
+		s.turn()
+		s = p.next(idle, time.Now())
+	}
+}
+
+// next waits for another stream for a pump that finished one at since. It
+// returns nil, for the pump to exit, after pumpIdle without one, at Close, or
+// when no stream is open (so that no goroutine of the Broker outlives its
+// streams for long, which a testing/synctest bubble also requires).
+func (p *pumpPool) next(idle *time.Timer, since time.Time) *stream {
+	release := p.release.wait()
+	if p.open.Load() == 0 {
+		return nil // unsubscribe notifies release after the count drops to 0
+	}
+	for {
+		select {
+		case s := <-p.idle:
+			return s
+		case <-release:
+			return nil
+		case <-p.quit:
+			return nil
+		case <-idle.C:
+			// The timer runs from when it was last armed; a pump that has
+			// worked since then waits out the rest of the period.
+			if !waitRest(idle, pumpIdle, time.Since(since)) {
+				return nil
+			}
+		}
+	}
+}
+
+// A handoff passes a stream between its handler goroutine and a pump. The
+// handler lends the stream (in pumpPool.give) and waits in take; the pump
+// writes it and hands it back with an outcome, after which it touches the
+// stream no more.
+type handoff struct {
+	held sync.WaitGroup
+	out  outcome
+}
+
+func (h *handoff) lend()            { h.held.Add(1) }
+func (h *handoff) back(out outcome) { h.out = out; h.held.Done() }
+func (h *handoff) take() outcome    { h.held.Wait(); return h.out }
+
+// An outcome is how a pump's turn with a stream ended.
+type outcome struct {
+	wake  <-chan struct{} // the stream caught up: wait on this, then lend it again
+	end   endReason       // with wake nil: why the stream ended
+	fault *fault          // a panic or Goexit on the pump, for the handler to repeat
+}
+
+// A fault is a pump's panic, or its runtime.Goexit (panicked nil).
+type fault struct{ panicked any }
+
+func (f *fault) raise() {
+	if f.panicked != nil {
+		panic(f.panicked)
+	}
+	runtime.Goexit()
+}
+
+// ---- The feed from a Log -------------------------------------------------
+
+// syncFeed follows the Log while the Broker has open streams, and stops
+// following it when it has none: a Broker nobody listens to costs the Log
+// nothing. Its history goes with the feed, since it would go stale.
+func (b *Broker) syncFeed() {
+	b.feedMu.Lock()
+	defer b.feedMu.Unlock()
+	switch want := b.subs.Load() > 0; {
+	case want && b.stopFeed == nil:
+		b.stopFeed = b.log.Follow(b.deliver)
+	case !want && b.stopFeed != nil:
+		b.stopFeed()
+		b.stopFeed = nil
+		b.mu.Lock()
+		b.hist.Store(nil)
+		b.mu.Unlock()
+	}
+}
+
+// fillBatch is how many bytes of events the feed reads from the Log at once
+// to fill a gap.
+const fillBatch = 1 << 20
+
+// deliver takes what the Log's Follow hands the Broker: an event at pos, or,
+// with wire nil, the Log's head. It puts events in the history in the Log's
+// order, fills a gap from the Log before it goes on, and starts a new history
+// (its streams get a ResetEvent) for a new epoch, a head behind its own, or a
+// gap the Log cannot fill.
+func (b *Broker) deliver(pos Position, wire []byte) {
+	if b.closed.Load() {
+		return
+	}
+	if !validEpoch(pos.Epoch) || (wire != nil && (pos.Offset == 0 || !oneEvent(wire))) {
+		b.counts.logErrors.Add(1)
+		return
+	}
+	last := pos.Offset // the Log holds every event up to last before this one
+	if wire != nil {
+		last--
+	}
+	r := b.hist.Load()
+	switch {
+	case r == nil:
+		r = b.replace(pos.Epoch, last)
+	case r.epoch != pos.Epoch || (wire == nil && last < r.head.Load()):
+		b.counts.newHistories.Add(1)
+		r = b.replace(pos.Epoch, last)
+	case last > r.head.Load() && !b.fill(r, last):
+		b.counts.newHistories.Add(1)
+		r = b.replace(pos.Epoch, last)
+	}
+	if wire == nil || pos.Offset != r.head.Load()+1 {
+		return // a repeat
+	}
+	if _, own := ownID(wire); !own {
+		wire = append(appendIDLine(make([]byte, 0, len(wire)+40), pos), wire...)
+	}
+	id, _ := ownID(wire)
+	b.mu.Lock()
+	if !b.closed.Load() {
+		b.pushLocked(r, wire, id)
+	}
+	b.mu.Unlock()
+}
+
+// replace starts a new history at head, the position before its first event.
+func (b *Broker) replace(epoch string, head uint64) *ring {
+	r := b.newRing(epoch, head)
+	b.mu.Lock()
+	b.hist.Store(r)
+	b.wake.notify()
+	b.mu.Unlock()
+	return r
+}
+
+// fill reads the events after r's head up to last from the Log into r, and
+// reports whether it got them all.
+func (b *Broker) fill(r *ring, last uint64) bool {
+	for {
+		after := Position{r.epoch, r.head.Load()}
+		if after.Offset >= last {
+			b.counts.gapsFilled.Add(1)
+			return true
+		}
+		wires, head, err := b.log.ReadAfter(b.ctx, after, fillBatch)
+		if err == nil {
+			err = checkRead(after, wires, head)
+		}
+		if err != nil || len(wires) == 0 {
+			if err != nil && !b.closed.Load() {
+				b.counts.logErrors.Add(1)
+			}
+			return false
+		}
+		wires = wires[:min(uint64(len(wires)), last-after.Offset)]
+		b.mu.Lock()
+		for i, w := range wires {
+			id, own := ownID(w)
+			if !own {
+				w = append(appendIDLine(make([]byte, 0, len(w)+40), Position{r.epoch, after.Offset + 1 + uint64(i)}), w...)
+			}
+			b.pushLocked(r, w, id)
+		}
+		b.mu.Unlock()
+		b.counts.eventsFilled.Add(uint64(len(wires)))
+	}
+}
+
+// ---- Counters ------------------------------------------------------------
+
+// Stats is a snapshot of a Broker's counters since NewBroker, from
+// Broker.Stats. Counters only grow, except Open. Every request that
+// ServeHTTP answers with a stream (refused ones included) counts once in
+// Opened and, when it is over, once in Ended, so that once all streams are
+// gone, Opened equals Open plus the sum of Ended.
+//
+// It marshals to JSON. To publish it with expvar:
+//
+//	expvar.Publish("sse", expvar.Func(func() any { return broker.Stats() }))
+//
+// A Writer used alone counts nothing: a handler that wants figures counts its
+// own streams and Send errors (an atomic counter around NewWriter and Close).
+type Stats struct {
+	Open          int64    `json:"open"`           // streams open now
+	Opened        uint64   `json:"opened"`         // requests answered with a stream
+	Ended         Ends     `json:"ended"`          // streams ended, by why
+	Published     uint64   `json:"published"`      // events Publish took
+	PublishErrors uint64   `json:"publish_errors"` // Publish calls that returned an error
+	BytesWritten  uint64   `json:"bytes_written"`  // bytes written to streams, summed over streams
+	Heartbeats    uint64   `json:"heartbeats"`     // heartbeat comments written, summed over streams
+	Resumed       Resumes  `json:"resumed"`        // reconnections that resumed
+	Resets        Resets   `json:"resets"`         // ResetEvents sent, by cause
+	Log           LogStats `json:"log"`            // the Broker's dealings with its Log
+}
+
+// Ends counts ended streams by why they ended.
+type Ends struct {
+	ClientLeft    uint64 `json:"client_left"`    // the request ended, or a write failed but not by timeout
+	WriteTimeout  uint64 `json:"write_timeout"`  // a write did not finish within Options.WriteTimeout
+	FellBehind    uint64 `json:"fell_behind"`    // more than half the history behind, or past what it holds
+	Closed        uint64 `json:"closed"`         // ended by Close
+	RefusedFull   uint64 `json:"refused_full"`   // refused over MaxSubscribers
+	RefusedClosed uint64 `json:"refused_closed"` // refused after Close
+	LogFailed     uint64 `json:"log_failed"`     // the Log failed while the stream replayed from it
+	Failed        uint64 `json:"failed"`         // a panic or runtime.Goexit while it was written
+}
+
+// Resumes counts streams whose Last-Event-ID resumed, by where their replay
+// began.
+type Resumes struct {
+	History uint64 `json:"history"` // in the Broker's in-memory history
+	Log     uint64 `json:"log"`     // in the Log, beyond it
+}
+
+// Resets counts ResetEvents by cause.
+type Resets struct {
+	UnknownID  uint64 `json:"unknown_id"`  // not an id of this history (or one LastEventID refuses)
+	TooOld     uint64 `json:"too_old"`     // the events after it are gone
+	LogFailed  uint64 `json:"log_failed"`  // the Log failed, or answered what cannot be right
+	NewHistory uint64 `json:"new_history"` // mid-stream: the Log's history was lost, or lost events
+}
+
+// LogStats counts what a Broker's Log did; all zero without a Log.
+type LogStats struct {
+	Errors       uint64 `json:"errors"`        // failed or inconsistent Log calls
+	GapsFilled   uint64 `json:"gaps_filled"`   // gaps in the feed filled from ReadAfter
+	EventsFilled uint64 `json:"events_filled"` // events those fills brought
+	NewHistories uint64 `json:"new_histories"` // new epochs, or gaps it could not fill
+}
+
+// Stats returns a snapshot of the Broker's counters. It takes no lock; each
+// counter is read once, so counters that move together may be read between
+// two moves.
+func (b *Broker) Stats() Stats {
+	c := &b.counts
+	e := func(r endReason) uint64 { return c.ended[r].Load() }
+	return Stats{
+		Open:          b.subs.Load(),
+		Opened:        c.opened.Load(),
+		Published:     c.published.Load(),
+		PublishErrors: c.publishErrors.Load(),
+		BytesWritten:  c.bytes.Load(),
+		Heartbeats:    c.heartbeats.Load(),
+		Ended: Ends{
+			ClientLeft: e(endClientLeft), WriteTimeout: e(endWriteTimeout), FellBehind: e(endFellBehind),
+			Closed: e(endClosed), RefusedFull: e(endRefusedFull), RefusedClosed: e(endRefusedClosed),
+			LogFailed: e(endLogFailed), Failed: e(endFailed),
+		},
+		Resumed: Resumes{History: c.resumed[fromHistory].Load(), Log: c.resumed[fromLog].Load()},
+		Resets: Resets{
+			UnknownID: c.resets[resetUnknownID].Load(), TooOld: c.resets[resetTooOld].Load(),
+			LogFailed: c.resets[resetLogFailed].Load(), NewHistory: c.resets[resetNewHistory].Load(),
+		},
+		Log: LogStats{
+			Errors: c.logErrors.Load(), GapsFilled: c.gapsFilled.Load(),
+			EventsFilled: c.eventsFilled.Load(), NewHistories: c.newHistories.Load(),
+		},
+	}
+}
+
+// endReason is why a stream ended; endNone while it has not.
+type endReason uint8
+
+const (
+	endNone endReason = iota
+	endClientLeft
+	endWriteTimeout
+	endFellBehind
+	endClosed
+	endRefusedFull
+	endRefusedClosed
+	endLogFailed
+	endFailed
+	numEnds
+)
+
+// Where a resume began, and why a ResetEvent was sent.
+const (
+	fromHistory = iota
+	fromLog
+)
+
+const (
+	resetUnknownID = iota
+	resetTooOld
+	resetLogFailed
+	resetNewHistory
+	numResets
+)
+
+// counters are a Broker's Stats as they grow: atomics on paths that exist
+// anyway, so that counting takes no lock.
+type counters struct {
+	opened, published, publishErrors, bytes, heartbeats atomic.Uint64
+	ended                                               [numEnds]atomic.Uint64
+	resumed                                             [2]atomic.Uint64
+	resets                                              [numResets]atomic.Uint64
+	logErrors, gapsFilled, eventsFilled, newHistories   atomic.Uint64
+}
+
+// ---- The ring ------------------------------------------------------------
+
+// An entry is one event in a Broker's history. It does not change once
+// published.
 type entry struct {
 	offset uint64 // its place in the history
 	wire   []byte // the encoded event
@@ -937,22 +1501,36 @@ type entry struct {
 	end    uint64 // bytes published up to and including this event
 }
 
-// A ring holds the most recent events, by offset. Publishers change it under
-// the Broker's mutex, one at a time; streams read it with atomic loads only.
-// It grows by doubling up to its bound in events, so a quiet Broker holds
-// little.
+// A ring holds the most recent events of one epoch, by offset. Publishers
+// change it under the Broker's mutex, one at a time; streams read it with
+// atomic loads only. It grows by doubling up to its bound in events, so a
+// quiet Broker holds little.
 type ring struct {
+	epoch string
 	slots atomic.Pointer[[]atomic.Pointer[entry]]
-	head  atomic.Uint64 // offset of the newest event; 0 before the first
+	head  atomic.Uint64 // offset of the newest event; tail-1 when none
 	tail  atomic.Uint64 // offset of the oldest event held; head+1 when none
-	bytes int           // bytes held (publishers only)
-	total uint64        // bytes ever published (publishers only)
+
+	// Under the Broker's mutex.
+	bytes int              // bytes held
+	total uint64           // bytes ever pushed
+	byID  map[string]idRef // events held that carry their publisher's own ID
 }
 
-func (r *ring) init(n int) {
-	slots := make([]atomic.Pointer[entry], n)
+// An idRef indexes the events in the history that carry one publisher ID.
+type idRef struct {
+	offset uint64 // the newest
+	count  int    // how many: more than one, and the ID says no position
+}
+
+// newRing returns an empty ring of epoch whose first event will be at head+1.
+func (b *Broker) newRing(epoch string, head uint64) *ring {
+	r := &ring{epoch: epoch}
+	slots := make([]atomic.Pointer[entry], min(b.historyLen, 64))
 	r.slots.Store(&slots)
-	r.tail.Store(1)
+	r.head.Store(head)
+	r.tail.Store(head + 1)
+	return r
 }
 
 // get returns the event at offset, or nil if the ring does not hold it. A
@@ -968,15 +1546,14 @@ func (r *ring) get(offset uint64) *entry {
 }
 
 // push appends e as the newest event, then drops the oldest while more than
-// maxLen events or maxBytes bytes are held (never the newest). forget is told
-// of each dropped event.
-func (r *ring) push(e *entry, maxLen, maxBytes int, forget func(*entry)) {
+// maxLen events or maxBytes bytes are held (never the newest).
+func (r *ring) push(e *entry, maxLen, maxBytes int) {
 	slots := *r.slots.Load()
 	if head, tail := r.head.Load(), r.tail.Load(); head+1-tail == uint64(len(slots)) {
 		if len(slots) < maxLen {
 			slots = r.grow(min(2*len(slots), maxLen))
 		} else {
-			r.drop(forget)
+			r.drop()
 		}
 	}
 	r.total += uint64(len(e.wire))
@@ -985,16 +1562,28 @@ func (r *ring) push(e *entry, maxLen, maxBytes int, forget func(*entry)) {
 	slots[e.offset%uint64(len(slots))].Store(e)
 	r.head.Store(e.offset)
 	r.bytes += len(e.wire)
+	if e.id != "" {
+		if r.byID == nil {
+			r.byID = make(map[string]idRef)
+		}
+		r.byID[e.id] = idRef{offset: e.offset, count: r.byID[e.id].count + 1}
+	}
 	for r.bytes > maxBytes && r.tail.Load() < e.offset {
-		r.drop(forget)
+		r.drop()
 	}
 }
 
-// drop lets go of the oldest event; a stream reading it keeps its copy.
-func (r *ring) drop(forget func(*entry)) {
+// drop lets go of the oldest event; a stream writing it keeps it alive.
+func (r *ring) drop() {
 	tail := r.tail.Load()
 	e := r.get(tail)
-	forget(e)
+	if e.id != "" {
+		if ref := r.byID[e.id]; ref.count > 1 {
+			r.byID[e.id] = idRef{offset: ref.offset, count: ref.count - 1}
+		} else {
+			delete(r.byID, e.id)
+		}
+	}
 	r.bytes -= len(e.wire)
 	r.tail.Store(tail + 1)
 	slots := *r.slots.Load()

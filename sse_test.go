@@ -983,7 +983,7 @@ func TestBrokerHeartbeat(t *testing.T) {
 			go b.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, "GET", "/", nil))
 		}
 		synctest.Wait()
-		preamble := "id: " + b.epoch + "-0\n\n"
+		preamble := "id: " + epochOf(b) + "-0\n\n"
 		step := func(d time.Duration, want string) {
 			t.Helper()
 			time.Sleep(d)
@@ -998,13 +998,16 @@ func TestBrokerHeartbeat(t *testing.T) {
 		step(time.Millisecond, ":\n")
 		step(5*time.Second, ":\n")
 		_ = b.Publish(Event{Data: "x"}) // 5 s into a period: restarts it
-		step(DefaultHeartbeat-time.Millisecond, ":\nid: "+b.epoch+"-1\ndata: x\n\n")
-		step(time.Millisecond, ":\nid: "+b.epoch+"-1\ndata: x\n\n:\n")
+		step(DefaultHeartbeat-time.Millisecond, ":\nid: "+epochOf(b)+"-1\ndata: x\n\n")
+		step(time.Millisecond, ":\nid: "+epochOf(b)+"-1\ndata: x\n\n:\n")
 		cancel()
 		synctest.Wait()
 		time.Sleep(time.Hour) // no stream: the timer fires once and rests
 		synctest.Wait()
-		if b.beating.Load() {
+		b.mu.Lock()
+		beating := b.beating
+		b.mu.Unlock()
+		if beating {
 			t.Error("the heartbeat timer is still armed with no stream open")
 		}
 		b.Close()
@@ -1032,7 +1035,7 @@ func TestBrokerPumps(t *testing.T) {
 			t.Helper()
 			time.Sleep(pumpIdle)
 			synctest.Wait()
-			if p := b.npumps.Load(); p != 0 {
+			if p := pumps(); p != 0 {
 				t.Fatalf("%s: %d pumps a second after the last write, want 0", when, p)
 			}
 		}
@@ -1053,7 +1056,7 @@ func TestBrokerPumps(t *testing.T) {
 		if ssetest.Race {
 			most = n
 		}
-		if p := b.npumps.Load(); p < 1 || int(p) > most {
+		if p := pumps(); p < 1 || int(p) > most {
 			t.Errorf("%d pumps for %d streams, one stuck: want at least 1 and at most %d", p, n+1, most)
 		}
 		close(stuck.release)
@@ -1072,7 +1075,7 @@ func TestBrokerPumps(t *testing.T) {
 		}
 		b.Close() // ends the streams, and the idle pumps at once
 		synctest.Wait()
-		if p := b.npumps.Load(); p != 0 {
+		if p := pumps(); p != 0 {
 			t.Errorf("%d pumps left after Close", p)
 		}
 	})
@@ -1133,11 +1136,10 @@ func TestNewWriterRefusesBadRetry(t *testing.T) {
 // ---- Broker --------------------------------------------------------------
 
 func TestRingBounds(t *testing.T) {
-	var r ring
-	r.init(2)
-	var forgot []uint64
-	forget := func(e *entry) { forgot = append(forgot, e.offset) }
-	push := func(size, maxLen, maxBytes int) { r.push(&entry{wire: make([]byte, size)}, maxLen, maxBytes, forget) }
+	r := (&Broker{historyLen: 2}).newRing("e", 0)
+	push := func(size, maxLen, maxBytes int) {
+		r.push(&entry{wire: make([]byte, size), id: fmt.Sprint("id", r.head.Load()+1)}, maxLen, maxBytes)
+	}
 	state := func() string {
 		return fmt.Sprintf("head %d tail %d bytes %d slots %d", r.head.Load(), r.tail.Load(), r.bytes, len(*r.slots.Load()))
 	}
@@ -1147,8 +1149,8 @@ func TestRingBounds(t *testing.T) {
 	if got := state(); got != "head 10 tail 7 bytes 40 slots 4" {
 		t.Errorf("by count: %s", got)
 	}
-	if fmt.Sprint(forgot) != "[1 2 3 4 5 6]" {
-		t.Errorf("forgot %v", forgot)
+	if len(r.byID) != 4 || r.byID["id7"].offset != 7 || r.byID["id6"].count != 0 {
+		t.Errorf("the id index after dropping 1-6: %v", r.byID)
 	}
 	for off := uint64(1); off <= 10; off++ {
 		if held := r.get(off) != nil; held != (off >= 7) {
@@ -1277,7 +1279,7 @@ func TestBrokerDeliversAndResumes(t *testing.T) {
 	var ids []string
 	for i := range 3 {
 		ev := first.next(t)
-		if ev.Type != "n" || ev.Data != fmt.Sprint(i) || ev.LastEventID != b.epoch+"-"+fmt.Sprint(i+1) {
+		if ev.Type != "n" || ev.Data != fmt.Sprint(i) || ev.LastEventID != epochOf(b)+"-"+fmt.Sprint(i+1) {
 			t.Fatalf("event %d = %+v", i, ev)
 		}
 		ids = append(ids, ev.LastEventID)
@@ -1307,12 +1309,12 @@ func TestBrokerResetsUnknownIDs(t *testing.T) {
 	}
 	for _, lastID := range []string{
 		"junk",
-		b.epoch + "-2",       // older than the history
-		b.epoch + "-1000000", // from the future
-		"00000000-5",         // another epoch: another Broker or an earlier run
-		b.epoch + "-",        //
+		epochOf(b) + "-2",       // older than the history
+		epochOf(b) + "-1000000", // from the future
+		"0000000000000000-5",    // another epoch: another Broker or an earlier run
+		epochOf(b) + "-",        //
 	} {
-		newest := b.epoch + "-" + strconv.FormatUint(b.hist.head.Load(), 10)
+		newest := epochOf(b) + "-" + strconv.FormatUint(headOf(b), 10)
 		cl := connect(t, srv.Client(), srv.URL, lastID)
 		ev := cl.next(t)
 		if ev != (ssetest.Event{Type: ResetEvent, Data: lastID, LastEventID: newest}) {
@@ -1326,7 +1328,7 @@ func TestBrokerResetsUnknownIDs(t *testing.T) {
 	}
 	// The reset's id resumes: no second reset.
 	_ = b.Publish(Event{Data: "x"})
-	cl := connect(t, srv.Client(), srv.URL, b.epoch+"-"+fmt.Sprint(b.hist.head.Load()-1))
+	cl := connect(t, srv.Client(), srv.URL, epochOf(b)+"-"+fmt.Sprint(headOf(b)-1))
 	if ev := cl.next(t); ev.Data != "x" {
 		t.Errorf("resuming at the newest event: %+v", ev)
 	}
@@ -1346,7 +1348,7 @@ func TestBrokerTopicsAreIsolated(t *testing.T) {
 		_ = news.Publish(Event{Data: "news " + fmt.Sprint(i)})
 		_ = sports.Publish(Event{Data: "sports " + fmt.Sprint(i)})
 	}
-	newsID := news.epoch + "-2"
+	newsID := epochOf(news) + "-2"
 	cl := connect(t, srv.Client(), srv.URL+"/sports", newsID)
 	if ev := cl.next(t); ev.Type != ResetEvent {
 		t.Fatalf("a news id on sports: first event %+v, want a reset", ev)
@@ -1378,163 +1380,12 @@ func TestBrokerResumesPublisherIDs(t *testing.T) {
 			t.Fatalf("got %+v, want %q", ev, want)
 		}
 	}
-	if _, ok := b.byID["row-a"]; ok || len(b.byID) != 3 {
-		t.Errorf("the id index keeps events that left the history: %v", b.byID)
+	if byID := b.hist.Load().byID; len(byID) != 3 || byID["row-a"].count != 0 {
+		t.Errorf("the id index keeps events that left the history: %v", byID)
 	}
 	if cl := connect(t, srv.Client(), srv.URL, "row-a"); cl.next(t).Type != ResetEvent {
 		t.Error("an id that left the history was not reset")
 	}
-}
-
-// mapStore is a Store in a map, standing in for a log outside the process.
-type mapStore struct {
-	mu     sync.Mutex
-	events map[uint64][]byte
-	epoch  string
-}
-
-func (m *mapStore) Append(epoch string, offset uint64, wire []byte) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.epoch = epoch
-	m.events[offset] = wire
-	return nil
-}
-
-func (m *mapStore) ReadAfter(dst []byte, epoch string, after uint64, max int) ([]byte, int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	n, start := 0, len(dst)
-	for off := after + 1; epoch == m.epoch && len(dst)-start < max; off++ {
-		wire, ok := m.events[off]
-		if !ok {
-			break
-		}
-		dst = append(dst, wire...)
-		n++
-	}
-	return dst, n, nil
-}
-
-func TestBrokerStoreServesOlderEvents(t *testing.T) {
-	leakcheck.Check(t)
-	store := &mapStore{events: map[uint64][]byte{}}
-	b := NewBroker(&BrokerOptions{HistoryLen: 4, Store: store})
-	srv := brokerServer(t, b)
-	for i := 1; i <= 20; i++ {
-		_ = b.Publish(Event{Data: fmt.Sprint(i)})
-	}
-	cl := connect(t, srv.Client(), srv.URL, b.epoch+"-3")
-	for i := 4; i <= 20; i++ {
-		if ev := cl.next(t); ev.Data != fmt.Sprint(i) {
-			t.Fatalf("got %+v, want %d", ev, i)
-		}
-	}
-	// Events the store has lost are announced, not skipped silently.
-	store.mu.Lock()
-	delete(store.events, 5)
-	store.mu.Unlock()
-	cl = connect(t, srv.Client(), srv.URL, b.epoch+"-4")
-	if ev := cl.next(t); ev.Type != ResetEvent || ev.LastEventID != b.epoch+"-20" {
-		t.Fatalf("a gap in the store: first event %+v, want a reset", ev)
-	}
-}
-
-// A panic in a pump (here, in a Store) reaches the stream's handler, where
-// net/http reports it as it does any handler's, and leaves other streams and
-// the pumps working.
-func TestBrokerPumpPanicReachesHandler(t *testing.T) {
-	leakcheck.Check(t)
-	boom := errors.New("store exploded")
-	b := NewBroker(&BrokerOptions{HistoryLen: 2, Store: panicStore{boom}})
-	defer b.Close()
-	for range 5 {
-		_ = b.Publish(Event{Data: "x"})
-	}
-	req := httptest.NewRequest("GET", "/", nil)
-	req.Header.Set("Last-Event-ID", b.epoch+"-1") // older than the history: asks the Store
-	var got any
-	func() {
-		defer func() { got = recover() }()
-		b.ServeHTTP(newFlushRecorder(), req)
-	}()
-	if err, ok := got.(error); !ok || !errors.Is(err, boom) || !strings.Contains(err.Error(), "ReadAfter") {
-		t.Fatalf("handler panicked with %v, want an error wrapping %v, with the Store's stack", got, boom)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	rec := newFlushRecorder()
-	go b.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, "GET", "/", nil))
-	waitFor(t, "another stream", func() bool { return b.Subscribers() == 1 })
-	_ = b.Publish(Event{Data: "after"})
-	waitFor(t, "the next event", func() bool { return strings.Contains(rec.body(), "data: after") })
-}
-
-// panicStore panics when read.
-type panicStore struct{ err error }
-
-func (panicStore) Append(string, uint64, []byte) error { return nil }
-func (s panicStore) ReadAfter(dst []byte, _ string, _ uint64, _ int) ([]byte, int, error) {
-	panic(s.err)
-}
-
-// A pump's runtime.Goexit (a t.FailNow in a fake Store, say) ends the stream
-// and its handler the same way, and a pump's http.ErrAbortHandler reaches the
-// handler unchanged, for net/http to abort quietly.
-func TestBrokerPumpGoexitAndAbort(t *testing.T) {
-	leakcheck.Check(t)
-	for _, tt := range []struct {
-		name  string
-		store Store
-		check func(t *testing.T, exited bool, p any)
-	}{
-		{"Goexit", goexitStore{}, func(t *testing.T, exited bool, p any) {
-			if !exited || p != nil {
-				t.Errorf("handler: Goexit %v, panic %v; want Goexit", exited, p)
-			}
-		}},
-		{"ErrAbortHandler", panicStore{http.ErrAbortHandler}, func(t *testing.T, exited bool, p any) {
-			if p != http.ErrAbortHandler {
-				t.Errorf("handler panicked with %v, want http.ErrAbortHandler itself", p)
-			}
-		}},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			b := NewBroker(&BrokerOptions{HistoryLen: 2, Store: tt.store})
-			defer b.Close()
-			for range 5 {
-				_ = b.Publish(Event{Data: "x"})
-			}
-			req := httptest.NewRequest("GET", "/", nil)
-			req.Header.Set("Last-Event-ID", b.epoch+"-1") // older than the history: asks the Store
-			exited, recovered := true, any(nil)
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				defer func() { recovered = recover() }()
-				b.ServeHTTP(newFlushRecorder(), req)
-				exited = false
-			}()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the handler did not return")
-			}
-			tt.check(t, exited && recovered == nil, recovered)
-			if n := b.Subscribers(); n != 0 {
-				t.Errorf("%d subscribers after the stream ended", n)
-			}
-		})
-	}
-}
-
-// goexitStore calls runtime.Goexit when read, as t.FailNow does.
-type goexitStore struct{}
-
-func (goexitStore) Append(string, uint64, []byte) error { return nil }
-func (goexitStore) ReadAfter([]byte, string, uint64, int) ([]byte, int, error) {
-	runtime.Goexit()
-	return nil, 0, nil
 }
 
 // A Broker in a testing/synctest bubble need not be closed: once its last
@@ -1554,7 +1405,7 @@ func TestBrokerInBubbleWithoutClose(t *testing.T) {
 		cancel()
 		<-done
 		synctest.Wait()
-		if p := b.npumps.Load(); p != 0 {
+		if p := pumps(); p != 0 {
 			t.Errorf("%d pumps left with no stream open", p)
 		}
 	})
@@ -1570,7 +1421,7 @@ func TestBrokerBatchesWaitingEvents(t *testing.T) {
 	rec := &countingWriter{flushRecorder: newFlushRecorder()}
 	ctx, cancel := context.WithCancel(context.Background())
 	req := httptest.NewRequestWithContext(ctx, "GET", "/", nil)
-	req.Header.Set("Last-Event-ID", b.epoch+"-0")
+	req.Header.Set("Last-Event-ID", epochOf(b)+"-0")
 	done := make(chan struct{})
 	go func() { defer close(done); b.ServeHTTP(rec, req) }()
 	waitFor(t, "the replay", func() bool { return strings.Count(rec.body(), "data: ") == 100 })
@@ -1774,7 +1625,7 @@ func TestBrokerStalledClientDelaysNoOne(t *testing.T) {
 		t.Errorf("the slowest Publish took %v: Publish must never wait for a client", slowest)
 	}
 	b.mu.Lock()
-	held := b.hist.bytes
+	held := b.hist.Load().bytes
 	b.mu.Unlock()
 	if held > DefaultHistoryBytes {
 		t.Errorf("history holds %d bytes, over its bound", held)
@@ -1816,7 +1667,7 @@ func TestBrokerSlowStreamIsEndedAndResumes(t *testing.T) {
 			go func() { defer close(done); b.ServeHTTP(g, httptest.NewRequest("GET", "/", nil)) }()
 			<-g.entered
 			g.open <- struct{}{} // the new stream's id line
-			waitFor(t, "the stream to wait for events", b.waiting.Load)
+			waitFor(t, "the stream to wait for events", b.wake.waiting.Load)
 			data := func(i int) string { return strconv.Itoa(i) + strings.Repeat("x", tt.size) }
 			_ = b.Publish(Event{Data: data(0)})
 			<-g.entered // the stream's write of event 0 waits at the gate
@@ -1842,33 +1693,6 @@ func TestBrokerSlowStreamIsEndedAndResumes(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// failingStore refuses every Append.
-type failingStore struct{ mapStore }
-
-var errStoreDown = errors.New("store down")
-
-func (*failingStore) Append(string, uint64, []byte) error { return errStoreDown }
-
-// A Publish whose Store.Append fails delivers nothing and keeps nothing.
-func TestBrokerStoreAppendErrorFailsPublish(t *testing.T) {
-	leakcheck.Check(t)
-	b := NewBroker(&BrokerOptions{Store: &failingStore{}})
-	srv := brokerServer(t, b)
-	cl := connect(t, srv.Client(), srv.URL, "")
-	waitFor(t, "the stream", func() bool { return b.Subscribers() == 1 })
-	if err := b.Publish(Event{Data: "lost"}); !errors.Is(err, errStoreDown) {
-		t.Fatalf("Publish: %v, want the Store's error", err)
-	}
-	if h := b.hist.head.Load(); h != 0 {
-		t.Errorf("the history holds %d events after a failed Publish", h)
-	}
-	b.store = nil // the store recovers
-	_ = b.Publish(Event{Data: "kept"})
-	if ev := cl.next(t); ev.Data != "kept" || ev.LastEventID != b.epoch+"-1" {
-		t.Errorf("got %+v, want the next event, at offset 1", ev)
 	}
 }
 
@@ -2570,7 +2394,7 @@ func TestBrokerIdleStreamStack(t *testing.T) {
 	ours := perStream(b, b.Subscribers, func() {
 		_ = b.Publish(Event{Data: "x"})
 		// Each stream has written the event: let the pumps go idle.
-		waitFor(t, "the pumps to exit", func() bool { return b.npumps.Load() == 0 })
+		waitFor(t, "the pumps to exit", func() bool { return pumps() == 0 })
 	})
 	t.Logf("goroutine stacks per stream: Broker %.1f KiB, bare handler %.1f KiB", ours, floor)
 	// The bare handler's figure is only shown: repeated in one process (-count)
@@ -2612,7 +2436,7 @@ func TestBrokerGivesNewClientsAPosition(t *testing.T) {
 	if rest := cl.ended(t); len(rest) != 0 {
 		t.Fatalf("the position was dispatched as events: %q", rest)
 	}
-	if got, want := cl.reader.LastEventID, b.epoch+"-3"; got != want {
+	if got, want := cl.reader.LastEventID, epochOf(b)+"-3"; got != want {
 		t.Errorf("last event ID of a client that got no event = %q, want %q", got, want)
 	}
 }
@@ -2647,5 +2471,415 @@ func TestBrokerRefusedStreamOptionAnswers500(t *testing.T) {
 	b.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
 	if rec.Code != 500 || !strings.Contains(rec.Body.String(), "retry") {
 		t.Errorf("a Retry NewWriter refuses: %d %q, want a 500 naming the field", rec.Code, rec.Body)
+	}
+}
+
+// epochOf returns the epoch of b's history.
+func epochOf(b *Broker) string { return b.hist.Load().epoch }
+
+// headOf returns the offset of the newest event in b's history.
+func headOf(b *Broker) uint64 { return b.hist.Load().head.Load() }
+
+// pumps counts the goroutines running pumpPool.pump, in any Broker.
+func pumps() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "sse.(*pumpPool).pump(")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// ---- Broker with a Log ---------------------------------------------------
+
+// memLog is a Log in memory, standing in for one outside the process (Redis
+// Streams, a table). It numbers events, keeps the newest keep of them (all,
+// for 0), and hands them to each follower from a goroutine of its own, as a
+// subscription would. Its hooks make it misbehave.
+type memLog struct {
+	mu      sync.Mutex
+	epoch   string
+	events  [][]byte      // events[i] is at offset first+i
+	first   uint64        // offset of events[0]
+	keep    int           // how many events it keeps; 0: all
+	changed chan struct{} // closed and replaced at every change
+
+	onAppend func(ctx context.Context) error // runs first in Append
+	onRead   func(ctx context.Context) error // runs first in ReadAfter
+	read     func(after Position, max int) ([][]byte, Position, error)
+	mute     atomic.Bool   // followers skip events, as a subscription that lost messages
+	follows  atomic.Int32  // Follows running
+	passed   atomic.Uint64 // offset of the last event a follower delivered or skipped
+}
+
+func newMemLog() *memLog {
+	return &memLog{epoch: newEpoch(), first: 1, changed: make(chan struct{})}
+}
+
+// headLocked returns the position of the newest event.
+func (m *memLog) headLocked() Position {
+	return Position{m.epoch, m.first + uint64(len(m.events)) - 1}
+}
+
+func (m *memLog) notifyLocked() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+func (m *memLog) Append(ctx context.Context, wire []byte) (Position, error) {
+	if m.onAppend != nil {
+		if err := m.onAppend(ctx); err != nil {
+			return Position{}, err
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.events = append(m.events, wire)
+	if m.keep > 0 && len(m.events) > m.keep {
+		m.events = m.events[1:]
+		m.first++
+	}
+	m.notifyLocked()
+	return m.headLocked(), nil
+}
+
+func (m *memLog) ReadAfter(ctx context.Context, after Position, max int) ([][]byte, Position, error) {
+	if m.onRead != nil {
+		if err := m.onRead(ctx); err != nil {
+			return nil, Position{}, err
+		}
+	}
+	if m.read != nil {
+		return m.read(after, max)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	head := m.headLocked()
+	if after.Epoch != m.epoch || after.Offset+1 < m.first || after.Offset >= head.Offset {
+		return nil, head, nil
+	}
+	var wires [][]byte
+	for i, n := after.Offset+1-m.first, 0; i < uint64(len(m.events)) && n < max; i++ {
+		wires = append(wires, m.events[i])
+		n += len(m.events[i])
+	}
+	return wires, head, nil
+}
+
+func (m *memLog) Follow(deliver func(Position, []byte)) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	m.follows.Add(1)
+	go func() {
+		defer close(done)
+		defer m.follows.Add(-1)
+		m.mu.Lock()
+		at, changed := m.headLocked(), m.changed
+		m.mu.Unlock()
+		deliver(at, nil)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-changed:
+			}
+			m.mu.Lock()
+			head, events, first := m.headLocked(), m.events, m.first
+			changed = m.changed
+			m.mu.Unlock()
+			if head.Epoch != at.Epoch {
+				at = Position{head.Epoch, first - 1}
+				if len(events) == 0 {
+					deliver(head, nil)
+				}
+			}
+			for ; at.Offset < head.Offset; at.Offset++ {
+				if i := at.Offset + 1 - first; i < uint64(len(events)) && !m.mute.Load() {
+					deliver(Position{at.Epoch, at.Offset + 1}, events[i])
+				}
+				m.passed.Store(at.Offset + 1)
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
+// trim drops the events before offset from.
+func (m *memLog) trim(from uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.events = m.events[from-m.first:]
+	m.first = from
+}
+
+// lose forgets every event and starts a new epoch, as a Redis that
+// restarted without persistence.
+func (m *memLog) lose() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.epoch, m.events, m.first = newEpoch(), nil, 1
+	m.notifyLocked()
+}
+
+func (m *memLog) head() Position {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.headLocked()
+}
+
+// publishN publishes n events with data prefix0, prefix1, ...
+func publishN(t *testing.T, b *Broker, prefix string, n int) {
+	t.Helper()
+	for i := range n {
+		if err := b.Publish(Event{Data: prefix + strconv.Itoa(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// expect reads one event per data in want from cl.
+func (cl *client) expect(t *testing.T, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if ev := cl.next(t); ev.Data != w || ev.Type == ResetEvent {
+			t.Fatalf("got %+v, want data %q", ev, w)
+		}
+	}
+}
+
+// A Broker with a Log replays from the Log what is older than its own
+// history, then goes on live; what the Log has lost is announced.
+func TestBrokerLogServesOlderEvents(t *testing.T) {
+	leakcheck.Check(t)
+	log := newMemLog()
+	b := NewBroker(&BrokerOptions{HistoryLen: 4, Log: log})
+	srv := brokerServer(t, b)
+	publishN(t, b, "", 20)
+	epoch := log.head().Epoch
+	cl := connect(t, srv.Client(), srv.URL, epoch+"-3")
+	for i := 3; i < 20; i++ {
+		cl.expect(t, strconv.Itoa(i))
+	}
+	_ = b.Publish(Event{Data: "live"})
+	if ev := cl.next(t); ev.Data != "live" || ev.LastEventID != epoch+"-21" {
+		t.Fatalf("after the replay: %+v, want the live event with id %s-21", ev, epoch)
+	}
+	// Events the Log has dropped are announced, not skipped silently.
+	log.trim(6)
+	cl = connect(t, srv.Client(), srv.URL, epoch+"-4")
+	if ev := cl.next(t); ev.Type != ResetEvent || ev.LastEventID != epoch+"-21" || ev.Data != epoch+"-4" {
+		t.Fatalf("events gone from the Log: first event %+v, want a reset", ev)
+	}
+	if s := b.Stats(); s.Resumed.Log != 1 || s.Resets.TooOld != 1 {
+		t.Errorf("stats: resumed %+v, resets %+v; want 1 resume from the Log, 1 reset too old", s.Resumed, s.Resets)
+	}
+}
+
+// Two Brokers on one Log serve one stream: events published on either reach
+// the clients of both, in one order, with the same ids, and a client resumes
+// on the other.
+func TestBrokersShareALog(t *testing.T) {
+	leakcheck.Check(t)
+	log := newMemLog()
+	a, b := NewBroker(&BrokerOptions{Log: log}), NewBroker(&BrokerOptions{Log: log})
+	srvA, srvB := brokerServer(t, a), brokerServer(t, b)
+	onA, onB := connect(t, srvA.Client(), srvA.URL, ""), connect(t, srvB.Client(), srvB.URL, "")
+	waitFor(t, "both feeds", func() bool { return log.follows.Load() == 2 && a.hist.Load() != nil && b.hist.Load() != nil })
+	var wg sync.WaitGroup
+	for _, br := range []*Broker{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				if err := br.Publish(Event{Data: fmt.Sprint(i)}); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var seen [2][]ssetest.Event
+	for i, cl := range []*client{onA, onB} {
+		for range 200 {
+			seen[i] = append(seen[i], cl.next(t))
+		}
+	}
+	if !slices.Equal(seen[0], seen[1]) {
+		t.Fatalf("the two Brokers' clients saw different streams")
+	}
+	for i, ev := range seen[0] {
+		if want := fmt.Sprintf("%s-%d", log.head().Epoch, i+1); ev.LastEventID != want {
+			t.Fatalf("event %d has id %q, want %q", i, ev.LastEventID, want)
+		}
+	}
+	// A client of A that saw half resumes on B.
+	again := connect(t, srvB.Client(), srvB.URL, seen[0][99].LastEventID)
+	for _, want := range seen[0][100:] {
+		if ev := again.next(t); ev != want {
+			t.Fatalf("resumed on the other Broker: %+v, want %+v", ev, want)
+		}
+	}
+}
+
+// A gap in the Log's feed is filled from the Log before later events go out.
+func TestBrokerLogFillsGaps(t *testing.T) {
+	leakcheck.Check(t)
+	log := newMemLog()
+	b := NewBroker(&BrokerOptions{Log: log})
+	srv := brokerServer(t, b)
+	cl := connect(t, srv.Client(), srv.URL, "")
+	waitFor(t, "the feed", func() bool { return b.hist.Load() != nil })
+	log.mute.Store(true)
+	publishN(t, b, "missed ", 3)
+	waitFor(t, "the feed to skip them", func() bool { return log.passed.Load() == 3 })
+	log.mute.Store(false)
+	_ = b.Publish(Event{Data: "next"})
+	cl.expect(t, "missed 0", "missed 1", "missed 2", "next")
+	if s := b.Stats().Log; s.GapsFilled != 1 || s.EventsFilled != 3 {
+		t.Errorf("log stats %+v, want one gap of 3 events filled", s)
+	}
+}
+
+// When the Log loses its history (a new epoch), open streams get a reset and
+// go on in the new epoch; ids of the old one resume nothing.
+func TestBrokerLogNewEpochResets(t *testing.T) {
+	leakcheck.Check(t)
+	log := newMemLog()
+	b := NewBroker(&BrokerOptions{Log: log})
+	srv := brokerServer(t, b)
+	cl := connect(t, srv.Client(), srv.URL, "")
+	waitFor(t, "the feed", func() bool { return b.hist.Load() != nil })
+	publishN(t, b, "old ", 2)
+	cl.expect(t, "old 0", "old 1")
+	old := log.head()
+	log.lose()
+	_ = b.Publish(Event{Data: "new"})
+	ev := cl.next(t)
+	if ev.Type != ResetEvent || ev.Data != old.String() {
+		t.Fatalf("after the Log lost its history: %+v, want a reset from %v", ev, old)
+	}
+	cl.expect(t, "new")
+	if got := cl.reader.LastEventID; got != log.head().String() {
+		t.Errorf("last event id %q, want %q", got, log.head())
+	}
+	if ev := connect(t, srv.Client(), srv.URL, old.String()).next(t); ev.Type != ResetEvent {
+		t.Errorf("an id of the lost epoch: %+v, want a reset", ev)
+	}
+}
+
+// A Publish whose Log.Append fails returns the error; nothing is delivered.
+func TestBrokerLogAppendErrorFailsPublish(t *testing.T) {
+	leakcheck.Check(t)
+	log := newMemLog()
+	errDown := errors.New("log down")
+	var down atomic.Bool
+	down.Store(true)
+	log.onAppend = func(context.Context) error {
+		if down.Load() {
+			return errDown
+		}
+		return nil
+	}
+	b := NewBroker(&BrokerOptions{Log: log})
+	srv := brokerServer(t, b)
+	cl := connect(t, srv.Client(), srv.URL, "")
+	waitFor(t, "the feed", func() bool { return b.hist.Load() != nil })
+	if err := b.Publish(Event{Data: "lost"}); !errors.Is(err, errDown) {
+		t.Fatalf("Publish: %v, want the Log's error", err)
+	}
+	down.Store(false)
+	_ = b.Publish(Event{Data: "kept"})
+	if ev := cl.next(t); ev.Data != "kept" || ev.LastEventID != log.head().Epoch+"-1" {
+		t.Errorf("got %+v, want the next event, at offset 1", ev)
+	}
+	if s := b.Stats(); s.PublishErrors != 1 || s.Published != 1 || s.Log.Errors != 1 {
+		t.Errorf("stats: %d published, %d errors, log errors %d; want 1, 1, 1", s.Published, s.PublishErrors, s.Log.Errors)
+	}
+}
+
+// A panic in a pump (here, in a Log) reaches the stream's handler, where
+// net/http reports it as it does any handler's, and leaves other streams and
+// the pumps working.
+func TestBrokerPumpPanicReachesHandler(t *testing.T) {
+	leakcheck.Check(t)
+	boom := errors.New("log exploded")
+	log := newMemLog()
+	b := NewBroker(&BrokerOptions{HistoryLen: 2, Log: log})
+	defer b.Close()
+	publishN(t, b, "", 5)
+	log.onRead = func(context.Context) error { panic(boom) }
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set("Last-Event-ID", log.head().Epoch+"-1") // older than the history: asks the Log
+	var got any
+	func() {
+		defer func() { got = recover() }()
+		b.ServeHTTP(newFlushRecorder(), req)
+	}()
+	if err, ok := got.(error); !ok || !errors.Is(err, boom) || !strings.Contains(err.Error(), "ReadAfter") {
+		t.Fatalf("handler panicked with %v, want an error wrapping %v, with the Log's stack", got, boom)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := newFlushRecorder()
+	go b.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, "GET", "/", nil))
+	waitFor(t, "another stream", func() bool { return b.Subscribers() == 1 && b.hist.Load() != nil })
+	_ = b.Publish(Event{Data: "after"})
+	waitFor(t, "the next event", func() bool { return strings.Contains(rec.body(), "data: after") })
+	if n := b.Stats().Ended.Failed; n != 1 {
+		t.Errorf("Stats.Ended.Failed = %d, want 1", n)
+	}
+}
+
+// A pump's runtime.Goexit (a t.FailNow in a fake Log, say) ends the stream
+// and its handler the same way, and a pump's http.ErrAbortHandler reaches the
+// handler unchanged, for net/http to abort quietly.
+func TestBrokerPumpGoexitAndAbort(t *testing.T) {
+	leakcheck.Check(t)
+	for _, tt := range []struct {
+		name   string
+		onRead func(context.Context) error
+		check  func(t *testing.T, exited bool, p any)
+	}{
+		{"Goexit", func(context.Context) error { runtime.Goexit(); return nil }, func(t *testing.T, exited bool, p any) {
+			if !exited || p != nil {
+				t.Errorf("handler: Goexit %v, panic %v; want Goexit", exited, p)
+			}
+		}},
+		{"ErrAbortHandler", func(context.Context) error { panic(http.ErrAbortHandler) }, func(t *testing.T, exited bool, p any) {
+			if p != http.ErrAbortHandler {
+				t.Errorf("handler panicked with %v, want http.ErrAbortHandler itself", p)
+			}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			log := newMemLog()
+			b := NewBroker(&BrokerOptions{HistoryLen: 2, Log: log})
+			defer b.Close()
+			publishN(t, b, "", 5)
+			log.onRead = tt.onRead
+			req := httptest.NewRequest("GET", "/", nil)
+			req.Header.Set("Last-Event-ID", log.head().Epoch+"-1") // older than the history: asks the Log
+			exited, recovered := true, any(nil)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				defer func() { recovered = recover() }()
+				b.ServeHTTP(newFlushRecorder(), req)
+				exited = false
+			}()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the handler did not return")
+			}
+			tt.check(t, exited && recovered == nil, recovered)
+			if n := b.Subscribers(); n != 0 {
+				t.Errorf("%d subscribers after the stream ended", n)
+			}
+			if n := log.follows.Load(); n != 0 {
+				t.Errorf("%d Follows of the Log running with no stream open", n)
+			}
+		})
 	}
 }

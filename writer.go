@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -19,6 +18,11 @@ const (
 	// DefaultHeartbeat is the silence after which a Writer sends a comment, well
 	// under the 60 s idle timeout of common load balancers.
 	DefaultHeartbeat = 15 * time.Second
+	// MinHeartbeat is the shortest heartbeat: a shorter positive
+	// Options.Heartbeat is raised to it. Proxies time out idle connections
+	// after tens of seconds; a comment every few milliseconds keeps none
+	// open that one a second would not, and costs every stream a write each.
+	MinHeartbeat = time.Second
 )
 
 // ErrClosed is returned by Writer methods called after Close or after the
@@ -38,7 +42,8 @@ type Options struct {
 	WriteTimeout time.Duration
 	// Heartbeat is the silence after which the Writer sends a comment line by
 	// itself, so that proxies and load balancers keep the connection open. 0
-	// means DefaultHeartbeat; negative disables heartbeats.
+	// means DefaultHeartbeat; negative disables heartbeats; a positive value
+	// under MinHeartbeat means MinHeartbeat.
 	Heartbeat time.Duration
 	// Retry, when positive, is sent as the stream's first field: the client
 	// waits this long before it reconnects. Whole milliseconds, at least 1 ms:
@@ -81,9 +86,6 @@ type Writer struct {
 	err       error // sticky: ErrClosed or the first write error
 }
 
-// heartbeatLine is the comment a Writer sends after a silence.
-var heartbeatLine = []byte(":\n")
-
 // maxKeptBuffer is the largest encoding buffer a Writer keeps between events;
 // a larger one, grown for a big event, is dropped after use.
 const maxKeptBuffer = 64 << 10
@@ -120,19 +122,13 @@ func NewWriter(w http.ResponseWriter, r *http.Request, opts *Options) (*Writer, 
 	sw.writeHeader()
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
-	switch {
-	case o.Heartbeat == 0:
-		sw.heartbeat = DefaultHeartbeat
-	case o.Heartbeat > 0:
-		sw.heartbeat = o.Heartbeat
-	}
-	if sw.heartbeat > 0 {
-		sw.timer = time.AfterFunc(sw.heartbeat, sw.beat)
+	if sw.heartbeat = heartbeatOf(&o); sw.heartbeat > 0 {
+		sw.timer = time.AfterFunc(sw.heartbeat, sw.tick)
 		// Only the heartbeat writes by itself, so only it must stop when the
 		// request ends; every other write checks the context first.
 		sw.stopCtx = context.AfterFunc(r.Context(), sw.end)
 	}
-	if err := sw.writeLocked(appendRetry(nil, o.Retry)); err != nil {
+	if err := sw.writeLocked(appendRetry(nil, o.Retry), nil); err != nil {
 		return nil, err
 	}
 	return sw, nil
@@ -150,19 +146,37 @@ func newWriter(w http.ResponseWriter, r *http.Request, o *Options) (*Writer, err
 		return nil, err
 	}
 	sw := &Writer{done: r.Context().Done(), w: w, rc: *http.NewResponseController(w), h2: r.ProtoMajor >= 2, renew: renewNow}
-	switch {
-	case o.WriteTimeout == 0:
-		sw.timeout = DefaultWriteTimeout
-	case o.WriteTimeout > 0:
-		sw.timeout = o.WriteTimeout
-	}
+	sw.timeout = orDefault(o.WriteTimeout, DefaultWriteTimeout)
 	return sw, nil
+}
+
+// orDefault resolves a duration option: 0 means def, negative means none (0).
+func orDefault(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
+// heartbeatOf resolves o.Heartbeat: DefaultHeartbeat for 0, none (0) when
+// negative, and never under MinHeartbeat.
+func heartbeatOf(o *Options) time.Duration {
+	if d := orDefault(o.Heartbeat, DefaultHeartbeat); d > 0 {
+		return max(d, MinHeartbeat)
+	}
+	return 0
 }
 
 // writeHeader sets the stream's headers and status 200, which the first write
 // sends. It must come before that write.
-func (w *Writer) writeHeader() {
-	h := w.w.Header()
+func (w *Writer) writeHeader() { writeStreamHeader(w.w) }
+
+// writeStreamHeader sets an event stream's headers on w and writes status 200.
+func writeStreamHeader(w http.ResponseWriter) {
+	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	if h.Get("Cache-Control") == "" {
 		h.Set("Cache-Control", "no-cache")
@@ -173,7 +187,7 @@ func (w *Writer) writeHeader() {
 	h.Del("Content-Length")
 	h.Del("Connection")
 	h.Del("Keep-Alive")
-	w.w.WriteHeader(http.StatusOK)
+	w.WriteHeader(http.StatusOK)
 }
 
 // Send writes e and flushes it to the client.
@@ -219,18 +233,20 @@ func (w *Writer) writeBufLocked(buf []byte) error {
 	if cap(buf) <= maxKeptBuffer {
 		w.buf = buf
 	}
-	return w.writeLocked(buf)
+	return w.writeLocked(buf, nil)
 }
 
-// sendWire writes bytes that are already whole encoded events, as one write
-// and one flush. The Broker uses it to send a batch it encoded once for all.
-func (w *Writer) sendWire(p []byte) error {
+// sendWire writes bytes that are already whole encoded events, p and then
+// q, and flushes once. The Broker uses it to send events it encoded once for
+// all: p a batch of copies, q a large event written from the Broker's own
+// bytes.
+func (w *Writer) sendWire(p, q []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.err != nil {
 		return w.err
 	}
-	return w.writeLocked(p)
+	return w.writeLocked(p, q)
 }
 
 // Close stops the heartbeat, waiting for one being written, and makes later
@@ -255,28 +271,36 @@ func (w *Writer) end() {
 	w.stopLocked(ErrClosed)
 }
 
-// beat runs when the heartbeat timer fires: it sends the heartbeat comment if
+// tick runs when the heartbeat timer fires: it sends the heartbeat comment if
 // the stream has been silent for the whole period, and otherwise waits out
 // the rest of it. (Writes do not reset the timer: that would cost every Send
 // a timer operation and could not stop a callback already waiting for mu.)
-func (w *Writer) beat() {
+func (w *Writer) tick() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.err != nil {
+	if w.err != nil || waitRest(w.timer, w.heartbeat, monotonic(time.Now())-w.wrote) {
 		return
 	}
-	if quiet := monotonic(time.Now()) - w.wrote; quiet < w.heartbeat {
-		w.timer.Reset(w.heartbeat - quiet)
-		return
-	}
-	if w.writeLocked(heartbeatLine) == nil {
+	if w.writeLocked(heartbeatLine, nil) == nil {
 		w.timer.Reset(w.heartbeat)
 	}
 }
 
-// writeLocked writes p and flushes, under the write deadline, and restarts the
-// heartbeat's silence. A failure breaks the stream for good.
-func (w *Writer) writeLocked(p []byte) error {
+// waitRest re-arms t for what is left of period, of which elapsed has
+// passed, and reports whether anything was left. Timers that act only after
+// a whole period of quiet (a heartbeat, an idle pump) wait so, rather than
+// being reset on every event.
+func waitRest(t *time.Timer, period, elapsed time.Duration) bool {
+	if elapsed >= period {
+		return false
+	}
+	t.Reset(period - elapsed)
+	return true
+}
+
+// writeLocked writes p and q and flushes, under the write deadline, and
+// restarts the heartbeat's silence. A failure breaks the stream for good.
+func (w *Writer) writeLocked(p, q []byte) error {
 	select {
 	case <-w.done:
 		w.stopLocked(ErrClosed)
@@ -297,8 +321,11 @@ func (w *Writer) writeLocked(p []byte) error {
 		}
 		w.renew = mono + w.timeout/8
 	}
-	if len(p) > 0 {
-		if _, err := w.w.Write(p); err != nil {
+	for _, b := range [2][]byte{p, q} {
+		if len(b) == 0 {
+			continue
+		}
+		if _, err := w.w.Write(b); err != nil {
 			return w.failLocked(err)
 		}
 	}
@@ -315,13 +342,13 @@ func (w *Writer) writeLocked(p []byte) error {
 	return nil
 }
 
-// start is the origin of monotonic.
-var start = time.Now()
+// clockOrigin is the origin of monotonic.
+var clockOrigin = time.Now()
 
 // monotonic returns t as time since the process started, by the monotonic
 // clock. A Writer keeps its times so: 8 bytes each instead of a time.Time's 24.
 // (Under testing/synctest, whose clock starts in 2000, they are negative.)
-func monotonic(t time.Time) time.Duration { return t.Sub(start) }
+func monotonic(t time.Time) time.Duration { return t.Sub(clockOrigin) }
 
 // renewNow, as a Writer's renew, has the next write set the deadline.
 const renewNow = time.Duration(math.MinInt64)
@@ -343,16 +370,6 @@ func (w *Writer) stopLocked(err error) {
 	if w.stopCtx != nil {
 		w.stopCtx()
 	}
-}
-
-// appendRetry appends a retry field and a blank line, which sets the client's
-// reconnection delay and dispatches nothing; it appends nothing for d <= 0.
-func appendRetry(b []byte, d time.Duration) []byte {
-	if d <= 0 {
-		return b
-	}
-	b = strconv.AppendInt(append(b, "retry: "...), d.Milliseconds(), 10)
-	return append(b, "\n\n"...)
 }
 
 // canFlush reports whether w, or a ResponseWriter it wraps, can flush.

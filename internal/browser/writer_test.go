@@ -155,18 +155,18 @@ func writerCases() []writerCase {
 		},
 		{
 			name:   "heartbeats",
-			opts:   &sse.Options{Heartbeat: 50 * time.Millisecond},
+			opts:   &sse.Options{Heartbeat: sse.MinHeartbeat},
 			events: []sse.Event{{Data: "before"}, {ID: "h", Data: "between"}, {Data: "after"}},
-			pause:  400 * time.Millisecond,
+			pause:  sse.MinHeartbeat + 300*time.Millisecond,
 			want: []record{
 				ev("message", "before", ""),
 				ev("message", "between", "h"),
 				ev("message", "after", "h"),
 			},
 			check: func(t *testing.T, beats int64) {
-				// 1.2 s of pauses (one before the first event) at one beat per
-				// 50 ms of silence: at least a few in each pause.
-				if beats < 6 {
+				// Three pauses (one before the first event), each longer than
+				// a heartbeat's period of silence: a beat in each.
+				if beats < 3 {
 					t.Errorf("only %d heartbeats written; the case proves nothing", beats)
 				}
 			},
