@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lightsse/sse"
@@ -113,6 +114,8 @@ type feeds struct {
 	quit    chan struct{} // closed by close
 
 	inbox chan item
+
+	heads atomic.Int64 // calls of deliver(head, nil) so far, for tests
 
 	// The loop's own.
 	ps       *redis.PubSub
@@ -464,6 +467,7 @@ func (fs *feeds) startWaiting() {
 			if !f.started {
 				f.started = true
 				f.call(c.head, nil)
+				fs.heads.Add(1)
 			}
 		}
 	}
