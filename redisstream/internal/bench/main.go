@@ -1,0 +1,586 @@
+// Command bench measures the Redis Log against redis-benchmark and against
+// the in-process Broker, on this machine, in one run, and prints Markdown.
+//
+//	go -C redisstream run ./internal/bench            # both workloads (about 3 minutes)
+//	go -C redisstream run ./internal/bench -quick     # smaller (under a minute)
+//	go -C redisstream run ./internal/bench -workload throughput
+//
+// It starts its own redis-server (persistence off) on a free loopback port,
+// and, for the latency workload, runs the SSE clients in a child process (this
+// binary again, with -role clients), so that the server's CPU is its own.
+//
+// throughput: redis-benchmark's XADD rate on the same redis-server (50
+// clients, no pipelining, as its default; then -P 16), then Topic.Append
+// from 256 goroutines for one topic and for 1,000 topics, with a second
+// Streams following every topic and counting what it is handed.
+//
+// latency: 1,000 SSE clients, 100 events of 200 bytes per second for a
+// fixed time, each event carrying its publish time; p50 and p99 of publish to
+// parse, for the in-process Broker, a Broker on the Redis Log (one instance),
+// and three instances sharing the Log (a third of the clients on each).
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/redisstream"
+	"github.com/redis/go-redis/v9"
+)
+
+func main() {
+	role := flag.String("role", "bench", "internal: bench or clients")
+	workload := flag.String("workload", "throughput,latency", "comma-separated: throughput, latency")
+	quick := flag.Bool("quick", false, "smaller runs")
+	clients := flag.Int("clients", 1000, "latency: SSE clients")
+	rate := flag.Int("rate", 100, "latency: events per second")
+	urls := flag.String("urls", "", "internal, clients: stream URLs, comma-separated")
+	flag.Parse()
+	log.SetFlags(0)
+	if *role == "clients" {
+		runClients(strings.Split(*urls, ","), *clients)
+		return
+	}
+	rs, err := startRedis()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer rs.stop()
+	fmt.Printf("# redisstream benchmarks\n\n%s\n\n", machine(rs))
+	for _, w := range strings.Split(*workload, ",") {
+		switch w {
+		case "throughput":
+			throughput(rs, *quick)
+		case "latency":
+			latency(rs, *quick, *clients, *rate)
+		default:
+			log.Fatalf("unknown workload %q", w)
+		}
+	}
+}
+
+// ---- redis-server ----------------------------------------------------------
+
+type redisServer struct {
+	cmd  *exec.Cmd
+	addr string
+	port int
+	dir  string
+}
+
+func startRedis() (*redisServer, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	dir, err := os.MkdirTemp("", "redisbench")
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("redis-server (apt-get install redis-server): %w", err)
+	}
+	rs := &redisServer{cmd: cmd, addr: fmt.Sprint("127.0.0.1:", port), port: port, dir: dir}
+	c := redis.NewClient(&redis.Options{Addr: rs.addr})
+	defer c.Close()
+	for i := 0; ; i++ {
+		if c.Ping(context.Background()).Err() == nil {
+			return rs, nil
+		}
+		if i == 200 {
+			rs.stop()
+			return nil, errors.New("redis-server does not answer")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (rs *redisServer) stop() {
+	_ = rs.cmd.Process.Kill()
+	_ = rs.cmd.Wait()
+	os.RemoveAll(rs.dir)
+}
+
+// cpu returns the CPU time redis-server has used.
+func (rs *redisServer) cpu() time.Duration { return procCPU(rs.cmd.Process.Pid) }
+
+// procCPU reads utime+stime of a process from /proc.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(fields[11], 10, 64)
+	st, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// selfCPU returns this process's CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func (rs *redisServer) client() *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: rs.addr, ContextTimeoutEnabled: true})
+}
+
+func machine(rs *redisServer) string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		if m := regexp.MustCompile(`model name\s*:\s*(.*)`).FindSubmatch(b); m != nil {
+			model = string(m[1])
+		}
+	}
+	v, _ := exec.Command("redis-server", "--version").Output()
+	ver := regexp.MustCompile(`v=(\S+)`).FindSubmatch(v)
+	redisVer := "?"
+	if ver != nil {
+		redisVer = string(ver[1])
+	}
+	return fmt.Sprintf("Machine: %d cores (%s), %s, redis-server %s (persistence off, loopback), %s, %s.",
+		runtime.NumCPU(), model, runtime.Version(), redisVer, runtime.GOOS+"/"+runtime.GOARCH, time.Now().UTC().Format("2006-01-02"))
+}
+
+// ---- throughput -------------------------------------------------------------
+
+var payload = strings.Repeat("x", 200)
+
+func throughput(rs *redisServer, quick bool) {
+	n, dur := 300000, 5*time.Second
+	if quick {
+		n, dur = 100000, 2*time.Second
+	}
+	fmt.Printf("## Throughput through one Redis\n\n")
+	fmt.Printf("| what | events/s | Redis CPU per event | Go CPU per event | events per round trip |\n|---|--:|--:|--:|--:|\n")
+	for _, p := range []int{1, 16} {
+		before := rs.cpu()
+		start := time.Now()
+		out, err := exec.Command("redis-benchmark", "-p", strconv.Itoa(rs.port), "-n", strconv.Itoa(n), "-c", "50",
+			"-P", strconv.Itoa(p), "-q", "XADD", "bench:{x}:log", "MAXLEN", "1000", "*", "w", payload).CombinedOutput()
+		elapsed := time.Since(start)
+		if err != nil {
+			log.Fatalf("redis-benchmark: %v\n%s", err, out)
+		}
+		m := regexp.MustCompile(`([0-9.]+) requests per second`).FindSubmatch(out)
+		if m == nil {
+			log.Fatalf("redis-benchmark said: %s", out)
+		}
+		rps, _ := strconv.ParseFloat(string(m[1]), 64)
+		fmt.Printf("| redis-benchmark XADD MAXLEN 1000, 200 B, 50 clients, -P %d | %.0f | %s | – | %d |\n",
+			p, rps, perEvent(rs.cpu()-before, n), p)
+		_ = elapsed
+	}
+	for _, topics := range []int{1, 1000} {
+		appendRate(rs, topics, dur)
+	}
+	fmt.Println()
+}
+
+// appendRate appends from 256 goroutines to topics topics for dur, with a
+// second Streams following them all, and prints the rates.
+func appendRate(rs *redisServer, topics int, dur time.Duration) {
+	ctx := context.Background()
+	pubClient, subClient := rs.client(), rs.client()
+	defer pubClient.Close()
+	defer subClient.Close()
+	var trips atomic.Int64
+	pubClient.AddHook(tripCounter{&trips})
+	pub, err := redisstream.New(pubClient, &redisstream.Options{MaxLen: 1000, Prefix: fmt.Sprintf("b%d:", topics)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pub.Close()
+	sub, err := redisstream.New(subClient, &redisstream.Options{MaxLen: 1000, Prefix: fmt.Sprintf("b%d:", topics)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Close()
+	var delivered atomic.Int64
+	var heads sync.WaitGroup
+	var pubs []*redisstream.Topic
+	for i := range topics {
+		name := fmt.Sprint("t", i)
+		tp, _ := pub.Topic(name)
+		pubs = append(pubs, tp)
+		ft, _ := sub.Topic(name)
+		heads.Add(1)
+		var once sync.Once
+		stop := ft.Follow(func(pos sse.Position, w []byte) {
+			if w == nil {
+				once.Do(heads.Done)
+				return
+			}
+			delivered.Add(1)
+		})
+		defer stop()
+	}
+	heads.Wait()
+	wire := []byte("data: " + payload + "\n\n")
+	var appended atomic.Int64
+	var failed atomic.Int64
+	stopAt := time.Now().Add(dur)
+	redisBefore, goBefore := rs.cpu(), selfCPU()
+	trips.Store(0)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for g := range 256 {
+		wg.Go(func() {
+			for i := g; time.Now().Before(stopAt); i += 256 {
+				if _, err := pubs[i%topics].Append(ctx, wire); err != nil {
+					failed.Add(1)
+					continue
+				}
+				appended.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	// Wait for the feed to hand over what is in flight.
+	for deadline := time.Now().Add(10 * time.Second); delivered.Load() < appended.Load() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	redisCPU, goCPU := rs.cpu()-redisBefore, selfCPU()-goBefore
+	n := appended.Load()
+	fmt.Printf("| Topic.Append, %d topic(s), 256 goroutines, 200 B; a second Streams follows all (%d of %d handed over, %d errors) | %.0f | %s | %s (both Streams) | %.1f |\n",
+		topics, delivered.Load(), n, failed.Load(), float64(n)/elapsed.Seconds(), perEvent(redisCPU, int(n)), perEvent(goCPU, int(n)), float64(n)/float64(max(trips.Load(), 1)))
+}
+
+func perEvent(cpu time.Duration, n int) string {
+	if n == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f µs", float64(cpu.Nanoseconds())/float64(n)/1000)
+}
+
+// tripCounter counts the pipelines of scripts a client sends.
+type tripCounter struct{ n *atomic.Int64 }
+
+func (tripCounter) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (t tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if name := cmds[0].Name(); name == "evalsha" || name == "eval" {
+			t.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// ---- latency ------------------------------------------------------------
+
+// A server is what the clients connect to: one or more Brokers behind HTTP
+// servers, and the Broker to publish on.
+type server struct {
+	urls    []string
+	publish *sse.Broker
+	close   func()
+}
+
+func inProcess() *server {
+	b := sse.NewBroker(nil)
+	hs, url := serve(b)
+	return &server{urls: []string{url}, publish: b, close: func() { b.Close(); hs.Close() }}
+}
+
+func onRedis(rs *redisServer, instances int, prefix string) *server {
+	s := &server{}
+	var closers []func()
+	for i := range instances {
+		c := rs.client()
+		st, err := redisstream.New(c, &redisstream.Options{Prefix: prefix})
+		if err != nil {
+			log.Fatal(err)
+		}
+		tp, _ := st.Topic("room")
+		b := sse.NewBroker(&sse.BrokerOptions{Log: tp})
+		hs, url := serve(b)
+		s.urls = append(s.urls, url)
+		if i == 0 {
+			s.publish = b
+		}
+		closers = append(closers, func() { b.Close(); hs.Close(); st.Close(); c.Close() })
+	}
+	s.close = func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	return s
+}
+
+func serve(h http.Handler) (*http.Server, string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	hs := &http.Server{Handler: h}
+	go hs.Serve(ln)
+	return hs, "http://" + ln.Addr().String()
+}
+
+// A report is what the clients process prints at the end.
+type report struct {
+	Received int64   `json:"received"`
+	Lost     int64   `json:"lost"`
+	P50      float64 `json:"p50_ms"`
+	P99      float64 `json:"p99_ms"`
+	Max      float64 `json:"max_ms"`
+	CPU      float64 `json:"cpu_s"`
+}
+
+func latency(rs *redisServer, quick bool, clients, rate int) {
+	dur, rounds := 10*time.Second, 3
+	if quick {
+		dur, rounds = 4*time.Second, 1
+	}
+	events := int(dur.Seconds()) * rate
+	fmt.Printf("## Publish to delivery, %d clients, %d events of 200 B per second\n\n", clients, rate)
+	fmt.Printf("Latency runs from just before Publish to the client's parse of the event; the clients run in a child process on the same cores. "+
+		"Each run: 1 s of warm-up events, then %v measured. The variants take turns, %d round(s); each cell is the median over the rounds, with the range.\n\n", dur, rounds)
+	variants := []struct {
+		name string
+		make func() *server
+	}{
+		{"in-process Broker (no Log)", inProcess},
+		{"Broker on the Redis Log, 1 instance", func() *server { return onRedis(rs, 1, "l1:") }},
+		{"Brokers on the Redis Log, 3 instances", func() *server { return onRedis(rs, 3, "l3:") }},
+	}
+	type result struct {
+		p50, p99, max, goCPU, redisCPU, clientCPU []float64
+		lost                                      int64
+	}
+	results := make([]result, len(variants))
+	for round := range rounds {
+		for i, v := range variants {
+			srv := v.make()
+			r, goCPU, redisCPU := runLatency(rs, srv, clients, rate, events, fmt.Sprintf("%s:%d", v.name, round))
+			srv.close()
+			d := float64(r.Received)
+			res := &results[i]
+			res.p50 = append(res.p50, r.P50)
+			res.p99 = append(res.p99, r.P99)
+			res.max = append(res.max, r.Max)
+			res.goCPU = append(res.goCPU, goCPU.Seconds()*1e6/d)
+			res.redisCPU = append(res.redisCPU, redisCPU.Seconds()*1e6/d)
+			res.clientCPU = append(res.clientCPU, r.CPU*1e6/d)
+			res.lost += r.Lost
+		}
+	}
+	fmt.Printf("| server | p50 | p99 | max | lost | server CPU per delivery: Go + Redis | client CPU per delivery |\n|---|--:|--:|--:|--:|--:|--:|\n")
+	for i, v := range variants {
+		r := results[i]
+		fmt.Printf("| %s | %s ms | %s ms | %s ms | %d | %.2f + %.2f µs | %.2f µs |\n", v.name,
+			medianRange(r.p50), medianRange(r.p99), medianRange(r.max), r.lost, median(r.goCPU), median(r.redisCPU), median(r.clientCPU))
+	}
+	fmt.Println()
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func medianRange(v []float64) string {
+	if len(v) == 1 {
+		return fmt.Sprintf("%.1f", v[0])
+	}
+	return fmt.Sprintf("%.1f (%.1f–%.1f)", median(v), slices.Min(v), slices.Max(v))
+}
+
+func runLatency(rs *redisServer, srv *server, clients, rate, events int, label string) (report, time.Duration, time.Duration) {
+	cmd := exec.Command(os.Args[0], "-role", "clients", "-clients", strconv.Itoa(clients), "-urls", strings.Join(srv.urls, ","))
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	ready := make(chan struct{})
+	go func() {
+		// The clients say "ready" once each has seen a sync event.
+		if lines.Scan() && lines.Text() == "ready" {
+			close(ready)
+		}
+	}()
+	tick := time.NewTicker(50 * time.Millisecond)
+wait:
+	for {
+		select {
+		case <-ready:
+			break wait
+		case <-tick.C:
+			_ = srv.publish.Publish(sse.Event{Type: "sync", Data: "sync"})
+		}
+	}
+	tick.Stop()
+	interval := time.Second / time.Duration(rate)
+	next := time.Now()
+	for range rate { // warm-up, not measured
+		time.Sleep(time.Until(next))
+		next = next.Add(interval)
+		_ = srv.publish.Publish(sse.Event{Type: "sync", Data: "sync"})
+	}
+	goBefore, redisBefore := selfCPU(), rs.cpu()
+	for i := 1; i <= events; i++ {
+		time.Sleep(time.Until(next))
+		next = next.Add(interval)
+		data := fmt.Sprintf(`{"seq":%d,"t":%d,"pad":"%s"}`, i, time.Now().UnixNano(), payload[:150])
+		if err := srv.publish.Publish(sse.Event{Data: data}); err != nil {
+			log.Printf("Publish: %v", err)
+		}
+	}
+	fmt.Fprintf(stdin, "%d\n", events) // the last seq: the clients wait for it, then report
+	var r report
+	if !lines.Scan() || json.Unmarshal(lines.Bytes(), &r) != nil {
+		log.Fatalf("clients: no report (%q)", lines.Text())
+	}
+	goCPU, redisCPU := selfCPU()-goBefore, rs.cpu()-redisBefore
+	_ = cmd.Wait()
+	if os.Getenv("BENCH_DEBUG") != "" {
+		log.Printf("%s: %+v", label, r)
+	}
+	return r, goCPU, redisCPU
+}
+
+// runClients is the clients process: it opens n streams over urls, says
+// "ready" once every stream has had a sync event, records the latency of
+// every numbered event, and, once told the last number and every stream has
+// it (or 30 s have passed), prints a report.
+func runClients(urls []string, n int) {
+	var synced sync.WaitGroup
+	synced.Add(n)
+	var received, lost atomic.Int64
+	lastSeq := make([]atomic.Int64, n)
+	tr := &http.Transport{MaxIdleConnsPerHost: n}
+	hc := &http.Client{Transport: tr}
+	cpu0 := selfCPU()
+	for i := range n {
+		go func() {
+			resp, err := hc.Get(urls[i%len(urls)])
+			if err != nil {
+				log.Fatal(err)
+			}
+			defer resp.Body.Close()
+			rd := bufio.NewReaderSize(resp.Body, 16<<10)
+			var once sync.Once
+			var data string
+			for {
+				line, err := rd.ReadString('\n')
+				if err != nil {
+					if err != io.EOF {
+						log.Print(err)
+					}
+					return
+				}
+				switch {
+				case strings.HasPrefix(line, "data: "):
+					data = line[6 : len(line)-1]
+				case line == "\n" && data == "sync":
+					once.Do(synced.Done)
+					data = ""
+				case line == "\n" && data != "":
+					now := time.Now().UnixNano()
+					var ev struct{ Seq, T int64 }
+					if json.Unmarshal([]byte(data), &ev) == nil {
+						hist.add(now - ev.T)
+						received.Add(1)
+						if prev := lastSeq[i].Swap(ev.Seq); ev.Seq != prev+1 {
+							lost.Add(ev.Seq - prev - 1)
+						}
+					}
+					data = ""
+				}
+			}
+		}()
+		if i%100 == 99 {
+			time.Sleep(10 * time.Millisecond) // not all at once: the listen backlog
+		}
+	}
+	synced.Wait()
+	fmt.Println("ready")
+	var last int64
+	fmt.Scan(&last)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		done := true
+		for i := range lastSeq {
+			if lastSeq[i].Load() < last {
+				done = false
+				break
+			}
+		}
+		if done {
+			break
+		}
+	}
+	var tail int64
+	for i := range lastSeq {
+		tail += last - lastSeq[i].Load()
+	}
+	r := report{Received: received.Load(), Lost: lost.Load() + tail,
+		P50: hist.quantile(0.5), P99: hist.quantile(0.99), Max: float64(hist.max.Load()) / 1e6,
+		CPU: (selfCPU() - cpu0).Seconds()}
+	b, _ := json.Marshal(r)
+	fmt.Println(string(b))
+}
+
+// hist is a histogram of latencies in buckets of 50 µs, up to 10 s.
+var hist histogram
+
+type histogram struct {
+	buckets [200001]atomic.Int64
+	max     atomic.Int64
+}
+
+func (h *histogram) add(ns int64) {
+	h.buckets[min(max(ns, 0)/50000, int64(len(h.buckets)-1))].Add(1)
+	for m := h.max.Load(); ns > m && !h.max.CompareAndSwap(m, ns); m = h.max.Load() {
+	}
+}
+
+// quantile returns the q quantile in milliseconds (the bucket's upper bound).
+func (h *histogram) quantile(q float64) float64 {
+	var total int64
+	for i := range h.buckets {
+		total += h.buckets[i].Load()
+	}
+	want, seen := int64(q*float64(total)), int64(0)
+	for i := range h.buckets {
+		if seen += h.buckets[i].Load(); seen > want {
+			return float64(i+1) * 0.05
+		}
+	}
+	return 0
+}
