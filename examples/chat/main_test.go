@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/examples/chat/room"
 	"github.com/lightsse/sse/internal/leakcheck"
 	"github.com/lightsse/sse/internal/ssetest"
 )
@@ -30,7 +31,7 @@ func TestMain(m *testing.M) { leakcheck.Main(m) }
 // it closes the Broker (ending the streams) and then the server.
 func newServer(t *testing.T) (*httptest.Server, *sse.Broker) {
 	b := sse.NewBroker(nil)
-	srv := httptest.NewServer(newMux(b))
+	srv := httptest.NewServer(room.Handler(b))
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { b.Close() })
 	return srv, b
@@ -100,7 +101,7 @@ func nextChat(t *testing.T, events *ssetest.Reader, name, text string) ssetest.E
 	if ev.Type != "chat" {
 		t.Fatalf("event %+v, want type chat", ev)
 	}
-	var m message
+	var m room.Message
 	if err := json.Unmarshal([]byte(ev.Data), &m); err != nil {
 		t.Fatalf("data %q: %v", ev.Data, err)
 	}
@@ -154,8 +155,8 @@ func TestSendRejects(t *testing.T) {
 		{form, "name=ann&text=a%00b"},           // NUL
 		{form, "name=" + long(33) + "&text=hi"}, // too long
 		{form, "name=ann&text=" + long(501)},
-		{form, "name=ann&text=" + strings.Repeat("a", maxForm)}, // too large
-		{form, "name=ann&text=%zz"},                             // bad escape
+		{form, "name=ann&text=" + strings.Repeat("a", room.MaxForm)}, // too large
+		{form, "name=ann&text=%zz"},                                  // bad escape
 		{"application/json", `{"name":"ann","text":"hi"}`},
 	} {
 		if status, _ := post(t, ctx, client, srv.URL, c.contentType, c.body); status != http.StatusBadRequest {
@@ -173,7 +174,7 @@ func TestSendRejects(t *testing.T) {
 	}
 
 	// The first event on the stream is the first valid message.
-	name, text := strings.Repeat("é", maxName), strings.Repeat("€", maxText)
+	name, text := strings.Repeat("é", room.MaxName), strings.Repeat("€", room.MaxText)
 	send(t, ctx, client, srv.URL, name, text)
 	nextChat(t, events, name, text)
 }
@@ -236,7 +237,7 @@ func TestTLSServesHTTP2(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := sse.NewBroker(nil)
-	srv := httptest.NewUnstartedServer(newMux(b))
+	srv := httptest.NewUnstartedServer(room.Handler(b))
 	srv.EnableHTTP2 = true
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	srv.StartTLS()
