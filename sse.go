@@ -599,7 +599,10 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.ContentLength != 0 {
 		// A declared body that never comes would block the stream's first
-		// write inside net/http, past every write deadline.
+		// write inside net/http, past every write deadline: net/http reads
+		// what is left of a body before it answers on a connection it
+		// keeps, so this answer closes the connection instead.
+		w.Header().Set("Connection", "close")
 		http.Error(w, "sse: a request for an event stream has no body", http.StatusBadRequest)
 		return
 	}
@@ -992,8 +995,10 @@ func (s *stream) place(dst []byte) step {
 			return step{batch: dst}
 		}
 		if b.log != nil {
+			// Read from the Log next time round, once the headers are out:
+			// the Log may be slow, and the client should see its stream open.
 			s.epoch, s.cursor = p.Epoch, p.Offset+1
-			return s.readLog(dst)
+			return step{batch: dst}
 		}
 		cause := resetUnknownID
 		if p.Epoch == r.epoch && p.Offset < head {

@@ -2883,3 +2883,328 @@ func TestBrokerPumpGoexitAndAbort(t *testing.T) {
 		})
 	}
 }
+
+// ---- Hardening: what an attacker or a careless application can do --------
+
+// Epochs are 64 bits: 200,000 of them hold no repeat. (At 32 bits, a repeat
+// among 200,000 is all but certain: 1 - e^(-4.66).)
+func TestEpochsAreWide(t *testing.T) {
+	seen := make(map[string]bool, 200_000)
+	for range 200_000 {
+		e := newEpoch()
+		if !validEpoch(e) || seen[e] {
+			t.Fatalf("epoch %q: repeated, or not 16 lowercase hex digits", e)
+		}
+		seen[e] = true
+	}
+}
+
+// Ids a client could not resume from are refused by Publish: spaces at
+// either end (the header that brings them back is trimmed), and the shape
+// of the ids a Broker gives, which resume by position, not by name.
+func TestBrokerRefusesUnresumablePublisherIDs(t *testing.T) {
+	b := NewBroker(nil)
+	defer b.Close()
+	for _, id := range []string{" a", "a ", "\ta", "a\t", "0123456789abcdef-0", epochOf(b) + "-3", "ffffffffffffffff-18446744073709551615"} {
+		if err := b.Publish(Event{ID: id}); !errors.Is(err, ErrInvalidID) {
+			t.Errorf("Publish with ID %q: %v, want ErrInvalidID", id, err)
+		}
+	}
+	for _, id := range []string{"a b", "0123456789abcdef", "0123456789ABCDEF-3", "0123456789abcdef-x", "0123456789abcdef-99999999999999999999"} {
+		if err := b.Publish(Event{ID: id}); err != nil {
+			t.Errorf("Publish with ID %q: %v, want nil", id, err)
+		}
+	}
+	if s := b.Stats(); s.Published != 5 || s.PublishErrors != 7 {
+		t.Errorf("stats: %d published, %d errors; want 5 and 7", s.Published, s.PublishErrors)
+	}
+}
+
+// A stream answers GET only. HEAD gets the headers and ends, so the next
+// request on its keep-alive connection is served; OPTIONS (a CORS
+// preflight) and other methods get 405 with Allow; a GET that declares a
+// body it never sends is refused at once. None holds a subscriber's place.
+func TestBrokerMethods(t *testing.T) {
+	leakcheck.Check(t)
+	b := NewBroker(nil)
+	srv := brokerServer(t, b)
+	c := *srv.Client() // the server's transport, so its keep-alive connections
+	c.Timeout = 10 * time.Second
+	resp, err := c.Head(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Errorf("HEAD: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, method := range []string{"OPTIONS", "POST", "PUT", "DELETE"} {
+		req, _ := http.NewRequest(method, srv.URL, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 405 || resp.Header.Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s: %d, Allow %q; want 405 and GET, HEAD", method, resp.StatusCode, resp.Header.Get("Allow"))
+		}
+	}
+	// The same connection still serves a stream after all that.
+	cl := connect(t, srv.Client(), srv.URL, "")
+	waitFor(t, "the stream", func() bool { return b.Subscribers() == 1 })
+	_ = b.Publish(Event{Data: "x"})
+	cl.expect(t, "x")
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(conn, "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n") // and no body
+	resp, err = http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Errorf("GET with a declared body: %d, want 400", resp.StatusCode)
+	}
+	if s := b.Stats(); s.Opened != 1 || b.Subscribers() != 1 {
+		t.Errorf("%d streams opened, %d open; want only the GET's", s.Opened, b.Subscribers())
+	}
+}
+
+// An event published just before Close reaches every open stream, before
+// the retry that ends it: a shutdown notice is exactly such an event.
+func TestBrokerCloseSendsWhatCameBefore(t *testing.T) {
+	leakcheck.Check(t)
+	const streams = 50
+	for round := range 5 {
+		b := NewBroker(nil)
+		srv := brokerServer(t, b)
+		var clients []*client
+		for range streams {
+			clients = append(clients, connect(t, srv.Client(), srv.URL, ""))
+		}
+		waitFor(t, "the streams", func() bool { return b.Subscribers() == streams })
+		if err := b.Publish(Event{Data: "shutting down"}); err != nil {
+			t.Fatal(err)
+		}
+		_ = b.Close()
+		for i, cl := range clients {
+			if got := cl.ended(t); len(got) != 1 || got[0].Data != "shutting down" || cl.reader.Retry <= 0 {
+				t.Fatalf("round %d, stream %d: %v then retry %v; want the last event, then a retry", round, i, got, cl.reader.Retry)
+			}
+		}
+		if s := b.Stats(); s.Ended.Closed != streams {
+			t.Errorf("Stats.Ended.Closed = %d, want %d", s.Ended.Closed, streams)
+		}
+	}
+}
+
+// Clients that stop reading while a large event is written hold no copy of
+// it each: the heap with 200 of them stuck is about the heap with 50.
+func TestBrokerStalledClientsHoldNoCopies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	leakcheck.Check(t)
+	const size = 2 << 20
+	heap := func(n int) uint64 {
+		b := NewBroker(&BrokerOptions{Stream: Options{WriteTimeout: time.Minute}})
+		srv := httptest.NewUnstartedServer(b)
+		srv.Listener = smallBuffers{srv.Listener}
+		srv.Start()
+		defer srv.Close()
+		defer b.Close()
+		conns := make([]net.Conn, n)
+		for i := range conns {
+			conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+			fmt.Fprint(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
+			conns[i] = conn
+		}
+		waitFor(t, "the streams", func() bool { return b.Subscribers() == n })
+		_ = b.Publish(Event{Data: strings.Repeat("x", size)})
+		// Every stream is stuck in its write of the event: n pumps.
+		waitFor(t, "every stream stuck in a write", func() bool { return pumps() >= n })
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	few, many := heap(50), heap(200)
+	if many > few && many-few > 30<<20 {
+		t.Errorf("heap with 200 clients stuck on a %d MiB event: %d MiB, with 50: %d MiB; the extra 150 hold copies", size>>20, many>>20, few>>20)
+	}
+	t.Logf("heap in use with 50 stuck clients: %.1f MiB, with 200: %.1f MiB", float64(few)/(1<<20), float64(many)/(1<<20))
+}
+
+// A Log that blocks stalls nothing else: Close returns and new streams open
+// while an Append is stuck, and a stream stuck in ReadAfter ends when its
+// client leaves, and at Close.
+func TestBrokerBlockingLogStallsNothing(t *testing.T) {
+	leakcheck.Check(t)
+	log := newMemLog()
+	b := NewBroker(&BrokerOptions{HistoryLen: 2, Log: log})
+	srv := brokerServer(t, b)
+	publishN(t, b, "", 5)
+	stuck := make(chan struct{}, 10)
+	block := func(ctx context.Context) error {
+		stuck <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	}
+
+	// A stream whose replay waits on the Log ends when its client leaves.
+	log.onRead = block
+	cl := connect(t, srv.Client(), srv.URL, log.head().Epoch+"-1")
+	<-stuck
+	cl.cancel()
+	waitFor(t, "the stream stuck in ReadAfter to end with its client", func() bool { return b.Subscribers() == 0 })
+
+	// Another waits there, and an Append blocks too.
+	cl = connect(t, srv.Client(), srv.URL, log.head().Epoch+"-1")
+	<-stuck
+	log.onAppend = block
+	published := make(chan error, 1)
+	go func() { published <- b.Publish(Event{Data: "stuck"}) }()
+	<-stuck
+	// A new client gets its headers (connect returns) meanwhile.
+	fresh := connect(t, srv.Client(), srv.URL, "")
+	waitFor(t, "the new stream", func() bool { return b.Subscribers() == 2 })
+	_ = b.Close() // returns with Append still blocked: it does not wait
+	if err := <-published; !errors.Is(err, ErrClosed) {
+		t.Errorf("the Publish stuck in Append, at Close: %v, want ErrClosed", err)
+	}
+	cl.ended(t)
+	fresh.ended(t)
+	waitFor(t, "every stream to end", func() bool { return b.Subscribers() == 0 })
+}
+
+// What a Log answers is checked: events past its own head, a wire form that
+// is not one event, or a head with no epoch are its errors, and the client
+// gets a reset, never a silent gap or a forged event.
+func TestBrokerDistrustsLog(t *testing.T) {
+	leakcheck.Check(t)
+	event := []byte("data: forged\n\n")
+	for _, tt := range []struct {
+		name string
+		read func(after Position) ([][]byte, Position)
+	}{
+		{"past the head", func(after Position) ([][]byte, Position) {
+			return [][]byte{event, event}, Position{after.Epoch, after.Offset + 1}
+		}},
+		{"another epoch", func(after Position) ([][]byte, Position) {
+			return [][]byte{event}, Position{"0000000000000000", after.Offset + 1}
+		}},
+		{"an empty event", func(after Position) ([][]byte, Position) {
+			return [][]byte{{}}, Position{after.Epoch, after.Offset + 1}
+		}},
+		{"two events in one", func(after Position) ([][]byte, Position) {
+			return [][]byte{[]byte("data: a\n\ndata: b\n\n")}, Position{after.Epoch, after.Offset + 1}
+		}},
+		{"a head with no epoch", func(after Position) ([][]byte, Position) {
+			return nil, Position{"", 100}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			log := newMemLog()
+			b := NewBroker(&BrokerOptions{HistoryLen: 2, Log: log})
+			srv := brokerServer(t, b)
+			publishN(t, b, "", 5)
+			from := log.head().Epoch + "-1"
+			log.read = func(after Position, _ int) ([][]byte, Position, error) {
+				w, h := tt.read(after)
+				return w, h, nil
+			}
+			cl := connect(t, srv.Client(), srv.URL, from)
+			if ev := cl.next(t); ev.Type != ResetEvent || ev.Data != from {
+				t.Fatalf("first event %+v, want a reset from %s", ev, from)
+			}
+			_ = b.Publish(Event{Data: "live"})
+			cl.expect(t, "live")
+			if s := b.Stats(); s.Log.Errors != 1 || s.Resets.LogFailed != 1 {
+				t.Errorf("stats: log errors %d, log-failed resets %d; want 1 and 1", s.Log.Errors, s.Resets.LogFailed)
+			}
+		})
+	}
+}
+
+// A heartbeat shorter than MinHeartbeat is raised to it.
+func TestHeartbeatFloor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := newFlushRecorder()
+		s, _ := NewWriter(rec, httptest.NewRequest("GET", "/", nil), &Options{Heartbeat: time.Nanosecond})
+		defer s.Close()
+		time.Sleep(MinHeartbeat - time.Millisecond)
+		synctest.Wait()
+		if got := rec.body(); got != "" {
+			t.Fatalf("a 1 ns heartbeat wrote %q before MinHeartbeat", got)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if got := rec.body(); got != ":\n" {
+			t.Errorf("a 1 ns heartbeat at MinHeartbeat: %q, want one comment", got)
+		}
+	})
+}
+
+// A request whose client sent a pipelined byte and then reset the
+// connection keeps a context that net/http never cancels (its background
+// read took the byte and stopped reading); the heartbeat's write finds the
+// connection gone and ends the stream.
+func TestBrokerHeartbeatEndsGhostStreams(t *testing.T) {
+	leakcheck.Check(t)
+	b := NewBroker(&BrokerOptions{Stream: Options{Heartbeat: MinHeartbeat}})
+	srv := httptest.NewUnstartedServer(b)
+	ln := &readCounter{Listener: srv.Listener}
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(func() { b.Close(); srv.Close() })
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	request := "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+	fmt.Fprint(conn, request)
+	waitFor(t, "the stream", func() bool { return b.Subscribers() == 1 })
+	fmt.Fprint(conn, "G") // one byte of a next request
+	waitFor(t, "the server to read the byte", func() bool { return ln.read.Load() == int64(len(request)+1) })
+	_ = conn.(*net.TCPConn).SetLinger(0)
+	conn.Close() // a reset, which nothing reads
+	waitFor(t, "the heartbeat to end the ghost stream", func() bool { return b.Subscribers() == 0 })
+	if s := b.Stats(); s.Ended.ClientLeft != 1 {
+		t.Errorf("Stats.Ended = %+v, want one client left", s.Ended)
+	}
+}
+
+// readCounter counts the bytes read from the connections it accepts.
+type readCounter struct {
+	net.Listener
+	read atomic.Int64
+}
+
+func (l *readCounter) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &countedConn{Conn: c, n: &l.read}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
