@@ -32,6 +32,11 @@ type response struct {
 	ID  int    `json:"id"`
 	Err string `json:"err,omitempty"`
 
+	// hello, server and client: the CPUs this process may run on, and its
+	// GOMAXPROCS
+	CPUs  string `json:"cpus,omitempty"`
+	Procs int    `json:"procs,omitempty"`
+
 	// server
 	Addr        string `json:"addr,omitempty"`
 	RSS         int64  `json:"rss,omitempty"`  // KiB
