@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,6 +31,11 @@ func main() {
 		}
 		os.Exit(0)
 	}
+	// The main goroutine keeps the main thread to itself, so that no
+	// goroutine of onPinnedThread ends on it: the runtime would park the
+	// main thread for good, with the mask meant for a child, rather than
+	// let it exit.
+	runtime.LockOSThread()
 	testing.Init() // for testing.Benchmark's -test.benchtime
 	var (
 		all        = flag.Bool("all", false, "run every workload at full size")
@@ -45,6 +51,10 @@ func main() {
 		slowWT     = flag.Duration("slow-write-timeout", 0, "write timeout for ours and hub in the slow workload (default 10s, ours' default; quick 1s)")
 		benchtime  = flag.Duration("benchtime", 0, "encode benchmark time per encoder (default 1s; quick 200ms)")
 		profile    = flag.String("profile", "", "directory: each server writes CPU, mutex, block and heap profiles (go tool pprof) and a runtime trace (go tool trace) there")
+		runs       = flag.Int("runs", 1, "fan-out: interleaved runs of every contender at each N; with 2 or more, a table of medians follows")
+		pin        = flag.Bool("pin", false, "run the server on the first half of the CPU cores and the clients and this orchestrator on the rest (on 2 CPUs: server on CPU 0, clients on CPU 1)")
+		serverCPUs = flag.String("server-cpus", "", "pin the server to these CPUs (a list: 0 or 0-3,8); the clients and this orchestrator get -client-cpus, or the rest")
+		clientCPUs = flag.String("client-cpus", "", "pin the clients and this orchestrator to these CPUs; the server gets -server-cpus, or the rest")
 	)
 	flag.Parse()
 	if !*all && !*quick && *workload == "" {
@@ -94,6 +104,21 @@ func main() {
 			os.Exit(2)
 		}
 		o.profileDir = *profile
+	}
+	if *runs < 1 || *runs > 50 {
+		fmt.Fprintln(os.Stderr, "bad -runs:", *runs)
+		os.Exit(2)
+	}
+	o.runs = *runs
+	if o.pin, err = newPinning(*pin, *serverCPUs, *clientCPUs); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	// The orchestrator runs with the clients: exec'd again on their CPUs
+	// (from here, so that the flags were checked once already).
+	if err := pinSelf(o.pin); err != nil {
+		fmt.Fprintln(os.Stderr, "pinning this process:", err)
+		os.Exit(1)
 	}
 	raiseNoFile(1 << 20)
 	if err := runAll(o, os.Stdout, os.Stderr); err != nil {
@@ -183,6 +208,9 @@ type options struct {
 	idleSettle    time.Duration
 
 	profileDir string
+
+	runs int     // fan-out: interleaved runs of every contender at each N
+	pin  pinning // where the server and the clients run
 }
 
 func (o options) profilePath(workload, contender string, n int) string {
@@ -196,6 +224,7 @@ func defaultOptions(quick bool) options {
 	o := options{
 		quick:          quick,
 		benchtime:      time.Second,
+		runs:           1,
 		fanoutN:        []int{100, 1000, 5000},
 		fanoutEvents:   200,
 		fanoutSize:     200,

@@ -104,7 +104,8 @@ type proc struct {
 // inProcess makes spawn run roles as goroutines (go test).
 var inProcess = false
 
-func spawn(name string, args []string) (*proc, error) {
+// spawn starts a role; in another process, on the CPUs in cpus if any.
+func spawn(name string, args []string, cpus cpuSet) (*proc, error) {
 	p := &proc{name: name, waiters: make(map[int]chan response), first: make(chan response, 1),
 		dead: make(chan struct{}), stderr: &tailBuffer{max: 8 << 10}}
 	var stdout io.Reader
@@ -131,7 +132,7 @@ func spawn(name string, args []string) (*proc, error) {
 			return nil, err
 		}
 		stdout = out
-		if err := p.cmd.Start(); err != nil {
+		if err := startPinned(p.cmd, cpus); err != nil {
 			return nil, err
 		}
 	}
