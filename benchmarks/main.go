@@ -51,6 +51,7 @@ func main() {
 		slowWT     = flag.Duration("slow-write-timeout", 0, "write timeout for ours and hub in the slow workload (default 10s, ours' default; quick 1s)")
 		benchtime  = flag.Duration("benchtime", 0, "encode benchmark time per encoder (default 1s; quick 200ms)")
 		profile    = flag.String("profile", "", "directory: each server writes CPU, mutex, block and heap profiles (go tool pprof) and a runtime trace (go tool trace) there")
+		quiet      = flag.Duration("quiet-wait", 0, "longest wait, before each session, for other load on the machine to pass (default 20s; quick 3s)")
 		runs       = flag.Int("runs", 1, "fan-out: interleaved runs of every contender at each N; with 2 or more, a table of medians follows")
 		pin        = flag.Bool("pin", false, "run the server on the first half of the CPU cores and the clients and this orchestrator on the rest (on 2 CPUs: server on CPU 0, clients on CPU 1)")
 		serverCPUs = flag.String("server-cpus", "", "pin the server to these CPUs (a list: 0 or 0-3,8); the clients and this orchestrator get -client-cpus, or the rest")
@@ -65,6 +66,7 @@ func main() {
 	if *quick {
 		quietWait = 3 * time.Second
 	}
+	setIf(&quietWait, *quiet)
 	if *workload != "" {
 		o.workloads = map[string]bool{}
 		for _, w := range strings.Split(*workload, ",") {
