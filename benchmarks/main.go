@@ -5,10 +5,12 @@
 //	cd benchmarks && go run . -all          # every workload (about 18 minutes)
 //	go run . -quick                         # every workload, small (under 2 minutes)
 //	go run . -workload fanout -n 1000 -contenders ours,tmaxmax
+//	go run . -workload fanout -n 5000 -contenders ours,hub -pin -runs 3
 //
 // Servers and clients run in separate processes (this binary, re-executed
 // with -role), on 127.0.0.1 only; every phase has a time bound, and a server
-// that blocks is killed when its phase ends.
+// that blocks is killed when its phase ends. With -pin (or -server-cpus and
+// -client-cpus) the server runs on CPUs of its own, apart from the clients.
 package main
 
 import (
