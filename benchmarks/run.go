@@ -392,7 +392,7 @@ func runFanout(o options, ci contenderInfo, n, run int, log io.Writer) fanoutRow
 	if wall := time.Since(wall0); wall > 0 {
 		own := time.Duration(st1.CPU-st0.CPU) + time.Duration(rep.CPU-cst0.CPU)
 		row.other = float64(machineBusy()-busy0-own) / float64(wall)
-		row.srvOther = row.other
+		row.srvOther = max(0, row.other)
 		if o.pin.pinned() {
 			row.srvOther = max(0, float64(busyOn(o.pin.server)-srvBusy0-time.Duration(st1.CPU-st0.CPU))/float64(wall))
 		}
