@@ -42,7 +42,7 @@ func TestFanoutEveryContender(t *testing.T) {
 		}
 		t.Run(ci.name, func(t *testing.T) {
 			t.Parallel()
-			r := runFanout(o, ci, 3, io.Discard)
+			r := runFanout(o, ci, 3, 1, io.Discard)
 			if r.err != nil {
 				t.Fatal(r.err)
 			}
