@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/lightsse/sse"
 	"io"
 	"os"
 	"strings"
@@ -28,8 +29,8 @@ func smokeOptions() options {
 	o.slowSize = 1024
 	o.slowWT = 500 * time.Millisecond
 	o.idleN = 5
-	o.idleHeartbeat = 100 * time.Millisecond
-	o.idleWindow = 350 * time.Millisecond
+	o.idleHeartbeat = sse.MinHeartbeat // the shortest the package allows
+	o.idleWindow = sse.MinHeartbeat + 350*time.Millisecond
 	o.idleSettle = 0
 	return o
 }
