@@ -1,12 +1,13 @@
 package main
 
 import (
-	"github.com/lightsse/sse"
 	"io"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lightsse/sse"
 )
 
 // The smoke test runs the harness in this process (servers and clients as
