@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -1000,6 +1001,9 @@ func TestBrokerHeartbeat(t *testing.T) {
 		_ = b.Publish(Event{Data: "x"}) // 5 s into a period: restarts it
 		step(DefaultHeartbeat-time.Millisecond, ":\nid: "+epochOf(b)+"-1\ndata: x\n\n")
 		step(time.Millisecond, ":\nid: "+epochOf(b)+"-1\ndata: x\n\n:\n")
+		if n := b.Stats().Heartbeats; n != 4 {
+			t.Errorf("Stats.Heartbeats = %d, want 4 (two beats, two streams)", n)
+		}
 		cancel()
 		synctest.Wait()
 		time.Sleep(time.Hour) // no stream: the timer fires once and rests
@@ -1298,6 +1302,12 @@ func TestBrokerDeliversAndResumes(t *testing.T) {
 	if ev := first.next(t); ev.Data != "live" {
 		t.Fatalf("first client: %+v", ev)
 	}
+	first.cancel()
+	again.cancel()
+	waitFor(t, "both streams to end", func() bool { return b.Subscribers() == 0 })
+	if s := b.Stats(); s.Opened != 2 || s.Ended.ClientLeft != 2 || s.Resumed.History != 1 || s.Published != 4 {
+		t.Errorf("stats %+v; want 2 opened, 2 ended as the client left, 1 resumed, 4 published", s)
+	}
 }
 
 func TestBrokerResetsUnknownIDs(t *testing.T) {
@@ -1331,6 +1341,9 @@ func TestBrokerResetsUnknownIDs(t *testing.T) {
 	cl := connect(t, srv.Client(), srv.URL, epochOf(b)+"-"+fmt.Sprint(headOf(b)-1))
 	if ev := cl.next(t); ev.Data != "x" {
 		t.Errorf("resuming at the newest event: %+v", ev)
+	}
+	if s := b.Stats(); s.Resets.UnknownID != 4 || s.Resets.TooOld != 1 || s.Resumed.History != 1 {
+		t.Errorf("resets %+v, resumed %+v; want 4 unknown, 1 too old, 1 resumed", s.Resets, s.Resumed)
 	}
 }
 
@@ -1433,6 +1446,9 @@ func TestBrokerBatchesWaitingEvents(t *testing.T) {
 	got, _ := ssetest.Parse(rec.body())
 	if len(got) != 100 || got[99].Data != "99" {
 		t.Errorf("got %d events", len(got))
+	}
+	if n := b.Stats().BytesWritten; n != uint64(len(rec.body())) {
+		t.Errorf("Stats.BytesWritten = %d; the stream got %d", n, len(rec.body()))
 	}
 }
 
@@ -1624,6 +1640,9 @@ func TestBrokerStalledClientDelaysNoOne(t *testing.T) {
 	if slowest > 100*time.Millisecond {
 		t.Errorf("the slowest Publish took %v: Publish must never wait for a client", slowest)
 	}
+	if n := b.Stats().Ended.WriteTimeout; n != 1 {
+		t.Errorf("Stats.Ended.WriteTimeout = %d, want 1", n)
+	}
 	b.mu.Lock()
 	held := b.hist.Load().bytes
 	b.mu.Unlock()
@@ -1685,6 +1704,9 @@ func TestBrokerSlowStreamIsEndedAndResumes(t *testing.T) {
 			got, r := ssetest.Parse(g.body())
 			if len(got) != 1 || got[0].Data != data(0) {
 				t.Fatalf("the slow stream got %d events", len(got))
+			}
+			if n := b.Stats().Ended.FellBehind; n != 1 {
+				t.Errorf("Stats.Ended.FellBehind = %d, want 1", n)
 			}
 			cl := connect(t, srv.Client(), srv.URL, r.LastEventID)
 			for i := 1; i <= tt.burst; i++ {
@@ -1804,6 +1826,9 @@ func TestBrokerClose(t *testing.T) {
 		t.Errorf("after Close: events %q, retry %v", rest, late.reader.Retry)
 	}
 	waitFor(t, "streams to end", func() bool { return b.Subscribers() == 0 })
+	if s := b.Stats(); s.Ended.Closed != clients || s.Ended.RefusedClosed != 1 || s.Opened != clients+1 {
+		t.Errorf("stats %+v; want %d ended by Close, 1 refused after it, of %d", s, clients, clients+1)
+	}
 }
 
 func TestBrokerMaxSubscribers(t *testing.T) {
@@ -1823,6 +1848,9 @@ func TestBrokerMaxSubscribers(t *testing.T) {
 	_ = b.Publish(Event{Data: "x"})
 	if fourth.next(t).Data != "x" || two.next(t).Data != "x" {
 		t.Error("streams under the cap did not get the event")
+	}
+	if s := b.Stats(); s.Ended.RefusedFull != 1 || s.Open != 2 {
+		t.Errorf("stats %+v; want 1 refused over the cap, 2 open", s)
 	}
 }
 
@@ -1911,6 +1939,9 @@ func TestBrokerCloseRacesPublishAndSubscribe(t *testing.T) {
 		srv.Close() // waits for every handler
 		if n := b.Subscribers(); n != 0 {
 			t.Fatalf("%d streams counted after every handler returned", n)
+		}
+		if s := b.Stats(); s.Opened != endedSum(s.Ended) || s.Opened == 0 {
+			t.Fatalf("after every stream ended: %d opened, %d ended (%+v)", s.Opened, endedSum(s.Ended), s.Ended)
 		}
 	}
 }
@@ -3207,4 +3238,27 @@ func (c *countedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.n.Add(int64(n))
 	return n, err
+}
+
+// endedSum adds up every reason streams ended for.
+func endedSum(e Ends) uint64 {
+	return e.ClientLeft + e.WriteTimeout + e.FellBehind + e.Closed + e.RefusedFull + e.RefusedClosed + e.LogFailed + e.Failed
+}
+
+// Stats marshals to JSON under stable snake_case names, and back.
+func TestStatsJSON(t *testing.T) {
+	in := Stats{Open: 1, Opened: 2, Ended: Ends{Closed: 3}, Resets: Resets{TooOld: 4}, Log: LogStats{GapsFilled: 5}}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"open":1`, `"opened":2`, `"closed":3`, `"too_old":4`, `"gaps_filled":5`, `"bytes_written":0`} {
+		if !strings.Contains(string(b), key) {
+			t.Errorf("JSON %s lacks %s", b, key)
+		}
+	}
+	var out Stats
+	if err := json.Unmarshal(b, &out); err != nil || out != in {
+		t.Errorf("round trip: %+v, %v", out, err)
+	}
 }
