@@ -3262,3 +3262,25 @@ func TestStatsJSON(t *testing.T) {
 		t.Errorf("round trip: %+v, %v", out, err)
 	}
 }
+
+// OnIdle runs each time the last open stream ends, and only then.
+func TestBrokerOnIdle(t *testing.T) {
+	leakcheck.Check(t)
+	var idle atomic.Int32
+	b := NewBroker(&BrokerOptions{OnIdle: func() { idle.Add(1) }})
+	srv := brokerServer(t, b)
+	one, two := connect(t, srv.Client(), srv.URL, ""), connect(t, srv.Client(), srv.URL, "")
+	waitFor(t, "two streams", func() bool { return b.Subscribers() == 2 })
+	one.cancel()
+	waitFor(t, "one stream", func() bool { return b.Subscribers() == 1 })
+	three := connect(t, srv.Client(), srv.URL, "")
+	two.cancel()
+	waitFor(t, "the other stream to end", func() bool { return b.Subscribers() == 1 })
+	three.cancel()
+	waitFor(t, "OnIdle", func() bool { return idle.Load() == 1 })
+	connect(t, srv.Client(), srv.URL, "").cancel()
+	waitFor(t, "OnIdle again", func() bool { return idle.Load() == 2 })
+	if b.Subscribers() != 0 {
+		t.Errorf("%d streams open", b.Subscribers())
+	}
+}
