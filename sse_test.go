@@ -1185,10 +1185,14 @@ func brokerServer(t *testing.T, b *Broker) *httptest.Server {
 	return srv
 }
 
+// patience is how long a test waits for what should happen at once before it
+// calls it a failure: long, so that a busy machine fails nothing.
+const patience = time.Minute
+
 // waitFor polls cond, for conditions that other goroutines make true.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(patience); !cond(); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
@@ -1245,8 +1249,8 @@ func (cl *client) next(t *testing.T) ssetest.Event {
 			t.Fatalf("stream ended: %v", cl.err)
 		}
 		return ev
-	case <-time.After(20 * time.Second):
-		t.Fatal("no event within 20 s")
+	case <-time.After(patience):
+		t.Fatalf("no event within %v", patience)
 		return ssetest.Event{}
 	}
 }
@@ -1255,7 +1259,7 @@ func (cl *client) next(t *testing.T) ssetest.Event {
 func (cl *client) ended(t *testing.T) []ssetest.Event {
 	t.Helper()
 	var rest []ssetest.Event
-	timeout := time.After(20 * time.Second)
+	timeout := time.After(patience)
 	for {
 		select {
 		case ev, ok := <-cl.events:
@@ -1264,7 +1268,7 @@ func (cl *client) ended(t *testing.T) []ssetest.Event {
 			}
 			rest = append(rest, ev)
 		case <-timeout:
-			t.Fatal("stream still open after 20 s")
+			t.Fatalf("stream still open after %v", patience)
 		}
 	}
 }
@@ -1518,9 +1522,10 @@ func TestBrokerFanOutThousand(t *testing.T) {
 	httpClient := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 0}}
 	t.Cleanup(httpClient.CloseIdleConnections)
 	results := make(chan error, clients)
+	moving := watchProgress(t)
 	for range clients {
 		cl := connect(t, httpClient, srv.URL, "")
-		go func() { results <- checkSequence(cl, publishers, each) }()
+		go func() { results <- checkSequence(cl, publishers, each, moving) }()
 	}
 	waitFor(t, "every client to subscribe", func() bool { return b.Subscribers() == clients })
 	var wg sync.WaitGroup
@@ -1538,14 +1543,15 @@ func TestBrokerFanOutThousand(t *testing.T) {
 	wg.Wait()
 	for range clients {
 		if err := <-results; err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v\n%d events received in all; %d streams open, %d pumps; %+v", err, moving.n.Load(), b.Subscribers(), pumps(), b.Stats())
 		}
 	}
 }
 
 // checkSequence reads publishers*each events and checks that ids count up by
-// one from 1 and that each publisher's events arrive in its order.
-func checkSequence(cl *client, publishers, each int) error {
+// one from 1 and that each publisher's events arrive in its order. It waits
+// for as long as events reach some client (moving).
+func checkSequence(cl *client, publishers, each int, moving *progress) error {
 	next := make([]int, publishers)
 	for n := 1; n <= publishers*each; n++ {
 		var ev ssetest.Event
@@ -1555,9 +1561,10 @@ func checkSequence(cl *client, publishers, each int) error {
 				return fmt.Errorf("stream ended after %d events: %v", n-1, cl.err)
 			}
 			ev = e
-		case <-time.After(30 * time.Second):
-			return fmt.Errorf("no event %d within 30 s", n)
+		case <-moving.stalled:
+			return fmt.Errorf("no event %d: no client has received anything for %v", n, stallAfter)
 		}
+		moving.n.Add(1)
 		ps, rest, _ := strings.Cut(ev.Data, " ")
 		is, _, _ := strings.Cut(rest, " ")
 		p, err1 := strconv.Atoi(ps)
@@ -1573,6 +1580,44 @@ func checkSequence(cl *client, publishers, each int) error {
 	return nil
 }
 
+// A progress counts the events that many clients receive, so that a test
+// waits for as long as they advance and gives up only once all have stood
+// still for stallAfter. On a busy machine one client can wait for a CPU for
+// tens of seconds while the others go on; that is not a fault, and a budget
+// per event would call it one.
+type progress struct {
+	n       atomic.Int64
+	stalled chan struct{} // closed when n has not moved for stallAfter
+}
+
+const stallAfter = time.Minute
+
+// watchProgress returns a progress watched until the test ends.
+func watchProgress(t *testing.T) *progress {
+	p := &progress{stalled: make(chan struct{})}
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		last, since := int64(-1), time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			if n := p.n.Load(); n != last {
+				last, since = n, time.Now()
+			} else if time.Since(since) > stallAfter {
+				close(p.stalled)
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(done) })
+	return p
+}
+
 // smallBuffers shrinks each accepted connection's send buffer, so that a
 // client that stops reading blocks the server after kilobytes, not megabytes.
 type smallBuffers struct{ net.Listener }
@@ -1585,70 +1630,96 @@ func (l smallBuffers) Accept() (net.Conn, error) {
 	return c, err
 }
 
-// A client that stops reading delays no one, and its stream ends within the
-// write timeout.
+// A client that stops reading delays no one: while its stream is stuck in
+// a write, every Publish returns and every other client gets every event.
+// (Nothing here is timed: the stuck stream's write timeout is a minute, far
+// longer than the burst takes even on a busy machine, and the test checks
+// that it is still stuck when everything else is done.)
 func TestBrokerStalledClientDelaysNoOne(t *testing.T) {
 	leakcheck.Check(t)
-	const healthy, events, timeout = 20, 400, 2 * time.Second
-	b := NewBroker(&BrokerOptions{Stream: Options{WriteTimeout: timeout}})
+	const healthy, events = 20, 400
+	b := NewBroker(&BrokerOptions{Stream: Options{WriteTimeout: time.Minute}})
 	srv := httptest.NewUnstartedServer(b)
 	srv.Listener = smallBuffers{srv.Listener}
 	srv.Start()
 	t.Cleanup(func() { b.Close(); srv.Close() })
 
-	stalled, err := net.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stalled.Close()
-	_ = stalled.(*net.TCPConn).SetReadBuffer(4 << 10)
-	fmt.Fprintf(stalled, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
+	stalled := dialStalled(t, srv.Listener.Addr().String())
 	waitFor(t, "the stalled client", func() bool { return b.Subscribers() == 1 })
 	results := make(chan error, healthy)
+	moving := watchProgress(t)
 	for range healthy {
 		cl := connect(t, srv.Client(), srv.URL, "")
-		go func() { results <- checkSequence(cl, 1, events) }()
+		go func() { results <- checkSequence(cl, 1, events, moving) }()
 	}
 	waitFor(t, "every client", func() bool { return b.Subscribers() == healthy+1 })
 
-	var slowest time.Duration
+	// 400 KiB: far more than the stalled connection buffers, so its stream
+	// gets stuck in a write, holding a pump there.
+	data := strings.Repeat("x", 1<<10)
 	for i := range events {
-		if i == 100 {
-			// 100 KiB is far more than the stalled connection buffers: its
-			// stream is now blocked in a write, for the rest of the burst.
-			time.Sleep(300 * time.Millisecond)
-		}
-		start := time.Now()
-		_ = b.Publish(Event{Data: "0 " + strconv.Itoa(i) + " " + strings.Repeat("x", 1<<10)})
-		slowest = max(slowest, time.Since(start))
+		_ = b.Publish(Event{Data: "0 " + strconv.Itoa(i) + " " + data})
 	}
 	for range healthy {
 		if err := <-results; err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Every healthy client has everything while the stalled one is still
-	// connected: they did not wait for it.
-	if n := b.Subscribers(); n != healthy+1 {
-		t.Fatalf("%d streams open when the healthy clients finished; want %d (the stalled one still blocked)", n, healthy+1)
+	// Every Publish has returned and every healthy client has everything,
+	// while the stalled stream is still open, stuck in its write (the one
+	// pump left once the others have gone idle): none waited for it.
+	waitFor(t, "the healthy streams' pumps to go idle", func() bool { return pumps() == 1 })
+	if s := b.Stats(); b.Subscribers() != healthy+1 || s.Ended.WriteTimeout != 0 {
+		t.Fatalf("%d streams open, %d ended by a write timeout, when the healthy clients finished; want %d open, the stalled one still stuck", b.Subscribers(), s.Ended.WriteTimeout, healthy+1)
 	}
-	stalledAt := time.Now()
-	waitFor(t, "the stalled stream to end", func() bool { return b.Subscribers() == healthy })
-	if waited := time.Since(stalledAt); waited > timeout+time.Second {
-		t.Errorf("the stalled stream ended %v after the burst; the write timeout is %v", waited, timeout)
-	}
-	if slowest > 100*time.Millisecond {
-		t.Errorf("the slowest Publish took %v: Publish must never wait for a client", slowest)
-	}
-	if n := b.Stats().Ended.WriteTimeout; n != 1 {
-		t.Errorf("Stats.Ended.WriteTimeout = %d, want 1", n)
-	}
+	stalled.Close()
+	waitFor(t, "the stalled stream to end with its connection", func() bool { return b.Subscribers() == healthy })
 	b.mu.Lock()
 	held := b.hist.Load().bytes
 	b.mu.Unlock()
 	if held > DefaultHistoryBytes {
 		t.Errorf("history holds %d bytes, over its bound", held)
 	}
+}
+
+// A Broker's stream whose client stops reading ends once a write has waited
+// for the write timeout.
+func TestBrokerWriteTimeoutEndsStalledStream(t *testing.T) {
+	leakcheck.Check(t)
+	const timeout = time.Second
+	b := NewBroker(&BrokerOptions{Stream: Options{WriteTimeout: timeout}})
+	srv := httptest.NewUnstartedServer(b)
+	srv.Listener = smallBuffers{srv.Listener}
+	srv.Start()
+	t.Cleanup(func() { b.Close(); srv.Close() })
+	stalled := dialStalled(t, srv.Listener.Addr().String())
+	defer stalled.Close()
+	waitFor(t, "the stalled client", func() bool { return b.Subscribers() == 1 })
+	start := time.Now()
+	for range 100 {
+		_ = b.Publish(Event{Data: strings.Repeat("x", 1<<10)})
+	}
+	waitFor(t, "the stalled stream to end", func() bool { return b.Subscribers() == 0 })
+	if waited := time.Since(start); waited < timeout {
+		t.Errorf("the stalled stream ended %v after the burst, before the write timeout of %v", waited, timeout)
+	}
+	if s := b.Stats(); s.Ended.WriteTimeout != 1 {
+		t.Errorf("Stats.Ended = %+v, want one write timeout", s.Ended)
+	}
+}
+
+// dialStalled opens a stream on addr with a small receive buffer, and never
+// reads it.
+func dialStalled(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	return conn
 }
 
 // gate is a ResponseWriter whose writes wait for the test: a client that
@@ -1854,8 +1925,8 @@ func TestBrokerMaxSubscribers(t *testing.T) {
 	}
 }
 
-// With Close wired to RegisterOnShutdown, Shutdown returns within a second
-// while 1,000 streams are open.
+// With Close wired to RegisterOnShutdown, Shutdown returns while 1,000
+// streams are open.
 func TestBrokerShutdownWithThousandStreams(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
@@ -1874,7 +1945,9 @@ func TestBrokerShutdownWithThousandStreams(t *testing.T) {
 		clients = append(clients, connect(t, httpClient, srv.URL, ""))
 	}
 	waitFor(t, "every stream", func() bool { return b.Subscribers() == streams })
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	// Without the Broker's Close, Shutdown would wait for the streams until
+	// its context ends; with it, it returns as soon as they have ended.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := srv.Config.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown with %d streams: %v", streams, err)
