@@ -40,7 +40,8 @@
 //
 // A Broker keeps recent events, so a browser that reconnects with a
 // Last-Event-ID header gets what it missed, and it never lets a slow client
-// delay the others.
+// delay the others. With a [Log] shared by several processes, Brokers in all
+// of them serve one stream. [Broker.Stats] counts what a Broker does.
 //
 // # What goes on the wire
 //
@@ -71,6 +72,15 @@
 //   - A status other than 200 makes a browser give up for good; to make it come
 //     back later, answer 200 with a retry (Options.Retry) and end the stream.
 //     Status 204 tells it to stop reconnecting.
+//   - Authentication: EventSource sends cookies but cannot send an
+//     Authorization header. Check the cookie (or a token in the query string)
+//     before NewWriter or Broker.ServeHTTP; a 401 then stops the browser for
+//     good, which suits "log in again".
+//   - A request whose client vanished without closing its connection keeps
+//     its context: net/http notices a closed connection only while it reads.
+//     The heartbeat's write ends it, so keep heartbeats on; set
+//     http.Server.ReadHeaderTimeout, and BrokerOptions.MaxSubscribers to bound
+//     what such requests hold meanwhile.
 package sse
 
 import (
