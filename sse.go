@@ -1061,11 +1061,7 @@ func (s *stream) readLog(dst []byte) step {
 			return step{batch: appendRetry(dst, b.jitter()), end: endClosed}
 		}
 		b.counts.logErrors.Add(1)
-		if s.sent {
-			return step{batch: dst, end: endLogFailed}
-		}
-		b.counts.resets[resetLogFailed].Add(1)
-		return s.resetToLog(dst, head, after)
+		return s.logFailed(dst, head, after)
 	case len(wires) > 0:
 		if !s.sent {
 			b.counts.resumed[fromLog].Add(1)
@@ -1083,7 +1079,13 @@ func (s *stream) readLog(dst []byte) step {
 		// Nothing after the stream's position: it goes on in the ring, once
 		// the ring has its epoch (the Log's feed may lag the Log).
 		r := b.hist.Load()
-		if r != nil && r.epoch == s.epoch && s.cursor >= r.tail.Load() {
+		if r != nil && r.epoch == s.epoch {
+			if s.cursor < r.tail.Load() {
+				// The ring, which the Log fed, has dropped events that the Log
+				// says it does not have: it cannot be right.
+				b.counts.logErrors.Add(1)
+				return s.logFailed(dst, head, after)
+			}
 			if !s.sent {
 				b.counts.resumed[fromHistory].Add(1)
 			}
@@ -1106,6 +1108,16 @@ func (s *stream) readLog(dst []byte) step {
 		cause = resetUnknownID
 	}
 	b.counts.resets[cause].Add(1)
+	return s.resetToLog(dst, head, after)
+}
+
+// logFailed ends a stream that the Log failed, or resets it if it has sent
+// nothing yet.
+func (s *stream) logFailed(dst []byte, head, after Position) step {
+	if s.sent {
+		return step{batch: dst, end: endLogFailed}
+	}
+	s.b.counts.resets[resetLogFailed].Add(1)
 	return s.resetToLog(dst, head, after)
 }
 
