@@ -40,7 +40,8 @@
 //
 // A Broker keeps recent events, so a browser that reconnects with a
 // Last-Event-ID header gets what it missed, and it never lets a slow client
-// delay the others.
+// delay the others. With a [Log] shared by several processes, Brokers in all
+// of them serve one stream. [Broker.Stats] counts what a Broker does.
 //
 // # What goes on the wire
 //
@@ -71,6 +72,15 @@
 //   - A status other than 200 makes a browser give up for good; to make it come
 //     back later, answer 200 with a retry (Options.Retry) and end the stream.
 //     Status 204 tells it to stop reconnecting.
+//   - Authentication: EventSource sends cookies but cannot send an
+//     Authorization header. Check the cookie (or a token in the query string)
+//     before NewWriter or Broker.ServeHTTP; a 401 then stops the browser for
+//     good, which suits "log in again".
+//   - A request whose client vanished without closing its connection keeps
+//     its context: net/http notices a closed connection only while it reads.
+//     The heartbeat's write ends it, so keep heartbeats on; set
+//     http.Server.ReadHeaderTimeout, and BrokerOptions.MaxSubscribers to bound
+//     what such requests hold meanwhile.
 package sse
 
 import (
@@ -599,7 +609,10 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.ContentLength != 0 {
 		// A declared body that never comes would block the stream's first
-		// write inside net/http, past every write deadline.
+		// write inside net/http, past every write deadline: net/http reads
+		// what is left of a body before it answers on a connection it
+		// keeps, so this answer closes the connection instead.
+		w.Header().Set("Connection", "close")
 		http.Error(w, "sse: a request for an event stream has no body", http.StatusBadRequest)
 		return
 	}
@@ -992,8 +1005,10 @@ func (s *stream) place(dst []byte) step {
 			return step{batch: dst}
 		}
 		if b.log != nil {
+			// Read from the Log next time round, once the headers are out:
+			// the Log may be slow, and the client should see its stream open.
 			s.epoch, s.cursor = p.Epoch, p.Offset+1
-			return s.readLog(dst)
+			return step{batch: dst}
 		}
 		cause := resetUnknownID
 		if p.Epoch == r.epoch && p.Offset < head {
@@ -1046,11 +1061,7 @@ func (s *stream) readLog(dst []byte) step {
 			return step{batch: appendRetry(dst, b.jitter()), end: endClosed}
 		}
 		b.counts.logErrors.Add(1)
-		if s.sent {
-			return step{batch: dst, end: endLogFailed}
-		}
-		b.counts.resets[resetLogFailed].Add(1)
-		return s.resetToLog(dst, head, after)
+		return s.logFailed(dst, head, after)
 	case len(wires) > 0:
 		if !s.sent {
 			b.counts.resumed[fromLog].Add(1)
@@ -1068,7 +1079,13 @@ func (s *stream) readLog(dst []byte) step {
 		// Nothing after the stream's position: it goes on in the ring, once
 		// the ring has its epoch (the Log's feed may lag the Log).
 		r := b.hist.Load()
-		if r != nil && r.epoch == s.epoch && s.cursor >= r.tail.Load() {
+		if r != nil && r.epoch == s.epoch {
+			if s.cursor < r.tail.Load() {
+				// The ring, which the Log fed, has dropped events that the Log
+				// says it does not have: it cannot be right.
+				b.counts.logErrors.Add(1)
+				return s.logFailed(dst, head, after)
+			}
 			if !s.sent {
 				b.counts.resumed[fromHistory].Add(1)
 			}
@@ -1091,6 +1108,16 @@ func (s *stream) readLog(dst []byte) step {
 		cause = resetUnknownID
 	}
 	b.counts.resets[cause].Add(1)
+	return s.resetToLog(dst, head, after)
+}
+
+// logFailed ends a stream that the Log failed, or resets it if it has sent
+// nothing yet.
+func (s *stream) logFailed(dst []byte, head, after Position) step {
+	if s.sent {
+		return step{batch: dst, end: endLogFailed}
+	}
+	s.b.counts.resets[resetLogFailed].Add(1)
 	return s.resetToLog(dst, head, after)
 }
 

@@ -115,7 +115,7 @@ func clientMain(args clientArgs, in io.Reader, out io.Writer) error {
 			maxSeen: -1, count: make([]int64, np), dup: make([]int64, np), reord: make([]int64, np), lastRcv: make([]int64, np)}
 	}
 	rep := &replier{enc: json.NewEncoder(out)}
-	rep.reply(response{Now: time.Now().UnixNano()})
+	rep.reply(placement(response{Now: time.Now().UnixNano()}))
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {

@@ -5,10 +5,12 @@
 //	cd benchmarks && go run . -all          # every workload (about 18 minutes)
 //	go run . -quick                         # every workload, small (under 2 minutes)
 //	go run . -workload fanout -n 1000 -contenders ours,tmaxmax
+//	go run . -workload fanout -n 5000 -contenders ours,hub -pin -runs 3
 //
 // Servers and clients run in separate processes (this binary, re-executed
 // with -role), on 127.0.0.1 only; every phase has a time bound, and a server
-// that blocks is killed when its phase ends.
+// that blocks is killed when its phase ends. With -pin (or -server-cpus and
+// -client-cpus) the server runs on CPUs of its own, apart from the clients.
 package main
 
 import (
@@ -16,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,6 +33,11 @@ func main() {
 		}
 		os.Exit(0)
 	}
+	// The main goroutine keeps the main thread to itself, so that no
+	// goroutine of onPinnedThread ends on it: the runtime would park the
+	// main thread for good, with the mask meant for a child, rather than
+	// let it exit.
+	runtime.LockOSThread()
 	testing.Init() // for testing.Benchmark's -test.benchtime
 	var (
 		all        = flag.Bool("all", false, "run every workload at full size")
@@ -45,6 +53,11 @@ func main() {
 		slowWT     = flag.Duration("slow-write-timeout", 0, "write timeout for ours and hub in the slow workload (default 10s, ours' default; quick 1s)")
 		benchtime  = flag.Duration("benchtime", 0, "encode benchmark time per encoder (default 1s; quick 200ms)")
 		profile    = flag.String("profile", "", "directory: each server writes CPU, mutex, block and heap profiles (go tool pprof) and a runtime trace (go tool trace) there")
+		quiet      = flag.Duration("quiet-wait", 0, "longest wait, before each session, for other load on the machine to pass (default 20s; quick 3s)")
+		runs       = flag.Int("runs", 1, "fan-out: interleaved runs of every contender at each N; with 2 or more, a table of medians follows")
+		pin        = flag.Bool("pin", false, "run the server on the first half of the CPU cores and the clients and this orchestrator on the rest (on 2 CPUs: server on CPU 0, clients on CPU 1)")
+		serverCPUs = flag.String("server-cpus", "", "pin the server to these CPUs (a list: 0 or 0-3,8); the clients and this orchestrator get -client-cpus, or the rest")
+		clientCPUs = flag.String("client-cpus", "", "pin the clients and this orchestrator to these CPUs; the server gets -server-cpus, or the rest")
 	)
 	flag.Parse()
 	if !*all && !*quick && *workload == "" {
@@ -55,6 +68,7 @@ func main() {
 	if *quick {
 		quietWait = 3 * time.Second
 	}
+	setIf(&quietWait, *quiet)
 	if *workload != "" {
 		o.workloads = map[string]bool{}
 		for _, w := range strings.Split(*workload, ",") {
@@ -94,6 +108,21 @@ func main() {
 			os.Exit(2)
 		}
 		o.profileDir = *profile
+	}
+	if *runs < 1 || *runs > 50 {
+		fmt.Fprintln(os.Stderr, "bad -runs:", *runs)
+		os.Exit(2)
+	}
+	o.runs = *runs
+	if o.pin, err = newPinning(*pin, *serverCPUs, *clientCPUs); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	// The orchestrator runs with the clients: exec'd again on their CPUs
+	// (from here, so that the flags were checked once already).
+	if err := pinSelf(o.pin); err != nil {
+		fmt.Fprintln(os.Stderr, "pinning this process:", err)
+		os.Exit(1)
 	}
 	raiseNoFile(1 << 20)
 	if err := runAll(o, os.Stdout, os.Stderr); err != nil {
@@ -183,6 +212,9 @@ type options struct {
 	idleSettle    time.Duration
 
 	profileDir string
+
+	runs int     // fan-out: interleaved runs of every contender at each N
+	pin  pinning // where the server and the clients run
 }
 
 func (o options) profilePath(workload, contender string, n int) string {
@@ -196,6 +228,7 @@ func defaultOptions(quick bool) options {
 	o := options{
 		quick:          quick,
 		benchtime:      time.Second,
+		runs:           1,
 		fanoutN:        []int{100, 1000, 5000},
 		fanoutEvents:   200,
 		fanoutSize:     200,

@@ -32,6 +32,11 @@ type response struct {
 	ID  int    `json:"id"`
 	Err string `json:"err,omitempty"`
 
+	// hello, server and client: the CPUs this process may run on, and its
+	// GOMAXPROCS
+	CPUs  string `json:"cpus,omitempty"`
+	Procs int    `json:"procs,omitempty"`
+
 	// server
 	Addr        string `json:"addr,omitempty"`
 	RSS         int64  `json:"rss,omitempty"`  // KiB
@@ -99,7 +104,8 @@ type proc struct {
 // inProcess makes spawn run roles as goroutines (go test).
 var inProcess = false
 
-func spawn(name string, args []string) (*proc, error) {
+// spawn starts a role; in another process, on the CPUs in cpus if any.
+func spawn(name string, args []string, cpus cpuSet) (*proc, error) {
 	p := &proc{name: name, waiters: make(map[int]chan response), first: make(chan response, 1),
 		dead: make(chan struct{}), stderr: &tailBuffer{max: 8 << 10}}
 	var stdout io.Reader
@@ -126,7 +132,7 @@ func spawn(name string, args []string) (*proc, error) {
 			return nil, err
 		}
 		stdout = out
-		if err := p.cmd.Start(); err != nil {
+		if err := startPinned(p.cmd, cpus); err != nil {
 			return nil, err
 		}
 	}

@@ -40,6 +40,7 @@ type sessionSpec struct {
 	phases  []phase
 	src     bool   // spread streams over several 127.0.0.x source addresses
 	profile string // server: write CPU and mutex profiles with this path prefix
+	pin     pinning
 }
 
 // quietWait bounds how long a session waits for other load to pass.
@@ -58,11 +59,14 @@ func openSession(ci contenderInfo, sp sessionSpec, log io.Writer) (*session, err
 	if sp.profile != "" {
 		args = append(args, "-profile="+sp.profile)
 	}
-	s.srv, err = spawn("server "+ci.name, args)
+	s.srv, err = spawn("server "+ci.name, args, sp.pin.server)
 	if err != nil {
 		return nil, err
 	}
-	if s.base, err = s.srv.hello(10 * time.Second); err != nil {
+	if s.base, err = s.srv.hello(10 * time.Second); err == nil {
+		err = checkPlacement("server", s.base, sp.pin.server)
+	}
+	if err != nil {
 		s.close()
 		return nil, err
 	}
@@ -89,14 +93,18 @@ func openSession(ci contenderInfo, sp sessionSpec, log io.Writer) (*session, err
 		if sp.src {
 			args = append(args, fmt.Sprintf("-src=127.0.0.%d,127.0.0.%d", 10+2*k, 11+2*k))
 		}
-		c, err := spawn(fmt.Sprintf("client %d", k), args)
+		c, err := spawn(fmt.Sprintf("client %d", k), args, sp.pin.clients)
 		if err != nil {
 			s.close()
 			return nil, err
 		}
 		s.clients = append(s.clients, c)
 		s.counts = append(s.counts, cnt)
-		if _, err := c.hello(10 * time.Second); err != nil {
+		hello, err := c.hello(10 * time.Second)
+		if err == nil {
+			err = checkPlacement(c.name, hello, sp.pin.clients)
+		}
+		if err != nil {
 			s.close()
 			return nil, err
 		}
@@ -286,12 +294,15 @@ func runEncode(o options, log io.Writer) []encodeRow {
 type fanoutRow struct {
 	name           string
 	n              int
+	run            int // 1, 2, … of the -runs interleaved runs
 	connected      int
 	p50, p99       float64 // ms
 	perSec         float64
 	cpuPer         float64 // server, µs per delivery
 	clientCPUPer   float64 // client processes, µs per delivery
-	cores          float64 // (server + client CPU) / wall time of the window
+	srvCores       float64 // server CPU / wall time of the window
+	cliCores       float64 // client processes' CPU / wall time of the window
+	srvOther       float64 // busy time of the server's CPUs not the server's (pinned), or other processes' (not pinned), in cores
 	rssPer         float64 // KiB per connection
 	delivered      int64
 	want           int64
@@ -306,10 +317,16 @@ type fanoutRow struct {
 	err            error
 }
 
-func runFanout(o options, ci contenderInfo, n int, log io.Writer) fanoutRow {
-	row := fanoutRow{name: ci.name, n: n, want: int64(n * o.fanoutEvents)}
+func runFanout(o options, ci contenderInfo, n, run int, log io.Writer) fanoutRow {
+	row := fanoutRow{name: ci.name, n: n, run: run, want: int64(n * o.fanoutEvents)}
+	profile := o.profilePath("fanout", ci.name, n)
+	if profile != "" && o.runs > 1 {
+		profile += fmt.Sprintf("-run%d", run)
+	}
+	// Above 5,000 streams, spread them over source addresses, as the idle
+	// workload does, so that ephemeral ports do not run out.
 	sp := sessionSpec{cfg: Config{Heartbeat: 15 * time.Second, WriteTimeout: 10 * time.Second, Burst: o.fanoutEvents}, n: n,
-		size: o.fanoutSize, phases: []phase{{0, o.fanoutEvents}}, profile: o.profilePath("fanout", ci.name, n)}
+		size: o.fanoutSize, phases: []phase{{0, o.fanoutEvents}}, src: n > 5000, profile: profile, pin: o.pin}
 	s, err := openSession(ci, sp, log)
 	if err != nil {
 		row.err = err
@@ -331,7 +348,7 @@ func runFanout(o options, ci contenderInfo, n int, log io.Writer) fanoutRow {
 		return row
 	}
 	cst0, _ := s.status()
-	busy0, wall0 := machineBusy(), time.Now()
+	busy0, srvBusy0, wall0 := machineBusy(), busyOn(o.pin.server), time.Now()
 	pubCh := s.srv.start(request{Cmd: "publish", N: o.fanoutEvents, Size: o.fanoutSize, Interval: o.fanoutInterval})
 	runFor := time.Duration(o.fanoutEvents) * o.fanoutInterval
 	hardEnd := time.Now().Add(runFor + 60*time.Second)
@@ -375,6 +392,10 @@ func runFanout(o options, ci contenderInfo, n int, log io.Writer) fanoutRow {
 	if wall := time.Since(wall0); wall > 0 {
 		own := time.Duration(st1.CPU-st0.CPU) + time.Duration(rep.CPU-cst0.CPU)
 		row.other = float64(machineBusy()-busy0-own) / float64(wall)
+		row.srvOther = max(0, row.other)
+		if o.pin.pinned() {
+			row.srvOther = max(0, float64(busyOn(o.pin.server)-srvBusy0-time.Duration(st1.CPU-st0.CPU))/float64(wall))
+		}
 	}
 	debugf("published: client CPU %.2f µs/delivery, mean Publish %v", float64(rep.CPU-cst0.CPU)/1e3/float64(max(rep.Count, 1)), time.Duration(pub.MeanPub))
 	row.p50, row.p99 = percentile(rep.Hist, 0.50), percentile(rep.Hist, 0.99)
@@ -390,7 +411,8 @@ func runFanout(o options, ci contenderInfo, n int, log io.Writer) fanoutRow {
 		row.clientCPUPer = float64(rep.CPU-cst0.CPU) / 1e3 / float64(rep.Count)
 	}
 	if wall := st1.Now - st0.Now; wall > 0 {
-		row.cores = float64(st1.CPU-st0.CPU+rep.CPU-cst0.CPU) / float64(wall)
+		row.srvCores = float64(st1.CPU-st0.CPU) / float64(wall)
+		row.cliCores = float64(rep.CPU-cst0.CPU) / float64(wall)
 	}
 	row.rssPer = float64(st1.HWM-s.base.RSS) / float64(max(row.connected, 1))
 	row.lost, row.dup, row.reord, row.bad = rep.Lost, rep.Dup, rep.Reord, rep.Bad
@@ -572,7 +594,7 @@ func runSlow(o options, ci contenderInfo, log io.Writer) slowRow {
 		phases = append(phases, phase{i * E, (i + 1) * E})
 	}
 	sp := sessionSpec{cfg: Config{Heartbeat: 15 * time.Second, WriteTimeout: o.slowWT, Burst: E}, n: o.slowClients,
-		stall: true, size: o.slowSize, phases: phases, profile: o.profilePath("slow", ci.name, o.slowClients)}
+		stall: true, size: o.slowSize, phases: phases, profile: o.profilePath("slow", ci.name, o.slowClients), pin: o.pin}
 	s, err := openSession(ci, sp, log)
 	if err != nil {
 		row.err = err
@@ -791,7 +813,7 @@ type idleRow struct {
 func runIdle(o options, ci contenderInfo, log io.Writer) idleRow {
 	row := idleRow{name: ci.name, n: o.idleN}
 	sp := sessionSpec{cfg: Config{Heartbeat: o.idleHeartbeat, WriteTimeout: 10 * time.Second}, n: o.idleN,
-		size: 200, phases: []phase{{0, 1}}, src: o.idleN > 5000, profile: o.profilePath("idle", ci.name, o.idleN)}
+		size: 200, phases: []phase{{0, 1}}, src: o.idleN > 5000, profile: o.profilePath("idle", ci.name, o.idleN), pin: o.pin}
 	s, err := openSession(ci, sp, log)
 	if err != nil {
 		row.err = err
@@ -850,7 +872,7 @@ func runIdle(o options, ci contenderInfo, log io.Writer) idleRow {
 // ---- the whole run and its tables ----
 
 func runAll(o options, out, log io.Writer) error {
-	fmt.Fprintf(out, "Machine: %s. Server and clients are separate processes on 127.0.0.1 (GOMAXPROCS = all CPUs each, so clients compete with the server for the same cores).\n\n", machine())
+	fmt.Fprintf(out, "Machine: %s. Server and clients are separate processes on 127.0.0.1; CPUs: %s.\n\n", machine(), o.pin.describe())
 	if o.quick {
 		fmt.Fprintf(out, "**Quick mode: small sizes, numbers are indicative only.**\n\n")
 	}
@@ -864,42 +886,12 @@ func runAll(o options, out, log io.Writer) error {
 		fmt.Fprintln(out)
 	}
 	if o.want("fanout") {
-		meter := newLoadMeter()
-		fmt.Fprintf(out, "### Fan-out: %d events of %d B, one every %v, to N clients\n\n", o.fanoutEvents, o.fanoutSize, o.fanoutInterval)
-		fmt.Fprintf(out, "Latency from each event's scheduled publish time to its arrival at the client (it includes the publisher's own lateness: Go's timers wake the publishing goroutine about 0.5 ms late here, and a Publish that blocks delays the events after it; see the publisher-late column); deliveries/s = deliveries / (last arrival − first schedule); server CPU = server process user+sys from the first publish to the last arrival; client CPU = the client processes' user+sys over the same window (parsing and checking every event); box cores used = (server + client CPU) / wall time of the window, out of %d: near %d, the server and its clients saturate the machine and latency includes waiting for a core; RSS = server peak RSS minus its RSS before any connection, per connection. Longest run-queue wait = the longest time any goroutine of the server process sat runnable before it ran while the events were being published (runtime/metrics /sched/latencies:seconds, read before the first and after the last Publish call): the lower bound of the highest histogram bucket whose count grew, so it understates (buckets are a quarter of a power of two wide, and the runtime samples one wait in 8); it does not include time a running goroutine's thread is preempted by the kernel.\n\n", runtime.NumCPU(), runtime.NumCPU())
-		fmt.Fprintf(out, "| contender | N | p50 ms | p99 ms | deliveries/s | server CPU µs/delivery | client CPU µs/delivery | box cores used | RSS KiB/conn | delivered | lost | dup | reordered | invalid | longest Publish | longest run-queue wait (lower bound: histogram bucket) | publisher late p50/p99 ms | notes |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
-		for _, n := range o.fanoutN {
-			for _, ci := range o.contenders {
-				if ci.floor {
-					continue
-				}
-				fmt.Fprintf(log, "fanout: %s N=%d\n", ci.name, n)
-				r := runFanout(o, ci, n, log)
-				if r.err != nil {
-					fmt.Fprintf(out, "| %s | %d | | | | | | | | | | | | | | | | error: %s |\n", r.name, n, oneLine(r.err.Error()))
-					continue
-				}
-				note := r.note
-				if r.connected < n {
-					note = strings.TrimSpace(fmt.Sprintf("%s only %d connected", note, r.connected))
-				}
-				if r.other > 0.2 {
-					note = strings.TrimSpace(fmt.Sprintf("%s other load %.1f cores", note, r.other))
-				}
-				if r.closed > 0 {
-					note = strings.TrimSpace(fmt.Sprintf("%s %d streams ended", note, r.closed))
-				}
-				fmt.Fprintf(out, "| %s | %d | %s | %s | %s | %.2f | %.2f | %.2f | %.1f | %d/%d | %d | %d | %d | %d | %s | %s | %s / %s | %s |\n", r.name, n, ms(r.p50), ms(r.p99),
-					human(r.perSec), r.cpuPer, r.clientCPUPer, r.cores, r.rssPer, r.delivered, r.want, r.lost, r.dup, r.reord, r.bad, dur(r.maxPub), dur(r.sched),
-					ms(float64(r.late50)/1e6), ms(float64(r.late99)/1e6), oneLine(note))
-			}
-		}
-		fmt.Fprintf(out, "\nOther processes on the machine used %.2f cores on average during this workload.\n", meter.other())
-		fmt.Fprintln(out)
+		writeFanout(o, out, log)
 	}
 	if o.want("slow") {
 		meter := newLoadMeter()
 		fmt.Fprintf(out, "### Slow consumer: %d clients, %d events of %d B back to back, in pairs: all reading (A), then with client 0 stopped (B)\n\n", o.slowClients, o.slowEvents, o.slowSize)
+		fmt.Fprintf(out, "CPUs: %s.\n\n", o.pin.describe())
 		fmt.Fprintf(out, "The stalled client sets a 4 KiB receive buffer and the server's side of its connection gets a 16 KiB send buffer (SO_SNDBUF, set by the harness for every contender), so that its writes block after tens of KiB rather than the several MiB Linux buffers on loopback. p99 is over the other %d clients, from each event's Publish call. Write timeout for ours and hub: %v. Each burst waits at most %v.\n\n", o.slowClients-1, o.slowWT, slowBound(o))
 		fmt.Fprintf(out, "Each contender runs up to %d pairs, A then B, in one session: after each B burst client 0 reads again and catches up, so A and B alternate and drift hits both. Then client 0 stops once more for a last B burst that waits until it is dropped: it gives \"dropped after\" and the RSS Δ, and is a B sample too. A library whose Publish blocks while a client is stalled never completes its first B burst, so it runs one pair only. p99 A and p99 B are medians over the A bursts and over the B bursts; B/A is the median of the per-pair ratios p99 B / p99 A, with their range and the number of valid pairs; burst times are medians; longest Publish is the longest over every A burst and every B burst; \"published B\" and the others' events in B are summed over every B burst, \"others complete\" is the worst burst's.\n\n", max(o.slowPairs, 1))
 		fmt.Fprintf(out, "Burst time = first Publish call to the last event's arrival at the other clients (a library whose Publish waits for delivery has a low p99 from the Publish call, but a long burst). Longest run-queue wait = the longest time any goroutine of the server process sat runnable before it ran while a burst was being published (runtime/metrics /sched/latencies:seconds, read before the first and after the last Publish call of each burst): the lower bound of the highest histogram bucket whose count grew, so it understates (buckets are a quarter of a power of two wide, and the runtime samples one wait in 8). It does not include time a running goroutine's thread is preempted by the kernel. A Publish call about as long as the run-queue wait may have been the publisher waiting to run; one far longer may have been slow for another reason (the wait is a lower bound, so this is a hint, not a proof).\n\n")
@@ -941,6 +933,7 @@ func runAll(o options, out, log io.Writer) error {
 	if o.want("idle") {
 		meter := newLoadMeter()
 		fmt.Fprintf(out, "### Idle: %d open streams, heartbeat every %v, measured over %v\n\n", o.idleN, o.idleHeartbeat, o.idleWindow)
+		fmt.Fprintf(out, "CPUs: %s.\n\n", o.pin.describe())
 		fmt.Fprintf(out, "RSS = server RSS minus its RSS before any connection, per stream (kernel socket buffers are not in RSS); Go stacks and heap objects (runtime/metrics, not yet collected garbage included) show where it goes. Heartbeats = comments (or ping events) a client received per stream in the window.\n\n")
 		fmt.Fprintf(out, "| contender | streams | RSS KiB/stream | of which Go stacks | of which heap objects | server CPU ms/s | heartbeats/stream | goroutines/stream | notes |\n|---|--:|--:|--:|--:|--:|--:|--:|---|\n")
 		for _, ci := range o.contenders {
@@ -1024,4 +1017,121 @@ func oneLine(s string) string {
 		s = s[:160] + "…"
 	}
 	return s
+}
+
+// writeFanout runs the fan-out workload: for each N, o.runs rounds of every
+// contender, interleaved (ours, hub, ours, hub, …) so that drift hits each
+// alike, one row per run; then, with several runs, the medians.
+func writeFanout(o options, out, log io.Writer) {
+	meter := newLoadMeter()
+	fmt.Fprintf(out, "### Fan-out: %d events of %d B, one every %v, to N clients\n\n", o.fanoutEvents, o.fanoutSize, o.fanoutInterval)
+	fmt.Fprintf(out, "CPUs: %s.\n\n", o.pin.describe())
+	cores := fmt.Sprintf("out of the %d CPUs they share: near %d, the server and its clients saturate the machine and latency includes waiting for a core", runtime.NumCPU(), runtime.NumCPU())
+	other := "other load = CPU time other processes used over the window, in cores"
+	if o.pin.pinned() {
+		cores = fmt.Sprintf("the server out of its %d CPUs, the clients out of their %d (shared with the orchestrator)", len(o.pin.server), len(o.pin.clients))
+		other = "other load on the server's CPUs = their busy time (/proc/stat) minus the server's CPU time, in cores: other processes that ran there, and kernel work (softirq) not charged to the server"
+	}
+	fmt.Fprintf(out, "Latency from each event's scheduled publish time to its arrival at the client (it includes the publisher's own lateness: Go's timers wake the publishing goroutine about 0.5 ms late here, and a Publish that blocks delays the events after it; see the publisher-late column); deliveries/s = deliveries / (last arrival − first schedule); server CPU = server process user+sys from the first publish to the last arrival; client CPU = the client processes' user+sys over the same window (parsing and checking every event); cores used = server CPU and client CPU / wall time of the window, %s; %s; RSS = server peak RSS minus its RSS before any connection, per connection. Longest run-queue wait = the longest time any goroutine of the server process sat runnable before it ran while the events were being published (runtime/metrics /sched/latencies:seconds, read before the first and after the last Publish call): the lower bound of the highest histogram bucket whose count grew, so it understates (buckets are a quarter of a power of two wide, and the runtime samples one wait in 8); it does not include time a running goroutine's thread is preempted by the kernel.\n\n", cores, other)
+	if o.runs > 1 {
+		fmt.Fprintf(out, "Each N runs every contender %d times, interleaved (one run of each in turn, then again), in the order of the rows; the table after this one gives the medians.\n\n", o.runs)
+	}
+	fmt.Fprintf(out, "| contender | N | run | p50 ms | p99 ms | deliveries/s | server CPU µs/delivery | client CPU µs/delivery | cores used: server + clients | other load on the server's CPUs | RSS KiB/conn | delivered | lost | dup | reordered | invalid | longest Publish | longest run-queue wait (lower bound: histogram bucket) | publisher late p50/p99 ms | notes |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
+	type key struct {
+		name string
+		n    int
+	}
+	rows := map[key][]fanoutRow{}
+	for _, n := range o.fanoutN {
+		for run := 1; run <= o.runs; run++ {
+			for _, ci := range o.contenders {
+				if ci.floor {
+					continue
+				}
+				fmt.Fprintf(log, "fanout: %s N=%d run %d of %d\n", ci.name, n, run, o.runs)
+				r := runFanout(o, ci, n, run, log)
+				rows[key{ci.name, n}] = append(rows[key{ci.name, n}], r)
+				if r.err != nil {
+					fmt.Fprintf(out, "| %s | %d | %d | | | | | | | | | | | | | | | | | error: %s |\n", r.name, n, run, oneLine(r.err.Error()))
+					continue
+				}
+				fmt.Fprintf(out, "| %s | %d | %d | %s | %s | %s | %.2f | %.2f | %.2f + %.2f | %.2f | %.1f | %d/%d | %d | %d | %d | %d | %s | %s | %s / %s | %s |\n", r.name, n, run, ms(r.p50), ms(r.p99),
+					human(r.perSec), r.cpuPer, r.clientCPUPer, r.srvCores, r.cliCores, r.srvOther, r.rssPer, r.delivered, r.want, r.lost, r.dup, r.reord, r.bad, dur(r.maxPub), dur(r.sched),
+					ms(float64(r.late50)/1e6), ms(float64(r.late99)/1e6), oneLine(r.notes()))
+			}
+		}
+	}
+	fmt.Fprintf(out, "\nOther processes on the machine used %.2f cores on average during this workload.\n\n", meter.other())
+	if o.runs < 2 {
+		return
+	}
+	fmt.Fprintf(out, "#### Fan-out: medians over %d interleaved runs\n\n", o.runs)
+	fmt.Fprintf(out, "Each figure is the median over the runs that completed, with the range (min–max) in brackets; the ratios to the hub pair each run with the hub's run of the same round (run k with run k) and give the median of those per-round ratios. Longest Publish, run-queue wait and other load are the largest over the runs.\n\n")
+	fmt.Fprintf(out, "| contender | N | runs | p50 ms | p99 ms | p99 / hub's | deliveries/s | deliveries/s / hub's | server CPU µs/delivery | client CPU µs/delivery | longest Publish | longest run-queue wait | other load on the server's CPUs | lost + dup + reordered + invalid | notes |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
+	for _, n := range o.fanoutN {
+		hub := rows[key{"hub", n}]
+		for _, ci := range o.contenders {
+			if ci.floor {
+				continue
+			}
+			rs := rows[key{ci.name, n}]
+			var p50, p99, perSec, cpu, cli, r99, rPer []float64
+			var maxPub, sched time.Duration
+			var srvOther float64
+			var faults int64
+			var errs []string
+			for i, r := range rs {
+				if r.err != nil {
+					errs = append(errs, fmt.Sprintf("run %d: %s", r.run, r.err))
+					continue
+				}
+				p50, p99, perSec = append(p50, r.p50), append(p99, r.p99), append(perSec, r.perSec)
+				cpu, cli = append(cpu, r.cpuPer), append(cli, r.clientCPUPer)
+				maxPub, sched, srvOther = max(maxPub, r.maxPub), max(sched, r.sched), max(srvOther, r.srvOther)
+				faults += r.lost + r.dup + r.reord + r.bad
+				if i < len(hub) && hub[i].err == nil && hub[i].p99 > 0 && hub[i].perSec > 0 {
+					r99, rPer = append(r99, r.p99/hub[i].p99), append(rPer, r.perSec/hub[i].perSec)
+				}
+			}
+			note := ""
+			if len(errs) > 0 {
+				note = fmt.Sprintf("%d of %d runs failed: %s", len(errs), len(rs), errs[0])
+			}
+			if len(p99) == 0 {
+				fmt.Fprintf(out, "| %s | %d | 0 | | | | | | | | | | | | %s |\n", ci.name, n, oneLine(note))
+				continue
+			}
+			fmt.Fprintf(out, "| %s | %d | %d | %s | %s | %s | %s | %s | %.2f | %.2f | %s | %s | %.2f | %d | %s |\n", ci.name, n, len(p99),
+				ms(median(p50, math.NaN())), spread(p99, ms), spread(r99, ratioStr), spread(perSec, human), spread(rPer, ratioStr),
+				median(cpu, math.NaN()), median(cli, math.NaN()), dur(maxPub), dur(sched), srvOther, faults, oneLine(note))
+		}
+	}
+	fmt.Fprintln(out)
+}
+
+// spread formats the median of v and its range: "43.1 (38.0–51.2)".
+func spread(v []float64, f func(float64) string) string {
+	if len(v) == 0 {
+		return "–"
+	}
+	m := f(median(v, math.NaN()))
+	if len(v) == 1 {
+		return m
+	}
+	return fmt.Sprintf("%s (%s–%s)", m, f(slices.Min(v)), f(slices.Max(v)))
+}
+
+// notes is what a fan-out row's notes column says.
+func (r fanoutRow) notes() string {
+	note := r.note
+	if r.connected < r.n {
+		note = strings.TrimSpace(fmt.Sprintf("%s only %d connected", note, r.connected))
+	}
+	if r.other > 0.2 {
+		note = strings.TrimSpace(fmt.Sprintf("%s other load %.1f cores", note, r.other))
+	}
+	if r.closed > 0 {
+		note = strings.TrimSpace(fmt.Sprintf("%s %d streams ended", note, r.closed))
+	}
+	return note
 }

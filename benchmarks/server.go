@@ -94,8 +94,8 @@ func serverMain(contender string, cfg Config, in io.Reader, out, errw io.Writer)
 
 	rss, hwm := memKiB()
 	stacks, heap := goMemory()
-	s.rep.reply(response{Addr: ln.Addr().String(), RSS: rss, HWM: hwm, CPU: int64(cpuNow()), Now: time.Now().UnixNano(),
-		Stacks: stacks, Heap: heap})
+	s.rep.reply(placement(response{Addr: ln.Addr().String(), RSS: rss, HWM: hwm, CPU: int64(cpuNow()), Now: time.Now().UnixNano(),
+		Stacks: stacks, Heap: heap}))
 
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lightsse/sse"
 )
 
 // The smoke test runs the harness in this process (servers and clients as
@@ -28,8 +30,8 @@ func smokeOptions() options {
 	o.slowSize = 1024
 	o.slowWT = 500 * time.Millisecond
 	o.idleN = 5
-	o.idleHeartbeat = 100 * time.Millisecond
-	o.idleWindow = 350 * time.Millisecond
+	o.idleHeartbeat = sse.MinHeartbeat // the shortest the package allows
+	o.idleWindow = sse.MinHeartbeat + 350*time.Millisecond
 	o.idleSettle = 0
 	return o
 }
@@ -42,7 +44,7 @@ func TestFanoutEveryContender(t *testing.T) {
 		}
 		t.Run(ci.name, func(t *testing.T) {
 			t.Parallel()
-			r := runFanout(o, ci, 3, io.Discard)
+			r := runFanout(o, ci, 3, 1, io.Discard)
 			if r.err != nil {
 				t.Fatal(r.err)
 			}

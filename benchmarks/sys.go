@@ -98,8 +98,20 @@ func machine() string {
 		}
 		kernel = ", Linux " + string(b)
 	}
-	return strconv.Itoa(runtime.NumCPU()) + " CPUs (" + model + "), " + mem + runtime.Version() + kernel +
+	return strconv.Itoa(onlineCPUs()) + " CPUs (" + model + "), " + mem + runtime.Version() + kernel +
 		", " + time.Now().UTC().Format("2006-01-02")
+}
+
+// onlineCPUs returns how many CPUs the machine has online (not how many
+// this process may use, which runtime.NumCPU returns, and which is fewer
+// when the orchestrator is pinned).
+func onlineCPUs() int {
+	if b, err := os.ReadFile("/sys/devices/system/cpu/online"); err == nil {
+		if c, err := parseCPUList(strings.TrimSpace(string(b))); err == nil {
+			return len(c)
+		}
+	}
+	return runtime.NumCPU()
 }
 
 // startProfiles starts a CPU profile and mutex sampling; the returned
@@ -142,23 +154,35 @@ func startProfiles(prefix string) (func(), error) {
 // machineBusy returns the CPU time all processes on the machine have used
 // (the non-idle time in /proc/stat), to tell how much other load ran during
 // a measurement.
-func machineBusy() time.Duration {
+func machineBusy() time.Duration { return busyOn(nil) }
+
+// busyOn returns the non-idle CPU time of the CPUs in c (all of them if c
+// is empty), from /proc/stat: user, nice, system, irq, softirq, steal.
+func busyOn(c cpuSet) time.Duration {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return 0
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 5 || f[0] != "cpu" {
-		return 0
-	}
 	var busy int64
-	for i, v := range f[1:] {
-		n, _ := strconv.ParseInt(v, 10, 64)
-		if i == 3 || i == 4 { // idle, iowait
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || !strings.HasPrefix(f[0], "cpu") {
 			continue
 		}
-		busy += n
+		if len(c) == 0 {
+			if f[0] != "cpu" {
+				continue
+			}
+		} else if n, err := strconv.Atoi(f[0][3:]); err != nil || !slices.Contains(c, n) {
+			continue
+		}
+		for i, v := range f[1:] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest time is in user already
+				continue
+			}
+			busy += n
+		}
 	}
 	return time.Duration(busy) * 10 * time.Millisecond // USER_HZ = 100
 }
