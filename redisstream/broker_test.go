@@ -503,7 +503,7 @@ func TestBrokersRedisPaused(t *testing.T) {
 	srv := redistest.Start(t)
 	const timeout = 500 * time.Millisecond
 	ins := newInstances(t, 3, srv, &Options{Timeout: timeout, MaxLen: 10000},
-		&sse.BrokerOptions{Stream: sse.Options{Heartbeat: 500 * time.Millisecond}})
+		&sse.BrokerOptions{Stream: sse.Options{Heartbeat: sse.MinHeartbeat}})
 	start := headID(t, ins[0].topic)
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel, which ends the sessions
