@@ -55,6 +55,7 @@ func main() {
 	quick := flag.Bool("quick", false, "smaller runs")
 	clients := flag.Int("clients", 1000, "latency: SSE clients")
 	rate := flag.Int("rate", 100, "latency: events per second")
+	rounds := flag.Int("rounds", 3, "latency: rounds of the three variants (quick: 1)")
 	urls := flag.String("urls", "", "internal, clients: stream URLs, comma-separated")
 	flag.Parse()
 	log.SetFlags(0)
@@ -73,7 +74,7 @@ func main() {
 		case "throughput":
 			throughput(rs, *quick)
 		case "latency":
-			latency(rs, *quick, *clients, *rate)
+			latency(rs, *quick, *clients, *rate, *rounds)
 		default:
 			log.Fatalf("unknown workload %q", w)
 		}
@@ -359,8 +360,8 @@ type report struct {
 	CPU      float64 `json:"cpu_s"`
 }
 
-func latency(rs *redisServer, quick bool, clients, rate int) {
-	dur, rounds := 10*time.Second, 3
+func latency(rs *redisServer, quick bool, clients, rate, rounds int) {
+	dur := 10 * time.Second
 	if quick {
 		dur, rounds = 4*time.Second, 1
 	}
