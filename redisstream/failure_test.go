@@ -487,3 +487,109 @@ func TestNoDeliverAfterStop(t *testing.T) {
 		t.Errorf("deliver called %d times after stop returned", n)
 	}
 }
+
+// A Pub/Sub connection on which nothing, not even the answer to a PING, has
+// come for pingAfter+pingTimeout is replaced: a peer lost without a reset
+// (a dead host, a dropped route) would otherwise leave it dead for good.
+func TestDeadConnectionReplaced(t *testing.T) {
+	after, timeout := pingAfter, pingTimeout
+	t.Cleanup(func() { pingAfter, pingTimeout = after, timeout }) // after the Streams has closed
+	pingAfter, pingTimeout = 100*time.Millisecond, 200*time.Millisecond
+	srv := redistest.Start(t)
+	px := newProxy(t, srv.Addr())
+	client := redis.NewClient(&redis.Options{Addr: px.addr(), ContextTimeoutEnabled: true, MaxRetries: -1,
+		DialTimeout: time.Second, ReadTimeout: time.Second})
+	t.Cleanup(func() { client.Close() })
+	s, err := New(client, &Options{Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	r, _ := follow(t, topic(t, s, "room"))
+	r.wait("the head", 10*time.Second, (*reader).started)
+	px.freeze() // every connection so far now carries nothing, and never closes
+	pub := topic(t, newStreams(t, srv, nil), "room")
+	appendN(t, pub, 1, 3)
+	r.wait("3 events, on a new connection", 20*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	r.checkLog(0)
+}
+
+// A proxy forwards TCP connections to a server until frozen: then the
+// connections it has stop carrying bytes, without closing, as if the peer
+// had vanished; new ones work.
+type proxy struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	frozen chan struct{} // closed by freeze, for the connections of before
+	conns  []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, frozen: make(chan struct{})}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			frozen := p.frozen
+			p.mu.Unlock()
+			wg.Go(func() { p.pipe(s, c, frozen) })
+			wg.Go(func() { p.pipe(c, s, frozen) })
+		}
+	})
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+// pipe copies from src to dst until either closes, or frozen: then it
+// reads on and drops what it reads, so that the sender sees nothing wrong.
+func (p *proxy) pipe(dst, src net.Conn, frozen chan struct{}) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			dst.Close()
+			return
+		}
+		select {
+		case <-frozen:
+			continue
+		default:
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			src.Close()
+			return
+		}
+	}
+}
+
+// freeze stops every connection made so far.
+func (p *proxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	close(p.frozen)
+	p.frozen = make(chan struct{})
+}

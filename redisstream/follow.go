@@ -87,8 +87,8 @@ var errBroken = errors.New("redisstream: Pub/Sub connection broken")
 
 // How the loop checks that the Pub/Sub connection is alive: after
 // pingAfter with nothing read on it, it sends a PING; if nothing has come
-// back pingTimeout later, it replaces the connection.
-const (
+// back pingTimeout later, it replaces the connection. (Variables, for tests.)
+var (
 	pingAfter   = 5 * time.Second
 	pingTimeout = 5 * time.Second
 )
