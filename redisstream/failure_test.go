@@ -518,10 +518,11 @@ func TestDeadConnectionReplaced(t *testing.T) {
 // connections it has stop carrying bytes, without closing, as if the peer
 // had vanished; new ones work.
 type proxy struct {
-	ln     net.Listener
-	mu     sync.Mutex
-	frozen chan struct{} // closed by freeze, for the connections of before
-	conns  []net.Conn
+	ln    net.Listener
+	mu    sync.Mutex
+	up    chan struct{} // closed to stop what clients send, on the connections of before
+	down  chan struct{} // closed to stop what the server sends, likewise
+	conns []net.Conn
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -529,7 +530,7 @@ func newProxy(t *testing.T, target string) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, frozen: make(chan struct{})}
+	p := &proxy{ln: ln, up: make(chan struct{}), down: make(chan struct{})}
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
 		ln.Close()
@@ -553,10 +554,10 @@ func newProxy(t *testing.T, target string) *proxy {
 			}
 			p.mu.Lock()
 			p.conns = append(p.conns, c, s)
-			frozen := p.frozen
+			up, down := p.up, p.down
 			p.mu.Unlock()
-			wg.Go(func() { p.pipe(s, c, frozen) })
-			wg.Go(func() { p.pipe(c, s, frozen) })
+			wg.Go(func() { p.pipe(s, c, up) })
+			wg.Go(func() { p.pipe(c, s, down) })
 		}
 	})
 	return p
@@ -586,10 +587,58 @@ func (p *proxy) pipe(dst, src net.Conn, frozen chan struct{}) {
 	}
 }
 
-// freeze stops every connection made so far.
+// freeze stops every connection made so far, both ways.
 func (p *proxy) freeze() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	close(p.frozen)
-	p.frozen = make(chan struct{})
+	close(p.up)
+	close(p.down)
+	p.up, p.down = make(chan struct{}), make(chan struct{})
+}
+
+// dropReplies stops what the server sends on every connection made so far:
+// commands still arrive and run, their replies are lost.
+func (p *proxy) dropReplies() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	close(p.down)
+	p.down = make(chan struct{})
+}
+
+// An Append whose reply is lost is not sent again, even by a client that
+// retries commands after a timeout (go-redis's default): Redis has run it,
+// and a second run would be a second event.
+func TestAppendNeverSentTwice(t *testing.T) {
+	srv := redistest.Start(t)
+	px := newProxy(t, srv.Addr())
+	client := redis.NewClient(&redis.Options{Addr: px.addr(), ContextTimeoutEnabled: true,
+		MaxRetries: 3, ReadTimeout: 200 * time.Millisecond}) // retries on
+	t.Cleanup(func() { client.Close() })
+	s, err := New(client, &Options{Timeout: 5 * time.Second}) // time enough for go-redis to retry
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	tp := topic(t, s, "room")
+	appendN(t, tp, 1, 1) // a connection, and the script loaded
+	px.dropReplies()
+	if p, err := tp.Append(t.Context(), wire(2)); err == nil {
+		t.Logf("Append whose reply was lost: %v (sent again?)", p)
+	}
+	direct := topic(t, newStreams(t, srv, nil), "room")
+	head, err := direct.Head(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wires, _, err := direct.ReadAfter(t.Context(), sse.Position{Epoch: head.Epoch}, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for _, w := range wires {
+		got = append(got, number(t, w))
+	}
+	if fmt.Sprint(got) != "[1 2]" {
+		t.Errorf("the log holds %v, want [1 2]: event 2 once", got)
+	}
 }
