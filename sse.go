@@ -1110,11 +1110,7 @@ func (s *stream) place(dst []byte) step {
 	}
 	r := b.hist.Load()
 	if r == nil { // with a Log whose head is not known yet
-		wake := b.wake.wait()
-		if b.hist.Load() != nil || b.closed.Load() {
-			return step{batch: dst}
-		}
-		return step{batch: dst, wake: wake}
+		return s.idle(dst, nil)
 	}
 	s.placed = true
 	lastID := LastEventID(s.req)
@@ -1179,11 +1175,7 @@ func (s *stream) readLog(dst []byte) step {
 	ctx, cancel := s.logContext()
 	wires, head, err := b.log.ReadAfter(ctx, after, maxBatch)
 	cancel()
-	if err == nil {
-		err = checkRead(after, wires, head)
-	}
-	switch {
-	case err != nil:
+	if err != nil {
 		select {
 		case <-s.w.done:
 			return step{batch: dst, end: endClientLeft}
@@ -1192,8 +1184,17 @@ func (s *stream) readLog(dst []byte) step {
 		if b.closed.Load() {
 			return step{batch: appendRetry(dst, b.jitter()), end: endClosed}
 		}
+		// The Log cannot be read now: the stream stays open, with its
+		// heartbeats, and asks again when something happens (an event, a
+		// heartbeat, the feed coming back), to go on with no gap.
+		b.counts.logErrors.Add(1)
+		return s.idle(dst, b.hist.Load())
+	}
+	if err := checkRead(after, wires, head); err != nil {
 		b.counts.logErrors.Add(1)
 		return s.logFailed(dst, head, after)
+	}
+	switch {
 	case len(wires) > 0:
 		if !s.sent {
 			b.counts.resumed[fromLog].Add(1)
@@ -1224,11 +1225,7 @@ func (s *stream) readLog(dst []byte) step {
 			s.ring = r
 			return step{batch: dst}
 		}
-		wake := b.wake.wait()
-		if b.hist.Load() != r || b.closed.Load() {
-			return step{batch: dst}
-		}
-		return step{batch: dst, wake: wake}
+		return s.idle(dst, r)
 	}
 	// The Log holds neither the event after the stream's position nor that
 	// position as its head: the events are gone, or the id was made up.
@@ -1241,6 +1238,22 @@ func (s *stream) readLog(dst []byte) step {
 	}
 	b.counts.resets[cause].Add(1)
 	return s.resetToLog(dst, head, after)
+}
+
+// idle has a stream that is not in the ring wait for anything new: an
+// event, a heartbeat (which it sends), a history other than seen, or Close.
+func (s *stream) idle(dst []byte, seen *ring) step {
+	b := s.b
+	if beats := b.beats.Load(); s.beats != beats {
+		s.beats = beats
+		b.counts.heartbeats.Add(1)
+		dst = append(dst, heartbeatLine...)
+	}
+	wake := b.wake.wait()
+	if b.closed.Load() || b.beats.Load() != s.beats || b.hist.Load() != seen {
+		return step{batch: dst} // came in as we looked: read again
+	}
+	return step{batch: dst, wake: wake}
 }
 
 // logFailed ends a stream that the Log failed, or resets it if it has sent
