@@ -863,6 +863,9 @@ func runAll(o options, out, log io.Writer) error {
 		}
 		fmt.Fprintln(out)
 	}
+	if o.want("parse") {
+		writeParse(o, out, log)
+	}
 	if o.want("fanout") {
 		meter := newLoadMeter()
 		fmt.Fprintf(out, "### Fan-out: %d events of %d B, one every %v, to N clients\n\n", o.fanoutEvents, o.fanoutSize, o.fanoutInterval)
