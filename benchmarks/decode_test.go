@@ -1,7 +1,9 @@
 package main
 
 import (
+	"slices"
 	"testing"
+	"time"
 )
 
 // go test -run '^$' -bench Parse -count 6 | benchstat -col /reader -
@@ -45,5 +47,32 @@ func TestDecoders(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// BenchmarkParseAlternating parses each stream with every reader in turn, one
+// stream each, and reports each reader's median time per event: on a machine
+// shared with other work, load that comes and goes falls on all readers
+// alike, where BenchmarkParse runs one reader for a second, then the next.
+//
+//	go test -run '^$' -bench ParseAlternating -benchtime 400x
+func BenchmarkParseAlternating(b *testing.B) {
+	for _, s := range decodeStreams {
+		b.Run("stream="+s.name, func(b *testing.B) {
+			times := make([][]time.Duration, len(decoders))
+			for b.Loop() {
+				for i, d := range decoders {
+					start := time.Now()
+					if err := d.parse(s.stream, nil); err != nil {
+						b.Fatal(err)
+					}
+					times[i] = append(times[i], time.Since(start))
+				}
+			}
+			for i, d := range decoders {
+				slices.Sort(times[i])
+				b.ReportMetric(float64(times[i][len(times[i])/2].Nanoseconds())/decodeEvents, "ns/event-"+d.short)
+			}
+		})
 	}
 }
