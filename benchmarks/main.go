@@ -42,7 +42,7 @@ func main() {
 	var (
 		all        = flag.Bool("all", false, "run every workload at full size")
 		quick      = flag.Bool("quick", false, "run every workload at a small size (under 2 minutes)")
-		workload   = flag.String("workload", "", "comma-separated: encode, fanout, slow, idle (default: all)")
+		workload   = flag.String("workload", "", "comma-separated: encode, parse, fanout, slow, idle (default: all)")
 		list       = flag.String("contenders", "all", "comma-separated contenders: "+strings.Join(contenderNames(), ", "))
 		ns         = flag.String("n", "", "fan-out client counts (default 100,1000,5000; quick 100)")
 		idleN      = flag.Int("idle-n", 0, "idle streams (default 19900: the hard RLIMIT_NOFILE here is 20000; quick 1000)")

@@ -885,6 +885,9 @@ func runAll(o options, out, log io.Writer) error {
 		}
 		fmt.Fprintln(out)
 	}
+	if o.want("parse") {
+		writeParse(o, out, log)
+	}
 	if o.want("fanout") {
 		writeFanout(o, out, log)
 	}

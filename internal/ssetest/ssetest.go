@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -191,7 +192,12 @@ func (r *Reader) processLine(line string) (Event, bool) {
 		}
 	case "retry":
 		if value != "" && strings.Trim(value, "0123456789") == "" {
-			if ms, err := strconv.ParseInt(value, 10, 64); err == nil {
+			// Digits only: the standard sets the reconnection time to any
+			// such value. One too long for a Duration gives the longest.
+			ms, err := strconv.ParseInt(value, 10, 64)
+			if err != nil || ms > math.MaxInt64/int64(time.Millisecond) {
+				r.Retry = math.MaxInt64
+			} else {
 				r.Retry = time.Duration(ms) * time.Millisecond
 			}
 		}

@@ -1,6 +1,7 @@
 package ssetest
 
 import (
+	"math"
 	"reflect"
 	"testing"
 	"time"
@@ -77,11 +78,14 @@ func TestStandardExamples(t *testing.T) {
 
 func TestRetry(t *testing.T) {
 	for stream, want := range map[string]time.Duration{
-		"retry: 2500\n":        2500 * time.Millisecond,
-		"retry: 100\nretry:\n": 100 * time.Millisecond, // empty: ignored
-		"retry: -1\n":          0,
-		"retry: 1.5\n":         0,
-		"retry:  5\n":          0, // a second space is part of the value
+		"retry: 2500\n":                    2500 * time.Millisecond,
+		"retry: 100\nretry:\n":             100 * time.Millisecond, // empty: ignored
+		"retry: -1\n":                      0,
+		"retry: 1.5\n":                     0,
+		"retry:  5\n":                      0,             // a second space is part of the value
+		"retry: 9223372036854775\n":        math.MaxInt64, // too long for a Duration
+		"retry: 99999999999999999999999\n": math.MaxInt64, // too long for an int64
+		"retry: 9223372036854\n":           9223372036854 * time.Millisecond,
 	} {
 		if _, r := Parse(stream); r.Retry != want {
 			t.Errorf("%q: Retry = %v, want %v", stream, r.Retry, want)

@@ -1,0 +1,174 @@
+// Command relay fronts an event stream: an sseclient.Client reads the
+// upstream stream, resuming it with Last-Event-ID whenever it breaks, and
+// publishes each of its events to an sse.Broker that browsers subscribe to.
+// It is the pattern of putting one connection to an API's stream in front of
+// many clients, which get the replay and the heartbeats of a Broker.
+//
+//	go run ./examples/relay                                  # relays its own clock, served at /upstream
+//	go run ./examples/relay -upstream https://host/events    # relays another stream
+//
+// Then open http://localhost:8080: the page shows the events as they are
+// relayed, and the state of its connection. The relay logs each time it
+// reconnects to the upstream. -addr changes the listening address.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/sseclient"
+)
+
+func main() {
+	addr := flag.String("addr", "localhost:8080", "address to listen on")
+	upstreamURL := flag.String("upstream", "", "URL of the stream to relay (default: a clock this command serves at /upstream)")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	var upstream *sse.Broker
+	if *upstreamURL == "" {
+		upstream = sse.NewBroker(nil)
+		defer upstream.Close()
+		go clock(ctx, upstream, time.Second)
+		*upstreamURL = "http://" + ln.Addr().String() + "/upstream"
+	}
+	downstream := sse.NewBroker(nil)
+	srv := &http.Server{
+		Handler:           newMux(downstream, upstream),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	srv.RegisterOnShutdown(func() { downstream.Close() })
+	failed := make(chan error, 2)
+	go func() { failed <- srv.Serve(ln) }()
+
+	client := &sseclient.Client{
+		IdleTimeout: 45 * time.Second, // three of a Broker's heartbeats
+		OnRetry: func(err error, wait time.Duration) {
+			log.Printf("upstream: %v; reconnecting in %v", err, wait.Round(time.Millisecond))
+		},
+	}
+	go func() { failed <- relay(ctx, client, *upstreamURL, downstream) }()
+	log.Printf("relaying %s at http://%s", *upstreamURL, ln.Addr())
+
+	select {
+	case err := <-failed:
+		log.Print(err)
+	case <-ctx.Done():
+	}
+	stop()
+	done, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(done); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Print(err)
+	}
+}
+
+// relay reads the stream at url with c and publishes each of its events to
+// b, until the stream ends for good or ctx is done; it returns why.
+//
+// An event keeps its type and data. Its id is left for b to give, so that a
+// browser resumes from b's history, while c resumes the upstream from the
+// upstream's own ids. A reset from the upstream (it could not resume from the
+// id c sent) is relayed like any other event: the browsers have missed what
+// the relay missed.
+func relay(ctx context.Context, c *sseclient.Client, url string, b *sse.Broker) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return err
+	}
+	for ev, err := range c.Events(req) {
+		if err != nil {
+			return err
+		}
+		if err := b.Publish(sse.Event{Type: ev.Type, Data: ev.Data}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// clock publishes the time to b as a "time" event every period, until ctx
+// is done: the upstream when none is given.
+func clock(ctx context.Context, b *sse.Broker, period time.Duration) {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case t := <-tick.C:
+			_ = b.Publish(sse.Event{Type: "time", Data: t.Format(time.RFC3339)})
+		}
+	}
+}
+
+// newMux returns the page at /, the relayed stream at /events, and, if
+// upstream is not nil, its stream at /upstream.
+func newMux(downstream, upstream *sse.Broker) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, page)
+	})
+	mux.Handle("GET /events", downstream)
+	if upstream != nil {
+		mux.Handle("GET /upstream", upstream)
+	}
+	return mux
+}
+
+// page lists the relayed events, newest first: "message" and "time" events,
+// and the "reset" a Broker sends a browser it cannot resume.
+const page = `<!doctype html>
+<html lang="en">
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>sse relay</title>
+<style>
+  body { font-family: system-ui, sans-serif; margin: 2rem; }
+  li { font-family: ui-monospace, monospace; }
+  .open { color: #080; }
+  .reconnecting, .connecting { color: #a60; }
+  .closed { color: #b00; }
+</style>
+<h1>Relayed events</h1>
+<p>Stream: <span id="status" class="connecting">connecting</span></p>
+<ol id="events" reversed></ol>
+<script>
+  const statusEl = document.getElementById("status");
+  const list = document.getElementById("events");
+  function showStatus(text) {
+    statusEl.textContent = text;
+    statusEl.className = text;
+  }
+  function show(e) {
+    const li = document.createElement("li");
+    li.textContent = e.type + " " + e.lastEventId + ": " + e.data;
+    list.prepend(li);
+    while (list.children.length > 20) list.lastChild.remove();
+  }
+  const source = new EventSource("/events");
+  source.onopen = () => showStatus("open");
+  source.onerror = () =>
+    showStatus(source.readyState === EventSource.CONNECTING ? "reconnecting" : "closed");
+  for (const type of ["message", "time", "reset"]) source.addEventListener(type, show);
+</script>
+</html>
+`

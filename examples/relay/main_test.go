@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/internal/leakcheck"
+	"github.com/lightsse/sse/sseclient"
+)
+
+// TestMain fails the run if the relay, a stream or a connection outlives its
+// test.
+func TestMain(m *testing.M) { leakcheck.Main(m) }
+
+func TestPage(t *testing.T) {
+	srv := httptest.NewServer(newMux(sse.NewBroker(nil), nil))
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `new EventSource("/events")`) {
+		t.Errorf("status %d, page %.100q", resp.StatusCode, body)
+	}
+}
+
+// Events published upstream reach the browsers' stream with their type and
+// data, under the relay's own ids; when the relay's upstream connection is
+// cut, it resumes, and nothing is lost or doubled.
+func TestRelay(t *testing.T) {
+	upstream, downstream := sse.NewBroker(nil), sse.NewBroker(nil)
+	defer upstream.Close()
+	defer downstream.Close()
+	cuts := make(chan context.CancelFunc, 10)
+	mux := newMux(downstream, nil)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/upstream" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		ctx, cut := context.WithCancel(r.Context())
+		cuts <- cut
+		upstream.ServeHTTP(w, r.WithContext(ctx))
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// The upstream's ids start with its epoch: a probe event shows it.
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/upstream", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the probe", func() bool { return upstream.Subscribers() == 1 })
+	upstream.Publish(sse.Event{Data: "probe"})
+	probe, err := sse.NewReader(resp.Body).Next()
+	resp.Body.Close()
+	<-cuts
+	upstreamEpoch, _, _ := strings.Cut(probe.ID, "-")
+	if err != nil || upstreamEpoch == "" {
+		t.Fatalf("probe %+v, %v", probe, err)
+	}
+	waitFor(t, "the probe to leave", func() bool { return upstream.Subscribers() == 0 })
+
+	relayed := make(chan error, 1)
+	go func() {
+		relayed <- relay(ctx, &sseclient.Client{Retry: time.Millisecond}, srv.URL+"/upstream", downstream)
+	}()
+	const events = 100
+	got := make(chan sse.Event, events)
+	go func() { // a browser
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/events", nil)
+		for ev, err := range (&sseclient.Client{}).Events(req) {
+			if err != nil {
+				return
+			}
+			got <- ev
+		}
+	}()
+	waitFor(t, "the relay and the browser", func() bool { return upstream.Subscribers() == 1 && downstream.Subscribers() == 1 })
+
+	for i := 1; i <= events; i++ {
+		typ := ""
+		if i%2 == 0 {
+			typ = "even"
+		}
+		if err := upstream.Publish(sse.Event{Type: typ, Data: strconv.Itoa(i)}); err != nil {
+			t.Fatal(err)
+		}
+		if i%25 == 0 {
+			(<-cuts)() // the relay's upstream connection
+		}
+	}
+	for i := 1; i <= events; i++ {
+		select {
+		case ev := <-got:
+			wantType := ""
+			if i%2 == 0 {
+				wantType = "even"
+			}
+			if ev.Data != strconv.Itoa(i) || ev.Type != wantType || ev.ID == "" || strings.HasPrefix(ev.ID, upstreamEpoch) {
+				t.Fatalf("event %d is %+v: want data %d, type %q, and an id of the relay's Broker", i, ev, i, wantType)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("event %d did not arrive", i)
+		}
+	}
+	cancel()
+	if err := <-relayed; !errors.Is(err, context.Canceled) {
+		t.Errorf("relay returned %v, want context.Canceled", err)
+	}
+}
+
+// The clock publishes a time event each period.
+func TestClock(t *testing.T) {
+	b := sse.NewBroker(nil)
+	defer b.Close()
+	srv := httptest.NewServer(b)
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ticking := make(chan struct{})
+	go func() {
+		defer close(ticking)
+		clock(ctx, b, time.Millisecond)
+	}()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
+	for ev, err := range (&sseclient.Client{}).Events(req) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := time.Parse(time.RFC3339, ev.Data); ev.Type != "time" || err != nil {
+			t.Errorf("event %+v: %v", ev, err)
+		}
+		break
+	}
+	cancel()
+	<-ticking
+}
+
+// waitFor polls cond until it holds, and fails t after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10s for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -1,0 +1,397 @@
+// Package sseclient reads a Server-Sent Events stream over HTTP, and resumes
+// it when it breaks, as a browser's EventSource does: it reconnects with the
+// Last-Event-ID header, after the delay the server asked for with retry, and
+// stops for good when the server says so.
+//
+//	req, _ := http.NewRequestWithContext(ctx, "GET", "https://example.com/events", nil)
+//	req.Header.Set("Authorization", "Bearer "+token)
+//	var c sseclient.Client
+//	for ev, err := range c.Events(req) {
+//		if err != nil {
+//			return err // the stream ended for good: a status, a cancelled ctx...
+//		}
+//		fmt.Println(ev.Type, ev.Data)
+//	}
+//
+// It reads events with [sse.Reader], so it parses exactly as the standard says,
+// and hands the caller every event, a Broker's "reset" included. It keeps no
+// goroutine of its own (the loop runs in the caller's; the idle timeout is a
+// timer), and a cancelled context or a break out of the loop ends the
+// connection at once.
+package sseclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"math/rand/v2"
+	"mime"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/lightsse/sse"
+)
+
+// Defaults used when a Client leaves a field zero.
+const (
+	// DefaultRetry is the reconnection delay until the server sets one with a
+	// retry field, as in Chromium.
+	DefaultRetry = 3 * time.Second
+	// DefaultMaxDelay caps the delay before a reconnection.
+	DefaultMaxDelay = 30 * time.Second
+)
+
+// Errors that end a stream for good. The error returned says which status,
+// content type or request it was; test for them with [errors.Is].
+var (
+	// ErrNoContent: the server answered 204 No Content, which tells an
+	// EventSource to stop reconnecting.
+	ErrNoContent = errors.New("sseclient: 204 No Content: the server asks not to reconnect")
+	// ErrStatus: the server answered a status other than 200 and 204. An
+	// EventSource does not reconnect after one, even 503.
+	ErrStatus = errors.New("sseclient: status is not 200 OK")
+	// ErrContentType: the response is not text/event-stream.
+	ErrContentType = errors.New("sseclient: response is not text/event-stream")
+	// ErrBodyNotReplayable: the request has a Body but no GetBody, so it
+	// could not be sent again to reconnect. http.NewRequest sets GetBody for
+	// a *bytes.Buffer, *bytes.Reader or *strings.Reader body.
+	ErrBodyNotReplayable = errors.New("sseclient: request body cannot be sent again (no GetBody)")
+)
+
+// ErrIdleTimeout is the error a connection ends with when no byte arrived
+// for the Client's IdleTimeout. It does not end the stream: the Client
+// reconnects, and passes it to OnRetry.
+var ErrIdleTimeout = errors.New("sseclient: no byte within the idle timeout")
+
+// A Client connects to event streams and keeps reading them across
+// reconnections. The zero Client is ready to use, with the defaults. A Client
+// is safe for concurrent use, and may serve several streams at once; set its
+// fields before its first use and do not change them after.
+type Client struct {
+	// HTTPClient sends the requests; nil means http.DefaultClient. Its
+	// Timeout, if any, ends every stream after that long, as it bounds the
+	// whole response: leave it 0 and use IdleTimeout.
+	HTTPClient *http.Client
+	// Retry is the delay before a reconnection until the server sets one
+	// with a retry field. 0 or less means DefaultRetry.
+	Retry time.Duration
+	// MaxDelay caps the delay before a reconnection: the server's retry,
+	// however large, and the backoff. 0 or less means DefaultMaxDelay.
+	MaxDelay time.Duration
+	// IdleTimeout, if positive, ends a connection on which no byte has
+	// arrived for that long, from the request on, and reconnects. Comments
+	// count, so a server's heartbeats keep the stream alive: set it to a few
+	// times the heartbeat (sse.Writer sends one after 15 s of silence). Time
+	// the caller spends on an event does not count. 0 means no idle timeout:
+	// a stream may be quiet for as long as it likes.
+	IdleTimeout time.Duration
+	// MaxEventSize bounds each event, as sse.Reader's MaxEventSize does; 0
+	// means sse.DefaultMaxEventSize. An event over it ends the stream with an
+	// error matching sse.ErrEventTooLarge.
+	MaxEventSize int
+	// OnRetry, if not nil, is called before each wait to reconnect, with the
+	// error that ended the connection and the time the Client will wait: the
+	// error is io.EOF when the server ended the response between events,
+	// io.ErrUnexpectedEOF when it ended inside one, ErrIdleTimeout, or the
+	// error from the HTTP client or the body. It runs in the loop's goroutine.
+	OnRetry func(err error, wait time.Duration)
+}
+
+// Events returns an iterator over the events of the stream that req opens,
+// for use with range. req's context governs the whole stream, across
+// reconnections.
+//
+// Each request is req with Accept: text/event-stream and Cache-Control:
+// no-cache unless req sets them, and, when it reconnects, Last-Event-ID set
+// to the stream's last event ID (or removed, if the stream reset it to "").
+// A Last-Event-ID that req sets is the one the first request sends, and the
+// stream's last event ID until the stream sets one. A body is sent again on
+// each request through req.GetBody, so that an API that streams the response
+// to a POST can be resumed.
+//
+// The Client reconnects when the response ends, whether cleanly, in the
+// middle of an event (which is dropped, as the standard says) or with a
+// network error, and when no byte arrives within IdleTimeout. It first waits
+// the delay the server set with its last retry field, or Retry. After a
+// connection that delivered no event, the delay doubles with each such
+// connection in a row, from at least Retry, up to MaxDelay; a delivered event
+// resets it. To each delay it adds a random part of up to half of it, so
+// that clients of a server that restarts do not all come back at once.
+//
+// The iterator yields each event with a nil error: an event's ID, Type, Data
+// and Retry are as sse.Reader returns them. It ends for good, yielding one
+// last error with a zero Event, when the server answers 204 (ErrNoContent),
+// another status than 200 (ErrStatus), or another content type than
+// text/event-stream (ErrContentType); when an event is over MaxEventSize
+// (sse.ErrEventTooLarge); when req's body cannot be sent again
+// (ErrBodyNotReplayable); and when req's context is done (its Err). A break
+// out of the loop closes the connection and ends it without an error.
+//
+// To resume in a later process, keep the last non-empty ID of the events
+// received and set it as the Last-Event-ID of the next request.
+func (c *Client) Events(req *http.Request) iter.Seq2[sse.Event, error] {
+	return func(yield func(sse.Event, error) bool) {
+		s := &stream{c: c, req: req, lastID: req.Header.Get("Last-Event-ID")}
+		if err := s.run(yield); err != nil {
+			yield(sse.Event{}, err)
+		}
+	}
+}
+
+// stream is one call of Events: the state kept across its connections.
+type stream struct {
+	c        *Client
+	req      *http.Request
+	lastID   string        // the last event ID, sent on reconnection
+	retry    time.Duration // the server's last retry
+	retrySet bool
+}
+
+// errStopped is what connect returns when the caller broke out of the loop.
+var errStopped = errors.New("sseclient: stopped by the caller")
+
+// permanent wraps the errors that end the stream for good.
+type permanent struct{ err error }
+
+func (p permanent) Error() string { return p.err.Error() }
+
+// run connects, and reconnects, until the stream ends for good, and returns
+// the error to yield last; nil if the caller broke out of the loop.
+func (s *stream) run(yield func(sse.Event, error) bool) error {
+	ctx := s.req.Context()
+	if s.req.Body != nil && s.req.Body != http.NoBody && s.req.GetBody == nil {
+		return ErrBodyNotReplayable
+	}
+	failures := 0 // connections in a row that delivered no event
+	for {
+		delivered, err := s.connect(ctx, yield)
+		if err == errStopped {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if p, ok := err.(permanent); ok {
+			return p.err
+		}
+		if delivered {
+			failures = 0
+		} else {
+			failures++
+		}
+		wait := s.delay(failures)
+		if s.c.OnRetry != nil {
+			s.c.OnRetry(err, wait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// delay returns how long to wait before the next connection, after failures
+// connections in a row that delivered no event.
+func (s *stream) delay(failures int) time.Duration {
+	base, maxDelay := s.c.Retry, s.c.MaxDelay
+	if base <= 0 {
+		base = DefaultRetry
+	}
+	if maxDelay <= 0 {
+		maxDelay = DefaultMaxDelay
+	}
+	d := base
+	if s.retrySet {
+		d = s.retry
+	}
+	if failures >= 2 {
+		// Double from at least Retry, so that a server's retry of 0 does
+		// not make a loop of requests.
+		d = max(d, base)
+		for range failures - 1 {
+			if d > maxDelay/2 {
+				d = maxDelay
+				break
+			}
+			d *= 2
+		}
+	}
+	d = min(d, maxDelay)
+	return d + min(rand.N(d/2+1), maxDuration-d)
+}
+
+// maxDuration is the longest time.Duration.
+const maxDuration = time.Duration(1<<63 - 1)
+
+// connect makes one request and hands its events to yield. It returns
+// whether it delivered any, and what ended the connection: errStopped if
+// yield asked to stop, a permanent error, or the error to reconnect after.
+func (s *stream) connect(ctx context.Context, yield func(sse.Event, error) bool) (delivered bool, err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	idle := s.watchIdle(cancel)
+	defer idle.stop()
+
+	req := s.req.Clone(ctx)
+	if s.req.GetBody != nil {
+		if req.Body, err = s.req.GetBody(); err != nil {
+			return false, permanent{fmt.Errorf("sseclient: GetBody: %w", err)}
+		}
+	}
+	if req.Header.Get("Accept") == "" {
+		req.Header.Set("Accept", "text/event-stream")
+	}
+	if req.Header.Get("Cache-Control") == "" {
+		req.Header.Set("Cache-Control", "no-cache")
+	}
+	if s.lastID != "" {
+		req.Header.Set("Last-Event-ID", s.lastID)
+	} else {
+		req.Header.Del("Last-Event-ID")
+	}
+	hc := s.c.HTTPClient
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false, idle.cause(ctx, err)
+	}
+	defer resp.Body.Close()
+	if err := checkResponse(resp); err != nil {
+		return false, permanent{err}
+	}
+
+	r := sse.NewReader(idle.reader(resp.Body))
+	r.MaxEventSize = s.c.MaxEventSize
+	r.SetLastEventID(s.lastID)
+	defer func() {
+		s.lastID = r.LastEventID()
+		if d, ok := r.Retry(); ok {
+			s.retry, s.retrySet = d, true
+		}
+	}()
+	for {
+		ev, err := r.Next()
+		if errors.Is(err, sse.ErrEventTooLarge) {
+			return delivered, permanent{err}
+		}
+		if err != nil {
+			return delivered, idle.cause(ctx, err)
+		}
+		delivered = true
+		idle.pause()
+		ok := yield(ev, nil)
+		idle.resume()
+		if !ok {
+			return delivered, errStopped
+		}
+	}
+}
+
+// checkResponse returns the error that ends the stream for a response that
+// does not open one.
+func checkResponse(resp *http.Response) error {
+	switch {
+	case resp.StatusCode == http.StatusNoContent:
+		return ErrNoContent
+	case resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("%w: %s", ErrStatus, resp.Status)
+	}
+	ct := resp.Header.Get("Content-Type")
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "text/event-stream" {
+		return fmt.Errorf("%w: Content-Type %q", ErrContentType, ct)
+	}
+	return nil
+}
+
+// idleWatch ends a connection, by cancelling its context with
+// ErrIdleTimeout, once no byte has arrived for the idle timeout. The zero
+// idleWatch watches nothing.
+type idleWatch struct {
+	timeout time.Duration
+	timer   *time.Timer
+	start   time.Time    // when the request was made
+	last    atomic.Int64 // when the last byte arrived, since start, or paused
+	stopped atomic.Bool
+}
+
+// paused, as idleWatch.last, stops the clock while the caller has an event.
+const paused = -1
+
+// watchIdle starts the idle timeout of a connection, if the Client has one.
+func (s *stream) watchIdle(cancel context.CancelCauseFunc) *idleWatch {
+	w := &idleWatch{timeout: s.c.IdleTimeout}
+	if w.timeout <= 0 {
+		return w
+	}
+	w.start = time.Now()
+	w.timer = time.AfterFunc(w.timeout, func() {
+		last := w.last.Load()
+		switch quiet := time.Since(w.start) - time.Duration(last); {
+		case w.stopped.Load():
+		case last == paused:
+			w.timer.Reset(w.timeout)
+		case quiet < w.timeout:
+			w.timer.Reset(w.timeout - quiet)
+		default:
+			cancel(ErrIdleTimeout)
+		}
+	})
+	return w
+}
+
+func (w *idleWatch) stop() {
+	if w.timer != nil {
+		w.stopped.Store(true)
+		w.timer.Stop()
+	}
+}
+
+func (w *idleWatch) pause() {
+	if w.timer != nil {
+		w.last.Store(paused)
+	}
+}
+
+func (w *idleWatch) resume() {
+	if w.timer != nil {
+		w.last.Store(int64(time.Since(w.start)))
+	}
+}
+
+// reader returns body, which restarts the idle clock with every byte read.
+func (w *idleWatch) reader(body io.Reader) io.Reader {
+	if w.timer == nil {
+		return body
+	}
+	return &idleReader{body, w}
+}
+
+// cause returns ErrIdleTimeout for an error the idle timeout caused, and err
+// otherwise.
+func (w *idleWatch) cause(ctx context.Context, err error) error {
+	if context.Cause(ctx) == ErrIdleTimeout {
+		return ErrIdleTimeout
+	}
+	return err
+}
+
+type idleReader struct {
+	r io.Reader
+	w *idleWatch
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.w.last.Store(int64(time.Since(r.w.start)))
+	}
+	return n, err
+}

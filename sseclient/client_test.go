@@ -1,0 +1,426 @@
+package sseclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/internal/leakcheck"
+)
+
+// TestMain fails the run if a goroutine outlives the tests: the Client starts
+// none, and must leave no connection behind.
+func TestMain(m *testing.M) { leakcheck.Main(m) }
+
+// ---- Over real sockets ------------------------------------------------------
+
+// server serves h, numbering its requests from 1.
+type server struct {
+	*httptest.Server
+	n atomic.Int32
+}
+
+func newServer(t *testing.T, h func(w http.ResponseWriter, r *http.Request, n int)) *server {
+	t.Helper()
+	s := &server{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h(w, r, int(s.n.Add(1)))
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// hold keeps a response open until the client leaves, which it does at the
+// latest when the test ends and cancels its request (see get).
+func hold(r *http.Request) { <-r.Context().Done() }
+
+// respond starts an event stream by hand and writes each piece of wire,
+// flushing after each.
+func respond(w http.ResponseWriter, pieces ...string) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(200)
+	for _, p := range pieces {
+		io.WriteString(w, p)
+		w.(http.Flusher).Flush()
+	}
+}
+
+// get returns a GET request for url whose context the test cancels at its end.
+func get(t *testing.T, url string) *http.Request {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// read collects the events of c.Events(req) until it has n of them, or the
+// iterator ends; it returns them with the error it ended with.
+func read(c *Client, req *http.Request, n int) ([]sse.Event, error) {
+	var got []sse.Event
+	for ev, err := range c.Events(req) {
+		if err != nil {
+			return got, err
+		}
+		if got = append(got, ev); len(got) == n {
+			break
+		}
+	}
+	return got, nil
+}
+
+// retries records what OnRetry is told.
+type retries struct {
+	mu    sync.Mutex
+	errs  []error
+	waits []time.Duration
+}
+
+func (r *retries) on(err error, wait time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errs = append(r.errs, err)
+	r.waits = append(r.waits, wait)
+}
+
+// fast is a Client that reconnects within milliseconds.
+func fast(r *retries) *Client {
+	c := &Client{Retry: time.Millisecond, MaxDelay: 10 * time.Millisecond}
+	if r != nil {
+		c.OnRetry = r.on
+	}
+	return c
+}
+
+// Against our Writer: the request's headers, the events as sent, and a
+// reconnection that sends the last event ID, which an event without an id
+// does not change.
+func TestWriterStreamResumes(t *testing.T) {
+	var headers [2]http.Header
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if n > 2 {
+			return
+		}
+		headers[n-1] = r.Header.Clone()
+		sw, err := sse.NewWriter(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer sw.Close()
+		if n == 1 {
+			sw.Send(sse.Event{ID: "1", Data: "a"})
+			sw.Send(sse.Event{Data: "b"})
+			sw.Send(sse.Event{ID: "2", Type: "t", Data: "c\nd"})
+			return // the response ends: the client comes back
+		}
+		sw.Send(sse.Event{ID: "3", Data: "e"})
+		hold(r)
+	})
+	got, err := read(fast(nil), get(t, srv.URL), 4)
+	want := []sse.Event{{ID: "1", Data: "a"}, {Data: "b"}, {ID: "2", Type: "t", Data: "c\nd"}, {ID: "3", Data: "e"}}
+	if !slices.Equal(got, want) || err != nil {
+		t.Fatalf("events %+v, %v\nwant   %+v", got, err, want)
+	}
+	for i, want := range []string{"", "2"} {
+		h := headers[i]
+		if h.Get("Accept") != "text/event-stream" || h.Get("Cache-Control") != "no-cache" || h.Get("Last-Event-ID") != want {
+			t.Errorf("request %d: Accept %q, Cache-Control %q, Last-Event-ID %q (want %q)",
+				i+1, h.Get("Accept"), h.Get("Cache-Control"), h.Get("Last-Event-ID"), want)
+		}
+	}
+}
+
+// Against our Broker: a client whose connection is cut, while events are
+// published, gets every event once and in order.
+func TestBrokerStreamResumesAcrossCuts(t *testing.T) {
+	b := sse.NewBroker(nil)
+	defer b.Close()
+	cuts := make(chan context.CancelFunc, 10)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		ctx, cut := context.WithCancel(r.Context())
+		cuts <- cut
+		b.ServeHTTP(w, r.WithContext(ctx))
+	})
+	const events = 200
+	go func() {
+		for b.Subscribers() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		for i := 1; i <= events; i++ {
+			b.Publish(sse.Event{Data: strconv.Itoa(i)})
+			if i%50 == 0 {
+				(<-cuts)() // end the stream; the client comes back
+			}
+		}
+	}()
+	got, err := read(fast(nil), get(t, srv.URL), events)
+	if err != nil || len(got) != events {
+		t.Fatalf("%d events, %v", len(got), err)
+	}
+	for i, ev := range got {
+		if ev.Data != strconv.Itoa(i+1) || !strings.Contains(ev.ID, "-") {
+			t.Fatalf("event %d is %+v, want data %d with the Broker's id", i, ev, i+1)
+		}
+	}
+	if srv.n.Load() < 2 {
+		t.Errorf("%d connections: the cuts did not cut", srv.n.Load())
+	}
+}
+
+// A Last-Event-ID the Broker cannot resume from gets a reset event first,
+// which reaches the caller like any other.
+func TestBrokerResetReachesCaller(t *testing.T) {
+	b := sse.NewBroker(nil)
+	defer b.Close()
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) { b.ServeHTTP(w, r) })
+	req := get(t, srv.URL)
+	req.Header.Set("Last-Event-ID", "from-another-life")
+	got, err := read(fast(nil), req, 1)
+	if err != nil || len(got) != 1 || got[0].Type != sse.ResetEvent || got[0].Data != "from-another-life" {
+		t.Fatalf("%+v, %v; want a reset event", got, err)
+	}
+}
+
+// What makes an EventSource give up makes the Client give up: one request,
+// and an error that says why.
+func TestStopsForGood(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		answer func(w http.ResponseWriter)
+		want   error
+		text   string
+	}{
+		{"500, with a 200 after it", func(w http.ResponseWriter) { http.Error(w, "oops", 500) }, ErrStatus, "500 Internal Server Error"},
+		{"503", func(w http.ResponseWriter) { http.Error(w, "busy", http.StatusServiceUnavailable) }, ErrStatus, "503"},
+		{"404", func(w http.ResponseWriter) { http.NotFound(w, nil) }, ErrStatus, "404"},
+		{"204", func(w http.ResponseWriter) { w.WriteHeader(204) }, ErrNoContent, "204"},
+		{"text/plain", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "text/plain")
+			io.WriteString(w, "data: x\n\n")
+		}, ErrContentType, `"text/plain"`},
+		{"no content type", func(w http.ResponseWriter) {
+			w.Header()["Content-Type"] = nil
+			w.Write([]byte{0, 1, 2})
+		}, ErrContentType, `""`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+				if n == 1 {
+					tt.answer(w)
+					return
+				}
+				respond(w, "data: too late\n\n")
+			})
+			got, err := read(fast(nil), get(t, srv.URL), 1)
+			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.text) || len(got) != 0 {
+				t.Errorf("%+v, %v; want %v saying %s", got, err, tt.want, tt.text)
+			}
+			if n := srv.n.Load(); n != 1 {
+				t.Errorf("%d requests, want 1", n)
+			}
+		})
+	}
+
+	// A content type with parameters is still text/event-stream.
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		w.Header().Set("Content-Type", "Text/Event-Stream; charset=utf-8")
+		io.WriteString(w, "data: x\n\n")
+	})
+	if got, err := read(fast(nil), get(t, srv.URL), 1); err != nil || len(got) != 1 {
+		t.Errorf("text/event-stream with a charset: %+v, %v", got, err)
+	}
+}
+
+// Servers that misbehave on purpose: the Client reconnects and the caller
+// gets each whole event once.
+func TestMisbehavingServers(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		first    string // the first response, which then ends
+		lastID   string // the Last-Event-ID the second request must carry
+		then     string // the second response, which stays open
+		want     []sse.Event
+		client   Client
+		retryErr error
+		minWait  time.Duration
+		maxWait  time.Duration
+	}{
+		{name: "cut mid-event", first: "id: 1\ndata: a\n\nid: 2\ndata: b", lastID: "1", then: "id: 2\ndata: b\n\n",
+			want: []sse.Event{{ID: "1", Data: "a"}, {ID: "2", Data: "b"}}, retryErr: io.ErrUnexpectedEOF, client: Client{Retry: time.Millisecond}, minWait: time.Millisecond, maxWait: 1500 * time.Microsecond},
+		{name: "cut mid-line", first: "id: 1\ndata: a\n\ndata: hel", lastID: "1", then: "data: hello\n\n",
+			want: []sse.Event{{ID: "1", Data: "a"}, {Data: "hello"}}, retryErr: io.ErrUnexpectedEOF, client: Client{Retry: time.Millisecond}, minWait: time.Millisecond, maxWait: 1500 * time.Microsecond},
+		{name: "one byte at a time", first: "\uFEFFid: 1\r\nevent: e\r\ndata: x\r\ndata: y\r\n\r\n: c\r\rdata: z\r\r", lastID: "1", then: "data: w\n\n",
+			want: []sse.Event{{ID: "1", Type: "e", Data: "x\ny"}, {Data: "z"}, {Data: "w"}}, retryErr: io.EOF, client: Client{Retry: time.Millisecond}, minWait: time.Millisecond, maxWait: 1500 * time.Microsecond},
+		{name: "retry 0", first: "retry: 0\ndata: a\n\n", then: "data: b\n\n",
+			client: Client{Retry: time.Hour}, want: []sse.Event{{Data: "a"}, {Data: "b"}}, retryErr: io.EOF},
+		{name: "retry huge", first: "retry: 99999999999999999999999\ndata: a\n\n", then: "data: b\n\n",
+			client: Client{MaxDelay: 20 * time.Millisecond}, want: []sse.Event{{Data: "a", Retry: 1<<63 - 1}, {Data: "b"}},
+			retryErr: io.EOF, minWait: 20 * time.Millisecond, maxWait: 30 * time.Millisecond},
+		{name: "retry garbage", first: "retry: soon\ndata: a\n\n", then: "data: b\n\n",
+			client: Client{Retry: 4 * time.Millisecond}, want: []sse.Event{{Data: "a"}, {Data: "b"}},
+			retryErr: io.EOF, minWait: 4 * time.Millisecond, maxWait: 6 * time.Millisecond},
+		{name: "stall before the headers", then: "data: b\n\n",
+			client: Client{Retry: time.Millisecond, IdleTimeout: 50 * time.Millisecond}, want: []sse.Event{{Data: "b"}},
+			retryErr: ErrIdleTimeout, minWait: time.Millisecond, maxWait: 2 * time.Millisecond},
+		{name: "stall past the idle timeout", first: "data: a\n\n", then: "data: b\n\n",
+			client: Client{Retry: time.Millisecond, IdleTimeout: 50 * time.Millisecond}, want: []sse.Event{{Data: "a"}, {Data: "b"}},
+			retryErr: ErrIdleTimeout, minWait: time.Millisecond, maxWait: 2 * time.Millisecond},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var gotID atomic.Value
+			srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+				switch n {
+				case 1:
+					if tt.name == "stall before the headers" {
+						hold(r)
+						return
+					}
+					if tt.name == "one byte at a time" {
+						respond(w, strings.Split(tt.first, "")...)
+					} else {
+						respond(w, tt.first)
+					}
+					if tt.retryErr == ErrIdleTimeout {
+						hold(r) // and send nothing more
+					}
+				case 2:
+					gotID.Store(r.Header.Get("Last-Event-ID"))
+					respond(w, tt.then)
+					hold(r)
+				}
+			})
+			var rs retries
+			c := tt.client
+			c.OnRetry = rs.on
+			got, err := read(&c, get(t, srv.URL), len(tt.want))
+			if !slices.Equal(got, tt.want) || err != nil {
+				t.Fatalf("events %+v, %v\nwant   %+v", got, err, tt.want)
+			}
+			if id := gotID.Load(); id != tt.lastID {
+				t.Errorf("Last-Event-ID %q, want %q", id, tt.lastID)
+			}
+			if len(rs.errs) != 1 || rs.errs[0] != tt.retryErr || rs.waits[0] < tt.minWait || rs.waits[0] > tt.maxWait {
+				t.Errorf("OnRetry got %v, %v; want %v and a wait in [%v, %v]", rs.errs, rs.waits, tt.retryErr, tt.minWait, tt.maxWait)
+			}
+		})
+	}
+}
+
+// An API that streams the response to a POST: each request carries the body
+// and the caller's headers again.
+func TestPostBodyReplayed(t *testing.T) {
+	var bodies, auths []string
+	var mu sync.Mutex
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, r.Method+" "+string(b))
+		auths = append(auths, r.Header.Get("Authorization"))
+		mu.Unlock()
+		respond(w, fmt.Sprintf("data: %d\n\n", n))
+		if n == 3 {
+			hold(r)
+		}
+	})
+	req := get(t, srv.URL)
+	req.Method = "POST"
+	req.Body = io.NopCloser(strings.NewReader(`{"q":1}`))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(`{"q":1}`)), nil }
+	req.Header.Set("Authorization", "Bearer t")
+	got, err := read(fast(nil), req, 3)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("%+v, %v", got, err)
+	}
+	mu.Lock()
+	for i := range bodies {
+		if bodies[i] != `POST {"q":1}` || auths[i] != "Bearer t" {
+			t.Errorf("request %d: %q, Authorization %q", i+1, bodies[i], auths[i])
+		}
+	}
+	mu.Unlock()
+
+	// A body that cannot be sent again is refused before any request.
+	req = get(t, srv.URL)
+	req.Method = "POST"
+	req.Body = io.NopCloser(strings.NewReader("x"))
+	before := srv.n.Load()
+	if _, err := read(fast(nil), req, 1); !errors.Is(err, ErrBodyNotReplayable) || srv.n.Load() != before {
+		t.Errorf("a body without GetBody: %v after %d requests", err, srv.n.Load()-before)
+	}
+}
+
+// A caller's Accept header is kept: some APIs want more than one type.
+func TestCallerAcceptKept(t *testing.T) {
+	var accept atomic.Value
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		accept.Store(r.Header.Get("Accept"))
+		respond(w, "data: x\n\n")
+	})
+	req := get(t, srv.URL)
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if _, err := read(fast(nil), req, 1); err != nil || accept.Load() != "application/json, text/event-stream" {
+		t.Errorf("Accept %q, %v", accept.Load(), err)
+	}
+}
+
+// Cancelling the request's context ends the stream, and its connection, at
+// once; so does a break out of the loop.
+func TestContextAndBreakEndTheConnection(t *testing.T) {
+	gone := make(chan int, 2)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		respond(w, "data: x\n\n")
+		<-r.Context().Done()
+		gone <- n
+	})
+	req := get(t, srv.URL)
+	ctx, cancel := context.WithCancel(req.Context())
+	defer cancel()
+	req = req.WithContext(ctx)
+	var errs []error
+	var rs retries
+	for _, err := range fast(&rs).Events(req) {
+		errs = append(errs, err)
+		cancel()
+	}
+	if len(errs) != 2 || errs[0] != nil || !errors.Is(errs[1], context.Canceled) || len(rs.errs) != 0 {
+		t.Errorf("errors %v, want nil, then context.Canceled, and no retry (OnRetry got %v)", errs, rs.errs)
+	}
+	if n := <-gone; n != 1 {
+		t.Errorf("handler %d saw the client leave", n)
+	}
+
+	if _, err := read(fast(nil), get(t, srv.URL), 1); err != nil {
+		t.Errorf("break: %v", err)
+	}
+	if n := <-gone; n != 2 {
+		t.Errorf("handler %d saw the client leave", n)
+	}
+}
+
+// An event over MaxEventSize ends the stream: reconnecting would only read it
+// again.
+func TestEventTooLargeStops(t *testing.T) {
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		respond(w, "data: small\n\ndata: "+strings.Repeat("x", 100)+"\n\n")
+	})
+	c := fast(nil)
+	c.MaxEventSize = 64
+	got, err := read(c, get(t, srv.URL), 3)
+	if len(got) != 1 || !errors.Is(err, sse.ErrEventTooLarge) || srv.n.Load() != 1 {
+		t.Errorf("%+v, %v after %d requests", got, err, srv.n.Load())
+	}
+}
