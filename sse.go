@@ -246,7 +246,13 @@ type Log interface {
 	// ReadAfter. The Broker keeps wire and never modifies it.
 	//
 	// stop returns once no call to deliver is running, and none is made
-	// after it; the log then runs no goroutine for this Follow.
+	// after it; the log then runs no goroutine for this Follow. (So deliver
+	// never calls stop.)
+	//
+	// When the head it hands over has a new epoch, the Broker starts its
+	// history there and sends its streams a ResetEvent: events of the new
+	// epoch appended before the feed saw it are behind that point, so
+	// clients reload rather than miss them in silence.
 	Follow(deliver func(pos Position, wire []byte)) (stop func())
 }
 

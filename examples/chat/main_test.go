@@ -213,7 +213,7 @@ func TestPages(t *testing.T) {
 			t.Errorf("GET /many%s: status %d, Content-Type %q", query, resp.StatusCode, resp.Header.Get("Content-Type"))
 		}
 		body = strings.Join(strings.Fields(body), "") // as the template spaces it
-		for _, want := range []string{`newEventSource("/events")`, "constn=" + n + ";", "cameover<b>HTTP/1.1</b>"} {
+		for _, want := range []string{`newEventSource("/events")`, "constn=" + n + ";", "cameover<b>HTTP/1.1</b>", "OverHTTP/1.1withsixstreamsopen"} {
 			if !strings.Contains(body, want) {
 				t.Errorf("GET /many%s: the page lacks %s", query, want)
 			}
@@ -259,8 +259,27 @@ func TestTLSServesHTTP2(t *testing.T) {
 	send(t, ctx, client, srv.URL, "ann", "over h2")
 	nextChat(t, events, "ann", "over h2")
 
-	if _, body := get(t, client, srv.URL+"/many?n=20"); !strings.Contains(body, "<b>HTTP/2.0</b>") {
-		t.Error("the /many page does not say it came over HTTP/2.0")
+	if _, body := get(t, client, srv.URL+"/many?n=20"); !strings.Contains(body, "<b>HTTP/2.0</b>") || strings.Contains(body, "Over HTTP/1.1 with six streams open") {
+		t.Error("the /many page does not say it came over HTTP/2.0, or says what only HTTP/1.1 does")
+	}
+}
+
+// /stats shows the Broker's counters as JSON, and they move as streams open
+// and messages are sent.
+func TestStats(t *testing.T) {
+	srv, b := newServer(t)
+	client := srv.Client()
+	ctx := testContext(t)
+	_, events := openStream(t, ctx, client, srv.URL, "")
+	send(t, ctx, client, srv.URL, "ann", "counted")
+	nextChat(t, events, "ann", "counted")
+	resp, body := get(t, client, srv.URL+"/stats")
+	var got sse.Stats
+	if err := json.Unmarshal([]byte(body), &got); err != nil || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("GET /stats: %v, %q: %s", err, resp.Header.Get("Content-Type"), body)
+	}
+	if got.Open != 1 || got.Opened != 1 || got.Published != 1 || got.BytesWritten == 0 || got != b.Stats() {
+		t.Errorf("GET /stats: %+v; want one stream open, one message published, as Stats says: %+v", got, b.Stats())
 	}
 }
 

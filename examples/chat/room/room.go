@@ -22,13 +22,20 @@ import (
 )
 
 // Handler returns the chat page at /, the connection demo at /many, the form
-// handler at /send and the event stream of broker at /events.
+// handler at /send, the event stream of broker at /events, and the broker's
+// counters (sse.Stats, as JSON) at /stats.
 func Handler(broker *sse.Broker) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", serveChat)
 	mux.HandleFunc("GET /many", serveMany)
 	mux.Handle("POST /send", sendHandler(broker))
-	mux.Handle("GET /events", broker)
+	mux.Handle("/events", broker) // the Broker answers GET and HEAD, and 405 to the rest
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(broker.Stats())
+	})
 	return mux
 }
 
