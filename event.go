@@ -218,6 +218,15 @@ func load32(s string) uint32 {
 	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
 }
 
+// appendChecked appends the wire form of e, which has been validated; plain
+// is e.plain().
+func (e *Event) appendChecked(b []byte, plain bool) []byte {
+	if plain {
+		return e.appendPlain(b)
+	}
+	return e.appendWire(b)
+}
+
 // appendWire appends the wire form of e, which has been validated.
 func (e *Event) appendWire(b []byte) []byte {
 	b = e.appendHead(b)

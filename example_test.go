@@ -210,7 +210,10 @@ func (u *userBrokers) publish(user string, e sse.Event) error {
 	if b == nil {
 		return nil // not listening: nothing to keep
 	}
-	return b.Publish(e)
+	if err := b.Publish(e); !errors.Is(err, sse.ErrClosed) {
+		return err
+	}
+	return nil // dropped as we published: not listening any more
 }
 
 func (u *userBrokers) count() int {

@@ -485,14 +485,21 @@ func NewBroker(opts *BrokerOptions) *Broker {
 // returns ErrClosed. The event is then neither delivered nor kept.
 //
 // With a Log, Publish waits for the Log's Append, which Close cancels, and
-// returns its error; the Log's doc says what the error means.
-func (b *Broker) Publish(e Event) error {
-	err := checkPublished(&e)
+// returns its error; as the Log's doc says, an error then means the event may
+// not be in the Log, and so may still reach the streams. PublishContext
+// bounds that wait with a context.
+func (b *Broker) Publish(e Event) error { return b.PublishContext(b.ctx, e) }
+
+// PublishContext is Publish, with ctx bounding the wait for the Broker's Log:
+// when ctx ends first, it returns ctx's error. Without a Log, Publish never
+// waits, and ctx is not used.
+func (b *Broker) PublishContext(ctx context.Context, e Event) error {
+	plain, err := checkPublished(&e)
 	if err == nil {
 		if b.log != nil {
-			err = b.publishToLog(&e)
+			err = b.publishToLog(ctx, &e, plain)
 		} else {
-			err = b.publishHere(&e)
+			err = b.publishHere(&e, plain)
 		}
 	}
 	if err != nil {
@@ -503,30 +510,33 @@ func (b *Broker) Publish(e Event) error {
 	return nil
 }
 
-// checkPublished returns what Publish refuses in e.
-func checkPublished(e *Event) error {
-	if err := e.validate(); err != nil {
-		return err
+// checkPublished returns what Publish refuses in e, and whether e is plain
+// (see Event.plain), which saves its encoding a second look.
+func checkPublished(e *Event) (plain bool, err error) {
+	if plain = e.plain(); !plain {
+		if err := e.validateExact(); err != nil {
+			return false, err
+		}
 	}
 	id := e.ID
 	switch {
 	case id == "":
-		return nil
+		return plain, nil
 	case len(id) > MaxLastEventIDLen:
-		return fieldError(ErrInvalidID, "%d bytes, over MaxLastEventIDLen: a client could not resume from it", len(id))
+		return false, fieldError(ErrInvalidID, "%d bytes, over MaxLastEventIDLen: a client could not resume from it", len(id))
 	case isBlank(id[0]) || isBlank(id[len(id)-1]):
-		return fieldError(ErrInvalidID, "%q begins or ends with a space or tab, which the Last-Event-ID header loses", id)
+		return false, fieldError(ErrInvalidID, "%q begins or ends with a space or tab, which the Last-Event-ID header loses", id)
 	}
 	if _, ok := parsePosition(id); ok {
-		return fieldError(ErrInvalidID, "%q has the shape of the ids a Broker gives, which resume by position", id)
+		return false, fieldError(ErrInvalidID, "%q has the shape of the ids a Broker gives, which resume by position", id)
 	}
-	return nil
+	return plain, nil
 }
 
 func isBlank(c byte) bool { return c == ' ' || c == '\t' }
 
 // publishHere numbers e itself, the Broker having no Log.
-func (b *Broker) publishHere(e *Event) error {
+func (b *Broker) publishHere(e *Event, plain bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed.Load() {
@@ -537,7 +547,7 @@ func (b *Broker) publishHere(e *Event) error {
 	if e.ID == "" {
 		buf = appendIDLine(buf, Position{r.epoch, r.head.Load() + 1})
 	}
-	buf = e.appendWire(buf)
+	buf = e.appendChecked(buf, plain)
 	wire := make([]byte, len(buf))
 	copy(wire, buf)
 	if cap(buf) <= maxKeptBuffer {
@@ -547,16 +557,25 @@ func (b *Broker) publishHere(e *Event) error {
 	return nil
 }
 
-// publishToLog appends e to the Log, where the Broker's feed finds it.
-func (b *Broker) publishToLog(e *Event) error {
+// publishToLog appends e to the Log, where the Broker's feed finds it. The
+// call ends with ctx, or at Close.
+func (b *Broker) publishToLog(ctx context.Context, e *Event, plain bool) error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
-	if _, err := b.log.Append(b.ctx, e.appendWire(nil)); err != nil {
+	if ctx != b.ctx {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(b.ctx, cancel)()
+	}
+	if _, err := b.log.Append(ctx, e.appendChecked(nil, plain)); err != nil {
 		if b.closed.Load() {
 			return ErrClosed
 		}
-		b.counts.logErrors.Add(1)
+		if ctx.Err() == nil {
+			b.counts.logErrors.Add(1)
+		}
 		return err
 	}
 	return nil
@@ -618,7 +637,11 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// write inside net/http, past every write deadline: net/http reads
 		// what is left of a body before it answers on a connection it
 		// keeps, so this answer closes the connection instead.
-		w.Header().Set("Connection", "close")
+		// (HTTP/1 only: over HTTP/2, Connection: close would end every
+		// stream of the connection.)
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
 		http.Error(w, "sse: a request for an event stream has no body", http.StatusBadRequest)
 		return
 	}
@@ -907,6 +930,7 @@ type stream struct {
 	placed   bool // the stream knows where in the history it starts
 	sent     bool // an event has been sent: a reset is no longer possible at the start
 	caughtUp bool // the stream has reached the newest event once
+	resumed  bool // its resume is counted
 
 	handoff
 }
@@ -980,17 +1004,22 @@ func (s *stream) writeAll() outcome {
 	for {
 		bp := batchPool.Get().(*[]byte)
 		dst := (*bp)[:0]
-		first := !s.opened
-		if first {
-			// The headers go out at once, even with nothing else to send, so
-			// that the client's open event fires.
-			s.opened = true
-			s.w.writeHeader()
+		if !s.opened {
 			dst = appendRetry(dst, s.b.opts.Retry)
 		}
+		own := len(dst) // the opening retry, not yet written
 		st := s.next(dst)
 		var err error
-		if first || len(st.batch) > 0 || len(st.big) > 0 {
+		switch {
+		case !s.opened && (s.placed || len(st.batch) > own || len(st.big) > 0 || st.end != endNone):
+			// The headers go out once the stream knows where it starts (or
+			// has something to say before: a heartbeat), even with nothing
+			// else to send, so that the client's open event fires: an event
+			// published after open reaches it.
+			s.opened = true
+			writeStreamHeader(s.w.w)
+			fallthrough
+		case s.opened && (len(st.batch) > 0 || len(st.big) > 0):
 			if err = s.w.sendWire(st.batch, st.big); err == nil {
 				s.b.counts.bytes.Add(uint64(len(st.batch) + len(st.big)))
 			}
@@ -1043,7 +1072,7 @@ func (s *stream) next(dst []byte) step {
 		// The Log's history was replaced: say so, then go on with every event
 		// of the new one.
 		b.counts.resets[resetNewHistory].Add(1)
-		return s.resetTo(dst, cur, cur.tail.Load()-1, Position{r.epoch, s.cursor - 1}.String())
+		return s.resetTo(dst, cur, cur.tail.Load()-1, s.lastSent(r))
 	}
 	if closed {
 		return step{batch: appendRetry(dst, b.jitter()), end: endClosed}
@@ -1134,7 +1163,7 @@ func (s *stream) place(dst []byte) step {
 	if p, ok := parsePosition(lastID); ok {
 		head, tail := r.head.Load(), r.tail.Load()
 		if p.Epoch == r.epoch && p.Offset <= head && p.Offset+1 >= tail {
-			b.counts.resumed[fromHistory].Add(1)
+			s.countResume(fromHistory)
 			s.ring, s.cursor = r, p.Offset+1
 			return step{batch: dst}
 		}
@@ -1155,12 +1184,29 @@ func (s *stream) place(dst []byte) step {
 	ref, ok := r.byID[lastID]
 	b.mu.Unlock()
 	if ok && ref.count == 1 {
-		b.counts.resumed[fromHistory].Add(1)
+		s.countResume(fromHistory)
 		s.ring, s.cursor = r, ref.offset+1
 		return step{batch: dst}
 	}
 	b.counts.resets[resetUnknownID].Add(1)
 	return s.resetTo(dst, r, r.head.Load(), lastID)
+}
+
+// countResume counts the stream's resume, once, as beginning in from.
+func (s *stream) countResume(from int) {
+	if !s.resumed {
+		s.resumed = true
+		s.b.counts.resumed[from].Add(1)
+	}
+}
+
+// lastSent returns the id of the last event the stream sent from r, which
+// it read up to its cursor.
+func (s *stream) lastSent(r *ring) string {
+	if e := r.get(s.cursor - 1); e != nil && e.id != "" {
+		return e.id
+	}
+	return Position{r.epoch, s.cursor - 1}.String()
 }
 
 // resetTo appends a ResetEvent and places the stream in r after offset at:
@@ -1177,6 +1223,10 @@ func (s *stream) resetTo(dst []byte, r *ring, at uint64, after string) step {
 // has sent nothing, else when its client reconnects (the stream ends).
 func (s *stream) readLog(dst []byte) step {
 	b := s.b
+	if r := b.hist.Load(); r != nil && r.epoch == s.epoch && s.cursor >= r.tail.Load() && s.cursor <= r.head.Load()+1 {
+		s.ring = r // the ring has the rest
+		return step{batch: dst}
+	}
 	after := Position{s.epoch, s.cursor - 1}
 	ctx, cancel := s.logContext()
 	wires, head, err := b.log.ReadAfter(ctx, after, maxBatch)
@@ -1203,7 +1253,7 @@ func (s *stream) readLog(dst []byte) step {
 	switch {
 	case len(wires) > 0:
 		if !s.sent {
-			b.counts.resumed[fromLog].Add(1)
+			s.countResume(fromLog)
 		}
 		for i, w := range wires {
 			if _, own := ownID(w); !own {
@@ -1226,7 +1276,7 @@ func (s *stream) readLog(dst []byte) step {
 				return s.logFailed(dst, head, after)
 			}
 			if !s.sent {
-				b.counts.resumed[fromHistory].Add(1)
+				s.countResume(fromHistory)
 			}
 			s.ring = r
 			return step{batch: dst}
@@ -1307,9 +1357,17 @@ func checkRead(after Position, wires [][]byte, head Position) error {
 }
 
 // logContext returns a context for a call to the Log on the stream's behalf:
-// it ends when the client leaves or the Broker closes.
+// it ends when the client leaves, when the Broker closes, or after a
+// heartbeat period.
 func (s *stream) logContext() (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(s.req.Context())
+	// A call that hangs must not keep the stream from its heartbeats: it
+	// gets a heartbeat period, after which the stream sends one and asks
+	// again.
+	limit := s.b.heartbeat
+	if limit <= 0 {
+		limit = DefaultHeartbeat
+	}
+	ctx, cancel := context.WithTimeout(s.req.Context(), limit)
 	stop := context.AfterFunc(s.b.ctx, cancel)
 	return ctx, func() { stop(); cancel() }
 }
@@ -1437,7 +1495,11 @@ func (b *Broker) syncFeed() {
 	defer b.feedMu.Unlock()
 	switch want := b.subs.Load() > 0; {
 	case want && b.stopFeed == nil:
-		b.stopFeed = b.log.Follow(b.deliver)
+		// The feed's calls to the Log end with it: stop waits for a
+		// delivery, and a delivery may be filling a gap.
+		ctx, cancel := context.WithCancel(b.ctx)
+		stop := b.log.Follow(func(pos Position, wire []byte) { b.deliver(ctx, pos, wire) })
+		b.stopFeed = func() { cancel(); stop() }
 	case !want && b.stopFeed != nil:
 		b.stopFeed()
 		b.stopFeed = nil
@@ -1455,8 +1517,10 @@ const fillBatch = 1 << 20
 // with wire nil, the Log's head. It puts events in the history in the Log's
 // order, fills a gap from the Log before it goes on, and starts a new history
 // (its streams get a ResetEvent) for a new epoch, a head behind its own, or a
-// gap the Log cannot fill.
-func (b *Broker) deliver(pos Position, wire []byte) {
+// gap the Log no longer holds. If the Log fails while it fills a gap, it
+// drops the delivery: the next one finds the gap again. ctx ends with the
+// feed.
+func (b *Broker) deliver(ctx context.Context, pos Position, wire []byte) {
 	if b.closed.Load() {
 		return
 	}
@@ -1475,17 +1539,19 @@ func (b *Broker) deliver(pos Position, wire []byte) {
 	case r.epoch != pos.Epoch || (wire == nil && last < r.head.Load()):
 		b.counts.newHistories.Add(1)
 		r = b.replace(pos.Epoch, last)
-	case last > r.head.Load() && !b.fill(r, last):
-		b.counts.newHistories.Add(1)
-		r = b.replace(pos.Epoch, last)
+	case last > r.head.Load():
+		switch b.fill(ctx, r, last) {
+		case fillFailed:
+			return
+		case fillLost:
+			b.counts.newHistories.Add(1)
+			r = b.replace(pos.Epoch, last)
+		}
 	}
-	if wire == nil || pos.Offset != r.head.Load()+1 {
-		return // a repeat
+	if r == nil || wire == nil || pos.Offset != r.head.Load()+1 {
+		return // closed, a head, or a repeat
 	}
-	if _, own := ownID(wire); !own {
-		wire = append(appendIDLine(make([]byte, 0, len(wire)+40), pos), wire...)
-	}
-	id, _ := ownID(wire)
+	wire, id := numbered(pos, wire)
 	b.mu.Lock()
 	if !b.closed.Load() {
 		b.pushLocked(r, wire, id)
@@ -1493,42 +1559,67 @@ func (b *Broker) deliver(pos Position, wire []byte) {
 	b.mu.Unlock()
 }
 
+// numbered returns the wire form to keep for the event at pos, and the ID
+// its publisher gave it: an event without one gets its position as its id.
+func numbered(pos Position, wire []byte) ([]byte, string) {
+	if id, own := ownID(wire); own {
+		return wire, id
+	}
+	line := len("id: -\n") + len(pos.Epoch) + 20 // 20: the digits of the largest offset
+	return append(appendIDLine(make([]byte, 0, line+len(wire)), pos), wire...), ""
+}
+
 // replace starts a new history at head, the position before its first event.
+// It returns nil, and changes nothing, once the Broker is closed: streams
+// then end with what they have.
 func (b *Broker) replace(epoch string, head uint64) *ring {
 	r := b.newRing(epoch, head)
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed.Load() {
+		return nil
+	}
 	b.hist.Store(r)
 	b.wake.notify()
-	b.mu.Unlock()
 	return r
 }
 
-// fill reads the events after r's head up to last from the Log into r, and
-// reports whether it got them all.
-func (b *Broker) fill(r *ring, last uint64) bool {
+// What fill did.
+const (
+	fillDone   = iota // the gap is filled
+	fillFailed        // the Log failed, or the feed or the Broker ended
+	fillLost          // the Log no longer holds the events
+)
+
+// fill reads the events after r's head up to last from the Log into r.
+func (b *Broker) fill(ctx context.Context, r *ring, last uint64) int {
 	for {
 		after := Position{r.epoch, r.head.Load()}
 		if after.Offset >= last {
 			b.counts.gapsFilled.Add(1)
-			return true
+			return fillDone
 		}
-		wires, head, err := b.log.ReadAfter(b.ctx, after, fillBatch)
+		wires, head, err := b.log.ReadAfter(ctx, after, fillBatch)
 		if err == nil {
 			err = checkRead(after, wires, head)
 		}
-		if err != nil || len(wires) == 0 {
-			if err != nil && !b.closed.Load() {
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
 				b.counts.logErrors.Add(1)
 			}
-			return false
+			return fillFailed
+		case len(wires) == 0:
+			return fillLost
 		}
 		wires = wires[:min(uint64(len(wires)), last-after.Offset)]
 		b.mu.Lock()
+		if b.closed.Load() {
+			b.mu.Unlock()
+			return fillFailed
+		}
 		for i, w := range wires {
-			id, own := ownID(w)
-			if !own {
-				w = append(appendIDLine(make([]byte, 0, len(w)+40), Position{r.epoch, after.Offset + 1 + uint64(i)}), w...)
-			}
+			w, id := numbered(Position{r.epoch, after.Offset + 1 + uint64(i)}, w)
 			b.pushLocked(r, w, id)
 		}
 		b.mu.Unlock()

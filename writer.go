@@ -119,7 +119,7 @@ func NewWriter(w http.ResponseWriter, r *http.Request, opts *Options) (*Writer, 
 	if err != nil {
 		return nil, err
 	}
-	sw.writeHeader()
+	writeStreamHeader(sw.w)
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	if sw.heartbeat = heartbeatOf(&o); sw.heartbeat > 0 {
@@ -135,7 +135,7 @@ func NewWriter(w http.ResponseWriter, r *http.Request, opts *Options) (*Writer, 
 }
 
 // newWriter checks o and w and returns a Writer with no heartbeat, whose
-// headers are not set yet (see writeHeader). It touches neither the response
+// headers are not set yet (see writeStreamHeader). It touches neither the response
 // nor its headers, which keeps the calling goroutine's stack shallow: the
 // Broker's handlers wait on theirs for the whole stream.
 func newWriter(w http.ResponseWriter, r *http.Request, o *Options) (*Writer, error) {
@@ -170,11 +170,8 @@ func heartbeatOf(o *Options) time.Duration {
 	return 0
 }
 
-// writeHeader sets the stream's headers and status 200, which the first write
-// sends. It must come before that write.
-func (w *Writer) writeHeader() { writeStreamHeader(w.w) }
-
-// writeStreamHeader sets an event stream's headers on w and writes status 200.
+// writeStreamHeader sets an event stream's headers on w and writes status
+// 200, which the first write and flush send.
 func writeStreamHeader(w http.ResponseWriter) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
