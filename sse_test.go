@@ -2314,7 +2314,7 @@ func TestBrokerStalledClientsHoldNoCopies(t *testing.T) {
 		_ = b.Publish(Event{Data: strings.Repeat("x", size)})
 		// Every stream is stuck in its write of the event: n pumps.
 		waitFor(t, "every stream stuck in a write", func() bool { return pumps() >= n })
-		return memStats().HeapInuse
+		return heapInUse()
 	}
 	few, many := heap(50), heap(200)
 	if many > few && many-few > 30<<20 {
@@ -4094,12 +4094,31 @@ func endedSum(e Ends) uint64 {
 
 // stackInUse returns the bytes of goroutine stacks in use, after a GC (which
 // frees the stacks of goroutines that have exited).
-func stackInUse() uint64 { return memStats().StackInuse }
+func stackInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.StackInuse
+}
 
-// memInUse returns the bytes of heap and goroutine stacks in use, after a GC.
+// memInUse returns the bytes of heap and goroutine stacks in use, after two
+// GCs (the second frees what the first's finalizers let go).
 func memInUse() uint64 {
-	m := memStats()
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
 	return m.HeapInuse + m.StackInuse
+}
+
+// heapInUse returns the bytes of heap in use, after a GC. (Each of these
+// reads runtime.MemStats in its own frame: passing the 5 KiB struct around
+// grows and shrinks the caller's stack, which moves the stack figures.)
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
 }
 
 // mallocs returns how many heap objects every goroutine has allocated so far.
@@ -4107,16 +4126,6 @@ func mallocs() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.Mallocs
-}
-
-// memStats returns the runtime's memory statistics after two GCs (the second
-// frees what the first's finalizers let go).
-func memStats() runtime.MemStats {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m
 }
 
 // ---- Helpers: a Log in memory --------------------------------------------
