@@ -57,6 +57,7 @@ func main() {
 	rate := flag.Int("rate", 100, "latency: events per second")
 	rounds := flag.Int("rounds", 3, "latency: rounds of the three variants (quick: 1)")
 	urls := flag.String("urls", "", "internal, clients: stream URLs, comma-separated")
+	flag.StringVar(&clientCPUs, "client-cpus", "", "latency: run the clients' process on these CPUs (a taskset list, e.g. 1); run this command under taskset -c for the server's")
 	flag.Parse()
 	log.SetFlags(0)
 	if *role == "clients" {
@@ -367,7 +368,11 @@ func latency(rs *redisServer, quick bool, clients, rate, rounds int) {
 	}
 	events := int(dur.Seconds()) * rate
 	fmt.Printf("## Publish to delivery, %d clients, %d events of 200 B per second\n\n", clients, rate)
-	fmt.Printf("Latency runs from just before Publish to the client's parse of the event; the clients run in a child process on the same cores. "+
+	where := "on the same cores"
+	if clientCPUs != "" {
+		where = "pinned to CPUs " + clientCPUs + " (taskset), the server and redis-server on the CPUs this command was given"
+	}
+	fmt.Printf("Latency runs from just before Publish to the client's parse of the event; the clients run in a child process "+where+". "+
 		"Each run: 1 s of warm-up events, then %v measured. The variants take turns, %d round(s); each cell is the median over the rounds, with the range.\n\n", dur, rounds)
 	variants := []struct {
 		name string
@@ -420,8 +425,15 @@ func medianRange(v []float64) string {
 	return fmt.Sprintf("%.1f (%.1f–%.1f)", median(v), slices.Min(v), slices.Max(v))
 }
 
+// clientCPUs, if set, pins the clients' process to these CPUs (taskset).
+var clientCPUs string
+
 func runLatency(rs *redisServer, srv *server, clients, rate, events int, label string) (report, time.Duration, time.Duration) {
-	cmd := exec.Command(os.Args[0], "-role", "clients", "-clients", strconv.Itoa(clients), "-urls", strings.Join(srv.urls, ","))
+	args := []string{os.Args[0], "-role", "clients", "-clients", strconv.Itoa(clients), "-urls", strings.Join(srv.urls, ",")}
+	if clientCPUs != "" {
+		args = append([]string{"taskset", "-c", clientCPUs}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	stdin, _ := cmd.StdinPipe()
