@@ -642,3 +642,66 @@ func TestAppendNeverSentTwice(t *testing.T) {
 		t.Errorf("the log holds %v, want [1 2]: event 2 once", got)
 	}
 }
+
+// A Redis error reply on the Pub/Sub connection is no break: here an ACL
+// refuses the channel of one topic, and the topics it allows go on, both
+// when the refused SUBSCRIBE is the Streams' own and when it is go-redis's,
+// which asks for every channel in one SUBSCRIBE after a reconnection and
+// which Redis then refuses whole.
+func TestRefusedChannelStopsNoOther(t *testing.T) {
+	srv := redistest.Start(t)
+	a := admin(t, srv)
+	if err := a.Do(t.Context(), "ACL", "SETUSER", "app", "on", "nopass", "~*", "+@all",
+		"resetchannels", "&sse:{ok}:*", "&sse:{gate}:*").Err(); err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "app", Password: "any",
+		ContextTimeoutEnabled: true, MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
+	t.Cleanup(func() { client.Close() })
+	s, err := New(client, &Options{Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	// The gate holds up the loop in its first deliver, so that the Follows
+	// of "ok" and "bad" reach it together, and are subscribed to together.
+	blocked, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	stopGate := topic(t, s, "gate").Follow(func(sse.Position, []byte) {
+		once.Do(func() {
+			close(blocked)
+			<-release
+		})
+	})
+	defer stopGate()
+	<-blocked
+	ok, _ := follow(t, topic(t, s, "ok"))
+	bad, _ := follow(t, topic(t, s, "bad"))
+	for queued := 0; queued < 2; time.Sleep(time.Millisecond) {
+		s.subs.mu.Lock()
+		queued = len(s.subs.reqs)
+		s.subs.mu.Unlock()
+	}
+	close(release)
+	ok.wait("the head", 10*time.Second, (*reader).started)
+	for deadline := time.Now().Add(10 * time.Second); s.subs.replyErrors.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no error reply in 10 s: the ACL refuses nothing?")
+		}
+	}
+	pub := topic(t, newStreams(t, srv, nil), "ok")
+	appendN(t, pub, 1, 3)
+	ok.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	if err := a.ClientKillByFilter(t.Context(), "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	ok.wait("a head after the reconnection", 10*time.Second, func(r *reader) bool { return r.heads >= 2 })
+	appendN(t, pub, 4, 6)
+	ok.wait("6 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 6 })
+	ok.checkLog(0)
+	bad.mu.Lock()
+	defer bad.mu.Unlock()
+	if bad.heads != 0 {
+		t.Errorf("the refused topic's follower got %d heads, want none", bad.heads)
+	}
+}
