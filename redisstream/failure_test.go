@@ -514,6 +514,39 @@ func TestDeadConnectionReplaced(t *testing.T) {
 	r.checkLog(0)
 }
 
+// A connection whose answer to a PING waits in the inbox, unread because
+// the loop was busy (a deliver that filled a gap, say), is alive: check
+// does not replace it. The feeds here run no loop: the test is the loop.
+func TestBusyLoopKeepsLiveConnection(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStreams(t, srv, nil)
+	fs := newFeeds(s)
+	t.Cleanup(func() {
+		fs.close()
+		_ = fs.ps.Close() // the latest: check may have replaced it
+	})
+	tp := topic(t, s, "room")
+	fs.feeds[tp.channel] = &feed{topic: tp, confirmed: true, wait: s.timeout}
+	fs.connect()
+	gen := fs.gen
+	fs.lastRead = time.Now().Add(-pingAfter - pingTimeout)
+	fs.pingSent = time.Now().Add(-pingTimeout) // and the loop busy since
+	fs.inbox <- item{gen: gen, msg: &redis.Pong{}}
+	fs.check()
+	if fs.gen != gen {
+		t.Fatal("check replaced a connection whose PONG waited in the inbox")
+	}
+	// Likewise once the loop has handled anything read since the PING,
+	// its answer or not (here a message for a topic no longer followed).
+	<-fs.inbox
+	fs.pingSent = time.Now().Add(-pingTimeout)
+	fs.handle(item{gen: gen, msg: &redis.Message{Channel: "gone"}})
+	fs.check()
+	if fs.gen != gen {
+		t.Error("check replaced a connection on which a message came after the PING")
+	}
+}
+
 // A proxy forwards TCP connections to a server until frozen: then the
 // connections it has stop carrying bytes, without closing, as if the peer
 // had vanished; new ones work.

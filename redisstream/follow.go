@@ -97,8 +97,9 @@ type item struct {
 var errBroken = errors.New("redisstream: Pub/Sub connection broken")
 
 // How the loop checks that the Pub/Sub connection is alive: after
-// pingAfter with nothing read on it, it sends a PING; if nothing has come
-// back pingTimeout later, it replaces the connection. (Variables, for tests.)
+// pingAfter with nothing read on it, it sends a PING; if nothing at all has
+// come back pingTimeout later, it replaces the connection. (Variables, for
+// tests.)
 var (
 	pingAfter   = 5 * time.Second
 	pingTimeout = 5 * time.Second
@@ -267,7 +268,9 @@ func (fs *feeds) handle(it item) {
 	if it.gen != fs.gen {
 		return // from a connection since replaced
 	}
-	fs.lastRead = time.Now()
+	// Anything read since the PING, its answer or not, shows the
+	// connection alive.
+	fs.lastRead, fs.pingSent = time.Now(), time.Time{}
 	switch m := it.msg.(type) {
 	case *redis.Message:
 		fd := fs.feeds[m.Channel]
@@ -307,7 +310,6 @@ func (fs *feeds) handle(it item) {
 			f.started = false
 		}
 	case *redis.Pong:
-		fs.pingSent = time.Time{}
 	case redis.Error:
 		// Redis refused a command, but the connection is fine. Which
 		// command it was, the reply does not say: if a SUBSCRIBE, its feed
@@ -435,6 +437,9 @@ func (fs *feeds) check() {
 	}
 	now := time.Now()
 	switch {
+	case len(fs.inbox) > 0:
+		// The reader has read what the loop, busy in a deliver, has not
+		// handled yet (a PONG, perhaps): the connection is alive.
 	case !fs.pingSent.IsZero() && now.Sub(fs.pingSent) >= pingTimeout:
 		// No answer: the connection may be dead without knowing it (a
 		// lost peer sends no reset). A new one subscribes to every feed.
