@@ -105,6 +105,9 @@ var (
 	pingTimeout = 5 * time.Second
 )
 
+// inboxLen is how many items the reader may hand the loop ahead of it.
+const inboxLen = 16
+
 // maxDrain is how many items the loop handles before reading the heads of
 // followers that wait for theirs, so that after a reconnection the heads of
 // many topics are read in a few round trips.
@@ -115,6 +118,12 @@ const maxDrain = 512
 // else: it subscribes and unsubscribes, reads heads, calls deliver. Another,
 // the reader, reads the Pub/Sub connection into the inbox; it blocks, and
 // Redis buffers, while the loop is busy.
+//
+// The inbox holds inboxLen items, each a message of up to about a round
+// trip's worth of events (maxCallBytes, 1 MiB): a few MiB at most. Past
+// them, Redis holds what waits, up to its client-output-buffer-limit for
+// pubsub, then closes the connection: a break, after which the followers
+// catch up from the log.
 type feeds struct {
 	s *Streams
 
@@ -144,7 +153,7 @@ func newFeeds(s *Streams) *feeds {
 		s:     s,
 		kick:  make(chan struct{}, 1),
 		quit:  make(chan struct{}),
-		inbox: make(chan item, 256),
+		inbox: make(chan item, inboxLen),
 		feeds: make(map[string]*feed),
 	}
 }
