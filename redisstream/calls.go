@@ -213,10 +213,11 @@ func (s *Streams) roundTrip(batch []*call) {
 		}
 		r := byTopic[c.topic.channel]
 		if r == nil || len(r.calls) == maxScriptWires {
+			mark := s.marks.get(c.topic.channel)
 			r = &scriptCall{
 				script: appendScript,
 				keys:   c.topic.keys,
-				args:   []any{newEpoch(), s.maxLen, s.ttlMS, c.topic.channel},
+				args:   []any{newEpoch(), mark.Epoch, mark.Offset, s.maxLen, s.ttlMS, c.topic.channel},
 			}
 			byTopic[c.topic.channel] = r
 			runs = append(runs, r)
@@ -244,12 +245,14 @@ func (s *Streams) roundTrip(batch []*call) {
 }
 
 func (s *Streams) readRun(c *call) *scriptCall {
+	mark := s.marks.get(c.topic.channel)
 	r := &scriptCall{calls: []*call{c}, script: readScript, keys: c.topic.keys}
+	r.args = []any{newEpoch(), mark.Epoch, mark.Offset, s.ttlMS}
 	switch c.kind {
 	case readCall:
-		r.args = []any{newEpoch(), s.ttlMS, c.after.Epoch, c.after.Offset, max(c.max, 1)}
+		r.args = append(r.args, c.after.Epoch, c.after.Offset, max(c.max, 1))
 	case headCall:
-		r.args = []any{newEpoch(), s.ttlMS, "", 0, 0}
+		r.args = append(r.args, "", 0, 0)
 	}
 	return r
 }
@@ -287,6 +290,12 @@ func (s *Streams) answer(r *scriptCall) {
 		err = ErrClosed
 	} else if err != nil && (errors.Is(err, context.DeadlineExceeded) || isTimeout(err)) {
 		err = fmt.Errorf("%w: %v", ErrTimeout, err)
+	} else if err == nil {
+		newest := head
+		if r.calls[0].kind == appendCall {
+			newest.Offset += uint64(len(r.calls) - 1)
+		}
+		s.marks.see(r.calls[0].topic.channel, newest)
 	}
 	for i, c := range r.calls {
 		c.err = err

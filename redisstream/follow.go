@@ -292,6 +292,7 @@ func (fs *feeds) handle(it item) {
 			// next event will show the followers the gap.
 			return
 		}
+		fs.s.marks.see(m.Channel, sse.Position{Epoch: epoch, Offset: first + uint64(len(wires)) - 1})
 		for _, f := range fd.followers {
 			if !f.started {
 				continue // its head, read later, covers this

@@ -464,6 +464,63 @@ func TestNewEpochWhenKeysLost(t *testing.T) {
 	}
 }
 
+// A Redis that goes back in time (here, restarted from an older snapshot)
+// keeps the topic's epoch, and would give the lost offsets again, to other
+// events. A Streams that saw an offset Redis no longer holds, in an
+// Append's reply or a read's head, starts a new epoch instead; one that
+// never saw it cannot know.
+func TestNewEpochWhenRedisGoesBack(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStreams(t, srv, nil)
+	a, b := topic(t, s, "a"), topic(t, s, "b")
+	readsB := topic(t, newStreams(t, srv, nil), "b")
+	oldA := appendN(t, a, 1, 3)[0].Epoch
+	oldB := appendN(t, b, 1, 3)[0].Epoch
+	srv.Save()
+	appendN(t, a, 4, 5)
+	appendN(t, b, 4, 5)
+	if h, err := readsB.Head(t.Context()); err != nil || h != (sse.Position{Epoch: oldB, Offset: 5}) {
+		t.Fatalf("Head of b: %v, %v; want %s-5", h, err, oldB)
+	}
+	srv.Restart() // back to offset 3 of both topics, in the same epochs
+	blind := topic(t, newStreams(t, srv, nil), "a")
+	if h, err := blind.Head(t.Context()); err != nil || h != (sse.Position{Epoch: oldA, Offset: 3}) {
+		t.Errorf("Head of a from a Streams that never saw a-4: %v, %v; want %s-3", h, err, oldA)
+	}
+	if p := appendN(t, a, 6, 6)[0]; p.Epoch == oldA || p.Offset != 1 {
+		t.Errorf("Append to a by the Streams that saw a-5: %v; want a new epoch, offset 1", p)
+	}
+	h, err := readsB.Head(t.Context())
+	if err != nil || h.Epoch == oldB || h.Offset != 0 {
+		t.Errorf("Head of b by the Streams that saw b-5: %v, %v; want a new epoch, offset 0", h, err)
+	}
+	if n, err := s.client.XLen(t.Context(), b.keys[0]).Result(); err != nil || n != 0 {
+		t.Errorf("b's stream holds %d entries, %v; want none: they belong to the lost history", n, err)
+	}
+}
+
+// Likewise for a Streams that only follows the topic: the offsets in the
+// messages of its feed are its mark, and the head it reads once its
+// Pub/Sub connection is back starts a new epoch, before any Append.
+func TestFollowNewEpochWhenRedisGoesBack(t *testing.T) {
+	srv := redistest.Start(t)
+	pub := topic(t, newStreams(t, srv, nil), "room")
+	r, _ := follow(t, topic(t, newStreams(t, srv, nil), "room"))
+	r.wait("the head", 10*time.Second, (*reader).started)
+	old := appendN(t, pub, 1, 3)[0].Epoch
+	srv.Save()
+	appendN(t, pub, 4, 5)
+	r.wait("5 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 5 })
+	srv.Restart() // back to offset 3, in the same epoch
+	r.wait("a new epoch", 10*time.Second, func(r *reader) bool { return len(r.resets) == 1 })
+	r.mu.Lock()
+	epoch := r.epoch
+	r.mu.Unlock()
+	if h, err := pub.Head(t.Context()); err != nil || h != (sse.Position{Epoch: epoch, Offset: 0}) || epoch == old {
+		t.Errorf("Head after the follower's new epoch: %v, %v; want %s-0, a new epoch", h, err, epoch)
+	}
+}
+
 func TestIdleTTL(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStreams(t, srv, &Options{IdleTTL: time.Hour})

@@ -36,10 +36,28 @@
 // # Epochs
 //
 // A topic's epoch is drawn at random (64 bits from crypto/rand) by the first
-// Append, Follow or ReadAfter that finds none in Redis, and kept in Redis. It
-// changes only when the topic's keys are lost: a Redis restarted without
-// persistence, FLUSHALL, eviction, or IdleTTL. Clients holding an id of the
-// old epoch then get a reset from their Broker, never a silent gap.
+// Append, Follow or ReadAfter that finds none in Redis, and kept in Redis.
+// Within an epoch, each offset names one event for good; so the topic
+// starts a new epoch whenever its history is found lost: when its keys are
+// gone (a Redis restarted without persistence, FLUSHALL, eviction,
+// IdleTTL), and when Redis has gone back in time, keeping the epoch but not
+// the newest events (a restart from an RDB snapshot or from an AOF synced
+// every second, a failover to a replica that lagged, a RESTORE of an older
+// DUMP). Clients holding an id of the old epoch then get a reset from their
+// Broker.
+//
+// Redis gone back in time is found out only by a Streams that saw the lost
+// offsets. Each keeps, for every topic it appends to, reads or follows, the
+// newest Position it has seen (its high-water mark), and its next script
+// call on the topic that finds the topic's offset below the mark, in the
+// same epoch, starts a new epoch. A Streams that follows a topic reads its
+// head as soon as its Pub/Sub connection is back, so after a restart or a
+// failover this usually comes before any new Append. But a Streams that
+// never saw the lost offsets cannot know, and once new Appends have taken
+// the offset back past every mark, the lost offsets name other events: a
+// client that resumes from one of them misses events in silence. Only
+// persistence that loses no answered write (AOF with appendfsync always,
+// and no failover) rules that out.
 //
 // # Failures
 //
@@ -141,6 +159,7 @@ type Streams struct {
 
 	calls calls  // commands waiting for a round trip to Redis
 	subs  *feeds // followers and the Pub/Sub connection
+	marks marks  // the newest Position seen of each topic
 
 	closeOnce sync.Once
 }
@@ -263,7 +282,9 @@ func (t *Topic) Name() string { return t.name }
 // Append adds wire to the topic's log as its newest event, and publishes it
 // to every process that follows the topic, in one atomic step, and returns
 // the event's Position. Appends that arrive together, for any topics of the
-// Streams, share one round trip to Redis.
+// Streams, share one round trip to Redis. An Append to a topic with no
+// epoch, or whose history is found lost (see Epochs), starts a new epoch
+// at offset 1.
 //
 // It returns ErrTimeout when Redis has not answered within Options.Timeout,
 // the context's error when ctx ends first, ErrClosed after Close, and
@@ -283,7 +304,8 @@ func (t *Topic) Append(ctx context.Context, wire []byte) (sse.Position, error) {
 // the head, the Position of the topic's newest event. It returns no events
 // when after is the head or past it, when after.Epoch is not the topic's
 // epoch, or when the log no longer holds the event at after.Offset+1. A
-// topic with no epoch yet gets one, with an empty log.
+// topic with no epoch yet, or whose history is found lost (see Epochs),
+// gets a new one, with an empty log.
 //
 // It returns the same errors as Append, except that a failed ReadAfter
 // changed nothing but, perhaps, the creation of the topic's epoch.
@@ -296,8 +318,8 @@ func (t *Topic) ReadAfter(ctx context.Context, after sse.Position, max int) ([][
 }
 
 // Head returns the Position of the topic's newest event (Offset 0 if its
-// epoch has none yet), giving the topic an epoch if it has none. It returns
-// the same errors as ReadAfter.
+// epoch has none yet), giving the topic a new epoch as ReadAfter does. It
+// returns the same errors as ReadAfter.
 func (t *Topic) Head(ctx context.Context) (sse.Position, error) {
 	c := &call{topic: t, kind: headCall}
 	if err := t.s.do(ctx, c); err != nil {
