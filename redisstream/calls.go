@@ -25,6 +25,13 @@ import (
 // callers is the number of round trips a Streams has under way at once.
 const callers = 2
 
+// readTTL is how long, at least, the meta hash that a read makes for a topic
+// with no epoch lasts (IdleTTL, if longer): reads of topics that no one
+// appends to, made-up names say, must not fill Redis, yet a topic that is
+// only read should keep its epoch a while, or its readers would see a new
+// one at each read. An Append makes it last as IdleTTL says.
+const readTTL = time.Hour
+
 // Bounds on one round trip, and on one script call of Appends.
 const (
 	maxCalls       = 1024
@@ -247,7 +254,7 @@ func (s *Streams) roundTrip(batch []*call) {
 func (s *Streams) readRun(c *call) *scriptCall {
 	mark := s.marks.get(c.topic.channel)
 	r := &scriptCall{calls: []*call{c}, script: readScript, keys: c.topic.keys}
-	r.args = []any{newEpoch(), mark.Epoch, mark.Offset, s.ttlMS}
+	r.args = []any{newEpoch(), mark.Epoch, mark.Offset, max(s.ttlMS, readTTL.Milliseconds())}
 	switch c.kind {
 	case readCall:
 		r.args = append(r.args, c.after.Epoch, c.after.Offset, max(c.max, 1))

@@ -542,6 +542,55 @@ func TestIdleTTL(t *testing.T) {
 	}
 }
 
+// A read of a topic nobody has appended to gives it an epoch, in a meta
+// hash that expires (after IdleTTL or an hour, whichever is longer), so
+// that reads of made-up topics do not fill Redis; an Append makes it last
+// as any topic's keys do.
+func TestReadMakesNoLastingKey(t *testing.T) {
+	srv := redistest.Start(t)
+	for _, tt := range []struct {
+		idle, want time.Duration
+	}{
+		{0, time.Hour},
+		{time.Minute, time.Hour},
+		{2 * time.Hour, 2 * time.Hour},
+	} {
+		t.Run(fmt.Sprint("IdleTTL ", tt.idle), func(t *testing.T) {
+			s := newStreams(t, srv, &Options{IdleTTL: tt.idle})
+			for i, read := range []func(tp *Topic) error{
+				func(tp *Topic) error { _, err := tp.Head(t.Context()); return err },
+				func(tp *Topic) error {
+					_, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: "0123456789abcdef", Offset: 3}, 1)
+					return err
+				},
+			} {
+				tp := topic(t, s, fmt.Sprint("read-", tt.idle, "-", i))
+				if err := read(tp); err != nil {
+					t.Fatal(err)
+				}
+				ttl, err := s.client.PTTL(t.Context(), tp.keys[1]).Result()
+				if err != nil || ttl <= tt.want-time.Minute || ttl > tt.want {
+					t.Errorf("read %d: PTTL of the meta hash = %v, %v; want about %v", i, ttl, err, tt.want)
+				}
+				if n, err := s.client.Exists(t.Context(), tp.keys[0]).Result(); err != nil || n != 0 {
+					t.Errorf("read %d: the stream exists (%d, %v)", i, n, err)
+				}
+			}
+			tp := topic(t, s, fmt.Sprint("read-", tt.idle, "-0"))
+			appendN(t, tp, 1, 1)
+			for _, key := range tp.keys {
+				ttl, err := s.client.PTTL(t.Context(), key).Result()
+				if tt.idle == 0 && (err != nil || ttl != -1) {
+					t.Errorf("after an Append, PTTL %s = %v, %v; want none (-1)", key, ttl, err)
+				}
+				if tt.idle > 0 && (err != nil || ttl <= tt.idle-time.Second || ttl > tt.idle) {
+					t.Errorf("after an Append, PTTL %s = %v, %v; want IdleTTL, %v", key, ttl, err, tt.idle)
+				}
+			}
+		})
+	}
+}
+
 func TestTopicNames(t *testing.T) {
 	client := redis.NewClient(&redis.Options{})
 	defer client.Close()

@@ -124,7 +124,12 @@ type Options struct {
 	// an Append (at least 1 ms). The next Append or read starts a new epoch,
 	// so clients that come back with an id from before get a reset. Use it
 	// when topics are many and short-lived (one per user, say); 0 keeps
-	// every topic until its keys are deleted.
+	// every topic that has had an Append until its keys are deleted.
+	//
+	// A topic that has only been read (ReadAfter, Head, Follow), never
+	// appended to, has only its epoch in Redis, which is deleted after
+	// IdleTTL or an hour, whichever is longer, even when IdleTTL is 0: reads
+	// of topics that no one appends to do not fill Redis.
 	IdleTTL time.Duration
 	// Timeout bounds each Append and ReadAfter, and each read of the head
 	// that Follow makes (DefaultTimeout, 2 s). A call whose context ends

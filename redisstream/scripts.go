@@ -45,8 +45,9 @@ end
 
 // appendScript appends ARGV[7..] to the topic as its newest events, oldest
 // first, each with the next offset as its stream id ("<offset>-0"); trims
-// the stream to ARGV[4] events; if ARGV[5] is not "0", sets both keys to
-// expire after that many milliseconds; and publishes to the channel ARGV[6]
+// the stream to ARGV[4] events; sets both keys to expire after ARGV[5]
+// milliseconds, or, if it is "0", makes them last (a read may have made the
+// meta hash, to expire); and publishes to the channel ARGV[6]
 // one message with every event it appended:
 //
 //	<epoch> <offset of the first> <length of each, in bytes, space-separated>\n<the wire forms, concatenated>
@@ -66,6 +67,9 @@ redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', string.format('%d', offset
 if ARGV[5] ~= '0' then
 	redis.call('PEXPIRE', KEYS[1], ARGV[5])
 	redis.call('PEXPIRE', KEYS[2], ARGV[5])
+else
+	redis.call('PERSIST', KEYS[1])
+	redis.call('PERSIST', KEYS[2])
 end
 redis.call('PUBLISH', ARGV[6], table.concat(header, ' ') .. '\n' .. table.concat(ARGV, '', 7))
 return {epoch, first}
@@ -75,14 +79,13 @@ return {epoch, first}
 // and the offset of its newest event, then, if ARGV[5] is that epoch, the
 // events from offset ARGV[6]+1 on, until they hold at least ARGV[7] bytes
 // or reach the head. It returns no events when the stream no longer holds
-// the event at ARGV[6]+1. A topic it gives a new epoch gets a meta hash,
-// which, if ARGV[4] is not "0", expires after that many milliseconds.
+// the event at ARGV[6]+1. A topic it gives a new epoch gets a meta hash
+// that expires after ARGV[4] milliseconds, so that reads alone leave no
+// lasting key.
 var readScript = newScript(prologue + `
 if fresh then
 	redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', '0')
-	if ARGV[4] ~= '0' then
-		redis.call('PEXPIRE', KEYS[2], ARGV[4])
-	end
+	redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 local out = {epoch, head}
 local want = tonumber(ARGV[6]) + 1
