@@ -205,12 +205,17 @@ type noRetry struct{ *redis.Cmd }
 
 func (noRetry) NoRetry() bool { return true }
 
-// roundTrip sends batch in one pipeline and answers each call.
+// roundTrip sends batch in one pipeline and answers each call. It leaves
+// out the calls whose callers have given up since take: a caller that has
+// returned may be using an Append's wire again.
 func (s *Streams) roundTrip(batch []*call) {
 	var runs []*scriptCall
 	byTopic := make(map[string]*scriptCall)
-	deadline := batch[0].deadline
+	var deadline time.Time
 	for _, c := range batch {
+		if c.abandoned.Load() {
+			continue
+		}
 		if c.deadline.After(deadline) {
 			deadline = c.deadline
 		}
@@ -231,6 +236,9 @@ func (s *Streams) roundTrip(batch []*call) {
 		}
 		r.calls = append(r.calls, c)
 		r.args = append(r.args, c.wire)
+	}
+	if len(runs) == 0 {
+		return
 	}
 	ctx, cancel := context.WithDeadline(s.ctx, deadline)
 	defer cancel()

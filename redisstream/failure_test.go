@@ -547,6 +547,37 @@ func TestBusyLoopKeepsLiveConnection(t *testing.T) {
 	}
 }
 
+// An Append whose caller has given up (its timeout, its context) is left out
+// of the round trip that takes it: its caller may be using wire again.
+func TestAbandonedAppendNotSent(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStreams(t, srv, nil)
+	tp := topic(t, s, "room")
+	epoch := appendN(t, tp, 1, 1)[0].Epoch
+	newCall := func(n int) *call {
+		return &call{topic: tp, kind: appendCall, wire: wire(n), done: make(chan struct{}),
+			deadline: time.Now().Add(s.timeout)}
+	}
+	gone, kept := newCall(2), newCall(3)
+	gone.abandoned.Store(true)
+	s.roundTrip([]*call{gone, kept})
+	<-kept.done
+	if kept.err != nil || kept.head != (sse.Position{Epoch: epoch, Offset: 2}) {
+		t.Errorf("the Append sent: %v, %v; want %s-2", kept.head, kept.err, epoch)
+	}
+	wires, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: epoch}, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for _, w := range wires {
+		got = append(got, number(t, w))
+	}
+	if fmt.Sprint(got) != "[1 3]" {
+		t.Errorf("the log holds %v, want [1 3]: not the abandoned event 2", got)
+	}
+}
+
 // A proxy forwards TCP connections to a server until frozen: then the
 // connections it has stop carrying bytes, without closing, as if the peer
 // had vanished; new ones work.

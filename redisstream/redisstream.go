@@ -296,6 +296,12 @@ func (t *Topic) Name() string { return t.name }
 // Redis's error otherwise. After an error the event may or may not be in
 // the log: a command Redis received but had not answered (a paused server,
 // a lost connection) can still take effect.
+//
+// Append does not modify wire, and keeps it only until it returns, with
+// one exception: after an error, a round trip that was already sending
+// wire to Redis when Append gave up may still read it, until that round
+// trip ends (one that had not begun leaves the event out). So do not
+// modify wire after an error; the Broker never does.
 func (t *Topic) Append(ctx context.Context, wire []byte) (sse.Position, error) {
 	c := &call{topic: t, kind: appendCall, wire: wire}
 	if err := t.s.do(ctx, c); err != nil {
