@@ -200,7 +200,11 @@ type scriptCall struct {
 
 // noRetry marks a command that go-redis must not send again after a
 // timeout or a broken connection: Redis may have run it already, and an
-// Append run twice would be two events.
+// Append run twice would be two events. go-redis retries a pipeline whole,
+// and sends none again that holds a marked command; exec marks every
+// script call, reads too, so no round trip of a Streams is retried by
+// go-redis: a failed read returns its error, and whoever asked (the
+// Broker, Follow's head reads) asks again.
 type noRetry struct{ *redis.Cmd }
 
 func (noRetry) NoRetry() bool { return true }

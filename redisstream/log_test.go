@@ -633,6 +633,14 @@ func TestNewRefusesOptions(t *testing.T) {
 			}
 		}
 	}
+	for _, c := range []redis.UniversalClient{nil, (*redis.Client)(nil), (*redis.ClusterClient)(nil)} {
+		if s, err := New(c, nil); !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("New(%#v, nil): %v, want ErrInvalidOptions", c, err)
+			if s != nil {
+				s.Close()
+			}
+		}
+	}
 }
 
 func TestClosed(t *testing.T) {

@@ -64,7 +64,12 @@
 // Append and ReadAfter return within Options.Timeout (or their context's
 // deadline, if sooner) with an error when Redis does not answer. An Append
 // that fails may still take effect: a command sent before Redis stopped
-// answering can run when it resumes. While the Pub/Sub connection is down,
+// answering can run when it resumes. So a Streams never lets go-redis send
+// a command again (the client's MaxRetries): an Append run twice would be
+// two events. go-redis retries a pipeline whole, and reads share pipelines
+// with Appends, so reads are not retried by go-redis either: a ReadAfter
+// that fails returns its error (the Broker asks again), and Follow reads
+// the head again itself. While the Pub/Sub connection is down,
 // Follow retries; once Redis answers again it tells each follower where the
 // log's head is, and the Broker catches up from the log.
 package redisstream
@@ -75,6 +80,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -105,7 +111,8 @@ var (
 	ErrTimeout = errors.New("redisstream: Redis did not answer in time")
 	// ErrInvalidTopic is returned by Topic for a name it refuses.
 	ErrInvalidTopic = errors.New("redisstream: invalid topic name")
-	// ErrInvalidOptions is returned by New for Options it refuses.
+	// ErrInvalidOptions is returned by New for a nil client, and for
+	// Options it refuses.
 	ErrInvalidOptions = errors.New("redisstream: invalid options")
 )
 
@@ -148,7 +155,7 @@ type Options struct {
 // Topics, are safe for concurrent use.
 //
 // A Streams runs a fixed number of goroutines, whatever the number of
-// topics: the publishers that send Appends and reads to Redis, and, once
+// topics: the callers, two, that send Appends and reads to Redis, and, once
 // something is followed, one that reads the Pub/Sub connection and one
 // that hands events to followers. Close ends them all.
 type Streams struct {
@@ -177,9 +184,13 @@ type Streams struct {
 // quickly while Redis does not answer, make the client with
 // ContextTimeoutEnabled: true.
 //
-// New returns ErrInvalidOptions for a Prefix with '{' or '}', a negative
-// MaxLen, Timeout or IdleTTL, or an IdleTTL under a millisecond.
+// New returns ErrInvalidOptions for a nil client, a Prefix with '{' or
+// '}', a negative MaxLen, Timeout or IdleTTL, or an IdleTTL under a
+// millisecond.
 func New(client redis.UniversalClient, opts *Options) (*Streams, error) {
+	if v := reflect.ValueOf(client); client == nil || v.Kind() == reflect.Pointer && v.IsNil() {
+		return nil, fmt.Errorf("%w: nil client", ErrInvalidOptions)
+	}
 	var o Options
 	if opts != nil {
 		o = *opts
