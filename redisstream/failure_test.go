@@ -260,18 +260,7 @@ func TestStopEndsDeliveriesAndUnsubscribes(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStreams(t, srv, nil)
 	tp := topic(t, s, "room")
-	var afterStop atomic.Int64
-	var stopped atomic.Bool
-	started := make(chan struct{})
-	stop := tp.Follow(func(pos sse.Position, w []byte) {
-		if stopped.Load() {
-			afterStop.Add(1)
-		}
-		if w == nil {
-			close(started)
-		}
-	})
-	<-started
+	stop, stopped, late := followCountingLate(t, tp)
 	witness, stopWitness := follow(t, tp) // on the same Streams: after stop, it still gets events
 	witness.wait("the head", 10*time.Second, (*reader).started)
 	stop()
@@ -279,7 +268,7 @@ func TestStopEndsDeliveriesAndUnsubscribes(t *testing.T) {
 	stop() // again: no effect
 	appendN(t, tp, 1, 3)
 	witness.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
-	if n := afterStop.Load(); n > 0 {
+	if n := late.Load(); n > 0 {
 		t.Errorf("deliver called %d times after stop returned", n)
 	}
 	stopWitness()
@@ -440,27 +429,17 @@ func TestNoDeliverAfterStop(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStreams(t, srv, nil)
 	tp := topic(t, s, "room")
-	var stopped atomic.Bool
-	var late atomic.Int64
-	aStarted := make(chan struct{})
-	stopA := tp.Follow(func(pos sse.Position, w []byte) {
-		if stopped.Load() {
-			late.Add(1)
-		}
-		if w == nil {
-			close(aStarted)
-		}
-	})
-	<-aStarted
+	stopA, stopped, late := followCountingLate(t, tp)
 	// The witness, which follows after A on the same Streams, holds up the
 	// loop inside its deliver of event 1.
 	blocked, release := make(chan struct{}), make(chan struct{})
 	var got atomic.Int64
 	wStarted := make(chan struct{})
+	signal := sync.OnceFunc(func() { close(wStarted) })
 	stopW := tp.Follow(func(pos sse.Position, w []byte) {
 		switch {
 		case w == nil:
-			close(wStarted)
+			signal()
 		case number(t, w) == 1:
 			close(blocked)
 			<-release
@@ -470,7 +449,7 @@ func TestNoDeliverAfterStop(t *testing.T) {
 		}
 	})
 	defer stopW()
-	<-wStarted
+	waitClosed(t, "the witness's head", wStarted)
 	appendN(t, tp, 1, 1)
 	<-blocked
 	stopA() // A is not in deliver: returns at once, though the loop is busy
@@ -485,6 +464,37 @@ func TestNoDeliverAfterStop(t *testing.T) {
 	}
 	if n := late.Load(); n > 0 {
 		t.Errorf("deliver called %d times after stop returned", n)
+	}
+}
+
+// followCountingLate follows tp with a deliver that counts its calls made
+// once *stopped is set (the test sets it when stop has returned), and
+// returns once the first head has come. The test's end stops it.
+func followCountingLate(t *testing.T, tp *Topic) (stop func(), stopped *atomic.Bool, late *atomic.Int64) {
+	t.Helper()
+	stopped, late = new(atomic.Bool), new(atomic.Int64)
+	started := make(chan struct{})
+	signal := sync.OnceFunc(func() { close(started) }) // a head after a break is no second start
+	stop = tp.Follow(func(pos sse.Position, w []byte) {
+		if stopped.Load() {
+			late.Add(1)
+		}
+		if w == nil {
+			signal()
+		}
+	})
+	t.Cleanup(stop)
+	waitClosed(t, "the head", started)
+	return stop, stopped, late
+}
+
+// waitClosed waits until ch is closed; it fails the test after 10 s.
+func waitClosed(t *testing.T, what string, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("waited 10 s for %s", what)
 	}
 }
 

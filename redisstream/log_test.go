@@ -318,17 +318,18 @@ func TestWireKeptExactly(t *testing.T) {
 	var mu sync.Mutex
 	var fed [][]byte
 	started := make(chan struct{})
+	signal := sync.OnceFunc(func() { close(started) })
 	stop := tp.Follow(func(pos sse.Position, w []byte) {
 		mu.Lock()
 		defer mu.Unlock()
 		if w == nil {
-			close(started)
+			signal()
 			return
 		}
 		fed = append(fed, w)
 	})
 	defer stop()
-	<-started
+	waitClosed(t, "the head", started)
 	wires := []string{
 		"event: a b\ndata: 1 2 3\ndata: \ndata: x\n\n",
 		"id: 7 8\ndata: \u00e9\u65e5\U0001F600\n\n",
