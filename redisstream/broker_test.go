@@ -438,16 +438,21 @@ func publishFails(t *testing.T, in *instance, n int, bound time.Duration) {
 	}
 }
 
-func TestBrokersRedisKilledAndRestartedEmpty(t *testing.T) {
-	srv := redistest.Start(t)
-	const timeout = 300 * time.Millisecond
-	ins := newInstances(t, 3, srv, &Options{Timeout: timeout}, nil)
+// threeListening starts three instances on srv, each with a client that
+// reads from the topic's head until the test ends; waits until every Broker
+// follows the Log; and publishes 10 events on each instance, which every
+// client gets. It returns the instances, their clients, and the id the
+// clients started from.
+func threeListening(t *testing.T, srv *redistest.Server, o *Options, bo *sse.BrokerOptions) ([]*instance, []*client, string) {
+	t.Helper()
+	ins := newInstances(t, 3, srv, o, bo)
 	start := headID(t, ins[0].topic)
-	oldEpoch, _, _ := strings.Cut(start, "-")
 	var wg sync.WaitGroup
-	defer wg.Wait() // after cancel, which ends the sessions
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(func() { // before the instances' cleanups
+		cancel() // ends the sessions
+		wg.Wait()
+	})
 	var cs []*client
 	for _, in := range ins {
 		c := newClient2(t, "client of "+in.name, start)
@@ -458,10 +463,18 @@ func TestBrokersRedisKilledAndRestartedEmpty(t *testing.T) {
 	for i, in := range ins {
 		in.publish(t, 10*i+1, 10*i+10)
 	}
-	before, _ := logEvents(t, ins[0].topic)
 	for _, c := range cs {
 		c.waitFor("30 events", 20*time.Second, count(30))
 	}
+	return ins, cs, start
+}
+
+func TestBrokersRedisKilledAndRestartedEmpty(t *testing.T) {
+	srv := redistest.Start(t)
+	const timeout = 300 * time.Millisecond
+	ins, cs, start := threeListening(t, srv, &Options{Timeout: timeout}, nil)
+	oldEpoch, _, _ := strings.Cut(start, "-")
+	before, _ := logEvents(t, ins[0].topic)
 	srv.Kill()
 	for i, in := range ins {
 		publishFails(t, in, 100+i, timeout)
@@ -493,7 +506,7 @@ func TestBrokersRedisKilledAndRestartedEmpty(t *testing.T) {
 	}
 	// A client that comes back with an id of the lost history is told so.
 	late := newClient2(t, "late", oldEpoch+"-30")
-	late.session(ctx, ins[1], func(int, ssetest.Event) bool { return false })
+	late.session(t.Context(), ins[1], func(int, ssetest.Event) bool { return false })
 	if got := late.numbers(); len(got) != 1 || got[0] != "reset" {
 		t.Errorf("a client with an id of the lost epoch got %v first, want a reset", got)
 	}
@@ -502,26 +515,8 @@ func TestBrokersRedisKilledAndRestartedEmpty(t *testing.T) {
 func TestBrokersRedisPaused(t *testing.T) {
 	srv := redistest.Start(t)
 	const timeout = 500 * time.Millisecond
-	ins := newInstances(t, 3, srv, &Options{Timeout: timeout, MaxLen: 10000},
+	ins, cs, _ := threeListening(t, srv, &Options{Timeout: timeout, MaxLen: 10000},
 		&sse.BrokerOptions{Stream: sse.Options{Heartbeat: sse.MinHeartbeat}})
-	start := headID(t, ins[0].topic)
-	var wg sync.WaitGroup
-	defer wg.Wait() // after cancel, which ends the sessions
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var cs []*client
-	for _, in := range ins {
-		c := newClient2(t, "client of "+in.name, start)
-		cs = append(cs, c)
-		wg.Go(func() { c.session(ctx, in, func(int, ssetest.Event) bool { return true }) })
-	}
-	waitFollowing(t, ins)
-	for i, in := range ins {
-		in.publish(t, 10*i+1, 10*i+10)
-	}
-	for _, c := range cs {
-		c.waitFor("30 events", 20*time.Second, count(30))
-	}
 	var read []int64
 	for _, c := range cs {
 		read = append(read, c.bytes.Load())

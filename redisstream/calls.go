@@ -25,6 +25,13 @@ import (
 // callers is the number of round trips a Streams has under way at once.
 const callers = 2
 
+// readTTL is how long, at least, the meta hash that a read makes for a topic
+// with no epoch lasts (IdleTTL, if longer): reads of topics that no one
+// appends to, made-up names say, must not fill Redis, yet a topic that is
+// only read should keep its epoch a while, or its readers would see a new
+// one at each read. An Append makes it last as IdleTTL says.
+const readTTL = time.Hour
+
 // Bounds on one round trip, and on one script call of Appends.
 const (
 	maxCalls       = 1024
@@ -193,17 +200,26 @@ type scriptCall struct {
 
 // noRetry marks a command that go-redis must not send again after a
 // timeout or a broken connection: Redis may have run it already, and an
-// Append run twice would be two events.
+// Append run twice would be two events. go-redis retries a pipeline whole,
+// and sends none again that holds a marked command; exec marks every
+// script call, reads too, so no round trip of a Streams is retried by
+// go-redis: a failed read returns its error, and whoever asked (the
+// Broker, Follow's head reads) asks again.
 type noRetry struct{ *redis.Cmd }
 
 func (noRetry) NoRetry() bool { return true }
 
-// roundTrip sends batch in one pipeline and answers each call.
+// roundTrip sends batch in one pipeline and answers each call. It leaves
+// out the calls whose callers have given up since take: a caller that has
+// returned may be using an Append's wire again.
 func (s *Streams) roundTrip(batch []*call) {
 	var runs []*scriptCall
 	byTopic := make(map[string]*scriptCall)
-	deadline := batch[0].deadline
+	var deadline time.Time
 	for _, c := range batch {
+		if c.abandoned.Load() {
+			continue
+		}
 		if c.deadline.After(deadline) {
 			deadline = c.deadline
 		}
@@ -213,16 +229,20 @@ func (s *Streams) roundTrip(batch []*call) {
 		}
 		r := byTopic[c.topic.channel]
 		if r == nil || len(r.calls) == maxScriptWires {
+			mark := s.marks.get(c.topic.channel)
 			r = &scriptCall{
 				script: appendScript,
 				keys:   c.topic.keys,
-				args:   []any{newEpoch(), s.maxLen, s.ttlMS, c.topic.channel},
+				args:   []any{newEpoch(), mark.Epoch, mark.Offset, s.maxLen, s.ttlMS, c.topic.channel},
 			}
 			byTopic[c.topic.channel] = r
 			runs = append(runs, r)
 		}
 		r.calls = append(r.calls, c)
 		r.args = append(r.args, c.wire)
+	}
+	if len(runs) == 0 {
+		return
 	}
 	ctx, cancel := context.WithDeadline(s.ctx, deadline)
 	defer cancel()
@@ -244,12 +264,14 @@ func (s *Streams) roundTrip(batch []*call) {
 }
 
 func (s *Streams) readRun(c *call) *scriptCall {
+	mark := s.marks.get(c.topic.channel)
 	r := &scriptCall{calls: []*call{c}, script: readScript, keys: c.topic.keys}
+	r.args = []any{newEpoch(), mark.Epoch, mark.Offset, max(s.ttlMS, readTTL.Milliseconds())}
 	switch c.kind {
 	case readCall:
-		r.args = []any{newEpoch(), s.ttlMS, c.after.Epoch, c.after.Offset, max(c.max, 1)}
+		r.args = append(r.args, c.after.Epoch, c.after.Offset, max(c.max, 1))
 	case headCall:
-		r.args = []any{newEpoch(), s.ttlMS, "", 0, 0}
+		r.args = append(r.args, "", 0, 0)
 	}
 	return r
 }
@@ -287,6 +309,12 @@ func (s *Streams) answer(r *scriptCall) {
 		err = ErrClosed
 	} else if err != nil && (errors.Is(err, context.DeadlineExceeded) || isTimeout(err)) {
 		err = fmt.Errorf("%w: %v", ErrTimeout, err)
+	} else if err == nil {
+		newest := head
+		if r.calls[0].kind == appendCall {
+			newest.Offset += uint64(len(r.calls) - 1)
+		}
+		s.marks.see(r.calls[0].topic.channel, newest)
 	}
 	for i, c := range r.calls {
 		c.err = err

@@ -260,18 +260,7 @@ func TestStopEndsDeliveriesAndUnsubscribes(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStreams(t, srv, nil)
 	tp := topic(t, s, "room")
-	var afterStop atomic.Int64
-	var stopped atomic.Bool
-	started := make(chan struct{})
-	stop := tp.Follow(func(pos sse.Position, w []byte) {
-		if stopped.Load() {
-			afterStop.Add(1)
-		}
-		if w == nil {
-			close(started)
-		}
-	})
-	<-started
+	stop, stopped, late := followCountingLate(t, tp)
 	witness, stopWitness := follow(t, tp) // on the same Streams: after stop, it still gets events
 	witness.wait("the head", 10*time.Second, (*reader).started)
 	stop()
@@ -279,7 +268,7 @@ func TestStopEndsDeliveriesAndUnsubscribes(t *testing.T) {
 	stop() // again: no effect
 	appendN(t, tp, 1, 3)
 	witness.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
-	if n := afterStop.Load(); n > 0 {
+	if n := late.Load(); n > 0 {
 		t.Errorf("deliver called %d times after stop returned", n)
 	}
 	stopWitness()
@@ -440,27 +429,17 @@ func TestNoDeliverAfterStop(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStreams(t, srv, nil)
 	tp := topic(t, s, "room")
-	var stopped atomic.Bool
-	var late atomic.Int64
-	aStarted := make(chan struct{})
-	stopA := tp.Follow(func(pos sse.Position, w []byte) {
-		if stopped.Load() {
-			late.Add(1)
-		}
-		if w == nil {
-			close(aStarted)
-		}
-	})
-	<-aStarted
+	stopA, stopped, late := followCountingLate(t, tp)
 	// The witness, which follows after A on the same Streams, holds up the
 	// loop inside its deliver of event 1.
 	blocked, release := make(chan struct{}), make(chan struct{})
 	var got atomic.Int64
 	wStarted := make(chan struct{})
+	signal := sync.OnceFunc(func() { close(wStarted) })
 	stopW := tp.Follow(func(pos sse.Position, w []byte) {
 		switch {
 		case w == nil:
-			close(wStarted)
+			signal()
 		case number(t, w) == 1:
 			close(blocked)
 			<-release
@@ -470,7 +449,7 @@ func TestNoDeliverAfterStop(t *testing.T) {
 		}
 	})
 	defer stopW()
-	<-wStarted
+	waitClosed(t, "the witness's head", wStarted)
 	appendN(t, tp, 1, 1)
 	<-blocked
 	stopA() // A is not in deliver: returns at once, though the loop is busy
@@ -485,6 +464,37 @@ func TestNoDeliverAfterStop(t *testing.T) {
 	}
 	if n := late.Load(); n > 0 {
 		t.Errorf("deliver called %d times after stop returned", n)
+	}
+}
+
+// followCountingLate follows tp with a deliver that counts its calls made
+// once *stopped is set (the test sets it when stop has returned), and
+// returns once the first head has come. The test's end stops it.
+func followCountingLate(t *testing.T, tp *Topic) (stop func(), stopped *atomic.Bool, late *atomic.Int64) {
+	t.Helper()
+	stopped, late = new(atomic.Bool), new(atomic.Int64)
+	started := make(chan struct{})
+	signal := sync.OnceFunc(func() { close(started) }) // a head after a break is no second start
+	stop = tp.Follow(func(pos sse.Position, w []byte) {
+		if stopped.Load() {
+			late.Add(1)
+		}
+		if w == nil {
+			signal()
+		}
+	})
+	t.Cleanup(stop)
+	waitClosed(t, "the head", started)
+	return stop, stopped, late
+}
+
+// waitClosed waits until ch is closed; it fails the test after 10 s.
+func waitClosed(t *testing.T, what string, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("waited 10 s for %s", what)
 	}
 }
 
@@ -512,6 +522,70 @@ func TestDeadConnectionReplaced(t *testing.T) {
 	appendN(t, pub, 1, 3)
 	r.wait("3 events, on a new connection", 20*time.Second, func(r *reader) bool { return len(r.got) == 3 })
 	r.checkLog(0)
+}
+
+// A connection whose answer to a PING waits in the inbox, unread because
+// the loop was busy (a deliver that filled a gap, say), is alive: check
+// does not replace it. The feeds here run no loop: the test is the loop.
+func TestBusyLoopKeepsLiveConnection(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStreams(t, srv, nil)
+	fs := newFeeds(s)
+	t.Cleanup(func() {
+		fs.close()
+		_ = fs.ps.Close() // the latest: check may have replaced it
+	})
+	tp := topic(t, s, "room")
+	fs.feeds[tp.channel] = &feed{topic: tp, confirmed: true, wait: s.timeout}
+	fs.connect()
+	gen := fs.gen
+	fs.lastRead = time.Now().Add(-pingAfter - pingTimeout)
+	fs.pingSent = time.Now().Add(-pingTimeout) // and the loop busy since
+	fs.inbox <- item{gen: gen, msg: &redis.Pong{}}
+	fs.check()
+	if fs.gen != gen {
+		t.Fatal("check replaced a connection whose PONG waited in the inbox")
+	}
+	// Likewise once the loop has handled anything read since the PING,
+	// its answer or not (here a message for a topic no longer followed).
+	<-fs.inbox
+	fs.pingSent = time.Now().Add(-pingTimeout)
+	fs.handle(item{gen: gen, msg: &redis.Message{Channel: "gone"}})
+	fs.check()
+	if fs.gen != gen {
+		t.Error("check replaced a connection on which a message came after the PING")
+	}
+}
+
+// An Append whose caller has given up (its timeout, its context) is left out
+// of the round trip that takes it: its caller may be using wire again.
+func TestAbandonedAppendNotSent(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStreams(t, srv, nil)
+	tp := topic(t, s, "room")
+	epoch := appendN(t, tp, 1, 1)[0].Epoch
+	newCall := func(n int) *call {
+		return &call{topic: tp, kind: appendCall, wire: wire(n), done: make(chan struct{}),
+			deadline: time.Now().Add(s.timeout)}
+	}
+	gone, kept := newCall(2), newCall(3)
+	gone.abandoned.Store(true)
+	s.roundTrip([]*call{gone, kept})
+	<-kept.done
+	if kept.err != nil || kept.head != (sse.Position{Epoch: epoch, Offset: 2}) {
+		t.Errorf("the Append sent: %v, %v; want %s-2", kept.head, kept.err, epoch)
+	}
+	wires, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: epoch}, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for _, w := range wires {
+		got = append(got, number(t, w))
+	}
+	if fmt.Sprint(got) != "[1 3]" {
+		t.Errorf("the log holds %v, want [1 3]: not the abandoned event 2", got)
+	}
 }
 
 // A proxy forwards TCP connections to a server until frozen: then the
@@ -640,5 +714,68 @@ func TestAppendNeverSentTwice(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[1 2]" {
 		t.Errorf("the log holds %v, want [1 2]: event 2 once", got)
+	}
+}
+
+// A Redis error reply on the Pub/Sub connection is no break: here an ACL
+// refuses the channel of one topic, and the topics it allows go on, both
+// when the refused SUBSCRIBE is the Streams' own and when it is go-redis's,
+// which asks for every channel in one SUBSCRIBE after a reconnection and
+// which Redis then refuses whole.
+func TestRefusedChannelStopsNoOther(t *testing.T) {
+	srv := redistest.Start(t)
+	a := admin(t, srv)
+	if err := a.Do(t.Context(), "ACL", "SETUSER", "app", "on", "nopass", "~*", "+@all",
+		"resetchannels", "&sse:{ok}:*", "&sse:{gate}:*").Err(); err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "app", Password: "any",
+		ContextTimeoutEnabled: true, MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
+	t.Cleanup(func() { client.Close() })
+	s, err := New(client, &Options{Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	// The gate holds up the loop in its first deliver, so that the Follows
+	// of "ok" and "bad" reach it together, and are subscribed to together.
+	blocked, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	stopGate := topic(t, s, "gate").Follow(func(sse.Position, []byte) {
+		once.Do(func() {
+			close(blocked)
+			<-release
+		})
+	})
+	defer stopGate()
+	<-blocked
+	ok, _ := follow(t, topic(t, s, "ok"))
+	bad, _ := follow(t, topic(t, s, "bad"))
+	for queued := 0; queued < 2; time.Sleep(time.Millisecond) {
+		s.subs.mu.Lock()
+		queued = len(s.subs.reqs)
+		s.subs.mu.Unlock()
+	}
+	close(release)
+	ok.wait("the head", 10*time.Second, (*reader).started)
+	for deadline := time.Now().Add(10 * time.Second); s.subs.replyErrors.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no error reply in 10 s: the ACL refuses nothing?")
+		}
+	}
+	pub := topic(t, newStreams(t, srv, nil), "ok")
+	appendN(t, pub, 1, 3)
+	ok.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	if err := a.ClientKillByFilter(t.Context(), "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	ok.wait("a head after the reconnection", 10*time.Second, func(r *reader) bool { return r.heads >= 2 })
+	appendN(t, pub, 4, 6)
+	ok.wait("6 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 6 })
+	ok.checkLog(0)
+	bad.mu.Lock()
+	defer bad.mu.Unlock()
+	if bad.heads != 0 {
+		t.Errorf("the refused topic's follower got %d heads, want none", bad.heads)
 	}
 }

@@ -63,19 +63,30 @@ func (f *follower) call(pos sse.Position, wire []byte) {
 }
 
 // A feed is one subscribed channel: a topic that some follower follows.
+//
+// A feed stays unconfirmed until Redis confirms its SUBSCRIBE; if no
+// confirmation has come by resend, the loop sends SUBSCRIBE again, for that
+// channel alone, and waits twice as long for the next (up to
+// maxSubscribeWait). So a channel that Redis refuses (an ACL, CLUSTERDOWN,
+// LOADING) is asked for again now and then, and refuses no other.
 type feed struct {
 	topic     *Topic
 	followers []*follower
-	confirmed bool      // Redis confirmed the subscription on the current connection
-	subscribe bool      // SUBSCRIBE must be sent (again)
-	retry     time.Time // when to read the head again after a failed read
+	confirmed bool          // Redis confirmed the subscription on the current connection
+	resend    time.Time     // when unconfirmed: when to send SUBSCRIBE (again); zero: at once
+	wait      time.Duration // how long the next SUBSCRIBE waits for its confirmation
+	retry     time.Time     // when to read the head again after a failed read
 }
+
+// maxSubscribeWait bounds how long a feed waits for a confirmation before
+// it sends SUBSCRIBE again.
+const maxSubscribeWait = time.Minute
 
 type feedRequest struct{ join, leave *follower }
 
 // An item is what the reader hands the loop: a *redis.Message,
-// *redis.Subscription or *redis.Pong, or errBroken, read on the connection
-// of generation gen.
+// *redis.Subscription or *redis.Pong, a redis.Error (an error reply), or
+// errBroken, read on the connection of generation gen.
 type item struct {
 	gen int
 	msg any
@@ -86,12 +97,16 @@ type item struct {
 var errBroken = errors.New("redisstream: Pub/Sub connection broken")
 
 // How the loop checks that the Pub/Sub connection is alive: after
-// pingAfter with nothing read on it, it sends a PING; if nothing has come
-// back pingTimeout later, it replaces the connection. (Variables, for tests.)
+// pingAfter with nothing read on it, it sends a PING; if nothing at all has
+// come back pingTimeout later, it replaces the connection. (Variables, for
+// tests.)
 var (
 	pingAfter   = 5 * time.Second
 	pingTimeout = 5 * time.Second
 )
+
+// inboxLen is how many items the reader may hand the loop ahead of it.
+const inboxLen = 16
 
 // maxDrain is how many items the loop handles before reading the heads of
 // followers that wait for theirs, so that after a reconnection the heads of
@@ -103,6 +118,12 @@ const maxDrain = 512
 // else: it subscribes and unsubscribes, reads heads, calls deliver. Another,
 // the reader, reads the Pub/Sub connection into the inbox; it blocks, and
 // Redis buffers, while the loop is busy.
+//
+// The inbox holds inboxLen items, each a message of up to about a round
+// trip's worth of events (maxCallBytes, 1 MiB): a few MiB at most. Past
+// them, Redis holds what waits, up to its client-output-buffer-limit for
+// pubsub, then closes the connection: a break, after which the followers
+// catch up from the log.
 type feeds struct {
 	s *Streams
 
@@ -115,7 +136,9 @@ type feeds struct {
 
 	inbox chan item
 
-	heads atomic.Int64 // calls of deliver(head, nil) so far, for tests
+	heads       atomic.Int64 // calls of deliver(head, nil) so far, for tests
+	replyErrors atomic.Int64 // error replies read on the Pub/Sub connection, for tests
+	count       atomic.Int64 // len(feeds), for the reader
 
 	// The loop's own.
 	ps       *redis.PubSub
@@ -130,7 +153,7 @@ func newFeeds(s *Streams) *feeds {
 		s:     s,
 		kick:  make(chan struct{}, 1),
 		quit:  make(chan struct{}),
-		inbox: make(chan item, 256),
+		inbox: make(chan item, inboxLen),
 		feeds: make(map[string]*feed),
 	}
 }
@@ -211,8 +234,9 @@ func (fs *feeds) handleRequests() {
 		if f := r.join; f != nil {
 			fd := fs.feeds[f.topic.channel]
 			if fd == nil {
-				fd = &feed{topic: f.topic, subscribe: true}
+				fd = &feed{topic: f.topic, wait: fs.s.timeout}
 				fs.feeds[f.topic.channel] = fd
+				fs.count.Store(int64(len(fs.feeds)))
 			}
 			fd.followers = append(fd.followers, f)
 			continue
@@ -227,6 +251,7 @@ func (fs *feeds) handleRequests() {
 		}
 		if len(fd.followers) == 0 {
 			delete(fs.feeds, f.topic.channel)
+			fs.count.Store(int64(len(fs.feeds)))
 			if fs.ps != nil {
 				ctx, cancel := context.WithTimeout(fs.s.ctx, fs.s.timeout)
 				// An error means a broken connection, which forgets
@@ -252,7 +277,9 @@ func (fs *feeds) handle(it item) {
 	if it.gen != fs.gen {
 		return // from a connection since replaced
 	}
-	fs.lastRead = time.Now()
+	// Anything read since the PING, its answer or not, shows the
+	// connection alive.
+	fs.lastRead, fs.pingSent = time.Now(), time.Time{}
 	switch m := it.msg.(type) {
 	case *redis.Message:
 		fd := fs.feeds[m.Channel]
@@ -265,6 +292,7 @@ func (fs *feeds) handle(it item) {
 			// next event will show the followers the gap.
 			return
 		}
+		fs.s.marks.see(m.Channel, sse.Position{Epoch: epoch, Offset: first + uint64(len(wires)) - 1})
 		for _, f := range fd.followers {
 			if !f.started {
 				continue // its head, read later, covers this
@@ -283,14 +311,27 @@ func (fs *feeds) handle(it item) {
 		// followers' heads. Read them again.
 		fd.confirmed = m.Kind == "subscribe"
 		fd.retry = time.Time{}
+		if fd.confirmed {
+			fd.wait = fs.s.timeout
+		} else {
+			fd.resend = time.Now().Add(fd.wait) // unless the SUBSCRIBE behind it comes
+		}
 		for _, f := range fd.followers {
 			f.started = false
 		}
 	case *redis.Pong:
-		fs.pingSent = time.Time{}
+	case redis.Error:
+		// Redis refused a command, but the connection is fine. Which
+		// command it was, the reply does not say: if a SUBSCRIBE, its feed
+		// stays unconfirmed, and is sent again at its resend.
+		fs.replyErrors.Add(1)
 	default: // errBroken
+		// go-redis subscribes again by itself on the new connection; a
+		// feed whose confirmation has not come by resend is sent again.
+		now := time.Now()
 		for _, fd := range fs.feeds {
 			fd.confirmed = false
+			fd.resend = now.Add(fd.wait)
 			for _, f := range fd.followers {
 				f.started = false
 			}
@@ -299,16 +340,19 @@ func (fs *feeds) handle(it item) {
 }
 
 // resubscribe opens the Pub/Sub connection if there is none, and sends
-// SUBSCRIBE for the feeds that need it.
+// SUBSCRIBE for the unconfirmed feeds whose resend has come: one channel
+// per SUBSCRIBE, since Redis refuses a SUBSCRIBE whole when it refuses one
+// of its channels. A second SUBSCRIBE to a channel is harmless; it is
+// confirmed again.
 func (fs *feeds) resubscribe() {
-	var chans []string
-	for ch, fd := range fs.feeds {
-		if fd.subscribe && fd.retry.IsZero() {
-			fd.subscribe = false
-			chans = append(chans, ch)
+	now := time.Now()
+	var due []*feed
+	for _, fd := range fs.feeds {
+		if !fd.confirmed && !now.Before(fd.resend) {
+			due = append(due, fd)
 		}
 	}
-	if len(chans) == 0 {
+	if len(due) == 0 {
 		return
 	}
 	if fs.ps == nil {
@@ -316,16 +360,17 @@ func (fs *feeds) resubscribe() {
 	}
 	ctx, cancel := context.WithTimeout(fs.s.ctx, fs.s.timeout)
 	defer cancel()
-	if err := fs.ps.Subscribe(ctx, chans...); err != nil && fs.s.ctx.Err() == nil {
-		// go-redis may have reconnected without these channels: send
-		// SUBSCRIBE again at the next check. A second SUBSCRIBE to a
-		// channel is harmless; it is confirmed again.
-		for _, ch := range chans {
-			if fd := fs.feeds[ch]; fd != nil {
-				fd.subscribe = true
-				fd.retry = time.Now().Add(time.Second)
+	for i, fd := range due {
+		if err := fs.ps.Subscribe(ctx, fd.topic.channel); err != nil {
+			// The connection failed (a refusal comes later, as a reply):
+			// this feed and the rest, in a second.
+			for _, fd := range due[i:] {
+				fd.resend = now.Add(time.Second)
 			}
+			return
 		}
+		fd.resend = now.Add(fd.wait)
+		fd.wait = min(2*fd.wait, maxSubscribeWait)
 	}
 }
 
@@ -338,29 +383,42 @@ func (fs *feeds) connect() {
 	go fs.read(fs.ps, fs.gen)
 }
 
-// read hands the loop what comes on ps, until ps is closed. After an error
-// (go-redis reconnects and subscribes again by itself at the next Receive)
-// it tells the loop once, and waits a little before trying again.
+// read hands the loop what comes on ps, until ps is closed. After a failed
+// connection (go-redis reconnects and subscribes again by itself at the
+// next Receive) it tells the loop once, and waits a little before trying
+// again.
+//
+// An error reply (Redis refused a SUBSCRIBE: an ACL, CLUSTERDOWN, LOADING)
+// is not a failure: the connection is fine, and the reply goes to the loop
+// like any other. But go-redis, failing to reconnect (a refused AUTH,
+// say), returns Redis's errors too, at once and over and over: so more
+// error replies in a row than the loop has feeds (it sends at most one
+// SUBSCRIBE per feed at a time), plus a margin, count as a failure.
 func (fs *feeds) read(ps *redis.PubSub, gen int) {
 	defer fs.s.wg.Done()
-	failing := false
+	failing, replies := false, int64(0)
 	backoff := 50 * time.Millisecond
 	for {
 		msg, err := ps.Receive(fs.s.ctx)
 		if errors.Is(err, redis.ErrClosed) || fs.s.ctx.Err() != nil {
 			return
 		}
-		if err != nil {
+		var reply redis.Error
+		pause := false
+		switch {
+		case err == nil:
+			failing, replies = false, 0
+			backoff = 50 * time.Millisecond
+		case !failing && errors.As(err, &reply) && replies < fs.count.Load()+16:
+			replies++
+			msg = reply
+		default:
+			msg = nil
 			if !failing {
 				failing = true
 				msg = errBroken
-			} else {
-				msg = nil
 			}
-			backoff = min(2*backoff, time.Second)
-		} else {
-			failing = false
-			backoff = 50 * time.Millisecond
+			pause = true
 		}
 		if msg != nil {
 			select {
@@ -369,7 +427,8 @@ func (fs *feeds) read(ps *redis.PubSub, gen int) {
 				return
 			}
 		}
-		if failing {
+		if pause {
+			backoff = min(2*backoff, time.Second)
 			select {
 			case <-time.After(backoff):
 			case <-fs.quit:
@@ -388,13 +447,16 @@ func (fs *feeds) check() {
 	}
 	now := time.Now()
 	switch {
+	case len(fs.inbox) > 0:
+		// The reader has read what the loop, busy in a deliver, has not
+		// handled yet (a PONG, perhaps): the connection is alive.
 	case !fs.pingSent.IsZero() && now.Sub(fs.pingSent) >= pingTimeout:
 		// No answer: the connection may be dead without knowing it (a
 		// lost peer sends no reset). A new one subscribes to every feed.
 		_ = fs.ps.Close()
 		fs.connect()
 		for _, fd := range fs.feeds {
-			fd.confirmed, fd.subscribe = false, true
+			fd.confirmed, fd.resend = false, time.Time{}
 			for _, f := range fd.followers {
 				f.started = false
 			}
@@ -426,6 +488,9 @@ func (fs *feeds) nextCheck() time.Duration {
 	for _, fd := range fs.feeds {
 		if !fd.retry.IsZero() && fd.retry.Before(next) {
 			next = fd.retry
+		}
+		if !fd.confirmed && fd.resend.Before(next) {
+			next = fd.resend
 		}
 	}
 	return max(next.Sub(now), time.Millisecond)

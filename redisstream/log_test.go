@@ -318,17 +318,18 @@ func TestWireKeptExactly(t *testing.T) {
 	var mu sync.Mutex
 	var fed [][]byte
 	started := make(chan struct{})
+	signal := sync.OnceFunc(func() { close(started) })
 	stop := tp.Follow(func(pos sse.Position, w []byte) {
 		mu.Lock()
 		defer mu.Unlock()
 		if w == nil {
-			close(started)
+			signal()
 			return
 		}
 		fed = append(fed, w)
 	})
 	defer stop()
-	<-started
+	waitClosed(t, "the head", started)
 	wires := []string{
 		"event: a b\ndata: 1 2 3\ndata: \ndata: x\n\n",
 		"id: 7 8\ndata: \u00e9\u65e5\U0001F600\n\n",
@@ -464,6 +465,63 @@ func TestNewEpochWhenKeysLost(t *testing.T) {
 	}
 }
 
+// A Redis that goes back in time (here, restarted from an older snapshot)
+// keeps the topic's epoch, and would give the lost offsets again, to other
+// events. A Streams that saw an offset Redis no longer holds, in an
+// Append's reply or a read's head, starts a new epoch instead; one that
+// never saw it cannot know.
+func TestNewEpochWhenRedisGoesBack(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStreams(t, srv, nil)
+	a, b := topic(t, s, "a"), topic(t, s, "b")
+	readsB := topic(t, newStreams(t, srv, nil), "b")
+	oldA := appendN(t, a, 1, 3)[0].Epoch
+	oldB := appendN(t, b, 1, 3)[0].Epoch
+	srv.Save()
+	appendN(t, a, 4, 5)
+	appendN(t, b, 4, 5)
+	if h, err := readsB.Head(t.Context()); err != nil || h != (sse.Position{Epoch: oldB, Offset: 5}) {
+		t.Fatalf("Head of b: %v, %v; want %s-5", h, err, oldB)
+	}
+	srv.Restart() // back to offset 3 of both topics, in the same epochs
+	blind := topic(t, newStreams(t, srv, nil), "a")
+	if h, err := blind.Head(t.Context()); err != nil || h != (sse.Position{Epoch: oldA, Offset: 3}) {
+		t.Errorf("Head of a from a Streams that never saw a-4: %v, %v; want %s-3", h, err, oldA)
+	}
+	if p := appendN(t, a, 6, 6)[0]; p.Epoch == oldA || p.Offset != 1 {
+		t.Errorf("Append to a by the Streams that saw a-5: %v; want a new epoch, offset 1", p)
+	}
+	h, err := readsB.Head(t.Context())
+	if err != nil || h.Epoch == oldB || h.Offset != 0 {
+		t.Errorf("Head of b by the Streams that saw b-5: %v, %v; want a new epoch, offset 0", h, err)
+	}
+	if n, err := s.client.XLen(t.Context(), b.keys[0]).Result(); err != nil || n != 0 {
+		t.Errorf("b's stream holds %d entries, %v; want none: they belong to the lost history", n, err)
+	}
+}
+
+// Likewise for a Streams that only follows the topic: the offsets in the
+// messages of its feed are its mark, and the head it reads once its
+// Pub/Sub connection is back starts a new epoch, before any Append.
+func TestFollowNewEpochWhenRedisGoesBack(t *testing.T) {
+	srv := redistest.Start(t)
+	pub := topic(t, newStreams(t, srv, nil), "room")
+	r, _ := follow(t, topic(t, newStreams(t, srv, nil), "room"))
+	r.wait("the head", 10*time.Second, (*reader).started)
+	old := appendN(t, pub, 1, 3)[0].Epoch
+	srv.Save()
+	appendN(t, pub, 4, 5)
+	r.wait("5 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 5 })
+	srv.Restart() // back to offset 3, in the same epoch
+	r.wait("a new epoch", 10*time.Second, func(r *reader) bool { return len(r.resets) == 1 })
+	r.mu.Lock()
+	epoch := r.epoch
+	r.mu.Unlock()
+	if h, err := pub.Head(t.Context()); err != nil || h != (sse.Position{Epoch: epoch, Offset: 0}) || epoch == old {
+		t.Errorf("Head after the follower's new epoch: %v, %v; want %s-0, a new epoch", h, err, epoch)
+	}
+}
+
 func TestIdleTTL(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStreams(t, srv, &Options{IdleTTL: time.Hour})
@@ -482,6 +540,55 @@ func TestIdleTTL(t *testing.T) {
 		if ttl, err := s.client.PTTL(t.Context(), key).Result(); err != nil || ttl != -1 {
 			t.Errorf("without IdleTTL, PTTL %s = %v, %v; want none (-1)", key, ttl, err)
 		}
+	}
+}
+
+// A read of a topic nobody has appended to gives it an epoch, in a meta
+// hash that expires (after IdleTTL or an hour, whichever is longer), so
+// that reads of made-up topics do not fill Redis; an Append makes it last
+// as any topic's keys do.
+func TestReadMakesNoLastingKey(t *testing.T) {
+	srv := redistest.Start(t)
+	for _, tt := range []struct {
+		idle, want time.Duration
+	}{
+		{0, time.Hour},
+		{time.Minute, time.Hour},
+		{2 * time.Hour, 2 * time.Hour},
+	} {
+		t.Run(fmt.Sprint("IdleTTL ", tt.idle), func(t *testing.T) {
+			s := newStreams(t, srv, &Options{IdleTTL: tt.idle})
+			for i, read := range []func(tp *Topic) error{
+				func(tp *Topic) error { _, err := tp.Head(t.Context()); return err },
+				func(tp *Topic) error {
+					_, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: "0123456789abcdef", Offset: 3}, 1)
+					return err
+				},
+			} {
+				tp := topic(t, s, fmt.Sprint("read-", tt.idle, "-", i))
+				if err := read(tp); err != nil {
+					t.Fatal(err)
+				}
+				ttl, err := s.client.PTTL(t.Context(), tp.keys[1]).Result()
+				if err != nil || ttl <= tt.want-time.Minute || ttl > tt.want {
+					t.Errorf("read %d: PTTL of the meta hash = %v, %v; want about %v", i, ttl, err, tt.want)
+				}
+				if n, err := s.client.Exists(t.Context(), tp.keys[0]).Result(); err != nil || n != 0 {
+					t.Errorf("read %d: the stream exists (%d, %v)", i, n, err)
+				}
+			}
+			tp := topic(t, s, fmt.Sprint("read-", tt.idle, "-0"))
+			appendN(t, tp, 1, 1)
+			for _, key := range tp.keys {
+				ttl, err := s.client.PTTL(t.Context(), key).Result()
+				if tt.idle == 0 && (err != nil || ttl != -1) {
+					t.Errorf("after an Append, PTTL %s = %v, %v; want none (-1)", key, ttl, err)
+				}
+				if tt.idle > 0 && (err != nil || ttl <= tt.idle-time.Second || ttl > tt.idle) {
+					t.Errorf("after an Append, PTTL %s = %v, %v; want IdleTTL, %v", key, ttl, err, tt.idle)
+				}
+			}
+		})
 	}
 }
 
@@ -522,6 +629,14 @@ func TestNewRefusesOptions(t *testing.T) {
 	} {
 		if s, err := New(client, &o); !errors.Is(err, ErrInvalidOptions) {
 			t.Errorf("New(%+v): %v, want ErrInvalidOptions", o, err)
+			if s != nil {
+				s.Close()
+			}
+		}
+	}
+	for _, c := range []redis.UniversalClient{nil, (*redis.Client)(nil), (*redis.ClusterClient)(nil)} {
+		if s, err := New(c, nil); !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("New(%#v, nil): %v, want ErrInvalidOptions", c, err)
 			if s != nil {
 				s.Close()
 			}

@@ -36,17 +36,40 @@
 // # Epochs
 //
 // A topic's epoch is drawn at random (64 bits from crypto/rand) by the first
-// Append, Follow or ReadAfter that finds none in Redis, and kept in Redis. It
-// changes only when the topic's keys are lost: a Redis restarted without
-// persistence, FLUSHALL, eviction, or IdleTTL. Clients holding an id of the
-// old epoch then get a reset from their Broker, never a silent gap.
+// Append, Follow or ReadAfter that finds none in Redis, and kept in Redis.
+// Within an epoch, each offset names one event for good; so the topic
+// starts a new epoch whenever its history is found lost: when its keys are
+// gone (a Redis restarted without persistence, FLUSHALL, eviction,
+// IdleTTL), and when Redis has gone back in time, keeping the epoch but not
+// the newest events (a restart from an RDB snapshot or from an AOF synced
+// every second, a failover to a replica that lagged, a RESTORE of an older
+// DUMP). Clients holding an id of the old epoch then get a reset from their
+// Broker.
+//
+// Redis gone back in time is found out only by a Streams that saw the lost
+// offsets. Each keeps, for every topic it appends to, reads or follows, the
+// newest Position it has seen (its high-water mark), and its next script
+// call on the topic that finds the topic's offset below the mark, in the
+// same epoch, starts a new epoch. A Streams that follows a topic reads its
+// head as soon as its Pub/Sub connection is back, so after a restart or a
+// failover this usually comes before any new Append. But a Streams that
+// never saw the lost offsets cannot know, and once new Appends have taken
+// the offset back past every mark, the lost offsets name other events: a
+// client that resumes from one of them misses events in silence. Only
+// persistence that loses no answered write (AOF with appendfsync always,
+// and no failover) rules that out.
 //
 // # Failures
 //
 // Append and ReadAfter return within Options.Timeout (or their context's
 // deadline, if sooner) with an error when Redis does not answer. An Append
 // that fails may still take effect: a command sent before Redis stopped
-// answering can run when it resumes. While the Pub/Sub connection is down,
+// answering can run when it resumes. So a Streams never lets go-redis send
+// a command again (the client's MaxRetries): an Append run twice would be
+// two events. go-redis retries a pipeline whole, and reads share pipelines
+// with Appends, so reads are not retried by go-redis either: a ReadAfter
+// that fails returns its error (the Broker asks again), and Follow reads
+// the head again itself. While the Pub/Sub connection is down,
 // Follow retries; once Redis answers again it tells each follower where the
 // log's head is, and the Broker catches up from the log.
 package redisstream
@@ -57,6 +80,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -87,7 +111,8 @@ var (
 	ErrTimeout = errors.New("redisstream: Redis did not answer in time")
 	// ErrInvalidTopic is returned by Topic for a name it refuses.
 	ErrInvalidTopic = errors.New("redisstream: invalid topic name")
-	// ErrInvalidOptions is returned by New for Options it refuses.
+	// ErrInvalidOptions is returned by New for a nil client, and for
+	// Options it refuses.
 	ErrInvalidOptions = errors.New("redisstream: invalid options")
 )
 
@@ -106,7 +131,12 @@ type Options struct {
 	// an Append (at least 1 ms). The next Append or read starts a new epoch,
 	// so clients that come back with an id from before get a reset. Use it
 	// when topics are many and short-lived (one per user, say); 0 keeps
-	// every topic until its keys are deleted.
+	// every topic that has had an Append until its keys are deleted.
+	//
+	// A topic that has only been read (ReadAfter, Head, Follow), never
+	// appended to, has only its epoch in Redis, which is deleted after
+	// IdleTTL or an hour, whichever is longer, even when IdleTTL is 0: reads
+	// of topics that no one appends to do not fill Redis.
 	IdleTTL time.Duration
 	// Timeout bounds each Append and ReadAfter, and each read of the head
 	// that Follow makes (DefaultTimeout, 2 s). A call whose context ends
@@ -125,7 +155,7 @@ type Options struct {
 // Topics, are safe for concurrent use.
 //
 // A Streams runs a fixed number of goroutines, whatever the number of
-// topics: the publishers that send Appends and reads to Redis, and, once
+// topics: the callers, two, that send Appends and reads to Redis, and, once
 // something is followed, one that reads the Pub/Sub connection and one
 // that hands events to followers. Close ends them all.
 type Streams struct {
@@ -141,6 +171,7 @@ type Streams struct {
 
 	calls calls  // commands waiting for a round trip to Redis
 	subs  *feeds // followers and the Pub/Sub connection
+	marks marks  // the newest Position seen of each topic
 
 	closeOnce sync.Once
 }
@@ -153,9 +184,13 @@ type Streams struct {
 // quickly while Redis does not answer, make the client with
 // ContextTimeoutEnabled: true.
 //
-// New returns ErrInvalidOptions for a Prefix with '{' or '}', a negative
-// MaxLen, Timeout or IdleTTL, or an IdleTTL under a millisecond.
+// New returns ErrInvalidOptions for a nil client, a Prefix with '{' or
+// '}', a negative MaxLen, Timeout or IdleTTL, or an IdleTTL under a
+// millisecond.
 func New(client redis.UniversalClient, opts *Options) (*Streams, error) {
+	if v := reflect.ValueOf(client); client == nil || v.Kind() == reflect.Pointer && v.IsNil() {
+		return nil, fmt.Errorf("%w: nil client", ErrInvalidOptions)
+	}
 	var o Options
 	if opts != nil {
 		o = *opts
@@ -263,13 +298,21 @@ func (t *Topic) Name() string { return t.name }
 // Append adds wire to the topic's log as its newest event, and publishes it
 // to every process that follows the topic, in one atomic step, and returns
 // the event's Position. Appends that arrive together, for any topics of the
-// Streams, share one round trip to Redis.
+// Streams, share one round trip to Redis. An Append to a topic with no
+// epoch, or whose history is found lost (see Epochs), starts a new epoch
+// at offset 1.
 //
 // It returns ErrTimeout when Redis has not answered within Options.Timeout,
 // the context's error when ctx ends first, ErrClosed after Close, and
 // Redis's error otherwise. After an error the event may or may not be in
 // the log: a command Redis received but had not answered (a paused server,
 // a lost connection) can still take effect.
+//
+// Append does not modify wire, and keeps it only until it returns, with
+// one exception: after an error, a round trip that was already sending
+// wire to Redis when Append gave up may still read it, until that round
+// trip ends (one that had not begun leaves the event out). So do not
+// modify wire after an error; the Broker never does.
 func (t *Topic) Append(ctx context.Context, wire []byte) (sse.Position, error) {
 	c := &call{topic: t, kind: appendCall, wire: wire}
 	if err := t.s.do(ctx, c); err != nil {
@@ -283,7 +326,8 @@ func (t *Topic) Append(ctx context.Context, wire []byte) (sse.Position, error) {
 // the head, the Position of the topic's newest event. It returns no events
 // when after is the head or past it, when after.Epoch is not the topic's
 // epoch, or when the log no longer holds the event at after.Offset+1. A
-// topic with no epoch yet gets one, with an empty log.
+// topic with no epoch yet, or whose history is found lost (see Epochs),
+// gets a new one, with an empty log.
 //
 // It returns the same errors as Append, except that a failed ReadAfter
 // changed nothing but, perhaps, the creation of the topic's epoch.
@@ -296,8 +340,8 @@ func (t *Topic) ReadAfter(ctx context.Context, after sse.Position, max int) ([][
 }
 
 // Head returns the Position of the topic's newest event (Offset 0 if its
-// epoch has none yet), giving the topic an epoch if it has none. It returns
-// the same errors as ReadAfter.
+// epoch has none yet), giving the topic a new epoch as ReadAfter does. It
+// returns the same errors as ReadAfter.
 func (t *Topic) Head(ctx context.Context) (sse.Position, error) {
 	c := &call{topic: t, kind: headCall}
 	if err := t.s.do(ctx, c); err != nil {

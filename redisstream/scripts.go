@@ -13,69 +13,86 @@ func newScript(src string) *script {
 	return &script{src: src, sha: hex.EncodeToString(sum[:])}
 }
 
-// Both scripts take the topic's two keys: KEYS[1] its stream, KEYS[2] its
-// meta hash (fields epoch and offset); and, as ARGV[1], a new epoch for a
-// topic that has none. A topic has none when its meta hash is gone (a fresh
-// Redis, FLUSHALL, eviction, IdleTTL): whatever its stream still holds
-// belongs to a lost history, so they delete it. Offsets are written with
-// %d, never as Lua's %.14g, which turns 1e14 into "1e+14".
+// prologue begins both scripts. They take the topic's two keys: KEYS[1] its
+// stream, KEYS[2] its meta hash (fields epoch and offset, the offset of its
+// newest event); and ARGV[1], a new epoch, and ARGV[2] and ARGV[3], the
+// caller's high-water mark: an epoch and the highest offset the caller has
+// seen the topic hold in it ("" and 0 for none).
+//
+// The invariant: an epoch names one unbroken history, in which offsets only
+// grow and each names one event for good. So the topic's history is lost,
+// and it starts a new epoch, ARGV[1], with no events, when its meta hash is
+// gone (a fresh Redis, FLUSHALL, eviction, IdleTTL), and when its offset is
+// below the caller's mark in the same epoch: Redis went back in time (a
+// restart from an older RDB or AOF, a failover to a replica that lagged, a
+// RESTORE of an older DUMP), and would give the offsets after it again, to
+// other events. What the stream still holds belongs to the lost history: it
+// is deleted. The prologue leaves the topic's epoch and newest offset in
+// epoch and head, and fresh true when it started a new history (whose meta
+// hash the script must write).
+//
+// Offsets are written with %d, never as Lua's %.14g, which turns 1e14 into
+// "1e+14".
+const prologue = `
+local meta = redis.call('HMGET', KEYS[2], 'epoch', 'offset')
+local epoch, head = meta[1], tonumber(meta[2])
+local fresh = not epoch or not head or (epoch == ARGV[2] and head < tonumber(ARGV[3]))
+if fresh then
+	epoch, head = ARGV[1], 0
+	redis.call('DEL', KEYS[1])
+end
+`
 
-// appendScript appends ARGV[5..] to the topic as its newest events, oldest
+// appendScript appends ARGV[7..] to the topic as its newest events, oldest
 // first, each with the next offset as its stream id ("<offset>-0"); trims
-// the stream to ARGV[2] events; if ARGV[3] is not "0", sets both keys to
-// expire after that many milliseconds; and publishes to the channel ARGV[4]
+// the stream to ARGV[4] events; sets both keys to expire after ARGV[5]
+// milliseconds, or, if it is "0", makes them last (a read may have made the
+// meta hash, to expire); and publishes to the channel ARGV[6]
 // one message with every event it appended:
 //
 //	<epoch> <offset of the first> <length of each, in bytes, space-separated>\n<the wire forms, concatenated>
 //
 // It returns {epoch, offset of the first event}.
-var appendScript = newScript(`
-local meta = redis.call('HMGET', KEYS[2], 'epoch', 'offset')
-local epoch, offset = meta[1], tonumber(meta[2])
-if not epoch or not offset then
-	epoch, offset = ARGV[1], 0
-	redis.call('DEL', KEYS[1])
-end
+var appendScript = newScript(prologue + `
+local offset = head
 local first = offset + 1
 local header = {epoch, string.format('%d', first)}
-for i = 5, #ARGV do
+for i = 7, #ARGV do
 	offset = offset + 1
 	redis.call('XADD', KEYS[1], string.format('%d-0', offset), 'w', ARGV[i])
 	header[#header + 1] = string.format('%d', #ARGV[i])
 end
-redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[2])
+redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[4])
 redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', string.format('%d', offset))
-if ARGV[3] ~= '0' then
-	redis.call('PEXPIRE', KEYS[1], ARGV[3])
-	redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if ARGV[5] ~= '0' then
+	redis.call('PEXPIRE', KEYS[1], ARGV[5])
+	redis.call('PEXPIRE', KEYS[2], ARGV[5])
+else
+	redis.call('PERSIST', KEYS[1])
+	redis.call('PERSIST', KEYS[2])
 end
-redis.call('PUBLISH', ARGV[4], table.concat(header, ' ') .. '\n' .. table.concat(ARGV, '', 5))
+redis.call('PUBLISH', ARGV[6], table.concat(header, ' ') .. '\n' .. table.concat(ARGV, '', 7))
 return {epoch, first}
 `)
 
 // readScript returns {epoch, head offset, wire forms...}: the topic's epoch
-// and the offset of its newest event, then, if ARGV[3] is that epoch, the
-// events from offset ARGV[4]+1 on, until they hold at least ARGV[5] bytes
+// and the offset of its newest event, then, if ARGV[5] is that epoch, the
+// events from offset ARGV[6]+1 on, until they hold at least ARGV[7] bytes
 // or reach the head. It returns no events when the stream no longer holds
-// the event at ARGV[4]+1. A topic without an epoch gets one (ARGV[1]), and
-// if ARGV[2] is not "0" its meta hash expires after that many milliseconds.
-var readScript = newScript(`
-local meta = redis.call('HMGET', KEYS[2], 'epoch', 'offset')
-local epoch, head = meta[1], tonumber(meta[2])
-if not epoch or not head then
-	epoch, head = ARGV[1], 0
-	redis.call('DEL', KEYS[1])
+// the event at ARGV[6]+1. A topic it gives a new epoch gets a meta hash
+// that expires after ARGV[4] milliseconds, so that reads alone leave no
+// lasting key.
+var readScript = newScript(prologue + `
+if fresh then
 	redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', '0')
-	if ARGV[2] ~= '0' then
-		redis.call('PEXPIRE', KEYS[2], ARGV[2])
-	end
+	redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 local out = {epoch, head}
-local want = tonumber(ARGV[4]) + 1
-if epoch ~= ARGV[3] or want > head then
+local want = tonumber(ARGV[6]) + 1
+if epoch ~= ARGV[5] or want > head then
 	return out
 end
-local size, max = 0, tonumber(ARGV[5])
+local size, max = 0, tonumber(ARGV[7])
 while size < max and want <= head do
 	local entries = redis.call('XRANGE', KEYS[1], string.format('%d', want), '+', 'COUNT', 100)
 	if #entries == 0 then

@@ -1,7 +1,7 @@
 // Package redistest runs a real redis-server for tests: on a free loopback
 // port, with persistence off, stopped when the test ends. It can kill,
-// restart, pause and resume the server, which is how the tests make Redis
-// fail.
+// restart, pause and resume the server, and save a snapshot that the next
+// restart loads, which is how the tests make Redis fail.
 package redistest
 
 import (
@@ -135,24 +135,38 @@ func (s *Server) log() string {
 }
 
 // ping sends PING in RESP and waits for +PONG.
-func ping(addr string) error {
+func ping(addr string) error { return command(addr, "PING", "+PONG", time.Second) }
+
+// command sends cmd, an inline command, and waits up to timeout for the
+// reply want.
+func command(addr, cmd, want string, timeout time.Duration) error {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write([]byte(cmd + "\r\n")); err != nil {
 		return err
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
 		return err
 	}
-	if line != "+PONG\r\n" {
-		return errors.New("answered " + strconv.Quote(line))
+	if line != want+"\r\n" {
+		return errors.New(cmd + " answered " + strconv.Quote(line))
 	}
 	return nil
+}
+
+// Save writes a snapshot of the server's data (SAVE), which the next
+// Restart loads: the server then goes back to this moment, as one
+// restarted from an RDB file does.
+func (s *Server) Save() {
+	s.t.Helper()
+	if err := command(s.Addr(), "SAVE", "+OK", 10*time.Second); err != nil {
+		s.t.Fatalf("redis-server: %v", err)
+	}
 }
 
 // Kill ends the server with SIGKILL, as a crash would, and waits until it
@@ -169,7 +183,8 @@ func (s *Server) Kill() {
 	<-exited
 }
 
-// Restart starts the server again on the same port, empty, after Kill.
+// Restart starts the server again on the same port, after Kill: empty, or
+// with the data of the last Save.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Kill()
