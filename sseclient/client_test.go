@@ -273,29 +273,16 @@ func TestMisbehavingServers(t *testing.T) {
 		{name: "retry garbage", first: "retry: soon\ndata: a\n\n", then: "data: b\n\n",
 			client: Client{Retry: 4 * time.Millisecond}, want: []sse.Event{{Data: "a"}, {Data: "b"}},
 			retryErr: io.EOF, minWait: 4 * time.Millisecond, maxWait: 6 * time.Millisecond},
-		{name: "stall before the headers", then: "data: b\n\n",
-			client: Client{Retry: time.Millisecond, IdleTimeout: 50 * time.Millisecond}, want: []sse.Event{{Data: "b"}},
-			retryErr: ErrIdleTimeout, minWait: time.Millisecond, maxWait: 2 * time.Millisecond},
-		{name: "stall past the idle timeout", first: "data: a\n\n", then: "data: b\n\n",
-			client: Client{Retry: time.Millisecond, IdleTimeout: 50 * time.Millisecond}, want: []sse.Event{{Data: "a"}, {Data: "b"}},
-			retryErr: ErrIdleTimeout, minWait: time.Millisecond, maxWait: 2 * time.Millisecond},
-	} {
+	} { // Stalls, which the idle timeout ends, are on the fake clock: TestIdleTimeoutEndsAStall.
 		t.Run(tt.name, func(t *testing.T) {
 			var gotID atomic.Value
 			srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
 				switch n {
 				case 1:
-					if tt.name == "stall before the headers" {
-						hold(r)
-						return
-					}
 					if tt.name == "one byte at a time" {
 						respond(w, strings.Split(tt.first, "")...)
 					} else {
 						respond(w, tt.first)
-					}
-					if tt.retryErr == ErrIdleTimeout {
-						hold(r) // and send nothing more
 					}
 				case 2:
 					gotID.Store(r.Header.Get("Last-Event-ID"))

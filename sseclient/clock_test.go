@@ -22,9 +22,11 @@ import (
 
 // fakeServer answers each request with a 200 text/event-stream response whose
 // body script writes; script's n counts requests from 1. It records when
-// each request came.
+// each request came. A request that stall, if not nil, picks gets no
+// response at all: it waits for the request's context.
 type fakeServer struct {
 	script func(n int, req *http.Request, w io.Writer)
+	stall  func(n int) bool
 	mu     sync.Mutex
 	times  []time.Time
 	ids    []string
@@ -36,6 +38,10 @@ func (f *fakeServer) RoundTrip(req *http.Request) (*http.Response, error) {
 	f.ids = append(f.ids, req.Header.Get("Last-Event-ID"))
 	n := len(f.times)
 	f.mu.Unlock()
+	if f.stall != nil && f.stall(n) {
+		<-req.Context().Done()
+		return nil, req.Context().Err()
+	}
 	pr, pw := io.Pipe()
 	stop := context.AfterFunc(req.Context(), func() { pw.CloseWithError(req.Context().Err()) })
 	go func() {
@@ -207,6 +213,64 @@ func TestIdleTimeout(t *testing.T) {
 			t.Errorf("the heartbeats ran %v", d)
 		}
 	})
+}
+
+// A connection that stalls, before its headers or after an event, ends after
+// IdleTimeout, exactly; the Client comes back after its delay, resuming from
+// the last event ID, and OnRetry is told why, once.
+func TestIdleTimeoutEndsAStall(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		stall  bool   // the first request gets no headers
+		first  string // or this, and then nothing
+		lastID string // the Last-Event-ID the second request must carry
+		want   string // the data of the events read
+	}{
+		{name: "stall before the headers", stall: true, want: "b"},
+		{name: "stall past the idle timeout", first: "id: 1\ndata: a\n\n", lastID: "1", want: "ab"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				f := &fakeServer{
+					stall: func(n int) bool { return tt.stall && n == 1 },
+					script: func(n int, req *http.Request, w io.Writer) {
+						if n == 1 {
+							io.WriteString(w, tt.first)
+						} else {
+							io.WriteString(w, "data: b\n\n")
+						}
+						<-req.Context().Done()
+					},
+				}
+				var rs retries
+				c := &Client{IdleTimeout: 15 * time.Second, Retry: time.Second, OnRetry: rs.on, HTTPClient: &http.Client{Transport: f}}
+				req, _ := http.NewRequestWithContext(ctx, "GET", "http://fake/events", nil)
+				var got string
+				for ev, err := range c.Events(req) {
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got += ev.Data; ev.Data == "b" {
+						break
+					}
+				}
+				if got != tt.want || len(f.ids) != 2 || f.ids[1] != tt.lastID {
+					t.Errorf("events %q over %d requests, the second with Last-Event-ID %q; want %q, 2 and %q",
+						got, len(f.ids), f.ids[1:], tt.want, tt.lastID)
+				}
+				if len(rs.errs) != 1 || rs.errs[0] != ErrIdleTimeout {
+					t.Fatalf("OnRetry got %v, want ErrIdleTimeout once", rs.errs)
+				}
+				within(t, rs.waits, []time.Duration{time.Second})
+				if gaps := f.gaps(); gaps[0] != 15*time.Second+rs.waits[0] {
+					t.Errorf("the second request came %v after the first, want the idle timeout and the wait, %v",
+						gaps[0], 15*time.Second+rs.waits[0])
+				}
+			})
+		})
+	}
 }
 
 // The idle clock stops while the caller holds an event: a slow caller is not
