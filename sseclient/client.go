@@ -40,7 +40,7 @@ const (
 	// DefaultRetry is the reconnection delay until the server sets one with a
 	// retry field, as in Chromium.
 	DefaultRetry = 3 * time.Second
-	// DefaultMaxDelay caps the delay before a reconnection.
+	// DefaultMaxDelay caps the wait before a reconnection.
 	DefaultMaxDelay = 30 * time.Second
 )
 
@@ -78,8 +78,9 @@ type Client struct {
 	// Retry is the delay before a reconnection until the server sets one
 	// with a retry field. 0 or less means DefaultRetry.
 	Retry time.Duration
-	// MaxDelay caps the delay before a reconnection: the server's retry,
-	// however large, and the backoff. 0 or less means DefaultMaxDelay.
+	// MaxDelay caps the wait before a reconnection, jitter included: the
+	// server's retry, however large, and the backoff. 0 or less means
+	// DefaultMaxDelay.
 	MaxDelay time.Duration
 	// IdleTimeout, if positive, ends a connection on which no byte has
 	// arrived for that long, from the request on, and reconnects. Comments
@@ -119,7 +120,10 @@ type Client struct {
 // connection that delivered no event, the delay doubles with each such
 // connection in a row, from at least Retry, up to MaxDelay; a delivered event
 // resets it. To each delay it adds a random part of up to half of it, so
-// that clients of a server that restarts do not all come back at once.
+// that clients of a server that restarts do not all come back at once. The
+// wait never passes MaxDelay: a delay over two thirds of MaxDelay counts as
+// two thirds of it, so that the wait is then between two thirds of MaxDelay
+// and MaxDelay.
 //
 // The iterator yields each event with a nil error: an event's ID, Type, Data
 // and Retry are as sse.Reader returns them. It ends for good, yielding one
@@ -222,12 +226,13 @@ func (s *stream) delay(failures int) time.Duration {
 			d *= 2
 		}
 	}
-	d = min(d, maxDelay)
-	return d + min(rand.N(d/2+1), maxDuration-d)
+	// The jitter is inside the cap: the wait is lo plus up to half of lo,
+	// with lo at most two thirds of maxDelay. Jitter added past the cap
+	// would break it; jitter cut at the cap would be none at all where the
+	// clients of a server down for long all are.
+	lo := min(d, maxDelay/3*2)
+	return min(lo+rand.N(lo/2+1), maxDelay)
 }
-
-// maxDuration is the longest time.Duration.
-const maxDuration = time.Duration(1<<63 - 1)
 
 // connect makes one request and hands its events to yield. It returns
 // whether it delivered any, and what ended the connection: errStopped if

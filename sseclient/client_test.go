@@ -269,7 +269,7 @@ func TestMisbehavingServers(t *testing.T) {
 			client: Client{Retry: time.Hour}, want: []sse.Event{{Data: "a"}, {Data: "b"}}, retryErr: io.EOF},
 		{name: "retry huge", first: "retry: 99999999999999999999999\ndata: a\n\n", then: "data: b\n\n",
 			client: Client{MaxDelay: 20 * time.Millisecond}, want: []sse.Event{{Data: "a", Retry: 1<<63 - 1}, {Data: "b"}},
-			retryErr: io.EOF, minWait: 20 * time.Millisecond, maxWait: 30 * time.Millisecond},
+			retryErr: io.EOF, minWait: 20 * time.Millisecond / 3 * 2, maxWait: 20 * time.Millisecond},
 		{name: "retry garbage", first: "retry: soon\ndata: a\n\n", then: "data: b\n\n",
 			client: Client{Retry: 4 * time.Millisecond}, want: []sse.Event{{Data: "a"}, {Data: "b"}},
 			retryErr: io.EOF, minWait: 4 * time.Millisecond, maxWait: 6 * time.Millisecond},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -96,7 +97,8 @@ func (f *fakeServer) run(t *testing.T, c *Client, requests int) ([]sse.Event, er
 }
 
 // within checks that each gap is in [want, 1.5*want]: the delay and at most
-// half of it again as jitter. It returns whether some gap had jitter.
+// half of it again as jitter (for a delay over two thirds of MaxDelay, want is
+// capped(MaxDelay)). It returns whether some gap had jitter.
 func within(t *testing.T, gaps, want []time.Duration) bool {
 	t.Helper()
 	if len(gaps) != len(want) {
@@ -113,20 +115,33 @@ func within(t *testing.T, gaps, want []time.Duration) bool {
 }
 
 // Connections that deliver nothing back off: Retry, then doubling up to
-// MaxDelay, each with jitter.
+// MaxDelay, each with jitter; no wait passes MaxDelay, and the waits at the
+// cap still have jitter, between two thirds of MaxDelay and MaxDelay.
 func TestBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeServer{script: func(int, *http.Request, io.Writer) {}}
-		_, err := f.run(t, &Client{Retry: time.Second, MaxDelay: 10 * time.Second}, 8)
+		const maxDelay = 10 * time.Second
+		_, err := f.run(t, &Client{Retry: time.Second, MaxDelay: maxDelay}, 12)
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("ended with %v", err)
 		}
-		s := time.Second
-		if !within(t, f.gaps(), []time.Duration{s, 2 * s, 4 * s, 8 * s, 10 * s, 10 * s, 10 * s, 10 * s}) {
+		s, c := time.Second, capped(maxDelay) // 8s is over the two thirds
+		gaps := f.gaps()
+		if !within(t, gaps, []time.Duration{s, 2 * s, 4 * s, c, c, c, c, c, c, c, c, c}) {
 			t.Error("no jitter")
+		}
+		if longest := slices.Max(gaps); longest > maxDelay {
+			t.Errorf("a wait of %v, over MaxDelay", longest)
+		}
+		if atCap := gaps[3:]; slices.Min(atCap) == slices.Max(atCap) {
+			t.Errorf("the waits at the cap are all %v: no jitter", atCap[0])
 		}
 	})
 }
+
+// capped is the least wait at the cap, two thirds of maxDelay: what within
+// takes for a delay at the cap.
+func capped(maxDelay time.Duration) time.Duration { return maxDelay / 3 * 2 }
 
 // The server's retry sets the delay, for every later connection; an event
 // delivered resets the backoff.
@@ -169,12 +184,13 @@ func TestRetryZeroDoesNotLoop(t *testing.T) {
 	})
 }
 
-// A retry over MaxDelay waits MaxDelay.
+// A retry over MaxDelay waits no more than MaxDelay.
 func TestRetryCapped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeServer{script: func(n int, _ *http.Request, w io.Writer) { io.WriteString(w, "retry: 86400000\ndata: x\n\n") }}
 		f.run(t, &Client{}, 3)
-		within(t, f.gaps(), []time.Duration{DefaultMaxDelay, DefaultMaxDelay, DefaultMaxDelay})
+		c := capped(DefaultMaxDelay)
+		within(t, f.gaps(), []time.Duration{c, c, c})
 	})
 }
 
