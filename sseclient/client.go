@@ -117,9 +117,11 @@ type Client struct {
 // middle of an event (which is dropped, as the standard says) or with a
 // network error, and when no byte arrives within IdleTimeout. It first waits
 // the delay the server set with its last retry field, or Retry. After a
-// connection that delivered no event, the delay doubles with each such
-// connection in a row, from at least Retry, up to MaxDelay; a delivered event
-// resets it. To each delay it adds a random part of up to half of it, so
+// connection that failed, the delay doubles with each such connection in a
+// row, from at least Retry, up to MaxDelay. A connection fails unless it
+// delivers an event or its response stays open for MaxDelay or longer (a
+// quiet stream that heartbeats keep open is healthy); a healthy one resets
+// the backoff. To each delay it adds a random part of up to half of it, so
 // that clients of a server that restarts do not all come back at once. The
 // wait never passes MaxDelay: a delay over two thirds of MaxDelay counts as
 // two thirds of it, so that the wait is then between two thirds of MaxDelay
@@ -169,9 +171,9 @@ func (s *stream) run(yield func(sse.Event, error) bool) error {
 	if s.req.Body != nil && s.req.Body != http.NoBody && s.req.GetBody == nil {
 		return ErrBodyNotReplayable
 	}
-	failures := 0 // connections in a row that delivered no event
+	failures := 0 // connections in a row that failed
 	for {
-		delivered, err := s.connect(ctx, yield)
+		healthy, err := s.connect(ctx, yield)
 		if err == errStopped {
 			return nil
 		}
@@ -181,7 +183,7 @@ func (s *stream) run(yield func(sse.Event, error) bool) error {
 		if p, ok := err.(permanent); ok {
 			return p.err
 		}
-		if delivered {
+		if healthy {
 			failures = 0
 		} else {
 			failures++
@@ -201,15 +203,9 @@ func (s *stream) run(yield func(sse.Event, error) bool) error {
 }
 
 // delay returns how long to wait before the next connection, after failures
-// connections in a row that delivered no event.
+// connections in a row that failed.
 func (s *stream) delay(failures int) time.Duration {
-	base, maxDelay := s.c.Retry, s.c.MaxDelay
-	if base <= 0 {
-		base = DefaultRetry
-	}
-	if maxDelay <= 0 {
-		maxDelay = DefaultMaxDelay
-	}
+	base, maxDelay := s.c.retry(), s.c.maxDelay()
 	d := base
 	if s.retrySet {
 		d = s.retry
@@ -234,10 +230,33 @@ func (s *stream) delay(failures int) time.Duration {
 	return min(lo+rand.N(lo/2+1), maxDelay)
 }
 
+// retry returns the Client's Retry, or its default.
+func (c *Client) retry() time.Duration {
+	if c.Retry <= 0 {
+		return DefaultRetry
+	}
+	return c.Retry
+}
+
+// maxDelay returns the Client's MaxDelay, or its default.
+func (c *Client) maxDelay() time.Duration {
+	if c.MaxDelay <= 0 {
+		return DefaultMaxDelay
+	}
+	return c.MaxDelay
+}
+
 // connect makes one request and hands its events to yield. It returns
-// whether it delivered any, and what ended the connection: errStopped if
-// yield asked to stop, a permanent error, or the error to reconnect after.
-func (s *stream) connect(ctx context.Context, yield func(sse.Event, error) bool) (delivered bool, err error) {
+// whether the connection was healthy, and what ended it: errStopped if yield
+// asked to stop, a permanent error, or the error to reconnect after.
+//
+// A healthy connection delivered an event, or its stream stayed open for
+// MaxDelay or longer: a quiet stream, which only heartbeats kept alive, is
+// no failure. Bytes alone do not make it healthy: a server that answers
+// "retry: 0", or its opening id line, and ends at once would otherwise be
+// asked again at once, forever. A connection that lasts MaxDelay spaces its
+// requests as far apart as the longest backoff would.
+func (s *stream) connect(ctx context.Context, yield func(sse.Event, error) bool) (healthy bool, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	idle := s.watchIdle(cancel)
@@ -272,6 +291,11 @@ func (s *stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 	if err := checkResponse(resp); err != nil {
 		return false, permanent{err}
 	}
+	opened := time.Now()
+	delivered := false
+	defer func() {
+		healthy = delivered || time.Since(opened) >= s.c.maxDelay()
+	}()
 
 	r := sse.NewReader(idle.reader(resp.Body))
 	r.MaxEventSize = s.c.MaxEventSize
@@ -285,17 +309,17 @@ func (s *stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 	for {
 		ev, err := r.Next()
 		if errors.Is(err, sse.ErrEventTooLarge) {
-			return delivered, permanent{err}
+			return false, permanent{err}
 		}
 		if err != nil {
-			return delivered, idle.cause(ctx, err)
+			return false, idle.cause(ctx, err)
 		}
 		delivered = true
 		idle.pause()
 		ok := yield(ev, nil)
 		idle.resume()
 		if !ok {
-			return delivered, errStopped
+			return false, errStopped
 		}
 	}
 }

@@ -170,6 +170,37 @@ func TestRetryAndReset(t *testing.T) {
 	})
 }
 
+// A quiet but healthy connection is no failure: one that stayed open for
+// MaxDelay or longer, though it delivered no event, resets the backoff. One
+// that delivered bytes but not for so long does not.
+func TestLongConnectionResetsBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeServer{script: func(n int, _ *http.Request, w io.Writer) {
+			switch n {
+			case 4: // an hour of heartbeats, then the end
+				for range 360 {
+					time.Sleep(10 * time.Second)
+					io.WriteString(w, ":\n")
+				}
+			case 6: // heartbeats, for less than MaxDelay
+				for range 5 {
+					time.Sleep(time.Second)
+					io.WriteString(w, ":\n")
+				}
+			}
+		}}
+		f.run(t, &Client{Retry: time.Second, MaxDelay: time.Minute}, 6)
+		gaps := f.gaps()
+		if len(gaps) == 6 {
+			gaps[3] -= time.Hour
+			gaps[5] -= 5 * time.Second
+		}
+		s := time.Second
+		// 1, 2 and 3 fail; 4 is healthy; 5 and 6 fail.
+		within(t, gaps, []time.Duration{s, 2 * s, 4 * s, s, s, 2 * s})
+	})
+}
+
 // retry: 0 reconnects at once, but a server that keeps sending it without
 // events does not make a loop: the backoff starts from Retry.
 func TestRetryZeroDoesNotLoop(t *testing.T) {
