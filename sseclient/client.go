@@ -18,6 +18,16 @@
 // goroutine of its own (the loop runs in the caller's; the idle timeout is a
 // timer), and a cancelled context or a break out of the loop ends the
 // connection at once.
+//
+// To resume the stream in a later process, read it through a [Stream] and
+// keep its LastEventID when the loop ends: the next process sets it as the
+// Last-Event-ID of its request.
+//
+//	stream := c.Stream(req)
+//	for ev, err := range stream.Events() {
+//		...
+//	}
+//	save(stream.LastEventID())
 package sseclient
 
 import (
@@ -29,6 +39,7 @@ import (
 	"math/rand/v2"
 	"mime"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -101,9 +112,38 @@ type Client struct {
 	OnRetry func(err error, wait time.Duration)
 }
 
-// Events returns an iterator over the events of the stream that req opens,
-// for use with range. req's context governs the whole stream, across
-// reconnections.
+// Events returns an iterator over the events of the stream that req opens:
+// it is c.Stream(req).Events(). Use Stream instead to learn the stream's
+// last event ID, say to resume it in a later process.
+func (c *Client) Events(req *http.Request) iter.Seq2[sse.Event, error] {
+	return c.Stream(req).Events()
+}
+
+// Stream returns the stream that req opens, for its Events method to read.
+// It sends no request: Events does. req's context governs the whole stream,
+// across reconnections.
+func (c *Client) Stream(req *http.Request) *Stream {
+	return &Stream{c: c, req: req, lastID: req.Header.Get("Last-Event-ID")}
+}
+
+// A Stream is one event stream that a Client reads, across its
+// reconnections: it keeps what a browser's EventSource keeps from one
+// connection to the next, the last event ID and the server's retry. Make one
+// with Client.Stream. Its LastEventID may be called from any goroutine; its
+// Events, from one loop at a time.
+type Stream struct {
+	c   *Client
+	req *http.Request
+
+	mu     sync.Mutex
+	lastID string // the last event ID, sent on reconnection
+
+	// Kept by the loop.
+	retry    time.Duration // the server's last retry
+	retrySet bool
+}
+
+// Events returns an iterator over the stream's events, for use with range.
 //
 // Each request is req with Accept: text/event-stream and Cache-Control:
 // no-cache unless req sets them, and, when it reconnects, Last-Event-ID set
@@ -136,24 +176,38 @@ type Client struct {
 // (ErrBodyNotReplayable); and when req's context is done (its Err). A break
 // out of the loop closes the connection and ends it without an error.
 //
-// To resume in a later process, keep the last non-empty ID of the events
-// received and set it as the Last-Event-ID of the next request.
-func (c *Client) Events(req *http.Request) iter.Seq2[sse.Event, error] {
+// A second range over the iterator, or over another from Events, goes on
+// with the same stream: it connects again, resuming from LastEventID.
+func (s *Stream) Events() iter.Seq2[sse.Event, error] {
 	return func(yield func(sse.Event, error) bool) {
-		s := &stream{c: c, req: req, lastID: req.Header.Get("Last-Event-ID")}
 		if err := s.run(yield); err != nil {
 			yield(sse.Event{}, err)
 		}
 	}
 }
 
-// stream is one call of Events: the state kept across its connections.
-type stream struct {
-	c        *Client
-	req      *http.Request
-	lastID   string        // the last event ID, sent on reconnection
-	retry    time.Duration // the server's last retry
-	retrySet bool
+// LastEventID returns the stream's last event ID: what the next request
+// will send as Last-Event-ID, and what a later process should set as the
+// Last-Event-ID of its request to resume the stream where this one stopped.
+// It is req's Last-Event-ID until the stream sets one; then, as
+// sse.Reader.LastEventID says, it is set by the last id field before a blank
+// line, whether or not that blank line dispatched an event (a Broker opens a
+// new client's stream with an id line alone), and reset to "" by an empty
+// id field. So it is not the last non-empty ID of the events received.
+//
+// While a connection is read it is brought up to date before each event is
+// yielded, and when the connection ends: in the loop's body it counts the
+// event in hand, and once the loop has ended, all that was read.
+func (s *Stream) LastEventID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastID
+}
+
+func (s *Stream) setLastEventID(id string) {
+	s.mu.Lock()
+	s.lastID = id
+	s.mu.Unlock()
 }
 
 // errStopped is what connect returns when the caller broke out of the loop.
@@ -166,7 +220,7 @@ func (p permanent) Error() string { return p.err.Error() }
 
 // run connects, and reconnects, until the stream ends for good, and returns
 // the error to yield last; nil if the caller broke out of the loop.
-func (s *stream) run(yield func(sse.Event, error) bool) error {
+func (s *Stream) run(yield func(sse.Event, error) bool) error {
 	ctx := s.req.Context()
 	if s.req.Body != nil && s.req.Body != http.NoBody && s.req.GetBody == nil {
 		return ErrBodyNotReplayable
@@ -204,7 +258,7 @@ func (s *stream) run(yield func(sse.Event, error) bool) error {
 
 // delay returns how long to wait before the next connection, after failures
 // connections in a row that failed.
-func (s *stream) delay(failures int) time.Duration {
+func (s *Stream) delay(failures int) time.Duration {
 	base, maxDelay := s.c.retry(), s.c.maxDelay()
 	d := base
 	if s.retrySet {
@@ -256,12 +310,13 @@ func (c *Client) maxDelay() time.Duration {
 // "retry: 0", or its opening id line, and ends at once would otherwise be
 // asked again at once, forever. A connection that lasts MaxDelay spaces its
 // requests as far apart as the longest backoff would.
-func (s *stream) connect(ctx context.Context, yield func(sse.Event, error) bool) (healthy bool, err error) {
+func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool) (healthy bool, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	idle := s.watchIdle(cancel)
 	defer idle.stop()
 
+	lastID := s.LastEventID()
 	req := s.req.Clone(ctx)
 	if s.req.GetBody != nil {
 		if req.Body, err = s.req.GetBody(); err != nil {
@@ -274,8 +329,8 @@ func (s *stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 	if req.Header.Get("Cache-Control") == "" {
 		req.Header.Set("Cache-Control", "no-cache")
 	}
-	if s.lastID != "" {
-		req.Header.Set("Last-Event-ID", s.lastID)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
 	} else {
 		req.Header.Del("Last-Event-ID")
 	}
@@ -299,9 +354,9 @@ func (s *stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 
 	r := sse.NewReader(idle.reader(resp.Body))
 	r.MaxEventSize = s.c.MaxEventSize
-	r.SetLastEventID(s.lastID)
+	r.SetLastEventID(lastID)
 	defer func() {
-		s.lastID = r.LastEventID()
+		s.setLastEventID(r.LastEventID())
 		if d, ok := r.Retry(); ok {
 			s.retry, s.retrySet = d, true
 		}
@@ -315,6 +370,7 @@ func (s *stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 			return false, idle.cause(ctx, err)
 		}
 		delivered = true
+		s.setLastEventID(r.LastEventID())
 		idle.pause()
 		ok := yield(ev, nil)
 		idle.resume()
@@ -355,7 +411,7 @@ type idleWatch struct {
 const paused = -1
 
 // watchIdle starts the idle timeout of a connection, if the Client has one.
-func (s *stream) watchIdle(cancel context.CancelCauseFunc) *idleWatch {
+func (s *Stream) watchIdle(cancel context.CancelCauseFunc) *idleWatch {
 	w := &idleWatch{timeout: s.c.IdleTimeout}
 	if w.timeout <= 0 {
 		return w

@@ -356,6 +356,82 @@ func TestIdleClockStopsForTheCaller(t *testing.T) {
 	})
 }
 
+// LastEventID is the stream's last event ID, as the standard keeps it, not
+// the last non-empty ID of the events: an id line alone sets it, an empty id
+// field resets it. In the loop it counts the event in hand; after the loop,
+// all that was read; the next request sends it.
+func TestLastEventIDFollowsTheStream(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		f := &fakeServer{script: func(n int, req *http.Request, w io.Writer) {
+			if n == 1 {
+				io.WriteString(w, "id: 1\ndata: a\n\nid: 2\n\ndata: b\n\nid\ndata: c\n\nid: 3\ndata: d\n\nid: 9\n\n")
+				return
+			}
+			io.WriteString(w, "data: e\n\nid: 10\n\n")
+			<-req.Context().Done()
+		}}
+		c := &Client{HTTPClient: &http.Client{Transport: f}}
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://fake/events", nil)
+		req.Header.Set("Last-Event-ID", "0")
+		s := c.Stream(req)
+		if id := s.LastEventID(); id != "0" {
+			t.Errorf("before the loop: %q, want the request's", id)
+		}
+		var got []string
+		for ev, err := range s.Events() {
+			if err != nil {
+				break
+			}
+			got = append(got, ev.Data+":"+ev.ID+":"+s.LastEventID())
+			if ev.Data == "e" {
+				cancel() // the id line after e, which came in the same read, is read all the same
+			}
+		}
+		want := []string{"a:1:1", "b::2", "c::", "d:3:3", "e::9"}
+		if !slices.Equal(got, want) {
+			t.Errorf("data:ID:LastEventID in the loop %q, want %q", got, want)
+		}
+		if id := s.LastEventID(); id != "10" || f.ids[0] != "0" || f.ids[1] != "9" {
+			t.Errorf("after the loop: %q, want 10; the requests sent %q, want 0 and 9", id, f.ids)
+		}
+	})
+}
+
+// A stream that ends before its first event has a last event ID all the
+// same, if the server sent one (a Broker opens a new client's stream with an
+// id line alone): a later process that resumes from it misses nothing.
+func TestLastEventIDBeforeAnyEvent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		f := &fakeServer{script: func(n int, req *http.Request, w io.Writer) {
+			io.WriteString(w, "id: e-41\n\n")
+			<-req.Context().Done()
+		}}
+		c := &Client{HTTPClient: &http.Client{Transport: f}}
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://fake/events", nil)
+		s := c.Stream(req)
+		done := make(chan error)
+		go func() {
+			for _, err := range s.Events() {
+				done <- err
+			}
+			close(done)
+		}()
+		synctest.Wait() // the id line is read; the stream waits for more
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("ended with %v", err)
+		}
+		<-done
+		if id := s.LastEventID(); id != "e-41" {
+			t.Errorf("LastEventID %q, want e-41", id)
+		}
+	})
+}
+
 // Cancelling the context ends a wait to reconnect at once, however long it
 // was to be, and a connection being read.
 func TestCancelEndsAtOnce(t *testing.T) {
