@@ -121,7 +121,7 @@ func (c *Client) Events(req *http.Request) iter.Seq2[sse.Event, error] {
 
 // Stream returns the stream that req opens, for its Events method to read.
 // It sends no request: Events does. req's context governs the whole stream,
-// across reconnections.
+// across reconnections; the Stream owns req's Body from now on.
 func (c *Client) Stream(req *http.Request) *Stream {
 	return &Stream{c: c, req: req, lastID: req.Header.Get("Last-Event-ID")}
 }
@@ -141,6 +141,7 @@ type Stream struct {
 	// Kept by the loop.
 	retry    time.Duration // the server's last retry
 	retrySet bool
+	bodySent bool // req.Body is taken: later requests send GetBody's
 }
 
 // Events returns an iterator over the stream's events, for use with range.
@@ -149,9 +150,11 @@ type Stream struct {
 // no-cache unless req sets them, and, when it reconnects, Last-Event-ID set
 // to the stream's last event ID (or removed, if the stream reset it to "").
 // A Last-Event-ID that req sets is the one the first request sends, and the
-// stream's last event ID until the stream sets one. A body is sent again on
-// each request through req.GetBody, so that an API that streams the response
-// to a POST can be resumed.
+// stream's last event ID until the stream sets one. req's Body, if any, is
+// sent by the first request, and closed (as http.Client.Do closes it, even
+// on errors; and if the stream ends before that request, then); each later
+// request sends a body from req.GetBody, so that an API that streams the
+// response to a POST can be resumed.
 //
 // The Client reconnects when the response ends, whether cleanly, in the
 // middle of an event (which is dropped, as the standard says) or with a
@@ -222,6 +225,7 @@ func (p permanent) Error() string { return p.err.Error() }
 // the error to yield last; nil if the caller broke out of the loop.
 func (s *Stream) run(yield func(sse.Event, error) bool) error {
 	ctx := s.req.Context()
+	defer s.closeUnsentBody()
 	if s.req.Body != nil && s.req.Body != http.NoBody && s.req.GetBody == nil {
 		return ErrBodyNotReplayable
 	}
@@ -254,6 +258,15 @@ func (s *Stream) run(yield func(sse.Event, error) bool) error {
 		case <-t.C:
 		}
 	}
+}
+
+// closeUnsentBody closes req's Body if no request has sent it: the stream
+// ended before its first request.
+func (s *Stream) closeUnsentBody() {
+	if !s.bodySent && s.req.Body != nil {
+		s.req.Body.Close()
+	}
+	s.bodySent = true
 }
 
 // delay returns how long to wait before the next connection, after failures
@@ -317,12 +330,13 @@ func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 	defer idle.stop()
 
 	lastID := s.LastEventID()
-	req := s.req.Clone(ctx)
-	if s.req.GetBody != nil {
+	req := s.req.Clone(ctx) // with req's Body, which the first request sends
+	if s.bodySent && s.req.GetBody != nil {
 		if req.Body, err = s.req.GetBody(); err != nil {
 			return false, permanent{fmt.Errorf("sseclient: GetBody: %w", err)}
 		}
 	}
+	s.bodySent = true // by hc.Do, which closes it
 	if req.Header.Get("Accept") == "" {
 		req.Header.Set("Accept", "text/event-stream")
 	}

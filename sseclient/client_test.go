@@ -350,6 +350,75 @@ func TestPostBodyReplayed(t *testing.T) {
 	}
 }
 
+// The caller's body is sent by the first request, which closes it, as
+// http.Client.Do does; each later request sends one from GetBody. A body that
+// no request sends, as the stream ends first, is closed too.
+func TestBodyClosed(t *testing.T) {
+	var bodies []string
+	var mu sync.Mutex
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(b))
+		mu.Unlock()
+		respond(w, fmt.Sprintf("data: %d\n\n", n))
+		if n == 3 {
+			hold(r)
+		}
+	})
+	req := get(t, srv.URL)
+	req.Method = "POST"
+	body := &closeRecorder{Reader: strings.NewReader("q")} // of unknown length: sent chunked, and closed before its end
+	req.Body = body
+	gets := 0
+	req.GetBody = func() (io.ReadCloser, error) {
+		gets++
+		return io.NopCloser(strings.NewReader("q")), nil
+	}
+	if got, err := read(fast(nil), req, 3); err != nil || len(got) != 3 {
+		t.Fatalf("%+v, %v", got, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !body.closed.Load() || gets != 2 || !slices.Equal(bodies, []string{"q", "q", "q"}) {
+		t.Errorf("body closed: %v; GetBody called %d times, want 2; bodies %q", body.closed.Load(), gets, bodies)
+	}
+
+	for _, tt := range []struct {
+		name    string
+		getBody bool
+		lastID  string
+		want    error
+	}{
+		{"no GetBody", false, "", ErrBodyNotReplayable},
+	} {
+		req := get(t, srv.URL)
+		req.Method = "POST"
+		body := &closeRecorder{Reader: strings.NewReader("q")}
+		req.Body = body
+		if tt.getBody {
+			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("q")), nil }
+		}
+		req.Header.Set("Last-Event-ID", tt.lastID)
+		c := fast(nil)
+		c.OnRetry = func(error, time.Duration) { t.Fatal("a retry") }
+		if _, err := read(c, req, 1); !errors.Is(err, tt.want) || !body.closed.Load() {
+			t.Errorf("%s: %v, body closed: %v; want %v and the body closed", tt.name, err, body.closed.Load(), tt.want)
+		}
+	}
+}
+
+// closeRecorder is a request body that records whether it was closed.
+type closeRecorder struct {
+	io.Reader
+	closed atomic.Bool
+}
+
+func (c *closeRecorder) Close() error {
+	c.closed.Store(true)
+	return nil
+}
+
 // A caller's Accept header is kept: some APIs want more than one type.
 func TestCallerAcceptKept(t *testing.T) {
 	var accept atomic.Value
