@@ -56,7 +56,7 @@ const (
 )
 
 // Errors that end a stream for good. The error returned says which status,
-// content type or request it was; test for them with [errors.Is].
+// content type, request or id it was; test for them with [errors.Is].
 var (
 	// ErrNoContent: the server answered 204 No Content, which tells an
 	// EventSource to stop reconnecting.
@@ -70,6 +70,14 @@ var (
 	// could not be sent again to reconnect. http.NewRequest sets GetBody for
 	// a *bytes.Buffer, *bytes.Reader or *strings.Reader body.
 	ErrBodyNotReplayable = errors.New("sseclient: request body cannot be sent again (no GetBody)")
+	// ErrInvalidLastEventID: the stream's last event ID, which the next
+	// request must send as Last-Event-ID, holds a control byte other than
+	// tab (the server sent it in an id field, or the caller's request set
+	// it), and net/http refuses to send such a header. Rather than reconnect
+	// without it, as a new client, and so miss events without a word, the
+	// stream ends. To start afresh, open a new Stream with a request
+	// without Last-Event-ID.
+	ErrInvalidLastEventID = errors.New("sseclient: last event ID cannot be sent in a Last-Event-ID header")
 )
 
 // ErrIdleTimeout is the error a connection ends with when no byte arrived
@@ -176,7 +184,8 @@ type Stream struct {
 // another status than 200 (ErrStatus), or another content type than
 // text/event-stream (ErrContentType); when an event is over MaxEventSize
 // (sse.ErrEventTooLarge); when req's body cannot be sent again
-// (ErrBodyNotReplayable); and when req's context is done (its Err). A break
+// (ErrBodyNotReplayable); when the last event ID cannot be sent in a header
+// (ErrInvalidLastEventID); and when req's context is done (its Err). A break
 // out of the loop closes the connection and ends it without an error.
 //
 // A second range over the iterator, or over another from Events, goes on
@@ -330,6 +339,9 @@ func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 	defer idle.stop()
 
 	lastID := s.LastEventID()
+	if !validHeaderValue(lastID) {
+		return false, permanent{fmt.Errorf("%w: %.64q", ErrInvalidLastEventID, lastID)}
+	}
 	req := s.req.Clone(ctx) // with req's Body, which the first request sends
 	if s.bodySent && s.req.GetBody != nil {
 		if req.Body, err = s.req.GetBody(); err != nil {
@@ -392,6 +404,18 @@ func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 			return false, errStopped
 		}
 	}
+}
+
+// validHeaderValue reports whether net/http sends v as a header value: it
+// refuses one with a control byte other than tab, that is a byte below 0x20
+// or DEL (see golang.org/x/net/http/httpguts.ValidHeaderFieldValue).
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // checkResponse returns the error that ends the stream for a response that

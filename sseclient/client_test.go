@@ -391,6 +391,7 @@ func TestBodyClosed(t *testing.T) {
 		want    error
 	}{
 		{"no GetBody", false, "", ErrBodyNotReplayable},
+		{"a Last-Event-ID that cannot be sent", true, "\x01", ErrInvalidLastEventID},
 	} {
 		req := get(t, srv.URL)
 		req.Method = "POST"
@@ -417,6 +418,67 @@ type closeRecorder struct {
 func (c *closeRecorder) Close() error {
 	c.closed.Store(true)
 	return nil
+}
+
+// An id that net/http cannot send in a header (a control byte other than
+// tab) ends the stream with ErrInvalidLastEventID when a request must send
+// it, rather than make requests that fail again and again; so does one that
+// the caller's request sets, before any request. Tabs and bytes above ASCII
+// are sent as they are.
+func TestInvalidLastEventID(t *testing.T) {
+	for _, id := range []string{"a\x01b", "a\x7fb", "\x1b[0m", "\x1f"} {
+		srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+			respond(w, "id: "+id+"\ndata: x\n\n")
+		})
+		var rs retries
+		c, req := giveUp(t, &rs, srv.URL)
+		got, err := read(c, req, 2)
+		if len(got) != 1 || !errors.Is(err, ErrInvalidLastEventID) || srv.n.Load() != 1 || len(rs.errs) != 1 || rs.errs[0] != io.EOF {
+			t.Errorf("id %q: %+v, %v after %d requests and retries after %v; want one event, then %v after one request and one retry",
+				id, got, err, srv.n.Load(), rs.errs, ErrInvalidLastEventID)
+		}
+
+		rs = retries{}
+		c, req = giveUp(t, &rs, srv.URL)
+		req.Header.Set("Last-Event-ID", id)
+		before := srv.n.Load()
+		if _, err := read(c, req, 1); !errors.Is(err, ErrInvalidLastEventID) || srv.n.Load() != before || len(rs.errs) != 0 {
+			t.Errorf("Last-Event-ID %q set by the caller: %v after %d requests and retries after %v; want %v before any",
+				id, err, srv.n.Load()-before, rs.errs, ErrInvalidLastEventID)
+		}
+	}
+
+	for _, id := range []string{"a\tb", "日本", "\xff"} {
+		var sent atomic.Value
+		srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+			if n == 1 {
+				respond(w, "id: "+id+"\ndata: x\n\n")
+				return
+			}
+			sent.Store(r.Header.Get("Last-Event-ID"))
+			respond(w, "data: y\n\n")
+			hold(r)
+		})
+		want := strings.ToValidUTF8(id, "\uFFFD") // as the Reader decodes it
+		if got, err := read(fast(nil), get(t, srv.URL), 2); err != nil || len(got) != 2 || sent.Load() != want {
+			t.Errorf("id %q: %+v, %v; Last-Event-ID %q, want %q", id, got, err, sent.Load(), want)
+		}
+	}
+}
+
+// giveUp returns a fast Client whose OnRetry records the retries in rs, and a
+// GET request for url whose context that OnRetry cancels at the third retry:
+// a test of a stream that should end for good ends either way.
+func giveUp(t *testing.T, rs *retries, url string) (*Client, *http.Request) {
+	req := get(t, url)
+	ctx, cancel := context.WithCancel(req.Context())
+	c := fast(nil)
+	c.OnRetry = func(err error, wait time.Duration) {
+		if rs.on(err, wait); len(rs.errs) == 3 {
+			cancel()
+		}
+	}
+	return c, req.WithContext(ctx)
 }
 
 // A caller's Accept header is kept: some APIs want more than one type.
