@@ -159,10 +159,10 @@ type Stream struct {
 // to the stream's last event ID (or removed, if the stream reset it to "").
 // A Last-Event-ID that req sets is the one the first request sends, and the
 // stream's last event ID until the stream sets one. req's Body, if any, is
-// sent by the first request, and closed (as http.Client.Do closes it, even
-// on errors; and if the stream ends before that request, then); each later
-// request sends a body from req.GetBody, so that an API that streams the
-// response to a POST can be resumed.
+// sent by the first request, which closes it even on errors, as
+// http.Client.Do does (a stream that ends before its first request closes
+// it then); each later request sends a body from req.GetBody, so that an API
+// that streams the response to a POST can be resumed.
 //
 // The Client reconnects when the response ends, whether cleanly, in the
 // middle of an event (which is dropped, as the standard says) or with a
@@ -209,7 +209,9 @@ func (s *Stream) Events() iter.Seq2[sse.Event, error] {
 //
 // While a connection is read it is brought up to date before each event is
 // yielded, and when the connection ends: in the loop's body it counts the
-// event in hand, and once the loop has ended, all that was read.
+// event in hand, and once the loop has ended, all that was read. (An id line
+// alone that arrives while the loop waits for an event counts from the end
+// of its connection.)
 func (s *Stream) LastEventID() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
