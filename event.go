@@ -683,7 +683,11 @@ func (r *Reader) next(c byte, scanned int) (int, int) {
 func (r *Reader) fill() {
 	if r.srcErr != nil {
 		r.err = r.srcErr
-		if r.err == io.EOF && (r.pending || r.start < r.end) {
+		// What is left is a line without its end, which is cut off, unless
+		// it is the BOM of a stream that holds nothing else: decoded, that
+		// stream is empty.
+		partial := r.start < r.end && (r.started || !bytes.Equal(r.buf[r.start:r.end], bom))
+		if r.err == io.EOF && (r.pending || partial) {
 			r.err = io.ErrUnexpectedEOF
 		}
 		return

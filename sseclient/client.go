@@ -18,6 +18,16 @@
 // goroutine of its own (the loop runs in the caller's; the idle timeout is a
 // timer), and a cancelled context or a break out of the loop ends the
 // connection at once.
+//
+// To resume the stream in a later process, read it through a [Stream] and
+// keep its LastEventID when the loop ends: the next process sets it as the
+// Last-Event-ID of its request.
+//
+//	stream := c.Stream(req)
+//	for ev, err := range stream.Events() {
+//		...
+//	}
+//	save(stream.LastEventID())
 package sseclient
 
 import (
@@ -29,6 +39,7 @@ import (
 	"math/rand/v2"
 	"mime"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,12 +51,12 @@ const (
 	// DefaultRetry is the reconnection delay until the server sets one with a
 	// retry field, as in Chromium.
 	DefaultRetry = 3 * time.Second
-	// DefaultMaxDelay caps the delay before a reconnection.
+	// DefaultMaxDelay caps the wait before a reconnection.
 	DefaultMaxDelay = 30 * time.Second
 )
 
 // Errors that end a stream for good. The error returned says which status,
-// content type or request it was; test for them with [errors.Is].
+// content type, request or id it was; test for them with [errors.Is].
 var (
 	// ErrNoContent: the server answered 204 No Content, which tells an
 	// EventSource to stop reconnecting.
@@ -59,6 +70,14 @@ var (
 	// could not be sent again to reconnect. http.NewRequest sets GetBody for
 	// a *bytes.Buffer, *bytes.Reader or *strings.Reader body.
 	ErrBodyNotReplayable = errors.New("sseclient: request body cannot be sent again (no GetBody)")
+	// ErrInvalidLastEventID: the stream's last event ID, which the next
+	// request must send as Last-Event-ID, holds a control byte other than
+	// tab (the server sent it in an id field, or the caller's request set
+	// it), and net/http refuses to send such a header. Rather than reconnect
+	// without it, as a new client, and so miss events without a word, the
+	// stream ends. To start afresh, open a new Stream with a request
+	// without Last-Event-ID.
+	ErrInvalidLastEventID = errors.New("sseclient: last event ID cannot be sent in a Last-Event-ID header")
 )
 
 // ErrIdleTimeout is the error a connection ends with when no byte arrived
@@ -78,8 +97,9 @@ type Client struct {
 	// Retry is the delay before a reconnection until the server sets one
 	// with a retry field. 0 or less means DefaultRetry.
 	Retry time.Duration
-	// MaxDelay caps the delay before a reconnection: the server's retry,
-	// however large, and the backoff. 0 or less means DefaultMaxDelay.
+	// MaxDelay caps the wait before a reconnection, jitter included: the
+	// server's retry, however large, and the backoff. 0 or less means
+	// DefaultMaxDelay.
 	MaxDelay time.Duration
 	// IdleTimeout, if positive, ends a connection on which no byte has
 	// arrived for that long, from the request on, and reconnects. Comments
@@ -100,26 +120,63 @@ type Client struct {
 	OnRetry func(err error, wait time.Duration)
 }
 
-// Events returns an iterator over the events of the stream that req opens,
-// for use with range. req's context governs the whole stream, across
-// reconnections.
+// Events returns an iterator over the events of the stream that req opens:
+// it is c.Stream(req).Events(). Use Stream instead to learn the stream's
+// last event ID, say to resume it in a later process.
+func (c *Client) Events(req *http.Request) iter.Seq2[sse.Event, error] {
+	return c.Stream(req).Events()
+}
+
+// Stream returns the stream that req opens, for its Events method to read.
+// It sends no request: Events does. req's context governs the whole stream,
+// across reconnections; the Stream owns req's Body from now on.
+func (c *Client) Stream(req *http.Request) *Stream {
+	return &Stream{c: c, req: req, lastID: req.Header.Get("Last-Event-ID")}
+}
+
+// A Stream is one event stream that a Client reads, across its
+// reconnections: it keeps what a browser's EventSource keeps from one
+// connection to the next, the last event ID and the server's retry. Make one
+// with Client.Stream. Its LastEventID may be called from any goroutine; its
+// Events, from one loop at a time.
+type Stream struct {
+	c   *Client
+	req *http.Request
+
+	mu     sync.Mutex
+	lastID string // the last event ID, sent on reconnection
+
+	// Kept by the loop.
+	retry    time.Duration // the server's last retry
+	retrySet bool
+	bodySent bool // req.Body is taken: later requests send GetBody's
+}
+
+// Events returns an iterator over the stream's events, for use with range.
 //
 // Each request is req with Accept: text/event-stream and Cache-Control:
 // no-cache unless req sets them, and, when it reconnects, Last-Event-ID set
 // to the stream's last event ID (or removed, if the stream reset it to "").
 // A Last-Event-ID that req sets is the one the first request sends, and the
-// stream's last event ID until the stream sets one. A body is sent again on
-// each request through req.GetBody, so that an API that streams the response
-// to a POST can be resumed.
+// stream's last event ID until the stream sets one. req's Body, if any, is
+// sent by the first request, which closes it even on errors, as
+// http.Client.Do does (a stream that ends before its first request closes
+// it then); each later request sends a body from req.GetBody, so that an API
+// that streams the response to a POST can be resumed.
 //
 // The Client reconnects when the response ends, whether cleanly, in the
 // middle of an event (which is dropped, as the standard says) or with a
 // network error, and when no byte arrives within IdleTimeout. It first waits
 // the delay the server set with its last retry field, or Retry. After a
-// connection that delivered no event, the delay doubles with each such
-// connection in a row, from at least Retry, up to MaxDelay; a delivered event
-// resets it. To each delay it adds a random part of up to half of it, so
-// that clients of a server that restarts do not all come back at once.
+// connection that failed, the delay doubles with each such connection in a
+// row, from at least Retry, up to MaxDelay. A connection fails unless it
+// delivers an event or its response stays open for MaxDelay or longer (a
+// quiet stream that heartbeats keep open is healthy); a healthy one resets
+// the backoff. To each delay it adds a random part of up to half of it, so
+// that clients of a server that restarts do not all come back at once. The
+// wait never passes MaxDelay: a delay over two thirds of MaxDelay counts as
+// two thirds of it, so that the wait is then between two thirds of MaxDelay
+// and MaxDelay.
 //
 // The iterator yields each event with a nil error: an event's ID, Type, Data
 // and Retry are as sse.Reader returns them. It ends for good, yielding one
@@ -127,27 +184,44 @@ type Client struct {
 // another status than 200 (ErrStatus), or another content type than
 // text/event-stream (ErrContentType); when an event is over MaxEventSize
 // (sse.ErrEventTooLarge); when req's body cannot be sent again
-// (ErrBodyNotReplayable); and when req's context is done (its Err). A break
+// (ErrBodyNotReplayable); when the last event ID cannot be sent in a header
+// (ErrInvalidLastEventID); and when req's context is done (its Err). A break
 // out of the loop closes the connection and ends it without an error.
 //
-// To resume in a later process, keep the last non-empty ID of the events
-// received and set it as the Last-Event-ID of the next request.
-func (c *Client) Events(req *http.Request) iter.Seq2[sse.Event, error] {
+// A second range over the iterator, or over another from Events, goes on
+// with the same stream: it connects again, resuming from LastEventID.
+func (s *Stream) Events() iter.Seq2[sse.Event, error] {
 	return func(yield func(sse.Event, error) bool) {
-		s := &stream{c: c, req: req, lastID: req.Header.Get("Last-Event-ID")}
 		if err := s.run(yield); err != nil {
 			yield(sse.Event{}, err)
 		}
 	}
 }
 
-// stream is one call of Events: the state kept across its connections.
-type stream struct {
-	c        *Client
-	req      *http.Request
-	lastID   string        // the last event ID, sent on reconnection
-	retry    time.Duration // the server's last retry
-	retrySet bool
+// LastEventID returns the stream's last event ID: what the next request
+// will send as Last-Event-ID, and what a later process should set as the
+// Last-Event-ID of its request to resume the stream where this one stopped.
+// It is req's Last-Event-ID until the stream sets one; then, as
+// sse.Reader.LastEventID says, it is set by the last id field before a blank
+// line, whether or not that blank line dispatched an event (a Broker opens a
+// new client's stream with an id line alone), and reset to "" by an empty
+// id field. So it is not the last non-empty ID of the events received.
+//
+// While a connection is read it is brought up to date before each event is
+// yielded, and when the connection ends: in the loop's body it counts the
+// event in hand, and once the loop has ended, all that was read. (An id line
+// alone that arrives while the loop waits for an event counts from the end
+// of its connection.)
+func (s *Stream) LastEventID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastID
+}
+
+func (s *Stream) setLastEventID(id string) {
+	s.mu.Lock()
+	s.lastID = id
+	s.mu.Unlock()
 }
 
 // errStopped is what connect returns when the caller broke out of the loop.
@@ -160,14 +234,15 @@ func (p permanent) Error() string { return p.err.Error() }
 
 // run connects, and reconnects, until the stream ends for good, and returns
 // the error to yield last; nil if the caller broke out of the loop.
-func (s *stream) run(yield func(sse.Event, error) bool) error {
+func (s *Stream) run(yield func(sse.Event, error) bool) error {
 	ctx := s.req.Context()
+	defer s.closeUnsentBody()
 	if s.req.Body != nil && s.req.Body != http.NoBody && s.req.GetBody == nil {
 		return ErrBodyNotReplayable
 	}
-	failures := 0 // connections in a row that delivered no event
+	failures := 0 // connections in a row that failed
 	for {
-		delivered, err := s.connect(ctx, yield)
+		healthy, err := s.connect(ctx, yield)
 		if err == errStopped {
 			return nil
 		}
@@ -177,7 +252,7 @@ func (s *stream) run(yield func(sse.Event, error) bool) error {
 		if p, ok := err.(permanent); ok {
 			return p.err
 		}
-		if delivered {
+		if healthy {
 			failures = 0
 		} else {
 			failures++
@@ -196,16 +271,19 @@ func (s *stream) run(yield func(sse.Event, error) bool) error {
 	}
 }
 
+// closeUnsentBody closes req's Body if no request has sent it: the stream
+// ended before its first request.
+func (s *Stream) closeUnsentBody() {
+	if !s.bodySent && s.req.Body != nil {
+		s.req.Body.Close()
+	}
+	s.bodySent = true
+}
+
 // delay returns how long to wait before the next connection, after failures
-// connections in a row that delivered no event.
-func (s *stream) delay(failures int) time.Duration {
-	base, maxDelay := s.c.Retry, s.c.MaxDelay
-	if base <= 0 {
-		base = DefaultRetry
-	}
-	if maxDelay <= 0 {
-		maxDelay = DefaultMaxDelay
-	}
+// connections in a row that failed.
+func (s *Stream) delay(failures int) time.Duration {
+	base, maxDelay := s.c.retry(), s.c.maxDelay()
 	d := base
 	if s.retrySet {
 		d = s.retry
@@ -222,36 +300,65 @@ func (s *stream) delay(failures int) time.Duration {
 			d *= 2
 		}
 	}
-	d = min(d, maxDelay)
-	return d + min(rand.N(d/2+1), maxDuration-d)
+	// The jitter is inside the cap: the wait is lo plus up to half of lo,
+	// with lo at most two thirds of maxDelay. Jitter added past the cap
+	// would break it; jitter cut at the cap would be none at all where the
+	// clients of a server down for long all are.
+	lo := min(d, maxDelay/3*2)
+	return min(lo+rand.N(lo/2+1), maxDelay)
 }
 
-// maxDuration is the longest time.Duration.
-const maxDuration = time.Duration(1<<63 - 1)
+// retry returns the Client's Retry, or its default.
+func (c *Client) retry() time.Duration {
+	if c.Retry <= 0 {
+		return DefaultRetry
+	}
+	return c.Retry
+}
+
+// maxDelay returns the Client's MaxDelay, or its default.
+func (c *Client) maxDelay() time.Duration {
+	if c.MaxDelay <= 0 {
+		return DefaultMaxDelay
+	}
+	return c.MaxDelay
+}
 
 // connect makes one request and hands its events to yield. It returns
-// whether it delivered any, and what ended the connection: errStopped if
-// yield asked to stop, a permanent error, or the error to reconnect after.
-func (s *stream) connect(ctx context.Context, yield func(sse.Event, error) bool) (delivered bool, err error) {
+// whether the connection was healthy, and what ended it: errStopped if yield
+// asked to stop, a permanent error, or the error to reconnect after.
+//
+// A healthy connection delivered an event, or its stream stayed open for
+// MaxDelay or longer: a quiet stream, which only heartbeats kept alive, is
+// no failure. Bytes alone do not make it healthy: a server that answers
+// "retry: 0", or its opening id line, and ends at once would otherwise be
+// asked again at once, forever. A connection that lasts MaxDelay spaces its
+// requests as far apart as the longest backoff would.
+func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool) (healthy bool, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	idle := s.watchIdle(cancel)
 	defer idle.stop()
 
-	req := s.req.Clone(ctx)
-	if s.req.GetBody != nil {
+	lastID := s.LastEventID()
+	if !validHeaderValue(lastID) {
+		return false, permanent{fmt.Errorf("%w: %.64q", ErrInvalidLastEventID, lastID)}
+	}
+	req := s.req.Clone(ctx) // with req's Body, which the first request sends
+	if s.bodySent && s.req.GetBody != nil {
 		if req.Body, err = s.req.GetBody(); err != nil {
 			return false, permanent{fmt.Errorf("sseclient: GetBody: %w", err)}
 		}
 	}
+	s.bodySent = true // by hc.Do, which closes it
 	if req.Header.Get("Accept") == "" {
 		req.Header.Set("Accept", "text/event-stream")
 	}
 	if req.Header.Get("Cache-Control") == "" {
 		req.Header.Set("Cache-Control", "no-cache")
 	}
-	if s.lastID != "" {
-		req.Header.Set("Last-Event-ID", s.lastID)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
 	} else {
 		req.Header.Del("Last-Event-ID")
 	}
@@ -267,12 +374,17 @@ func (s *stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 	if err := checkResponse(resp); err != nil {
 		return false, permanent{err}
 	}
+	opened := time.Now()
+	delivered := false
+	defer func() {
+		healthy = delivered || time.Since(opened) >= s.c.maxDelay()
+	}()
 
 	r := sse.NewReader(idle.reader(resp.Body))
 	r.MaxEventSize = s.c.MaxEventSize
-	r.SetLastEventID(s.lastID)
+	r.SetLastEventID(lastID)
 	defer func() {
-		s.lastID = r.LastEventID()
+		s.setLastEventID(r.LastEventID())
 		if d, ok := r.Retry(); ok {
 			s.retry, s.retrySet = d, true
 		}
@@ -280,19 +392,32 @@ func (s *stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 	for {
 		ev, err := r.Next()
 		if errors.Is(err, sse.ErrEventTooLarge) {
-			return delivered, permanent{err}
+			return false, permanent{err}
 		}
 		if err != nil {
-			return delivered, idle.cause(ctx, err)
+			return false, idle.cause(ctx, err)
 		}
 		delivered = true
+		s.setLastEventID(r.LastEventID())
 		idle.pause()
 		ok := yield(ev, nil)
 		idle.resume()
 		if !ok {
-			return delivered, errStopped
+			return false, errStopped
 		}
 	}
+}
+
+// validHeaderValue reports whether net/http sends v as a header value: it
+// refuses one with a control byte other than tab, that is a byte below 0x20
+// or DEL (see golang.org/x/net/http/httpguts.ValidHeaderFieldValue).
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // checkResponse returns the error that ends the stream for a response that
@@ -326,7 +451,7 @@ type idleWatch struct {
 const paused = -1
 
 // watchIdle starts the idle timeout of a connection, if the Client has one.
-func (s *stream) watchIdle(cancel context.CancelCauseFunc) *idleWatch {
+func (s *Stream) watchIdle(cancel context.CancelCauseFunc) *idleWatch {
 	w := &idleWatch{timeout: s.c.IdleTimeout}
 	if w.timeout <= 0 {
 		return w

@@ -269,33 +269,20 @@ func TestMisbehavingServers(t *testing.T) {
 			client: Client{Retry: time.Hour}, want: []sse.Event{{Data: "a"}, {Data: "b"}}, retryErr: io.EOF},
 		{name: "retry huge", first: "retry: 99999999999999999999999\ndata: a\n\n", then: "data: b\n\n",
 			client: Client{MaxDelay: 20 * time.Millisecond}, want: []sse.Event{{Data: "a", Retry: 1<<63 - 1}, {Data: "b"}},
-			retryErr: io.EOF, minWait: 20 * time.Millisecond, maxWait: 30 * time.Millisecond},
+			retryErr: io.EOF, minWait: 20 * time.Millisecond / 3 * 2, maxWait: 20 * time.Millisecond},
 		{name: "retry garbage", first: "retry: soon\ndata: a\n\n", then: "data: b\n\n",
 			client: Client{Retry: 4 * time.Millisecond}, want: []sse.Event{{Data: "a"}, {Data: "b"}},
 			retryErr: io.EOF, minWait: 4 * time.Millisecond, maxWait: 6 * time.Millisecond},
-		{name: "stall before the headers", then: "data: b\n\n",
-			client: Client{Retry: time.Millisecond, IdleTimeout: 50 * time.Millisecond}, want: []sse.Event{{Data: "b"}},
-			retryErr: ErrIdleTimeout, minWait: time.Millisecond, maxWait: 2 * time.Millisecond},
-		{name: "stall past the idle timeout", first: "data: a\n\n", then: "data: b\n\n",
-			client: Client{Retry: time.Millisecond, IdleTimeout: 50 * time.Millisecond}, want: []sse.Event{{Data: "a"}, {Data: "b"}},
-			retryErr: ErrIdleTimeout, minWait: time.Millisecond, maxWait: 2 * time.Millisecond},
-	} {
+	} { // Stalls, which the idle timeout ends, are on the fake clock: TestIdleTimeoutEndsAStall.
 		t.Run(tt.name, func(t *testing.T) {
 			var gotID atomic.Value
 			srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
 				switch n {
 				case 1:
-					if tt.name == "stall before the headers" {
-						hold(r)
-						return
-					}
 					if tt.name == "one byte at a time" {
 						respond(w, strings.Split(tt.first, "")...)
 					} else {
 						respond(w, tt.first)
-					}
-					if tt.retryErr == ErrIdleTimeout {
-						hold(r) // and send nothing more
 					}
 				case 2:
 					gotID.Store(r.Header.Get("Last-Event-ID"))
@@ -361,6 +348,137 @@ func TestPostBodyReplayed(t *testing.T) {
 	if _, err := read(fast(nil), req, 1); !errors.Is(err, ErrBodyNotReplayable) || srv.n.Load() != before {
 		t.Errorf("a body without GetBody: %v after %d requests", err, srv.n.Load()-before)
 	}
+}
+
+// The caller's body is sent by the first request, which closes it, as
+// http.Client.Do does; each later request sends one from GetBody. A body that
+// no request sends, as the stream ends first, is closed too.
+func TestBodyClosed(t *testing.T) {
+	var bodies []string
+	var mu sync.Mutex
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(b))
+		mu.Unlock()
+		respond(w, fmt.Sprintf("data: %d\n\n", n))
+		if n == 3 {
+			hold(r)
+		}
+	})
+	req := get(t, srv.URL)
+	req.Method = "POST"
+	body := &closeRecorder{Reader: strings.NewReader("q")} // of unknown length: sent chunked, and closed before its end
+	req.Body = body
+	gets := 0
+	req.GetBody = func() (io.ReadCloser, error) {
+		gets++
+		return io.NopCloser(strings.NewReader("q")), nil
+	}
+	if got, err := read(fast(nil), req, 3); err != nil || len(got) != 3 {
+		t.Fatalf("%+v, %v", got, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !body.closed.Load() || gets != 2 || !slices.Equal(bodies, []string{"q", "q", "q"}) {
+		t.Errorf("body closed: %v; GetBody called %d times, want 2; bodies %q", body.closed.Load(), gets, bodies)
+	}
+
+	for _, tt := range []struct {
+		name    string
+		getBody bool
+		lastID  string
+		want    error
+	}{
+		{"no GetBody", false, "", ErrBodyNotReplayable},
+		{"a Last-Event-ID that cannot be sent", true, "\x01", ErrInvalidLastEventID},
+	} {
+		req := get(t, srv.URL)
+		req.Method = "POST"
+		body := &closeRecorder{Reader: strings.NewReader("q")}
+		req.Body = body
+		if tt.getBody {
+			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("q")), nil }
+		}
+		req.Header.Set("Last-Event-ID", tt.lastID)
+		c := fast(nil)
+		c.OnRetry = func(error, time.Duration) { t.Fatal("a retry") }
+		if _, err := read(c, req, 1); !errors.Is(err, tt.want) || !body.closed.Load() {
+			t.Errorf("%s: %v, body closed: %v; want %v and the body closed", tt.name, err, body.closed.Load(), tt.want)
+		}
+	}
+}
+
+// closeRecorder is a request body that records whether it was closed.
+type closeRecorder struct {
+	io.Reader
+	closed atomic.Bool
+}
+
+func (c *closeRecorder) Close() error {
+	c.closed.Store(true)
+	return nil
+}
+
+// An id that net/http cannot send in a header (a control byte other than
+// tab) ends the stream with ErrInvalidLastEventID when a request must send
+// it, rather than make requests that fail again and again; so does one that
+// the caller's request sets, before any request. Tabs and bytes above ASCII
+// are sent as they are.
+func TestInvalidLastEventID(t *testing.T) {
+	for _, id := range []string{"a\x01b", "a\x7fb", "\x1b[0m", "\x1f"} {
+		srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+			respond(w, "id: "+id+"\ndata: x\n\n")
+		})
+		var rs retries
+		c, req := giveUp(t, &rs, srv.URL)
+		got, err := read(c, req, 2)
+		if len(got) != 1 || !errors.Is(err, ErrInvalidLastEventID) || srv.n.Load() != 1 || len(rs.errs) != 1 || rs.errs[0] != io.EOF {
+			t.Errorf("id %q: %+v, %v after %d requests and retries after %v; want one event, then %v after one request and one retry",
+				id, got, err, srv.n.Load(), rs.errs, ErrInvalidLastEventID)
+		}
+
+		rs = retries{}
+		c, req = giveUp(t, &rs, srv.URL)
+		req.Header.Set("Last-Event-ID", id)
+		before := srv.n.Load()
+		if _, err := read(c, req, 1); !errors.Is(err, ErrInvalidLastEventID) || srv.n.Load() != before || len(rs.errs) != 0 {
+			t.Errorf("Last-Event-ID %q set by the caller: %v after %d requests and retries after %v; want %v before any",
+				id, err, srv.n.Load()-before, rs.errs, ErrInvalidLastEventID)
+		}
+	}
+
+	for _, id := range []string{"a\tb", "日本", "\xff"} {
+		var sent atomic.Value
+		srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+			if n == 1 {
+				respond(w, "id: "+id+"\ndata: x\n\n")
+				return
+			}
+			sent.Store(r.Header.Get("Last-Event-ID"))
+			respond(w, "data: y\n\n")
+			hold(r)
+		})
+		want := strings.ToValidUTF8(id, "\uFFFD") // as the Reader decodes it
+		if got, err := read(fast(nil), get(t, srv.URL), 2); err != nil || len(got) != 2 || sent.Load() != want {
+			t.Errorf("id %q: %+v, %v; Last-Event-ID %q, want %q", id, got, err, sent.Load(), want)
+		}
+	}
+}
+
+// giveUp returns a fast Client whose OnRetry records the retries in rs, and a
+// GET request for url whose context that OnRetry cancels at the third retry:
+// a test of a stream that should end for good ends either way.
+func giveUp(t *testing.T, rs *retries, url string) (*Client, *http.Request) {
+	req := get(t, url)
+	ctx, cancel := context.WithCancel(req.Context())
+	c := fast(nil)
+	c.OnRetry = func(err error, wait time.Duration) {
+		if rs.on(err, wait); len(rs.errs) == 3 {
+			cancel()
+		}
+	}
+	return c, req.WithContext(ctx)
 }
 
 // A caller's Accept header is kept: some APIs want more than one type.

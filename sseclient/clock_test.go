@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,9 +23,11 @@ import (
 
 // fakeServer answers each request with a 200 text/event-stream response whose
 // body script writes; script's n counts requests from 1. It records when
-// each request came.
+// each request came. A request that stall, if not nil, picks gets no
+// response at all: it waits for the request's context.
 type fakeServer struct {
 	script func(n int, req *http.Request, w io.Writer)
+	stall  func(n int) bool
 	mu     sync.Mutex
 	times  []time.Time
 	ids    []string
@@ -36,6 +39,10 @@ func (f *fakeServer) RoundTrip(req *http.Request) (*http.Response, error) {
 	f.ids = append(f.ids, req.Header.Get("Last-Event-ID"))
 	n := len(f.times)
 	f.mu.Unlock()
+	if f.stall != nil && f.stall(n) {
+		<-req.Context().Done()
+		return nil, req.Context().Err()
+	}
 	pr, pw := io.Pipe()
 	stop := context.AfterFunc(req.Context(), func() { pw.CloseWithError(req.Context().Err()) })
 	go func() {
@@ -90,7 +97,8 @@ func (f *fakeServer) run(t *testing.T, c *Client, requests int) ([]sse.Event, er
 }
 
 // within checks that each gap is in [want, 1.5*want]: the delay and at most
-// half of it again as jitter. It returns whether some gap had jitter.
+// half of it again as jitter (for a delay over two thirds of MaxDelay, want is
+// capped(MaxDelay)). It returns whether some gap had jitter.
 func within(t *testing.T, gaps, want []time.Duration) bool {
 	t.Helper()
 	if len(gaps) != len(want) {
@@ -107,20 +115,33 @@ func within(t *testing.T, gaps, want []time.Duration) bool {
 }
 
 // Connections that deliver nothing back off: Retry, then doubling up to
-// MaxDelay, each with jitter.
+// MaxDelay, each with jitter; no wait passes MaxDelay, and the waits at the
+// cap still have jitter, between two thirds of MaxDelay and MaxDelay.
 func TestBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeServer{script: func(int, *http.Request, io.Writer) {}}
-		_, err := f.run(t, &Client{Retry: time.Second, MaxDelay: 10 * time.Second}, 8)
+		const maxDelay = 10 * time.Second
+		_, err := f.run(t, &Client{Retry: time.Second, MaxDelay: maxDelay}, 12)
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("ended with %v", err)
 		}
-		s := time.Second
-		if !within(t, f.gaps(), []time.Duration{s, 2 * s, 4 * s, 8 * s, 10 * s, 10 * s, 10 * s, 10 * s}) {
+		s, c := time.Second, capped(maxDelay) // 8s is over the two thirds
+		gaps := f.gaps()
+		if !within(t, gaps, []time.Duration{s, 2 * s, 4 * s, c, c, c, c, c, c, c, c, c}) {
 			t.Error("no jitter")
+		}
+		if longest := slices.Max(gaps); longest > maxDelay {
+			t.Errorf("a wait of %v, over MaxDelay", longest)
+		}
+		if atCap := gaps[3:]; slices.Min(atCap) == slices.Max(atCap) {
+			t.Errorf("the waits at the cap are all %v: no jitter", atCap[0])
 		}
 	})
 }
+
+// capped is the least wait at the cap, two thirds of maxDelay: what within
+// takes for a delay at the cap.
+func capped(maxDelay time.Duration) time.Duration { return maxDelay / 3 * 2 }
 
 // The server's retry sets the delay, for every later connection; an event
 // delivered resets the backoff.
@@ -149,6 +170,37 @@ func TestRetryAndReset(t *testing.T) {
 	})
 }
 
+// A quiet but healthy connection is no failure: one that stayed open for
+// MaxDelay or longer, though it delivered no event, resets the backoff. One
+// that delivered bytes but not for so long does not.
+func TestLongConnectionResetsBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeServer{script: func(n int, _ *http.Request, w io.Writer) {
+			switch n {
+			case 4: // an hour of heartbeats, then the end
+				for range 360 {
+					time.Sleep(10 * time.Second)
+					io.WriteString(w, ":\n")
+				}
+			case 6: // heartbeats, for less than MaxDelay
+				for range 5 {
+					time.Sleep(time.Second)
+					io.WriteString(w, ":\n")
+				}
+			}
+		}}
+		f.run(t, &Client{Retry: time.Second, MaxDelay: time.Minute}, 6)
+		gaps := f.gaps()
+		if len(gaps) == 6 {
+			gaps[3] -= time.Hour
+			gaps[5] -= 5 * time.Second
+		}
+		s := time.Second
+		// 1, 2 and 3 fail; 4 is healthy; 5 and 6 fail.
+		within(t, gaps, []time.Duration{s, 2 * s, 4 * s, s, s, 2 * s})
+	})
+}
+
 // retry: 0 reconnects at once, but a server that keeps sending it without
 // events does not make a loop: the backoff starts from Retry.
 func TestRetryZeroDoesNotLoop(t *testing.T) {
@@ -163,12 +215,13 @@ func TestRetryZeroDoesNotLoop(t *testing.T) {
 	})
 }
 
-// A retry over MaxDelay waits MaxDelay.
+// A retry over MaxDelay waits no more than MaxDelay.
 func TestRetryCapped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeServer{script: func(n int, _ *http.Request, w io.Writer) { io.WriteString(w, "retry: 86400000\ndata: x\n\n") }}
 		f.run(t, &Client{}, 3)
-		within(t, f.gaps(), []time.Duration{DefaultMaxDelay, DefaultMaxDelay, DefaultMaxDelay})
+		c := capped(DefaultMaxDelay)
+		within(t, f.gaps(), []time.Duration{c, c, c})
 	})
 }
 
@@ -209,6 +262,64 @@ func TestIdleTimeout(t *testing.T) {
 	})
 }
 
+// A connection that stalls, before its headers or after an event, ends after
+// IdleTimeout, exactly; the Client comes back after its delay, resuming from
+// the last event ID, and OnRetry is told why, once.
+func TestIdleTimeoutEndsAStall(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		stall  bool   // the first request gets no headers
+		first  string // or this, and then nothing
+		lastID string // the Last-Event-ID the second request must carry
+		want   string // the data of the events read
+	}{
+		{name: "stall before the headers", stall: true, want: "b"},
+		{name: "stall past the idle timeout", first: "id: 1\ndata: a\n\n", lastID: "1", want: "ab"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				f := &fakeServer{
+					stall: func(n int) bool { return tt.stall && n == 1 },
+					script: func(n int, req *http.Request, w io.Writer) {
+						if n == 1 {
+							io.WriteString(w, tt.first)
+						} else {
+							io.WriteString(w, "data: b\n\n")
+						}
+						<-req.Context().Done()
+					},
+				}
+				var rs retries
+				c := &Client{IdleTimeout: 15 * time.Second, Retry: time.Second, OnRetry: rs.on, HTTPClient: &http.Client{Transport: f}}
+				req, _ := http.NewRequestWithContext(ctx, "GET", "http://fake/events", nil)
+				var got string
+				for ev, err := range c.Events(req) {
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got += ev.Data; ev.Data == "b" {
+						break
+					}
+				}
+				if got != tt.want || len(f.ids) != 2 || f.ids[1] != tt.lastID {
+					t.Errorf("events %q over %d requests, the second with Last-Event-ID %q; want %q, 2 and %q",
+						got, len(f.ids), f.ids[1:], tt.want, tt.lastID)
+				}
+				if len(rs.errs) != 1 || rs.errs[0] != ErrIdleTimeout {
+					t.Fatalf("OnRetry got %v, want ErrIdleTimeout once", rs.errs)
+				}
+				within(t, rs.waits, []time.Duration{time.Second})
+				if gaps := f.gaps(); gaps[0] != 15*time.Second+rs.waits[0] {
+					t.Errorf("the second request came %v after the first, want the idle timeout and the wait, %v",
+						gaps[0], 15*time.Second+rs.waits[0])
+				}
+			})
+		})
+	}
+}
+
 // The idle clock stops while the caller holds an event: a slow caller is not
 // a silent server.
 func TestIdleClockStopsForTheCaller(t *testing.T) {
@@ -241,6 +352,82 @@ func TestIdleClockStopsForTheCaller(t *testing.T) {
 		}
 		if n := len(f.gaps()) + 1; strings.Join(got, "") != "ab" || n != 1 {
 			t.Errorf("events %q over %d connections, want a, b over one", got, n)
+		}
+	})
+}
+
+// LastEventID is the stream's last event ID, as the standard keeps it, not
+// the last non-empty ID of the events: an id line alone sets it, an empty id
+// field resets it. In the loop it counts the event in hand; after the loop,
+// all that was read; the next request sends it.
+func TestLastEventIDFollowsTheStream(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		f := &fakeServer{script: func(n int, req *http.Request, w io.Writer) {
+			if n == 1 {
+				io.WriteString(w, "id: 1\ndata: a\n\nid: 2\n\ndata: b\n\nid\ndata: c\n\nid: 3\ndata: d\n\nid: 9\n\n")
+				return
+			}
+			io.WriteString(w, "data: e\n\nid: 10\n\n")
+			<-req.Context().Done()
+		}}
+		c := &Client{HTTPClient: &http.Client{Transport: f}}
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://fake/events", nil)
+		req.Header.Set("Last-Event-ID", "0")
+		s := c.Stream(req)
+		if id := s.LastEventID(); id != "0" {
+			t.Errorf("before the loop: %q, want the request's", id)
+		}
+		var got []string
+		for ev, err := range s.Events() {
+			if err != nil {
+				break
+			}
+			got = append(got, ev.Data+":"+ev.ID+":"+s.LastEventID())
+			if ev.Data == "e" {
+				cancel() // the id line after e, which came in the same read, is read all the same
+			}
+		}
+		want := []string{"a:1:1", "b::2", "c::", "d:3:3", "e::9"}
+		if !slices.Equal(got, want) {
+			t.Errorf("data:ID:LastEventID in the loop %q, want %q", got, want)
+		}
+		if id := s.LastEventID(); id != "10" || f.ids[0] != "0" || f.ids[1] != "9" {
+			t.Errorf("after the loop: %q, want 10; the requests sent %q, want 0 and 9", id, f.ids)
+		}
+	})
+}
+
+// A stream that ends before its first event has a last event ID all the
+// same, if the server sent one (a Broker opens a new client's stream with an
+// id line alone): a later process that resumes from it misses nothing.
+func TestLastEventIDBeforeAnyEvent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		f := &fakeServer{script: func(n int, req *http.Request, w io.Writer) {
+			io.WriteString(w, "id: e-41\n\n")
+			<-req.Context().Done()
+		}}
+		c := &Client{HTTPClient: &http.Client{Transport: f}}
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://fake/events", nil)
+		s := c.Stream(req)
+		done := make(chan error)
+		go func() {
+			for _, err := range s.Events() {
+				done <- err
+			}
+			close(done)
+		}()
+		synctest.Wait() // the id line is read; the stream waits for more
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("ended with %v", err)
+		}
+		<-done
+		if id := s.LastEventID(); id != "e-41" {
+			t.Errorf("LastEventID %q, want e-41", id)
 		}
 	})
 }

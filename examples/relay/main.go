@@ -9,7 +9,11 @@
 //
 // Then open http://localhost:8080: the page shows the events as they are
 // relayed, and the state of its connection. The relay logs each time it
-// reconnects to the upstream. -addr changes the listening address.
+// reconnects to the upstream, and, when it stops, the upstream's last event
+// ID: -resume with that ID makes the next run go on from there, so that the
+// upstream replays what the relay missed while it was down (the clock this
+// command serves starts afresh with it, and answers a reset). -addr changes
+// the listening address.
 package main
 
 import (
@@ -32,6 +36,7 @@ import (
 func main() {
 	addr := flag.String("addr", "localhost:8080", "address to listen on")
 	upstreamURL := flag.String("upstream", "", "URL of the stream to relay (default: a clock this command serves at /upstream)")
+	resume := flag.String("resume", "", "Last-Event-ID to resume the upstream from: what the relay logged when it last stopped")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -55,8 +60,8 @@ func main() {
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	srv.RegisterOnShutdown(func() { downstream.Close() })
-	failed := make(chan error, 2)
-	go func() { failed <- srv.Serve(ln) }()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
 
 	client := &sseclient.Client{
 		IdleTimeout: 45 * time.Second, // three of a Broker's heartbeats
@@ -64,12 +69,23 @@ func main() {
 			log.Printf("upstream: %v; reconnecting in %v", err, wait.Round(time.Millisecond))
 		},
 	}
-	go func() { failed <- relay(ctx, client, *upstreamURL, downstream) }()
+	stream, err := openUpstream(ctx, client, *upstreamURL, *resume)
+	if err != nil {
+		log.Fatal(err)
+	}
+	relayed := make(chan struct{})
+	var relayErr error
+	go func() {
+		defer close(relayed)
+		relayErr = relay(stream, downstream)
+	}()
 	log.Printf("relaying %s at http://%s", *upstreamURL, ln.Addr())
 
 	select {
-	case err := <-failed:
+	case err := <-served:
 		log.Print(err)
+	case <-relayed:
+		log.Print(relayErr)
 	case <-ctx.Done():
 	}
 	stop()
@@ -78,22 +94,34 @@ func main() {
 	if err := srv.Shutdown(done); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Print(err)
 	}
+	<-relayed // the stream has ended: its last event ID is final
+	log.Printf("upstream stopped at Last-Event-ID %q: -resume %q goes on from there", stream.LastEventID(), stream.LastEventID())
 }
 
-// relay reads the stream at url with c and publishes each of its events to
-// b, until the stream ends for good or ctx is done; it returns why.
-//
-// An event keeps its type and data. Its id is left for b to give, so that a
-// browser resumes from b's history, while c resumes the upstream from the
-// upstream's own ids. A reset from the upstream (it could not resume from the
-// id c sent) is relayed like any other event: the browsers have missed what
-// the relay missed.
-func relay(ctx context.Context, c *sseclient.Client, url string, b *sse.Broker) error {
+// openUpstream returns the stream at url, for c to read; unless resume is
+// "", its first request asks to resume it after the event with that id.
+func openUpstream(ctx context.Context, c *sseclient.Client, url, resume string) (*sseclient.Stream, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for ev, err := range c.Events(req) {
+	if resume != "" {
+		req.Header.Set("Last-Event-ID", resume)
+	}
+	return c.Stream(req), nil
+}
+
+// relay reads the upstream stream s and publishes each of its events to b,
+// until s ends for good (its request's context is done, say); it returns
+// why. s's LastEventID then says where to resume the upstream from.
+//
+// An event keeps its type and data. Its id is left for b to give, so that a
+// browser resumes from b's history, while s resumes the upstream from the
+// upstream's own ids. A reset from the upstream (it could not resume from the
+// id s sent) is relayed like any other event: the browsers have missed what
+// the relay missed.
+func relay(s *sseclient.Stream, b *sse.Broker) error {
+	for ev, err := range s.Events() {
 		if err != nil {
 			return err
 		}

@@ -73,21 +73,9 @@ func TestRelay(t *testing.T) {
 	}
 	waitFor(t, "the probe to leave", func() bool { return upstream.Subscribers() == 0 })
 
-	relayed := make(chan error, 1)
-	go func() {
-		relayed <- relay(ctx, &sseclient.Client{Retry: time.Millisecond}, srv.URL+"/upstream", downstream)
-	}()
+	_, relayed := startRelay(t, ctx, srv.URL+"/upstream", "", downstream)
 	const events = 100
-	got := make(chan sse.Event, events)
-	go func() { // a browser
-		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/events", nil)
-		for ev, err := range (&sseclient.Client{}).Events(req) {
-			if err != nil {
-				return
-			}
-			got <- ev
-		}
-	}()
+	got := browser(ctx, srv.URL+"/events", events)
 	waitFor(t, "the relay and the browser", func() bool { return upstream.Subscribers() == 1 && downstream.Subscribers() == 1 })
 
 	for i := 1; i <= events; i++ {
@@ -120,6 +108,96 @@ func TestRelay(t *testing.T) {
 	if err := <-relayed; !errors.Is(err, context.Canceled) {
 		t.Errorf("relay returned %v, want context.Canceled", err)
 	}
+}
+
+// A relay that stops, and starts again resuming from the upstream's last
+// event ID when it stopped (what main logs, and -resume takes), relays what
+// was published upstream in between: nothing is lost.
+func TestRelayResumes(t *testing.T) {
+	upstream, downstream := sse.NewBroker(nil), sse.NewBroker(nil)
+	defer upstream.Close()
+	defer downstream.Close()
+	srv := httptest.NewServer(newMux(downstream, upstream))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := browser(ctx, srv.URL+"/events", 10)
+	waitFor(t, "the browser", func() bool { return downstream.Subscribers() == 1 })
+	next := 1
+	publish := func(n int) {
+		for range n {
+			if err := upstream.Publish(sse.Event{Data: strconv.Itoa(next)}); err != nil {
+				t.Fatal(err)
+			}
+			next++
+		}
+	}
+	receive := func(from, to int) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			select {
+			case ev := <-got:
+				if ev.Data != strconv.Itoa(i) || ev.Type != "" {
+					t.Fatalf("event %+v, want data %d", ev, i)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("event %d did not arrive", i)
+			}
+		}
+	}
+
+	relayCtx, stopRelay := context.WithCancel(ctx)
+	stream, relayed := startRelay(t, relayCtx, srv.URL+"/upstream", "", downstream)
+	waitFor(t, "the relay", func() bool { return upstream.Subscribers() == 1 })
+	publish(5)
+	receive(1, 5)
+	stopRelay()
+	if err := <-relayed; !errors.Is(err, context.Canceled) {
+		t.Errorf("relay returned %v", err)
+	}
+	resume := stream.LastEventID()
+	if !strings.HasSuffix(resume, "-5") {
+		t.Fatalf("the relay stopped at Last-Event-ID %q, want the upstream's id of event 5", resume)
+	}
+	waitFor(t, "the relay to leave", func() bool { return upstream.Subscribers() == 0 })
+
+	publish(3) // while no relay runs
+	_, relayed = startRelay(t, ctx, srv.URL+"/upstream", resume, downstream)
+	waitFor(t, "the relay", func() bool { return upstream.Subscribers() == 1 })
+	publish(2)
+	receive(6, 10)
+	cancel()
+	<-relayed
+}
+
+// startRelay relays the stream at url to b, resuming it from the Last-Event-ID
+// resume unless it is "", until ctx is done; it returns the stream, and a
+// channel that gets what relay returned.
+func startRelay(t *testing.T, ctx context.Context, url, resume string, b *sse.Broker) (*sseclient.Stream, chan error) {
+	t.Helper()
+	s, err := openUpstream(ctx, &sseclient.Client{Retry: time.Millisecond}, url, resume)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relayed := make(chan error, 1)
+	go func() { relayed <- relay(s, b) }()
+	return s, relayed
+}
+
+// browser reads the stream at url until ctx is done, and sends each event
+// on the channel it returns, which holds n.
+func browser(ctx context.Context, url string, n int) chan sse.Event {
+	got := make(chan sse.Event, n)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		for ev, err := range (&sseclient.Client{}).Events(req) {
+			if err != nil {
+				return
+			}
+			got <- ev
+		}
+	}()
+	return got
 }
 
 // The clock publishes a time event each period.

@@ -71,7 +71,7 @@ func (r *Reader) readLine() (string, error) {
 	for {
 		if r.br.Buffered() == 0 {
 			if _, err := r.br.Peek(1); err != nil {
-				if err == io.EOF && len(r.line) > 0 {
+				if err == io.EOF && len(r.line) > 0 && r.decode() != "" {
 					r.Pending = true // a line with no end: never processed
 				}
 				return "", err

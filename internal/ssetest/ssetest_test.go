@@ -103,6 +103,12 @@ func TestPendingAtEOF(t *testing.T) {
 	if _, r := Parse("data: whole\n\n"); r.Pending {
 		t.Error("a whole event: Pending = true, want false")
 	}
+	if _, r := Parse("\uFEFF"); r.Pending {
+		t.Error("a BOM alone, which decodes to nothing: Pending = true, want false")
+	}
+	if _, r := Parse("\xEF\xBB"); !r.Pending {
+		t.Error("a BOM cut short, which decodes to U+FFFD: Pending = false, want true")
+	}
 }
 
 func TestDecodeUTF8LikeWHATWG(t *testing.T) {
