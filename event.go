@@ -43,6 +43,10 @@ type Event struct {
 	// the client's last event ID as it was. It must not hold CR, LF or NUL.
 	// Keep it under 128 bytes of URL-safe characters if clients reconnect across
 	// origins: longer or unsafe values make the browser send a CORS preflight.
+	// Keep control bytes out of it too: the browser sends it back in the
+	// Last-Event-ID header, and net/http answers a header that holds one (tab
+	// aside) with 400, after which the browser gives up. (Broker.Publish
+	// refuses such an ID.)
 	ID string
 	// Type is the event name a client listens for with addEventListener; ""
 	// means "message" (onmessage). It must not hold CR or LF. Avoid "open" and

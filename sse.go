@@ -479,8 +479,10 @@ func NewBroker(opts *BrokerOptions) *Broker {
 // It returns the error from [Event.AppendText] for an event that cannot be
 // written faithfully, or ErrInvalidID for an ID that a client could not
 // resume from: longer than MaxLastEventIDLen, beginning or ending with a
-// space or tab (which net/http trims from the header that brings it back), or
-// shaped as the ids the Broker gives, "<epoch>-<offset>" (16 lowercase hex
+// space or tab (which net/http trims from the header that brings it back),
+// holding a control byte other than tab (net/http answers a header that holds
+// one with 400, and a browser then gives up), or shaped as the ids the Broker
+// gives, "<epoch>-<offset>" (16 lowercase hex
 // digits, a dash, decimal digits), which resume by position. After Close it
 // returns ErrClosed. The event is then neither delivered nor kept.
 //
@@ -526,6 +528,11 @@ func checkPublished(e *Event) (plain bool, err error) {
 		return false, fieldError(ErrInvalidID, "%d bytes, over MaxLastEventIDLen: a client could not resume from it", len(id))
 	case isBlank(id[0]) || isBlank(id[len(id)-1]):
 		return false, fieldError(ErrInvalidID, "%q begins or ends with a space or tab, which the Last-Event-ID header loses", id)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return false, fieldError(ErrInvalidID, "byte %d is %q: net/http answers 400 to a Last-Event-ID that holds it, and a browser then gives up", i, c)
+		}
 	}
 	if _, ok := parsePosition(id); ok {
 		return false, fieldError(ErrInvalidID, "%q has the shape of the ids a Broker gives, which resume by position", id)

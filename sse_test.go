@@ -1452,23 +1452,24 @@ func TestEpochsAreWide(t *testing.T) {
 }
 
 // Ids a client could not resume from are refused by Publish: spaces at
-// either end (the header that brings them back is trimmed), and the shape
-// of the ids a Broker gives, which resume by position, not by name.
+// either end (the header that brings them back is trimmed), control bytes
+// (net/http answers that header with 400), and the shape of the ids a
+// Broker gives, which resume by position, not by name.
 func TestBrokerRefusesUnresumablePublisherIDs(t *testing.T) {
 	b := NewBroker(nil)
 	defer b.Close()
-	for _, id := range []string{" a", "a ", "\ta", "a\t", "0123456789abcdef-0", epochOf(b) + "-3", "ffffffffffffffff-18446744073709551615"} {
+	for _, id := range []string{" a", "a ", "\ta", "a\t", "a\x01b", "a\x1fb", "a\x7fb", "0123456789abcdef-0", epochOf(b) + "-3", "ffffffffffffffff-18446744073709551615"} {
 		if err := b.Publish(Event{ID: id}); !errors.Is(err, ErrInvalidID) {
 			t.Errorf("Publish with ID %q: %v, want ErrInvalidID", id, err)
 		}
 	}
-	for _, id := range []string{"a b", "0123456789abcdef", "0123456789ABCDEF-3", "0123456789abcdef-x", "0123456789abcdef-99999999999999999999"} {
+	for _, id := range []string{"a b", "a\tb", "0123456789abcdef", "0123456789ABCDEF-3", "0123456789abcdef-x", "0123456789abcdef-99999999999999999999"} {
 		if err := b.Publish(Event{ID: id}); err != nil {
 			t.Errorf("Publish with ID %q: %v, want nil", id, err)
 		}
 	}
-	if s := b.Stats(); s.Published != 5 || s.PublishErrors != 7 {
-		t.Errorf("stats: %d published, %d errors; want 5 and 7", s.Published, s.PublishErrors)
+	if s := b.Stats(); s.Published != 6 || s.PublishErrors != 10 {
+		t.Errorf("stats: %d published, %d errors; want 6 and 10", s.Published, s.PublishErrors)
 	}
 }
 
