@@ -104,8 +104,6 @@ func connOf(r *http.Request) net.Conn {
 	return c
 }
 
-// URL is the page's origin, e.g. http://127.0.0.1:34567.
-func (p *page) URL() string { return p.srv.URL }
 
 func (p *page) channel(name string) chan []byte {
 	p.mu.Lock()
