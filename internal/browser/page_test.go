@@ -104,7 +104,6 @@ func connOf(r *http.Request) net.Conn {
 	return c
 }
 
-
 func (p *page) channel(name string) chan []byte {
 	p.mu.Lock()
 	defer p.mu.Unlock()
