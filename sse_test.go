@@ -2646,14 +2646,7 @@ func TestBrokersShareALog(t *testing.T) {
 // A gap in the Log's feed is filled from the Log before later events go out.
 func TestBrokerLogFillsGaps(t *testing.T) {
 	leakcheck.Check(t)
-	log := newMemLog()
-	b := NewBroker(&BrokerOptions{Log: log})
-	srv := brokerServer(t, b)
-	cl := connect(t, srv.Client(), srv.URL, "")
-	log.mute.Store(true)
-	publishN(t, b, "missed ", 3)
-	waitFor(t, "the feed to skip them", func() bool { return log.passed.Load() == 3 })
-	log.mute.Store(false)
+	_, b, cl := withGap(t, 3)
 	_ = b.Publish(Event{Data: "next"})
 	cl.expect(t, "missed 0", "missed 1", "missed 2", "next")
 	if s := b.Stats().Log; s.GapsFilled != 1 || s.EventsFilled != 3 {
@@ -2811,13 +2804,7 @@ func TestBrokerDistrustsLog(t *testing.T) {
 // reset: the next delivery finds the gap again and fills it.
 func TestBrokerLogFillFailureIsRetried(t *testing.T) {
 	leakcheck.Check(t)
-	log := newMemLog()
-	b := NewBroker(&BrokerOptions{Log: log})
-	srv := brokerServer(t, b)
-	cl := connect(t, srv.Client(), srv.URL, "")
-	log.mute.Store(true)
-	publishN(t, b, "missed ", 2)
-	waitFor(t, "the feed to skip them", func() bool { return log.passed.Load() == 2 })
+	log, b, cl := withGap(t, 2)
 	var failed atomic.Bool
 	log.onRead = func(context.Context) error {
 		if failed.CompareAndSwap(false, true) {
@@ -2825,7 +2812,6 @@ func TestBrokerLogFillFailureIsRetried(t *testing.T) {
 		}
 		return nil
 	}
-	log.mute.Store(false)
 	_ = b.Publish(Event{Data: "after"})
 	waitFor(t, "the failed fill", failed.Load)
 	_ = b.Publish(Event{Data: "later"})
@@ -2842,20 +2828,13 @@ func TestBrokerCloseDuringFill(t *testing.T) {
 	leakcheck.Check(t)
 	for _, how := range []string{"Close", "last stream ends"} {
 		t.Run(how, func(t *testing.T) {
-			log := newMemLog()
-			b := NewBroker(&BrokerOptions{Log: log})
-			srv := brokerServer(t, b)
-			cl := connect(t, srv.Client(), srv.URL, "")
-			log.mute.Store(true)
-			publishN(t, b, "missed ", 2)
-			waitFor(t, "the feed to skip them", func() bool { return log.passed.Load() == 2 })
+			log, b, cl := withGap(t, 2)
 			stuck := make(chan struct{}, 1)
 			log.onRead = func(ctx context.Context) error {
 				stuck <- struct{}{}
 				<-ctx.Done()
 				return ctx.Err()
 			}
-			log.mute.Store(false)
 			_ = b.Publish(Event{Data: "after"})
 			<-stuck // the feed is filling the gap, and waits
 			if how == "Close" {
@@ -4136,6 +4115,22 @@ func mallocs() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.Mallocs
+}
+
+// withGap returns a Broker on a memLog, served, with one client, whose feed
+// has skipped the n events just published ("missed 0", "missed 1", ...):
+// the feed's next delivery finds a gap.
+func withGap(t *testing.T, n int) (*memLog, *Broker, *client) {
+	t.Helper()
+	log := newMemLog()
+	b := NewBroker(&BrokerOptions{Log: log})
+	srv := brokerServer(t, b)
+	cl := connect(t, srv.Client(), srv.URL, "")
+	log.mute.Store(true)
+	publishN(t, b, "missed ", n)
+	waitFor(t, "the feed to skip them", func() bool { return log.passed.Load() == uint64(n) })
+	log.mute.Store(false)
+	return log, b, cl
 }
 
 // ---- Helpers: a Log in memory --------------------------------------------
