@@ -575,15 +575,7 @@ func TestAbandonedAppendNotSent(t *testing.T) {
 	if kept.err != nil || kept.head != (sse.Position{Epoch: epoch, Offset: 2}) {
 		t.Errorf("the Append sent: %v, %v; want %s-2", kept.head, kept.err, epoch)
 	}
-	wires, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: epoch}, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []int
-	for _, w := range wires {
-		got = append(got, number(t, w))
-	}
-	if fmt.Sprint(got) != "[1 3]" {
+	if got := numbersIn(t, tp, epoch); fmt.Sprint(got) != "[1 3]" {
 		t.Errorf("the log holds %v, want [1 3]: not the abandoned event 2", got)
 	}
 }
@@ -704,15 +696,7 @@ func TestAppendNeverSentTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wires, _, err := direct.ReadAfter(t.Context(), sse.Position{Epoch: head.Epoch}, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []int
-	for _, w := range wires {
-		got = append(got, number(t, w))
-	}
-	if fmt.Sprint(got) != "[1 2]" {
+	if got := numbersIn(t, direct, head.Epoch); fmt.Sprint(got) != "[1 2]" {
 		t.Errorf("the log holds %v, want [1 2]: event 2 once", got)
 	}
 }

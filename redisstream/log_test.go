@@ -83,6 +83,21 @@ func number(t testing.TB, w []byte) int {
 	return n
 }
 
+// numbersIn returns the numbers of the events that log holds in epoch, from
+// its first, in order.
+func numbersIn(t testing.TB, log sse.Log, epoch string) []int {
+	t.Helper()
+	wires, _, err := log.ReadAfter(t.Context(), sse.Position{Epoch: epoch}, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for _, w := range wires {
+		got = append(got, number(t, w))
+	}
+	return got
+}
+
 var epochShape = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
 func TestAppendAndReadAfter(t *testing.T) {
