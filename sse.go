@@ -417,7 +417,8 @@ type Broker struct {
 	wake   broadcast            // notified when a stream may have something new to send
 	closed atomic.Bool
 	beats  atomic.Uint64 // heartbeats so far
-	subs   atomic.Int64  // open streams
+	open   atomic.Int64  // open streams
+	subs   atomic.Int64  // open streams whose start is fixed (Subscribers)
 	pumps  pumpPool
 	counts counters
 
@@ -461,7 +462,7 @@ func NewBroker(opts *BrokerOptions) *Broker {
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.wake.init()
-	b.pumps.init(&b.subs)
+	b.pumps.init(&b.open)
 	if b.log == nil {
 		b.hist.Store(b.newRing(newEpoch(), 0))
 	}
@@ -598,7 +599,12 @@ func (b *Broker) pushLocked(r *ring, wire []byte, id string) {
 	b.wake.notify()
 }
 
-// Subscribers returns the number of open streams.
+// Subscribers returns the number of open streams that every later Publish
+// reaches: once it counts a stream, an event published after it returned
+// reaches that stream (or its client gets a ResetEvent saying it was lost).
+// A stream counts from the moment its place in the history is fixed, which
+// is as it opens, or with a Log whose head the Broker does not know yet,
+// once the Log has told it.
 func (b *Broker) Subscribers() int { return int(b.subs.Load()) }
 
 // Close ends every stream, each after the events published before Close and
@@ -657,31 +663,37 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	if refused := b.subscribe(); refused != endNone {
+	s := &stream{b: b, w: sw, req: r, beats: b.beats.Load()}
+	if refused := b.subscribe(s); refused != endNone {
 		b.refuse(w, r, refused)
 		return
 	}
-	s := &stream{b: b, w: sw, req: r, beats: b.beats.Load()}
 	end := endFailed // unless serve returns: a pump's panic or Goexit
 	defer func() {
 		sw.Close()
-		b.unsubscribe(end)
+		b.unsubscribe(s, end)
 	}()
 	end = s.serve()
 }
 
-// subscribe counts a new stream in, or says why it is refused.
-func (b *Broker) subscribe() endReason {
+// subscribe counts a new stream in, or says why it is refused. Where the
+// history is known, it fixes the stream's start here, under the mutex that
+// Publish holds to append, so that every event published after it reaches
+// the stream: a pump places the stream later, from this start.
+func (b *Broker) subscribe(s *stream) endReason {
 	b.mu.Lock()
 	switch {
 	case b.closed.Load():
 		b.mu.Unlock()
 		return endRefusedClosed
-	case b.maxSubs > 0 && b.subs.Load() >= b.maxSubs:
+	case b.maxSubs > 0 && b.open.Load() >= b.maxSubs:
 		b.mu.Unlock()
 		return endRefusedFull
 	}
-	b.subs.Add(1)
+	b.open.Add(1)
+	if r := b.hist.Load(); r != nil {
+		s.fix(r)
+	}
 	b.counts.opened.Add(1)
 	if b.beatTimer != nil && !b.beating {
 		b.beating = true
@@ -694,11 +706,14 @@ func (b *Broker) subscribe() endReason {
 	return endNone
 }
 
-// unsubscribe counts a stream out, for the reason it ended. When none is
-// left, the idle pumps exit, the Log is no longer followed, and OnIdle runs.
-func (b *Broker) unsubscribe(end endReason) {
+// unsubscribe counts s out, for the reason it ended. When none is left, the
+// idle pumps exit, the Log is no longer followed, and OnIdle runs.
+func (b *Broker) unsubscribe(s *stream, end endReason) {
 	b.counts.ended[end].Add(1)
-	if b.subs.Add(-1) != 0 {
+	if s.start != nil {
+		b.subs.Add(-1)
+	}
+	if b.open.Add(-1) != 0 {
 		return
 	}
 	b.pumps.release.notify()
@@ -736,7 +751,7 @@ func (b *Broker) beat() {
 	if b.closed.Load() || waitRest(b.beatTimer, b.heartbeat, time.Since(b.last)) {
 		return
 	}
-	if b.subs.Load() == 0 {
+	if b.open.Load() == 0 {
 		b.beating = false // no stream subscribes while mu is held: the next re-arms it
 		return
 	}
@@ -844,7 +859,7 @@ func (b *Broker) Stats() Stats {
 	c := &b.counts
 	e := func(r endReason) uint64 { return c.ended[r].Load() }
 	return Stats{
-		Open:          b.subs.Load(),
+		Open:          b.open.Load(),
 		Opened:        c.opened.Load(),
 		Published:     c.published.Load(),
 		PublishErrors: c.publishErrors.Load(),
@@ -930,6 +945,8 @@ type stream struct {
 
 	ring   *ring  // the history it reads; nil until placed in one
 	cursor uint64 // offset of the next event to send, in ring, or in epoch when ring is nil
+	start  *ring  // the history when the stream's start was fixed; nil before
+	from   uint64 // start's head then: the stream sends every event after it
 	epoch  string // with ring nil, once placed: the epoch of the Log it reads
 	beats  uint64 // the Broker's heartbeats this stream has sent, or skipped
 
@@ -1155,15 +1172,18 @@ func (s *stream) place(dst []byte) step {
 		return s.idle(dst, nil)
 	}
 	s.placed = true
+	if s.start == nil {
+		s.fix(r)
+	}
 	lastID := LastEventID(s.req)
 	if lastID == "" {
 		if s.req.Header.Get("Last-Event-ID") != "" {
 			// A header LastEventID refuses (too long, not UTF-8) is an id we
 			// cannot resume from, not the absence of one.
 			b.counts.resets[resetUnknownID].Add(1)
-			return s.resetTo(dst, r, r.head.Load(), "")
+			return s.resetTo(dst, r, s.startIn(r), "")
 		}
-		head := r.head.Load()
+		head := s.startIn(r)
 		s.ring, s.cursor = r, head+1
 		return step{batch: appendPlace(dst, Position{r.epoch, head})}
 	}
@@ -1185,7 +1205,7 @@ func (s *stream) place(dst []byte) step {
 			cause = resetTooOld
 		}
 		b.counts.resets[cause].Add(1)
-		return s.resetTo(dst, r, r.head.Load(), lastID)
+		return s.resetTo(dst, r, s.startIn(r), lastID)
 	}
 	b.mu.Lock() // the publisher ids' index changes with the history
 	ref, ok := r.byID[lastID]
@@ -1196,7 +1216,24 @@ func (s *stream) place(dst []byte) step {
 		return step{batch: dst}
 	}
 	b.counts.resets[resetUnknownID].Add(1)
-	return s.resetTo(dst, r, r.head.Load(), lastID)
+	return s.resetTo(dst, r, s.startIn(r), lastID)
+}
+
+// fix fixes the stream's start at r's head and counts the stream in
+// Subscribers: every event published from now on is at a later offset, in r
+// or in a history that replaces it (whose streams get a ResetEvent).
+func (s *stream) fix(r *ring) {
+	s.start, s.from = r, r.head.Load()
+	s.b.subs.Add(1)
+}
+
+// startIn returns the offset after which a stream that does not resume
+// starts in r: its fixed start, or r's head if r replaced that history.
+func (s *stream) startIn(r *ring) uint64 {
+	if r == s.start {
+		return s.from
+	}
+	return r.head.Load()
 }
 
 // countResume counts the stream's resume, once, as beginning in from.
@@ -1335,7 +1372,7 @@ func (s *stream) logFailed(dst []byte, head, after Position) step {
 func (s *stream) resetToLog(dst []byte, head Position, after Position) step {
 	from := LastEventID(s.req)
 	if r := s.b.hist.Load(); r != nil {
-		return s.resetTo(dst, r, r.head.Load(), from)
+		return s.resetTo(dst, r, s.startIn(r), from)
 	}
 	if !validEpoch(head.Epoch) { // the Log failed: no position to give
 		head = after
@@ -1500,7 +1537,7 @@ func (f *fault) raise() {
 func (b *Broker) syncFeed() {
 	b.feedMu.Lock()
 	defer b.feedMu.Unlock()
-	switch want := b.subs.Load() > 0; {
+	switch want := b.open.Load() > 0; {
 	case want && b.stopFeed == nil:
 		// The feed's calls to the Log end with it: stop waits for a
 		// delivery, and a delivery may be filling a gap.

@@ -1559,6 +1559,71 @@ func TestBrokerGivesNewClientsAPosition(t *testing.T) {
 	}
 }
 
+// Once Subscribers counts a stream, an event published after that reaches
+// it: the wait that ExampleBroker shows, over real sockets, 1,000 times, with
+// and without a Log (whose head a new Broker learns only once it follows).
+func TestBrokerSubscribersMeansDelivered(t *testing.T) {
+	for _, withLog := range []bool{false, true} {
+		t.Run(fmt.Sprintf("log=%v", withLog), func(t *testing.T) {
+			var current atomic.Pointer[Broker]
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				current.Load().ServeHTTP(w, r)
+			}))
+			defer srv.Close()
+			log := newMemLog()
+			for i := range 1000 {
+				var opts BrokerOptions
+				if withLog {
+					opts.Log = log
+				}
+				b := NewBroker(&opts)
+				current.Store(b)
+				if err := subscribedThenPublished(srv, b, strconv.Itoa(i)); err != nil {
+					b.Close()
+					t.Fatalf("iteration %d: %v", i, err)
+				}
+				b.Close()
+			}
+		})
+	}
+}
+
+// subscribedThenPublished opens a stream of b from another goroutine, waits
+// until b counts it, publishes data, and reads the stream until it arrives.
+func subscribedThenPublished(srv *httptest.Server, b *Broker, data string) error {
+	type answer struct {
+		resp *http.Response
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := srv.Client().Get(srv.URL)
+		got <- answer{resp, err}
+	}()
+	for b.Subscribers() < 1 {
+		time.Sleep(50 * time.Microsecond)
+	}
+	if err := b.Publish(Event{Data: data}); err != nil {
+		return err
+	}
+	a := <-got
+	if a.err != nil {
+		return a.err
+	}
+	defer a.resp.Body.Close()
+	timer := time.AfterFunc(patience, func() { a.resp.Body.Close() })
+	defer timer.Stop()
+	lines := bufio.NewScanner(a.resp.Body)
+	var seen []string
+	for lines.Scan() {
+		seen = append(seen, lines.Text())
+		if lines.Text() == "data: "+data {
+			return nil
+		}
+	}
+	return fmt.Errorf("the event published after Subscribers counted the stream never came; the stream had %q", seen)
+}
+
 func TestBrokerResetsUnknownIDs(t *testing.T) {
 	leakcheck.Check(t)
 	b := NewBroker(&BrokerOptions{HistoryLen: 4})
