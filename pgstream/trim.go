@@ -1,0 +1,168 @@
+package pgstream
+
+import (
+	"context"
+	"errors"
+	"math"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Retention: a topic keeps a run of its newest events, with no gap (see
+// Options.MaxLen and MaxAge). Trim deletes, for each topic, the events
+// before the oldest it keeps: a prefix of its offsets, so what is left
+// still has no gap, and ReadAfter from an id whose next event is gone
+// returns nothing (the Broker resets the client).
+//
+// It takes no lock that an Append or a read waits for: a DELETE locks only
+// the rows it deletes, which nobody else writes, and readers do not wait
+// for it. Each statement trims a chunk of topics, so that no transaction
+// runs long.
+
+// trimTopics is how many topics one trimming statement covers.
+const trimTopics = 100
+
+// Trim deletes the events that Options.MaxLen and MaxAge no longer keep,
+// and those of topic rows deleted by hand, and returns how many it
+// deleted. The Streams does it every TrimInterval by itself; call Trim
+// when TrimInterval is below 0. Streams that share the tables trim one at
+// a time: a Trim that finds another under way returns 0 and no error at
+// once.
+//
+// It returns ErrClosed after Close, the context's error when ctx ends,
+// and PostgreSQL's or the connection's error otherwise. It is bounded by
+// ctx alone; what it deleted before an error stays deleted.
+func (s *Streams) Trim(ctx context.Context) (int64, error) {
+	if s.ctx.Err() != nil {
+		return 0, ErrClosed
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.ctx, cancel)()
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return 0, s.trimError(err)
+	}
+	defer conn.Release()
+	key := s.n.lockKey + 1 // Migrate's is lockKey
+	var mine bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&mine); err != nil {
+		return 0, s.trimError(err)
+	}
+	if !mine {
+		return 0, nil
+	}
+	defer func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", key); err != nil {
+			conn.Conn().Close(context.Background()) // the lock goes with the session
+		}
+	}()
+	maxLen := int64(s.o.MaxLen)
+	if maxLen < 0 {
+		maxLen = math.MaxInt64 / 2
+	}
+	var cutoff *time.Time
+	if s.o.MaxAge > 0 {
+		t := time.Now().Add(-s.o.MaxAge)
+		cutoff = &t
+	}
+	var total int64
+	for last := int64(math.MinInt64); ; {
+		var next *int64
+		var n int64
+		if err := conn.QueryRow(ctx, s.trimSQL(), last, trimTopics, maxLen, cutoff).Scan(&next, &n); err != nil {
+			return total, s.trimError(err)
+		}
+		total += n
+		if next == nil {
+			return total, nil
+		}
+		last = *next
+	}
+}
+
+func (s *Streams) trimError(err error) error {
+	if s.ctx.Err() != nil {
+		return ErrClosed
+	}
+	return err
+}
+
+// trimSQL trims the events of the histories (topic ids) after $1, up to $2
+// of them, keeping in each the $3 newest events, and none appended before
+// $4 (if not null): it deletes the offsets before the greater of head-$3+1
+// and the first offset appended at $4 or later. It deletes all the events
+// of an id that no row has (a topic row deleted by hand). It returns the
+// last id it covered (null when there were none), and how many events it
+// deleted.
+//
+// The ids come from the events, one index probe each (a loose index scan:
+// PostgreSQL has no skip scan), so topics with no events cost nothing; the
+// first offset kept by age, from a scan of the topic's oldest events that
+// stops at the first young one.
+func (s *Streams) trimSQL() string {
+	return s.n.expand(`WITH RECURSIVE ids(id, n) AS (
+	(SELECT topic_id, 1 FROM {events} WHERE topic_id > $1 ORDER BY topic_id LIMIT 1)
+	UNION ALL
+	SELECT (SELECT x.topic_id FROM {events} x WHERE x.topic_id > ids.id ORDER BY x.topic_id LIMIT 1), ids.n + 1
+	FROM ids WHERE ids.id IS NOT NULL AND ids.n < $2
+), keep AS (
+	SELECT ids.id, CASE WHEN t.id IS NOT NULL THEN greatest(
+		t.head - $3 + 1,
+		coalesce((SELECT x."offset" FROM {events} x
+			WHERE x.topic_id = t.id AND ($4::timestamptz IS NULL OR x.at >= $4)
+			ORDER BY x."offset" LIMIT 1), t.head + 1)
+	) END AS from_offset
+	FROM ids LEFT JOIN {topics} t ON t.id = ids.id
+	WHERE ids.id IS NOT NULL
+), gone AS (
+	DELETE FROM {events} e USING keep k
+	WHERE e.topic_id = k.id AND (k.from_offset IS NULL OR e."offset" < k.from_offset)
+	RETURNING 1
+)
+SELECT (SELECT max(id) FROM keep), (SELECT count(*) FROM gone)`)
+}
+
+// trimEvery runs Trim every interval, until the Streams closes. A Trim
+// that fails is tried again at the next.
+func (s *Streams) trimEvery(interval time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			_, _ = s.Trim(s.ctx)
+		}
+	}
+}
+
+// NewEpochs gives every topic a new epoch, with no events, and deletes
+// every event, in one transaction: clients that come back with an id of the
+// old histories get a reset, and followers a new head. Run it after the
+// database went back in time (see Epochs), before the processes append
+// again. It waits for the transactions that hold a topic's row lock.
+//
+// It returns ErrClosed after Close, and otherwise PostgreSQL's or the
+// connection's error, in which case it changed nothing.
+func (s *Streams) NewEpochs(ctx context.Context) error {
+	if s.ctx.Err() != nil {
+		return ErrClosed
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// gen_random_uuid draws from a strong source; md5 spreads its
+		// 122 random bits over the 64 of the epoch.
+		if _, err := tx.Exec(ctx, s.n.expand(`UPDATE {topics} SET id = DEFAULT, head = 0, epoch = left(md5(gen_random_uuid()::text), 16)`)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, s.n.expand(`DELETE FROM {events}`))
+		return err
+	})
+	if err != nil && errors.Is(err, context.Canceled) && s.ctx.Err() != nil {
+		return ErrClosed
+	}
+	return err
+}
