@@ -151,7 +151,8 @@ var (
 // zero field, means the default.
 type Options struct {
 	// Schema holds the tables (DefaultSchema, "public"). Any name
-	// PostgreSQL takes (up to 63 bytes); it is quoted, so its case is kept.
+	// PostgreSQL takes (up to 63 bytes) but one with a '$' (the migration
+	// quotes code with $$); it is quoted, so its case is kept.
 	Schema string
 	// Prefix begins the tables' names (DefaultPrefix, "sse_"): tables
 	// <Prefix>topics and <Prefix>events. Lowercase letters, digits and
@@ -193,8 +194,8 @@ func (opts *Options) withDefaults() (Options, error) {
 		o.Prefix = DefaultPrefix
 	}
 	switch {
-	case len(o.Schema) > maxIdentifier || strings.ContainsRune(o.Schema, 0) || !utf8.ValidString(o.Schema):
-		return o, fmt.Errorf("%w: Schema %q is not a name PostgreSQL keeps (up to 63 bytes of UTF-8, no NUL)", ErrInvalidOptions, o.Schema)
+	case len(o.Schema) > maxIdentifier || strings.ContainsAny(o.Schema, "\x00$") || !utf8.ValidString(o.Schema):
+		return o, fmt.Errorf("%w: Schema %q: want up to 63 bytes of UTF-8, with no NUL and no '$'", ErrInvalidOptions, o.Schema)
 	case !validPrefix(o.Prefix):
 		return o, fmt.Errorf("%w: Prefix %q: want lowercase letters, digits and '_', up to 40 bytes, not beginning with a digit", ErrInvalidOptions, o.Prefix)
 	case o.MaxAge < 0:

@@ -150,6 +150,7 @@ func TestNewRefusesOptions(t *testing.T) {
 		{Prefix: strings.Repeat("a", 41)},
 		{Schema: strings.Repeat("s", 64)},
 		{Schema: "a\x00b"},
+		{Schema: "a$$b"},
 		{MaxAge: -time.Second},
 		{Timeout: -time.Second},
 		{PollInterval: -time.Second},
@@ -170,7 +171,7 @@ func TestNewRefusesOptions(t *testing.T) {
 			s.Close()
 		}
 	}
-	for _, o := range []Options{{Prefix: "a_1"}, {Schema: "My Schema"}, {MaxLen: -1, TrimInterval: -1}} {
+	for _, o := range []Options{{Prefix: "a_1"}, {Schema: "My 'Schema'"}, {MaxLen: -1, TrimInterval: -1}} {
 		s, err := New(pool, &o)
 		if err != nil {
 			t.Errorf("New(%+v): %v", o, err)

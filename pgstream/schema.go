@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash/fnv"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -26,9 +27,23 @@ import (
 //
 // <prefix>events has one row per event kept: the history's id, the event's
 // offset, when it was appended, and its wire form, byte for byte.
-const schemaTemplate = `-- The tables of github.com/lightsse/sse/pgstream, schema version 1.
--- Running it again changes nothing.
-CREATE SCHEMA IF NOT EXISTS {schema};
+const schemaTemplate = `-- The tables of github.com/lightsse/sse/pgstream, schema version 1, for
+-- pgstream.Options{Schema: {schemaLit}, Prefix: {prefixLit}}
+-- (pgstream.SchemaSQL writes this for other names).
+--
+-- Run it once per database, before the first pgstream.New, in your
+-- migration tool, or from Go with pgstream.Migrate; running it again
+-- changes nothing. The role the application connects as needs USAGE on the
+-- schema, and SELECT, INSERT, UPDATE and DELETE on both tables.
+-- The schema, if it does not exist (a role may own it and lack the right
+-- to create schemas, which CREATE SCHEMA IF NOT EXISTS checks first).
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = {schemaSQLLit}) THEN
+		CREATE SCHEMA {schema};
+	END IF;
+END
+$$;
 
 -- One row per topic.
 CREATE TABLE IF NOT EXISTS {topics} (
@@ -50,11 +65,13 @@ CREATE TABLE IF NOT EXISTS {events} (
 
 // names holds the quoted names of one schema's objects, and its channel.
 type names struct {
-	schema  string // quoted
-	topics  string // quoted, qualified
-	events  string // quoted, qualified
-	channel string // for LISTEN and pg_notify, unquoted
-	lockKey int64  // for the advisory locks of Migrate and Trim
+	schemaLit, prefixLit string // as Go literals, for the schema's comments
+	schemaSQLLit         string // the schema's name as an SQL string literal
+	schema               string // quoted
+	topics               string // quoted, qualified
+	events               string // quoted, qualified
+	channel              string // for LISTEN and pg_notify, unquoted
+	lockKey              int64  // for the advisory locks of Migrate and Trim
 }
 
 func newNames(schema, prefix string) names {
@@ -68,11 +85,14 @@ func newNames(schema, prefix string) names {
 	h := fnv.New64a()
 	h.Write([]byte("pgstream\x00" + schema + "\x00" + prefix))
 	return names{
-		schema:  pgx.Identifier{schema}.Sanitize(),
-		topics:  q("topics"),
-		events:  q("events"),
-		channel: channel,
-		lockKey: int64(h.Sum64()),
+		schemaLit:    strconv.Quote(schema),
+		prefixLit:    strconv.Quote(prefix),
+		schemaSQLLit: "'" + strings.ReplaceAll(schema, "'", "''") + "'",
+		schema:       pgx.Identifier{schema}.Sanitize(),
+		topics:       q("topics"),
+		events:       q("events"),
+		channel:      channel,
+		lockKey:      int64(h.Sum64()),
 	}
 }
 
@@ -80,7 +100,8 @@ func newNames(schema, prefix string) names {
 const maxIdentifier = 63
 
 func (n names) expand(sql string) string {
-	return strings.NewReplacer("{schema}", n.schema, "{topics}", n.topics, "{events}", n.events).Replace(sql)
+	return strings.NewReplacer("{schema}", n.schema, "{topics}", n.topics, "{events}", n.events,
+		"{schemaLit}", n.schemaLit, "{prefixLit}", n.prefixLit, "{schemaSQLLit}", n.schemaSQLLit).Replace(sql)
 }
 
 // SchemaSQL returns the SQL that makes the tables a Streams with opts uses
@@ -95,10 +116,10 @@ func (n names) expand(sql string) string {
 //     offset of its newest event). Its row lock numbers the topic's events.
 //   - public.sse_events: one row per event kept (topic_id, offset, at, wire).
 //
-// The role that New's pool connects as needs SELECT, INSERT, UPDATE and
-// DELETE on both tables (USAGE on the schema, and on the identity sequence
-// of sse_topics.id); the role that runs this SQL, CREATE on the database
-// (or the schema).
+// The role that New's pool connects as needs USAGE on the schema, and
+// SELECT, INSERT, UPDATE and DELETE on both tables; the role that runs this
+// SQL, CREATE on the schema, or on the database if the schema does not
+// exist yet.
 //
 // It returns ErrInvalidOptions for Options that New refuses.
 func SchemaSQL(opts *Options) (string, error) {
