@@ -314,12 +314,16 @@ type head struct {
 
 // sendRuns appends every run, in one implicit transaction, and returns the
 // epoch and new head of each run's topic. Its first statement bounds how
-// long the transaction waits for a row lock, to the round trip's deadline,
-// so that one held by an application's transaction fails the round trip
-// (error 55P03, and nothing done) rather than outlive its callers.
+// long the transaction waits for a row lock, to three quarters of the time
+// left until the round trip's deadline: a lock held by an application's
+// transaction then fails the round trip in PostgreSQL (error 55P03, and
+// nothing done), and its callers learn why, before their own timers end
+// them. (Past the deadline, pgx would close the connection and ask
+// PostgreSQL to cancel the statement; but a cancel request can be lost,
+// or come after the lock was granted.)
 func (s *Streams) sendRuns(ctx context.Context, runs []*run, deadline time.Time) ([]head, error) {
 	b := &pgx.Batch{}
-	wait := max(time.Until(deadline).Milliseconds(), 1)
+	wait := max(time.Until(deadline).Milliseconds()*3/4, 1)
 	b.Queue("SELECT set_config('lock_timeout', $1, true)", strconv.FormatInt(wait, 10))
 	for _, r := range runs {
 		wires := make([][]byte, len(r.calls))
