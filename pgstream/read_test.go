@@ -1,0 +1,116 @@
+package pgstream
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lightsse/sse"
+)
+
+func TestReadAfterStopsAtMax(t *testing.T) {
+	url := newDB(t)
+	tp := topic(t, newStreams(t, url, nil), "room")
+	ps := appendN(t, tp, 1, 9) // 9 bytes each
+	wires, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: ps[0].Epoch}, 25)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(wires) != 3 {
+		t.Errorf("ReadAfter with max 25 returned %d events of 9 bytes, want 3 (27 bytes, the first to reach 25)", len(wires))
+	}
+	if wires, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: ps[0].Epoch}, 1); err != nil || len(wires) != 1 {
+		t.Errorf("ReadAfter with max 1: %d events, %v; want 1", len(wires), err)
+	}
+	// Past readRows events, whatever max says.
+	many := make([]*call, readRows+10)
+	for i := range many {
+		many[i] = &call{topic: tp, wire: wire(10 + i), done: make(chan struct{}), deadline: time.Now().Add(time.Minute)}
+	}
+	tp.s.roundTrip(many)
+	wires, head, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: ps[0].Epoch, Offset: 2}, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(wires) != readRows || number(t, wires[0]) != 3 || head.Offset != 9+readRows+10 {
+		t.Errorf("ReadAfter after 2: %d events from %d, head %v; want %d from 3, head %d", len(wires), number(t, wires[0]), head, readRows, 9+readRows+10)
+	}
+}
+
+func TestWireKeptExactly(t *testing.T) {
+	url := newDB(t)
+	tp := topic(t, newStreams(t, url, nil), "exact")
+	var mu sync.Mutex
+	var fed [][]byte
+	started := make(chan struct{})
+	signal := sync.OnceFunc(func() { close(started) })
+	stop := tp.Follow(func(pos sse.Position, w []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		if w == nil {
+			signal()
+			return
+		}
+		fed = append(fed, w)
+	})
+	defer stop()
+	waitClosed(t, "the head", started)
+	wires := []string{
+		"event: a b\ndata: 1 2 3\ndata: \ndata: x\n\n",
+		"id: 7 8\ndata: \u00e9\u65e5\U0001F600\n\n",
+		"data: \n\n",
+		"data: \x00\xff\n\n", // no valid event, but bytes: kept as they are
+		"data: " + strings.Repeat("z", 100<<10) + "\n\n",
+	}
+	for _, w := range wires {
+		if _, err := tp.Append(t.Context(), []byte(w)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	head, err := tp.Head(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: head.Epoch}, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := len(fed)
+		mu.Unlock()
+		if n == len(wires) || time.Now().After(deadline) {
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, w := range wires {
+		if i >= len(read) || string(read[i]) != w {
+			t.Errorf("ReadAfter: event %d differs", i)
+		}
+		if i >= len(fed) || string(fed[i]) != w {
+			t.Errorf("Follow: event %d differs", i)
+		}
+	}
+}
+
+// A read of a topic nobody has appended to gives it a row, with a new
+// epoch, which every Streams then shares, and the first Append keeps.
+func TestReadMakesRow(t *testing.T) {
+	url := newDB(t)
+	a := topic(t, newStreams(t, url, nil), "fresh")
+	h, err := a.Head(t.Context())
+	if err != nil || !epochShape.MatchString(h.Epoch) || h.Offset != 0 {
+		t.Fatalf("Head of a new topic: %v, %v; want a new epoch, offset 0", h, err)
+	}
+	b := topic(t, newStreams(t, url, nil), "fresh")
+	wires, h2, err := b.ReadAfter(t.Context(), sse.Position{Epoch: "0123456789abcdef", Offset: 3}, 100)
+	if err != nil || len(wires) != 0 || h2 != h {
+		t.Errorf("ReadAfter by another Streams: %d events, head %v, %v; want none, head %v", len(wires), h2, err, h)
+	}
+	if p := appendN(t, b, 1, 1)[0]; p != (sse.Position{Epoch: h.Epoch, Offset: 1}) {
+		t.Errorf("first Append at %v, want %s-1", p, h.Epoch)
+	}
+}
