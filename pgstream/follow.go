@@ -134,6 +134,7 @@ type feeds struct {
 	feeds     map[string]*feed
 	listening bool // the listener has been started
 	up        bool // its connection LISTENs
+	wasUp     bool // it did once
 	pollAt    time.Time
 }
 
@@ -262,11 +263,13 @@ func (fs *feeds) handle(it item) {
 		}
 	case up:
 		// What was appended before the LISTEN took effect came with no
-		// notification: read it.
-		fs.up = true
+		// notification: read it. After a break, once caught up, tell the
+		// followers the head (as sse.Log asks after any break, though
+		// they missed nothing).
 		for _, fd := range fs.feeds {
-			fd.dirty, fd.rehead, fd.retry = true, true, time.Time{}
+			fd.dirty, fd.rehead, fd.retry = true, fs.wasUp, time.Time{}
 		}
+		fs.up, fs.wasUp = true, true
 	case down:
 		if fs.up {
 			fs.up = false
