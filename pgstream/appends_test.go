@@ -288,6 +288,12 @@ func TestRoundTripRetriedAfterDeadlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(context.Background())
+	// The round trip's backend, not this one, looks for the deadlock
+	// (after the cluster's deadlock_timeout, 100 ms), and rolls back its
+	// own transaction.
+	if _, err := tx.Exec(t.Context(), "SET LOCAL deadlock_timeout = '1min'"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := b.AppendTx(t.Context(), tx, wire(20)); err != nil { // b first
 		t.Fatal(err)
 	}
@@ -298,8 +304,7 @@ func TestRoundTripRetriedAfterDeadlock(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.roundTrip(calls) }) // locks a, waits for b
 	waitForLockWait(t, app)
-	// Then a, which the round trip holds: a deadlock. The round trip
-	// waited first, so it checks first (deadlock_timeout) and is the one
+	// Then a, which the round trip holds: a deadlock. The round trip is
 	// rolled back; the transaction then gets a.
 	if _, err := a.AppendTx(t.Context(), tx, wire(20)); err != nil {
 		t.Fatalf("AppendTx(a): %v", err)
