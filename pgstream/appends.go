@@ -263,6 +263,15 @@ func (s *Streams) roundTrip(batch []*call) {
 		}
 	}
 	err = s.callError(ctx, err)
+	if err == nil {
+		for i, r := range runs {
+			wires := make([][]byte, len(r.calls))
+			for j, c := range r.calls {
+				wires[j] = c.wire
+			}
+			s.subs.committed(r.topic, heads[i], wires)
+		}
+	}
 	for i, r := range runs {
 		for j, c := range r.calls {
 			c.err = err

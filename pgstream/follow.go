@@ -79,20 +79,23 @@ type feed struct {
 type feedRequest struct{ join, leave *follower }
 
 // An item is what the listener hands the loop: a notification, or news of
-// its connection.
+// its connection; or what a caller hands it: the events of a round trip
+// that committed.
 type item struct {
 	kind  itemKind
-	topic string // note: the topic appended to
-	epoch string // note: its epoch
-	head  int64  // note: its head
+	topic string   // note, local: the topic appended to
+	epoch string   // note, local: its epoch
+	head  int64    // note, local: its head
+	wires [][]byte // local: the events up to head, oldest first
 }
 
 type itemKind uint8
 
 const (
-	note itemKind = iota // a topic was appended to
-	up                   // the listener is LISTENing, on a new connection
-	down                 // the listener's connection is lost
+	note  itemKind = iota // a topic was appended to
+	up                    // the listener is LISTENing, on a new connection
+	down                  // the listener's connection is lost
+	local                 // this Streams appended to a topic, and committed
 )
 
 // Bounds of the loop's work.
@@ -125,6 +128,9 @@ type feeds struct {
 
 	inbox chan item
 
+	followedMu sync.RWMutex
+	followed   map[string]bool // the topics of feeds, for the callers
+
 	heads    atomic.Int64 // calls of deliver(head, nil) so far, for tests
 	connects atomic.Int64 // connections the listener made and LISTENed on, for tests
 	polls    atomic.Int64 // polls while the listener was down, for tests
@@ -140,11 +146,12 @@ type feeds struct {
 
 func newFeeds(s *Streams) *feeds {
 	return &feeds{
-		s:     s,
-		kick:  make(chan struct{}, 1),
-		quit:  make(chan struct{}),
-		inbox: make(chan item, inboxLen),
-		feeds: make(map[string]*feed),
+		s:        s,
+		kick:     make(chan struct{}, 1),
+		quit:     make(chan struct{}),
+		inbox:    make(chan item, inboxLen),
+		feeds:    make(map[string]*feed),
+		followed: make(map[string]bool),
 	}
 }
 
@@ -233,6 +240,9 @@ func (fs *feeds) handleRequests() {
 			if fd == nil {
 				fd = &feed{topic: f.topic}
 				fs.feeds[f.topic.name] = fd
+				fs.followedMu.Lock()
+				fs.followed[f.topic.name] = true
+				fs.followedMu.Unlock()
 			}
 			fd.followers = append(fd.followers, f)
 			continue
@@ -250,6 +260,9 @@ func (fs *feeds) handleRequests() {
 		}
 		if len(fd.followers) == 0 {
 			delete(fs.feeds, f.topic.name)
+			fs.followedMu.Lock()
+			delete(fs.followed, f.topic.name)
+			fs.followedMu.Unlock()
 		}
 	}
 }
@@ -275,6 +288,48 @@ func (fs *feeds) handle(it item) {
 			fs.up = false
 			fs.pollAt = time.Now()
 		}
+	case local:
+		fd := fs.feeds[it.topic]
+		first := it.head - int64(len(it.wires)) + 1
+		switch {
+		case fd == nil || fd.due(time.Now()) || it.epoch != fd.epoch || first <= fd.offset:
+			// Not followed; or a read is due, which gets these; or
+			// handed over already (or of another epoch, which a read
+			// will sort out, as the notification asks one).
+		case first > fd.offset+1:
+			fd.dirty = true // events before these: read them all
+		default:
+			fs.handEvents(fd, it.wires)
+		}
+	}
+}
+
+// committed hands the loop the events that a round trip of this Streams
+// appended to topic and committed, up to head, so that the followers of
+// the topic in this process get them without waiting for the notification,
+// and a read. It copies wires (their callers may use them again once
+// answered), and never waits: should the loop be that far behind, the
+// notification will do.
+func (fs *feeds) committed(topic string, h head, wires [][]byte) {
+	fs.followedMu.RLock()
+	followed := fs.followed[topic]
+	fs.followedMu.RUnlock()
+	if !followed {
+		return
+	}
+	size := 0
+	for _, w := range wires {
+		size += len(w)
+	}
+	buf := make([]byte, 0, size) // one copy for all: the Broker keeps them
+	kept := make([][]byte, len(wires))
+	for i, w := range wires {
+		buf = append(buf, w...)
+		kept[i] = buf[len(buf)-len(w) : len(buf) : len(buf)]
+	}
+	select {
+	case fs.inbox <- item{kind: local, topic: topic, epoch: h.epoch, head: h.offset, wires: kept}:
+	default:
 	}
 }
 
@@ -361,15 +416,7 @@ func (fs *feeds) apply(fd *feed, r readResult) {
 		fs.handHead(fd, true)
 		return
 	}
-	for i, w := range r.wires {
-		pos := sse.Position{Epoch: fd.epoch, Offset: uint64(fd.offset) + 1 + uint64(i)}
-		for _, f := range fd.followers {
-			if f.started {
-				f.call(pos, w)
-			}
-		}
-	}
-	fd.offset += int64(len(r.wires))
+	fs.handEvents(fd, r.wires)
 	switch {
 	case fd.offset < h.offset && len(r.wires) > 0:
 		fd.dirty = true // more to read
@@ -386,6 +433,20 @@ func (fs *feeds) apply(fd *feed, r readResult) {
 		}
 	}
 	fs.handHead(fd, false)
+}
+
+// handEvents hands the followers of fd that have started the events that
+// follow its offset, and moves the offset past them.
+func (fs *feeds) handEvents(fd *feed, wires [][]byte) {
+	for i, w := range wires {
+		pos := sse.Position{Epoch: fd.epoch, Offset: uint64(fd.offset) + 1 + uint64(i)}
+		for _, f := range fd.followers {
+			if f.started {
+				f.call(pos, w)
+			}
+		}
+	}
+	fd.offset += int64(len(wires))
 }
 
 // handHead calls deliver(head, nil) for the followers of fd that have not

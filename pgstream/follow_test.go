@@ -2,6 +2,7 @@ package pgstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -9,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/lightsse/sse"
 )
 
@@ -424,4 +427,48 @@ func TestManyTopicsFewFollowed(t *testing.T) {
 	}
 	t.Logf("after %d Appends to %d topics, %d followed: %d goroutines more, %d connections", topics, topics, followed,
 		runtime.NumGoroutine()-before, conns+1)
+}
+
+// A Streams hands what its own Appends committed to its followers at once,
+// without the notification and a read: here its listener cannot connect,
+// and it polls only every hour, yet its followers get every event. It
+// hands them copies: the caller may use its buffer again.
+func TestLocalAppendsNeedNoRead(t *testing.T) {
+	url := newDB(t)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+		if cc.RuntimeParams["application_name"] == listenerName {
+			return errors.New("refused by the test")
+		}
+		return nil
+	}
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s, err := New(pool, &Options{PollInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	tp := topic(t, s, "room")
+	r, _ := follow(t, tp) // its first read: the poll before the listener is up
+	r.wait("the head", 10*time.Second, (*reader).started)
+	buf := make([]byte, 0, 64)
+	for i := 1; i <= 5; i++ {
+		buf = append(buf[:0], wire(i)...)
+		if _, err := tp.Append(t.Context(), buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copy(buf, "data: 666")
+	r.wait("5 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 5 })
+	r.checkLog(0)
+	if n := s.subs.connects.Load(); n != 0 {
+		t.Errorf("the listener connected %d times, want none", n)
+	}
 }
