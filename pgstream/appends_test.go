@@ -120,17 +120,19 @@ func (b *batchCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.T
 func (b *batchCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
 func (b *batchCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
 
-// lockTopic appends to name in a transaction it leaves open, so that every
-// other Append to the topic waits; the test's end rolls it back.
-func lockTopic(t *testing.T, s *Streams, name string) pgx.Tx {
+// lockTopics appends to each topic named in a transaction it leaves open,
+// so that every other Append to them waits; the test's end rolls it back.
+func lockTopics(t *testing.T, s *Streams, names ...string) pgx.Tx {
 	t.Helper()
 	tx, err := s.pool.Begin(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tx.Rollback(context.Background()) })
-	if _, err := topic(t, s, name).AppendTx(t.Context(), tx, wire(0)); err != nil {
-		t.Fatal(err)
+	for _, name := range names {
+		if _, err := topic(t, s, name).AppendTx(t.Context(), tx, wire(0)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return tx
 }
@@ -155,10 +157,10 @@ func TestAppendsShareRoundTrips(t *testing.T) {
 	t.Cleanup(func() { s.Close() })
 	tops := []*Topic{topic(t, s, "a"), topic(t, s, "b"), topic(t, s, "c")}
 	appendN(t, tops[0], 1, 1) // the statements prepared
-	// With topic a locked by an open transaction, the first calls wait in
-	// the callers' round trips, and every later one in the queue: once the
-	// transaction ends, those share one.
-	tx := lockTopic(t, newStreams(t, url, nil), "a")
+	// With the topics locked by an open transaction, the first calls wait
+	// in the callers' round trips, and every later one in the queue: once
+	// the transaction ends, those share one.
+	tx := lockTopics(t, newStreams(t, url, nil), "a", "b", "c")
 	count.batches.Store(0)
 	count.queries.Store(0)
 	s.calls.mu.Lock()
@@ -224,7 +226,7 @@ func TestAppendFailsWhileTopicLocked(t *testing.T) {
 	const timeout = time.Second
 	tp := topic(t, newStreams(t, url, &Options{Timeout: timeout}), "room")
 	appendN(t, tp, 1, 1)
-	tx := lockTopic(t, newStreams(t, url, nil), "room")
+	tx := lockTopics(t, newStreams(t, url, nil), "room")
 	start := time.Now()
 	_, err := tp.Append(t.Context(), wire(2))
 	within(t, "Append to a locked topic", time.Since(start), timeout)
