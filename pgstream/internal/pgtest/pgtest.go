@@ -135,10 +135,11 @@ func version(dir string) int {
 // A Cluster is one PostgreSQL server process and the folder and port it
 // keeps across restarts.
 type Cluster struct {
-	bin  string
-	base string // holds data/ and the server's socket and log
-	port int
-	cred *syscall.Credential // nil unless run as root
+	bin      string
+	base     string // holds data/ and the server's socket and log
+	port     int
+	cred     *syscall.Credential // nil unless run as root
+	settings []string
 
 	mu  sync.Mutex
 	cmd *exec.Cmd // nil when not running
@@ -146,8 +147,10 @@ type Cluster struct {
 }
 
 // New makes a new cluster in a temporary folder and starts its server. Stop
-// ends it and removes the folder.
-func New() (*Cluster, error) {
+// ends it and removes the folder. Each of settings, "name=value", is passed
+// to the server as -c name=value, after (so in place of) the tests' own:
+// "fsync=on", say.
+func New(settings ...string) (*Cluster, error) {
 	bin, err := Binaries()
 	if err != nil {
 		return nil, err
@@ -156,7 +159,7 @@ func New() (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{bin: bin, base: base}
+	c := &Cluster{bin: bin, base: base, settings: settings}
 	if err := c.init(); err != nil {
 		os.RemoveAll(base)
 		return nil, err
@@ -239,6 +242,9 @@ func (c *Cluster) start() error {
 		"-c", "max_connections=300",
 		"-c", "log_min_messages=warning",
 		"-c", "deadlock_timeout=100ms")
+	for _, kv := range c.settings {
+		cmd.Args = append(cmd.Args, "-c", kv)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf // files: os/exec starts no goroutine to copy
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("pgtest: postgres: %w", err)
@@ -277,6 +283,17 @@ func (c *Cluster) Log() string {
 		lines = lines[len(lines)-10:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// PID returns the process id of the server (the postmaster), or 0 when it
+// is not running.
+func (c *Cluster) PID() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
 }
 
 // Port returns the server's TCP port on 127.0.0.1.
