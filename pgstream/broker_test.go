@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,7 +29,6 @@ type instance struct {
 	topic   *Topic
 	broker  *sse.Broker
 	srv     *httptest.Server
-	dead    atomic.Bool
 }
 
 // newInstance starts an instance on the database at url; the test's end
@@ -70,16 +68,6 @@ func waitFollowing(t *testing.T, ins []*instance) {
 			}
 		}
 	}
-}
-
-// kill stops the instance as a crash would for its clients: their
-// connections break, with no retry field.
-func (in *instance) kill() {
-	in.dead.Store(true)
-	in.srv.CloseClientConnections()
-	in.broker.Close()
-	in.srv.Close()
-	in.streams.Close()
 }
 
 // publish publishes the events numbered from to to (inclusive) on in.
@@ -301,8 +289,8 @@ func TestBrokersOneOrder(t *testing.T) {
 	}
 }
 
-// reconnecting runs a client that reads from a random live instance, other
-// than the last, drops the connection after a random number of events
+// reconnecting runs a client that reads from a random instance, other than
+// the last, drops the connection after a random number of events
 // (at most maxRun), and reconnects with its Last-Event-ID, until it has
 // total events or ctx ends.
 func reconnecting(ctx context.Context, c *client, ins []*instance, total, maxRun int, rng *rand.Rand) {
@@ -315,13 +303,13 @@ func reconnecting(ctx context.Context, c *client, ins []*instance, total, maxRun
 			return
 		}
 		i := rng.IntN(len(ins))
-		if i == last || ins[i].dead.Load() {
+		if i == last {
 			continue
 		}
 		last = i
 		run := 1 + rng.IntN(maxRun)
 		if !c.session(ctx, ins[i].srv.URL, func(n int, _ ssetest.Event) bool { return n < run && have+n < total }) {
-			time.Sleep(10 * time.Millisecond) // that instance is going away
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 }
