@@ -142,8 +142,9 @@ func (q *calls) close() {
 // after Close, and PostgreSQL's or the connection's error otherwise. After
 // an error the event may or may not be in the log: a commit sent but not
 // acknowledged (a lost connection, say) may have taken effect. An error
-// that wraps a *pgconn.PgError, or one for which pgconn.SafeToRetry
-// reports true, means the event is not in the log.
+// that wraps a *pgconn.PgError of severity ERROR (a failed statement,
+// which rolls the transaction back), or one for which pgconn.SafeToRetry
+// reports true (nothing was sent), means the event is not in the log.
 //
 // Append does not modify wire, and keeps it only until it returns, with
 // one exception: after an error, a round trip that was already sending

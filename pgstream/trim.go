@@ -54,8 +54,10 @@ func (s *Streams) Trim(ctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	defer func() {
-		if _, err := conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", key); err != nil {
-			conn.Conn().Close(context.Background()) // the lock goes with the session
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.Timeout)
+		defer cancel()
+		if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", key); err != nil {
+			conn.Conn().Close(ctx) // the lock goes with the session
 		}
 	}()
 	maxLen := int64(s.o.MaxLen)
@@ -142,9 +144,10 @@ func (s *Streams) trimEvery(interval time.Duration) {
 
 // NewEpochs gives every topic a new epoch, with no events, and deletes
 // every event, in one transaction: clients that come back with an id of the
-// old histories get a reset, and followers a new head. Run it after the
-// database went back in time (see Epochs), before the processes append
-// again. It waits for the transactions that hold a topic's row lock.
+// old histories get a reset, and followers, in every process, a new head
+// (each topic's notification says so). Run it after the database went back
+// in time (see Epochs), before the processes append again. It waits for
+// the transactions that hold a topic's row lock.
 //
 // It returns ErrClosed after Close, and otherwise PostgreSQL's or the
 // connection's error, in which case it changed nothing.
@@ -158,7 +161,10 @@ func (s *Streams) NewEpochs(ctx context.Context) error {
 		if _, err := tx.Exec(ctx, s.n.expand(`UPDATE {topics} SET id = DEFAULT, head = 0, epoch = left(md5(gen_random_uuid()::text), 16)`)); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, s.n.expand(`DELETE FROM {events}`))
+		if _, err := tx.Exec(ctx, s.n.expand(`DELETE FROM {events}`)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, s.n.expand(`SELECT count(pg_notify($1, epoch || ' 0 ' || name)) FROM {topics}`), s.n.channel)
 		return err
 	})
 	if err != nil && errors.Is(err, context.Canceled) && s.ctx.Err() != nil {

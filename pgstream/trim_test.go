@@ -147,16 +147,20 @@ func TestNewEpochs(t *testing.T) {
 	s := newStreams(t, url, nil)
 	tp := topic(t, s, "room")
 	old := appendN(t, tp, 1, 3)[0].Epoch
-	r, _ := follow(t, topic(t, newStreams(t, url, nil), "room"))
+	r, _ := follow(t, topic(t, newStreams(t, url, &Options{PollInterval: time.Hour}), "room"))
 	r.wait("the head", 10*time.Second, (*reader).started)
 	if err := s.NewEpochs(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	r.wait("a new epoch, before any Append", 10*time.Second, func(r *reader) bool { return len(r.resets) == 1 })
 	p := appendN(t, tp, 4, 4)[0]
 	if p.Epoch == old || p.Offset != 1 {
 		t.Errorf("Append after NewEpochs: %v; want a new epoch, offset 1", p)
 	}
-	r.wait("a new epoch", 10*time.Second, func(r *reader) bool { return len(r.resets) == 1 })
+	if r.mu.Lock(); r.epoch != p.Epoch {
+		t.Errorf("follower in epoch %s, the Append in %s", r.epoch, p.Epoch)
+	}
+	r.mu.Unlock()
 	if got := readNumbers(t, tp, old, 1); got != nil {
 		t.Errorf("ReadAfter in the old epoch: %v, want none", got)
 	}
