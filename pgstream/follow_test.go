@@ -2,7 +2,6 @@ package pgstream
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -10,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/lightsse/sse"
 )
 
@@ -435,26 +432,8 @@ func TestManyTopicsFewFollowed(t *testing.T) {
 // hands them copies: the caller may use its buffer again.
 func TestLocalAppendsNeedNoRead(t *testing.T) {
 	url := newDB(t)
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
-		if cc.RuntimeParams["application_name"] == listenerName {
-			return errors.New("refused by the test")
-		}
-		return nil
-	}
-	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	s, err := New(pool, &Options{PollInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, refuse := refusingListener(t, url, &Options{PollInterval: time.Hour})
+	refuse.Store(true)
 	tp := topic(t, s, "room")
 	r, _ := follow(t, tp) // its first read: the poll before the listener is up
 	r.wait("the head", 10*time.Second, (*reader).started)

@@ -18,8 +18,12 @@ import (
 // the pool's configuration sets none: it shows in pg_stat_activity.
 const listenerName = "pgstream listener"
 
-// listen keeps a LISTENing connection until the Streams closes, connecting
-// again, every PollInterval, while it cannot.
+// maxReconnectWait bounds how long the listener waits before it tries to
+// connect again after a failed try (PollInterval, if shorter).
+const maxReconnectWait = time.Second
+
+// listen keeps a LISTENing connection until the Streams closes, trying to
+// connect again every PollInterval, or second, while it cannot.
 func (fs *feeds) listen() {
 	defer fs.s.wg.Done()
 	for {
@@ -43,7 +47,7 @@ func (fs *feeds) listen() {
 		select {
 		case <-fs.quit:
 			return
-		case <-time.After(fs.s.o.PollInterval):
+		case <-time.After(min(fs.s.o.PollInterval, maxReconnectWait)):
 		}
 	}
 }

@@ -51,17 +51,17 @@ func TestListenerKilled(t *testing.T) {
 	}
 }
 
-// While the listener cannot connect, followers still get every event, by
-// polling, every PollInterval; once it can, it listens again.
-func TestPollsWhileListenerDown(t *testing.T) {
-	url := newDB(t)
+// refusingListener returns a Streams on url whose listener connects only
+// while refuse is false.
+func refusingListener(t *testing.T, url string, o *Options) (*Streams, *atomic.Bool) {
+	t.Helper()
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var refuse atomic.Bool
-	cfg.BeforeConnect = func(context.Context, *pgx.ConnConfig) error {
-		if refuse.Load() {
+	refuse := new(atomic.Bool)
+	cfg.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+		if refuse.Load() && cc.RuntimeParams["application_name"] == listenerName {
 			return errors.New("refused by the test")
 		}
 		return nil
@@ -71,19 +71,55 @@ func TestPollsWhileListenerDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	const poll = 100 * time.Millisecond
-	s, err := New(pool, &Options{PollInterval: poll})
+	s, err := New(pool, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	return s, refuse
+}
+
+// Events appended while the listener was down, and not polled (PollInterval
+// is an hour), come with no notification: once it LISTENs again, it reads
+// them.
+func TestListenerCatchesUpOnReconnect(t *testing.T) {
+	url := newDB(t)
+	s, refuse := refusingListener(t, url, &Options{PollInterval: time.Hour})
 	r, _ := follow(t, topic(t, s, "room"))
 	r.wait("the head", 10*time.Second, (*reader).started)
 	pub := topic(t, newStreams(t, url, nil), "room")
 	appendN(t, pub, 1, 3)
 	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
-	// The pool keeps the connections it has, on which the polls read; new
-	// ones, the listener's among them, are refused.
+	refuse.Store(true)
+	polls := s.subs.polls.Load()
+	killListener(t, s)
+	for deadline := time.Now().Add(10 * time.Second); s.subs.polls.Load() == polls; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) { // the poll the loop makes when the listener goes down
+			t.Fatal("no poll after the listener went down")
+		}
+	}
+	appendN(t, pub, 4, 6)
+	time.Sleep(200 * time.Millisecond)
+	if r.mu.Lock(); len(r.got) != 3 {
+		t.Errorf("with no listener and no poll, the follower got %v", r.got)
+	}
+	r.mu.Unlock()
+	refuse.Store(false)
+	r.wait("the 3 events appended while down", 10*time.Second, func(r *reader) bool { return len(r.got) == 6 })
+	r.checkLog(0)
+}
+
+// While the listener cannot connect, followers still get every event, by
+// polling, every PollInterval; once it can, it listens again.
+func TestPollsWhileListenerDown(t *testing.T) {
+	url := newDB(t)
+	const poll = 100 * time.Millisecond
+	s, refuse := refusingListener(t, url, &Options{PollInterval: poll})
+	r, _ := follow(t, topic(t, s, "room"))
+	r.wait("the head", 10*time.Second, (*reader).started)
+	pub := topic(t, newStreams(t, url, nil), "room")
+	appendN(t, pub, 1, 3)
+	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
 	refuse.Store(true)
 	killListener(t, s)
 	polls := s.subs.polls.Load()

@@ -176,9 +176,10 @@ type Options struct {
 	// Follow makes (DefaultTimeout, 5 s). A call whose context ends sooner
 	// returns sooner.
 	Timeout time.Duration
-	// PollInterval is how often Follow reads the heads of the topics it
-	// follows while its listening connection is down (DefaultPollInterval,
-	// 1 s), and how long it waits before connecting again.
+	// PollInterval is how often Follow reads the topics it follows while
+	// its listening connection is down (DefaultPollInterval, 1 s). While
+	// down, the listener tries to connect again every PollInterval, or
+	// every second if that is sooner.
 	PollInterval time.Duration
 }
 
