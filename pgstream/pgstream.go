@@ -49,11 +49,24 @@
 //
 // Each Streams holds one connection of its own, outside the pool, on which
 // it LISTENs once something is followed, whatever the number of topics. A
-// notification carries a topic's name and new head, and no event: it only
-// wakes the processes that follow the topic, which read what is new from
-// the table (through the pool), and hand it to their Brokers. PostgreSQL
-// sends notifications once their transaction has committed, in commit
-// order.
+// notification carries a topic's name, epoch and new head, and no event: it
+// only wakes the processes that follow the topic, which read what is new
+// from the table (through the pool), from the last event they handed over,
+// and hand it to their Brokers. PostgreSQL sends notifications once their
+// transaction has committed, in commit order. (What a Streams appends
+// itself through Append, its own followers get once the round trip has
+// committed, without waiting for the notification.)
+//
+// # Retention
+//
+// Each topic keeps its Options.MaxLen newest events, none older than
+// Options.MaxAge if set. Every Options.TrimInterval, one of the Streams
+// that share the tables deletes the rest: for each topic, the events before
+// the oldest it keeps, so that what is kept has no gap. Trimming takes no
+// lock that an Append or a read waits for (a DELETE locks only the rows it
+// deletes), and runs as short statements, a hundred topics each. A client
+// whose Last-Event-ID is older than what is kept gets a reset from its
+// Broker.
 //
 // # Connection poolers
 //
@@ -70,6 +83,12 @@
 // PgBouncer before 1.21 in transaction mode, pgx's default prepared
 // statements fail too: set the pool's DefaultQueryExecMode to
 // pgx.QueryExecModeExec.)
+//
+// The listening connection sends a query after 5 s without a notification,
+// to find a connection that died without a word; so an idle timeout longer
+// than that (idle_session_timeout, a proxy's or a load balancer's) never
+// ends it. Whatever ends it, the listener connects again, and its followers
+// read what they missed.
 //
 // # Failures
 //
@@ -89,10 +108,12 @@
 // # Epochs
 //
 // A topic's epoch is drawn at random (64 bits) when its row is made: by the
-// first Append, ReadAfter, Head or Follow of a topic that has none. It
-// changes only when the row is deleted (DELETE FROM sse_topics WHERE name =
-// ..., by hand: the topic's events go with it, since they belong to the
-// row's id), so that clients with an id of the old history get a reset.
+// first Append, ReadAfter, Head or Follow of a topic that has none. (So a
+// read of a made-up name leaves a row of about 100 bytes: check names
+// before a request picks a topic.) It changes only when the row is deleted
+// (DELETE FROM sse_topics WHERE name = ..., by hand; its events are no
+// longer read, since they belong to the row's id, and go at the next trim),
+// so that clients with an id of the old history get a reset.
 //
 // A database that goes back in time keeps the epoch but not the newest
 // events, and would give their offsets again, to other events: a restore
@@ -142,8 +163,8 @@ var (
 	ErrTimeout = errors.New("pgstream: PostgreSQL did not answer in time")
 	// ErrInvalidTopic is returned by Topic for a name it refuses.
 	ErrInvalidTopic = errors.New("pgstream: invalid topic name")
-	// ErrInvalidOptions is returned by New, SchemaSQL and Migrate for a
-	// nil pool, and for Options they refuse.
+	// ErrInvalidOptions is returned by New and Migrate for a nil pool,
+	// and by New, SchemaSQL and Migrate for Options they refuse.
 	ErrInvalidOptions = errors.New("pgstream: invalid options")
 )
 

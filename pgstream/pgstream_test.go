@@ -165,6 +165,9 @@ func TestNewRefusesOptions(t *testing.T) {
 			t.Errorf("SchemaSQL(%+v): %v, want ErrInvalidOptions", o, err)
 		}
 	}
+	if err := Migrate(t.Context(), nil, nil); !errors.Is(err, ErrInvalidOptions) {
+		t.Errorf("Migrate(nil pool): %v, want ErrInvalidOptions", err)
+	}
 	if s, err := New(nil, nil); !errors.Is(err, ErrInvalidOptions) {
 		t.Errorf("New(nil, nil): %v, want ErrInvalidOptions", err)
 		if s != nil {

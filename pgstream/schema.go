@@ -132,9 +132,13 @@ func SchemaSQL(opts *Options) (string, error) {
 
 // Migrate runs SchemaSQL(opts) on pool, in one transaction, holding an
 // advisory lock so that processes that start together do not run it at
-// once. It returns ErrInvalidOptions for Options that New refuses, and
-// PostgreSQL's error (a *pgconn.PgError) if the SQL fails.
+// once. It returns ErrInvalidOptions for a nil pool or Options that New
+// refuses, and PostgreSQL's error (a *pgconn.PgError) if the SQL fails, or
+// the connection's.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, opts *Options) error {
+	if pool == nil {
+		return fmt.Errorf("%w: nil pool", ErrInvalidOptions)
+	}
 	o, err := opts.withDefaults()
 	if err != nil {
 		return err
