@@ -78,10 +78,12 @@ func Start(t testing.TB) *Cluster {
 // A MissingError says that PostgreSQL's binaries were not found.
 type MissingError struct{ Err error }
 
+// Error says what is missing, and how to install it.
 func (e *MissingError) Error() string {
 	return "PostgreSQL not found (install it: apt-get install postgresql, or set SSE_POSTGRES_BIN to the folder of initdb and postgres): " + e.Err.Error()
 }
 
+// Unwrap returns what the search for the binaries ran into.
 func (e *MissingError) Unwrap() error { return e.Err }
 
 // Binaries returns the folder that holds initdb and postgres: $SSE_POSTGRES_BIN
