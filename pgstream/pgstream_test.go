@@ -85,11 +85,13 @@ func appendN(t testing.TB, tp *Topic, from, to int) []sse.Position {
 // wire returns the wire form of the test's event number n.
 func wire(n int) []byte { return []byte("data: " + strconv.Itoa(n) + "\n\n") }
 
-// number reads n back from wire(n).
+// number reads n back from wire(n), or from any event whose first line is
+// "data: n".
 func number(t testing.TB, w []byte) int {
 	t.Helper()
 	s, ok := strings.CutPrefix(string(w), "data: ")
-	n, err := strconv.Atoi(strings.TrimSuffix(s, "\n\n"))
+	s, _, _ = strings.Cut(s, "\n")
+	n, err := strconv.Atoi(s)
 	if !ok || err != nil {
 		t.Fatalf("unexpected wire %q", w)
 	}

@@ -17,6 +17,10 @@ import (
 // readRows bounds the events one read returns, whatever their size.
 const readRows = 4096
 
+// readTopicBytes bounds what readMany reads of one topic: it stops at the
+// first event that reaches it. (The rest is read next.)
+const readTopicBytes = 256 << 10
+
 // ReadAfter returns the events of the topic that follow after, in order and
 // without a gap, until they hold at least max bytes or reach the head (4096
 // events at most); and the head, the Position of the topic's newest event.
@@ -121,14 +125,16 @@ ORDER BY e."offset"`)
 }
 
 // makeRows gives each of the topics named that has no row one, with a new
-// epoch and no events.
+// epoch and no events. It makes them in the order of their names' bytes,
+// as round trips lock topics, so that the two never wait for each other in
+// a cycle.
 func (s *Streams) makeRows(ctx context.Context, topics []string) error {
 	epochs := make([]string, len(topics))
 	for i := range epochs {
 		epochs[i] = newEpoch()
 	}
 	_, err := s.pool.Exec(ctx, s.n.expand(`INSERT INTO {topics} (name, epoch)
-SELECT * FROM unnest($1::text[], $2::text[]) ORDER BY 1
+SELECT * FROM unnest($1::text[], $2::text[]) AS u(name, epoch) ORDER BY u.name COLLATE "C"
 ON CONFLICT (name) DO NOTHING`), topics, epochs)
 	return err
 }
@@ -150,7 +156,8 @@ type readResult struct {
 
 // readMany reads, in one statement, the head of each topic of cs and, for
 // each whose epoch is the cursor's, its events after the cursor, perTopic
-// at most. A topic whose next event is gone (trimmed) has no events.
+// at most, and only until they hold at least readTopicBytes. A topic whose
+// next event is gone (trimmed) has no events.
 func (s *Streams) readMany(ctx context.Context, cs []cursor, perTopic int) ([]readResult, error) {
 	names := make([]string, len(cs))
 	epochs := make([]string, len(cs))
@@ -162,12 +169,14 @@ func (s *Streams) readMany(ctx context.Context, cs []cursor, perTopic int) ([]re
 FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS a(name, epoch, after, i)
 JOIN {topics} t ON t.name = a.name
 LEFT JOIN LATERAL (
-	SELECT x."offset", x.wire FROM {events} x
+	SELECT x."offset", x.wire,
+		sum(length(x.wire)) OVER (ORDER BY x."offset" ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - length(x.wire) AS before
+	FROM {events} x
 	WHERE x.topic_id = t.id AND t.epoch = a.epoch AND x."offset" > a.after AND x."offset" <= t.head
 	ORDER BY x."offset"
 	LIMIT $4
-) e ON true
-ORDER BY a.i, e."offset"`), names, epochs, afters, perTopic)
+) e ON e.before < $5
+ORDER BY a.i, e."offset"`), names, epochs, afters, perTopic, readTopicBytes)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package pgstream
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -112,5 +113,38 @@ func TestReadMakesRow(t *testing.T) {
 	}
 	if p := appendN(t, b, 1, 1)[0]; p != (sse.Position{Epoch: h.Epoch, Offset: 1}) {
 		t.Errorf("first Append at %v, want %s-1", p, h.Epoch)
+	}
+}
+
+// A follower far behind catches up in reads of readTopicBytes or
+// readPerTopic events at most, with no gap.
+func TestFollowCatchesUpInParts(t *testing.T) {
+	url := newDB(t)
+	s, refuse := refusingListener(t, url, &Options{PollInterval: time.Hour})
+	r, _ := follow(t, topic(t, s, "room"))
+	r.wait("the head", 10*time.Second, (*reader).started)
+	refuse.Store(true)
+	polls := s.subs.polls.Load()
+	killListener(t, s)
+	for s.subs.polls.Load() == polls { // the poll when it goes down
+		time.Sleep(time.Millisecond)
+	}
+	// Behind by more than readPerTopic small events, then by more than
+	// readTopicBytes of large ones.
+	pub := topic(t, newStreams(t, url, nil), "room")
+	appendN(t, pub, 1, readPerTopic+10)
+	big := strings.Repeat("z", 100<<10)
+	for i := range 5 {
+		if _, err := pub.Append(t.Context(), []byte("data: "+strconv.Itoa(1000+i)+"\ndata: "+big+"\n\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendN(t, pub, 2000, 2000)
+	refuse.Store(false)
+	r.wait("every event", 20*time.Second, func(r *reader) bool { return r.last == readPerTopic+10+5+1 })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gaps > 0 || len(r.errs) > 0 || len(r.got) != readPerTopic+10+5+1 {
+		t.Errorf("%d events, %d gaps, errors %v; want %d, no gap", len(r.got), r.gaps, r.errs, readPerTopic+10+5+1)
 	}
 }
