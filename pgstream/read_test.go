@@ -148,3 +148,33 @@ func TestFollowCatchesUpInParts(t *testing.T) {
 		t.Errorf("%d events, %d gaps, errors %v; want %d, no gap", len(r.got), r.gaps, r.errs, readPerTopic+10+5+1)
 	}
 }
+
+// One read of a follower takes readPerTopic events of a topic at most, and
+// stops at the first that reaches readTopicBytes.
+func TestReadManyBounds(t *testing.T) {
+	url := newDB(t)
+	s := newStreams(t, url, nil)
+	small, large := topic(t, s, "small"), topic(t, s, "large")
+	e1 := appendN(t, small, 1, readPerTopic+5)[0].Epoch
+	var e2 string
+	for i := range 5 { // 100 KiB each
+		p, err := large.Append(t.Context(), []byte("data: "+strconv.Itoa(i)+"\ndata: "+strings.Repeat("z", 100<<10)+"\n\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e2 = p.Epoch
+	}
+	res, err := s.readMany(t.Context(), []cursor{{"small", e1, 2}, {"large", e2, 0}, {"none", "", 0}}, readPerTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res[0]; !r.found || len(r.wires) != readPerTopic || number(t, r.wires[0]) != 3 || r.head.offset != readPerTopic+5 {
+		t.Errorf("small: %d events from %d, head %v; want %d from 3", len(r.wires), number(t, r.wires[0]), r.head, readPerTopic)
+	}
+	if r := res[1]; !r.found || len(r.wires) != 3 || r.head.offset != 5 {
+		t.Errorf("large: %d events of 100 KiB, head %v; want 3 (the third reaches 256 KiB), head 5", len(r.wires), r.head)
+	}
+	if res[2].found {
+		t.Error("a topic with no row found")
+	}
+}
