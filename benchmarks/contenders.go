@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lightsse/sse/ssebroker"
+
 	avsse "github.com/alexandrevicenzi/go-sse"
 	ldes "github.com/launchdarkly/eventsource"
 	"github.com/lightsse/sse"
@@ -103,10 +105,10 @@ func ticker(d time.Duration, stop <-chan struct{}, f func()) {
 
 // ---- ours ----
 
-type ours struct{ b *sse.Broker }
+type ours struct{ b *ssebroker.Broker }
 
 func newOurs(c Config) Contender {
-	return &ours{b: sse.NewBroker(&sse.BrokerOptions{
+	return &ours{b: ssebroker.New(&ssebroker.Options{
 		Stream: sse.Options{Heartbeat: c.Heartbeat, WriteTimeout: c.WriteTimeout},
 	})}
 }

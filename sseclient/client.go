@@ -110,7 +110,7 @@ type Client struct {
 	IdleTimeout time.Duration
 	// MaxEventSize bounds each event, as sse.Reader's MaxEventSize does; 0
 	// means sse.DefaultMaxEventSize. An event over it ends the stream with an
-	// error matching sse.ErrEventTooLarge.
+	// error matching ErrEventTooLarge.
 	MaxEventSize int
 	// OnRetry, if not nil, is called before each wait to reconnect, with the
 	// error that ended the connection and the time the Client will wait: the
@@ -183,7 +183,7 @@ type Stream struct {
 // last error with a zero Event, when the server answers 204 (ErrNoContent),
 // another status than 200 (ErrStatus), or another content type than
 // text/event-stream (ErrContentType); when an event is over MaxEventSize
-// (sse.ErrEventTooLarge); when req's body cannot be sent again
+// (ErrEventTooLarge); when req's body cannot be sent again
 // (ErrBodyNotReplayable); when the last event ID cannot be sent in a header
 // (ErrInvalidLastEventID); and when req's context is done (its Err). A break
 // out of the loop closes the connection and ends it without an error.
@@ -380,7 +380,7 @@ func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 		healthy = delivered || time.Since(opened) >= s.c.maxDelay()
 	}()
 
-	r := sse.NewReader(idle.reader(resp.Body))
+	r := NewReader(idle.reader(resp.Body))
 	r.MaxEventSize = s.c.MaxEventSize
 	r.SetLastEventID(lastID)
 	defer func() {
@@ -391,7 +391,7 @@ func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 	}()
 	for {
 		ev, err := r.Next()
-		if errors.Is(err, sse.ErrEventTooLarge) {
+		if errors.Is(err, ErrEventTooLarge) {
 			return false, permanent{err}
 		}
 		if err != nil {

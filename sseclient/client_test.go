@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/internal/leakcheck"
 )
@@ -147,7 +149,7 @@ func TestWriterStreamResumes(t *testing.T) {
 // Against our Broker: a client whose connection is cut, while events are
 // published, gets every event once and in order.
 func TestBrokerStreamResumesAcrossCuts(t *testing.T) {
-	b := sse.NewBroker(nil)
+	b := ssebroker.New(nil)
 	defer b.Close()
 	cuts := make(chan context.CancelFunc, 10)
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
@@ -184,13 +186,13 @@ func TestBrokerStreamResumesAcrossCuts(t *testing.T) {
 // A Last-Event-ID the Broker cannot resume from gets a reset event first,
 // which reaches the caller like any other.
 func TestBrokerResetReachesCaller(t *testing.T) {
-	b := sse.NewBroker(nil)
+	b := ssebroker.New(nil)
 	defer b.Close()
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) { b.ServeHTTP(w, r) })
 	req := get(t, srv.URL)
 	req.Header.Set("Last-Event-ID", "from-another-life")
 	got, err := read(fast(nil), req, 1)
-	if err != nil || len(got) != 1 || got[0].Type != sse.ResetEvent || got[0].Data != "from-another-life" {
+	if err != nil || len(got) != 1 || got[0].Type != ssebroker.ResetEvent || got[0].Data != "from-another-life" {
 		t.Fatalf("%+v, %v; want a reset event", got, err)
 	}
 }
@@ -538,7 +540,7 @@ func TestEventTooLargeStops(t *testing.T) {
 	c := fast(nil)
 	c.MaxEventSize = 64
 	got, err := read(c, get(t, srv.URL), 3)
-	if len(got) != 1 || !errors.Is(err, sse.ErrEventTooLarge) || srv.n.Load() != 1 {
+	if len(got) != 1 || !errors.Is(err, ErrEventTooLarge) || srv.n.Load() != 1 {
 		t.Errorf("%+v, %v after %d requests", got, err, srv.n.Load())
 	}
 }

@@ -1,6 +1,6 @@
 // Command relay fronts an event stream: an sseclient.Client reads the
 // upstream stream, resuming it with Last-Event-ID whenever it breaks, and
-// publishes each of its events to an sse.Broker that browsers subscribe to.
+// publishes each of its events to an ssebroker.Broker that browsers subscribe to.
 // It is the pattern of putting one connection to an API's stream in front of
 // many clients, which get the replay and the heartbeats of a Broker.
 //
@@ -29,8 +29,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
 	"github.com/lightsse/sse/sseclient"
+
+	"github.com/lightsse/sse"
 )
 
 func main() {
@@ -46,14 +48,14 @@ func main() {
 		log.Fatal(err)
 	}
 
-	var upstream *sse.Broker
+	var upstream *ssebroker.Broker
 	if *upstreamURL == "" {
-		upstream = sse.NewBroker(nil)
+		upstream = ssebroker.New(nil)
 		defer upstream.Close()
 		go clock(ctx, upstream, time.Second)
 		*upstreamURL = "http://" + ln.Addr().String() + "/upstream"
 	}
-	downstream := sse.NewBroker(nil)
+	downstream := ssebroker.New(nil)
 	srv := &http.Server{
 		Handler:           newMux(downstream, upstream),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -120,7 +122,7 @@ func openUpstream(ctx context.Context, c *sseclient.Client, url, resume string) 
 // upstream's own ids. A reset from the upstream (it could not resume from the
 // id s sent) is relayed like any other event: the browsers have missed what
 // the relay missed.
-func relay(s *sseclient.Stream, b *sse.Broker) error {
+func relay(s *sseclient.Stream, b *ssebroker.Broker) error {
 	for ev, err := range s.Events() {
 		if err != nil {
 			return err
@@ -134,7 +136,7 @@ func relay(s *sseclient.Stream, b *sse.Broker) error {
 
 // clock publishes the time to b as a "time" event every period, until ctx
 // is done: the upstream when none is given.
-func clock(ctx context.Context, b *sse.Broker, period time.Duration) {
+func clock(ctx context.Context, b *ssebroker.Broker, period time.Duration) {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
@@ -149,7 +151,7 @@ func clock(ctx context.Context, b *sse.Broker, period time.Duration) {
 
 // newMux returns the page at /, the relayed stream at /events, and, if
 // upstream is not nil, its stream at /upstream.
-func newMux(downstream, upstream *sse.Broker) http.Handler {
+func newMux(downstream, upstream *ssebroker.Broker) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")

@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/ssebroker"
+	"github.com/lightsse/sse/sseclient"
+
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/internal/leakcheck"
-	"github.com/lightsse/sse/sseclient"
 )
 
 // TestMain fails the run if the relay, a stream or a connection outlives its
@@ -21,7 +23,7 @@ import (
 func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 func TestPage(t *testing.T) {
-	srv := httptest.NewServer(newMux(sse.NewBroker(nil), nil))
+	srv := httptest.NewServer(newMux(ssebroker.New(nil), nil))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
 	if err != nil {
@@ -38,7 +40,7 @@ func TestPage(t *testing.T) {
 // data, under the relay's own ids; when the relay's upstream connection is
 // cut, it resumes, and nothing is lost or doubled.
 func TestRelay(t *testing.T) {
-	upstream, downstream := sse.NewBroker(nil), sse.NewBroker(nil)
+	upstream, downstream := ssebroker.New(nil), ssebroker.New(nil)
 	defer upstream.Close()
 	defer downstream.Close()
 	cuts := make(chan context.CancelFunc, 10)
@@ -64,7 +66,7 @@ func TestRelay(t *testing.T) {
 	}
 	waitFor(t, "the probe", func() bool { return upstream.Subscribers() == 1 })
 	upstream.Publish(sse.Event{Data: "probe"})
-	probe, err := sse.NewReader(resp.Body).Next()
+	probe, err := sseclient.NewReader(resp.Body).Next()
 	resp.Body.Close()
 	<-cuts
 	upstreamEpoch, _, _ := strings.Cut(probe.ID, "-")
@@ -114,7 +116,7 @@ func TestRelay(t *testing.T) {
 // event ID when it stopped (what main logs, and -resume takes), relays what
 // was published upstream in between: nothing is lost.
 func TestRelayResumes(t *testing.T) {
-	upstream, downstream := sse.NewBroker(nil), sse.NewBroker(nil)
+	upstream, downstream := ssebroker.New(nil), ssebroker.New(nil)
 	defer upstream.Close()
 	defer downstream.Close()
 	srv := httptest.NewServer(newMux(downstream, upstream))
@@ -173,7 +175,7 @@ func TestRelayResumes(t *testing.T) {
 // startRelay relays the stream at url to b, resuming it from the Last-Event-ID
 // resume unless it is "", until ctx is done; it returns the stream, and a
 // channel that gets what relay returned.
-func startRelay(t *testing.T, ctx context.Context, url, resume string, b *sse.Broker) (*sseclient.Stream, chan error) {
+func startRelay(t *testing.T, ctx context.Context, url, resume string, b *ssebroker.Broker) (*sseclient.Stream, chan error) {
 	t.Helper()
 	s, err := openUpstream(ctx, &sseclient.Client{Retry: time.Millisecond}, url, resume)
 	if err != nil {
@@ -202,7 +204,7 @@ func browser(ctx context.Context, url string, n int) chan sse.Event {
 
 // The clock publishes a time event each period.
 func TestClock(t *testing.T) {
-	b := sse.NewBroker(nil)
+	b := ssebroker.New(nil)
 	defer b.Close()
 	srv := httptest.NewServer(b)
 	defer srv.Close()

@@ -1,0 +1,344 @@
+package ssebroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/internal/leakcheck"
+	"github.com/lightsse/sse/internal/ssetest"
+)
+
+// ---- A Broker with a Log ---------------------------------------------------
+
+// A Broker with a Log replays from the Log what is older than its own
+// history, then goes on live; what the Log has lost is announced.
+func TestBrokerLogServesOlderEvents(t *testing.T) {
+	leakcheck.Check(t)
+	log := newMemLog()
+	b := New(&Options{HistoryLen: 4, Log: log})
+	srv := brokerServer(t, b)
+	publishN(t, b, "", 20)
+	epoch := log.head().Epoch
+	cl := connect(t, srv.Client(), srv.URL, epoch+"-3")
+	for i := 3; i < 20; i++ {
+		cl.expect(t, strconv.Itoa(i))
+	}
+	_ = b.Publish(sse.Event{Data: "live"})
+	if ev := cl.next(t); ev.Data != "live" || ev.LastEventID != epoch+"-21" {
+		t.Fatalf("after the replay: %+v, want the live event with id %s-21", ev, epoch)
+	}
+	// Events the Log has dropped are announced, not skipped silently.
+	log.trim(6)
+	cl = connect(t, srv.Client(), srv.URL, epoch+"-4")
+	if ev := cl.next(t); ev.Type != ResetEvent || ev.LastEventID != epoch+"-21" || ev.Data != epoch+"-4" {
+		t.Fatalf("events gone from the Log: first event %+v, want a reset", ev)
+	}
+	if s := b.Stats(); s.Resumed.Log != 1 || s.Resets.TooOld != 1 {
+		t.Errorf("stats: resumed %+v, resets %+v; want 1 resume from the Log, 1 reset too old", s.Resumed, s.Resets)
+	}
+}
+
+// Two Brokers on one Log serve one stream: events published on either reach
+// the clients of both, in one order, with the same ids, and a client resumes
+// on the other.
+func TestBrokersShareALog(t *testing.T) {
+	leakcheck.Check(t)
+	log := newMemLog()
+	a, b := New(&Options{Log: log}), New(&Options{Log: log})
+	srvA, srvB := brokerServer(t, a), brokerServer(t, b)
+	onA, onB := connect(t, srvA.Client(), srvA.URL, ""), connect(t, srvB.Client(), srvB.URL, "")
+	// connect returns once each stream knows where it starts.
+	var wg sync.WaitGroup
+	for _, br := range []*Broker{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				if err := br.Publish(sse.Event{Data: fmt.Sprint(i)}); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var seen [2][]ssetest.Event
+	for i, cl := range []*client{onA, onB} {
+		for range 200 {
+			seen[i] = append(seen[i], cl.next(t))
+		}
+	}
+	if !slices.Equal(seen[0], seen[1]) {
+		t.Fatalf("the two Brokers' clients saw different streams")
+	}
+	for i, ev := range seen[0] {
+		if want := fmt.Sprintf("%s-%d", log.head().Epoch, i+1); ev.LastEventID != want {
+			t.Fatalf("event %d has id %q, want %q", i, ev.LastEventID, want)
+		}
+	}
+	if n := len(b.hist.Load().byID); n != 0 {
+		t.Errorf("%d events without a publisher ID in the publisher ids' index", n)
+	}
+	// A client of A that saw half resumes on B.
+	again := connect(t, srvB.Client(), srvB.URL, seen[0][99].LastEventID)
+	for _, want := range seen[0][100:] {
+		if ev := again.next(t); ev != want {
+			t.Fatalf("resumed on the other Broker: %+v, want %+v", ev, want)
+		}
+	}
+}
+
+// A gap in the Log's feed is filled from the Log before later events go out.
+func TestBrokerLogFillsGaps(t *testing.T) {
+	leakcheck.Check(t)
+	_, b, cl := withGap(t, 3)
+	_ = b.Publish(sse.Event{Data: "next"})
+	cl.expect(t, "missed 0", "missed 1", "missed 2", "next")
+	if s := b.Stats().Log; s.GapsFilled != 1 || s.EventsFilled != 3 {
+		t.Errorf("log stats %+v, want one gap of 3 events filled", s)
+	}
+}
+
+// When the Log loses its history (a new epoch), open streams get a reset and
+// go on in the new epoch; ids of the old one resume nothing.
+func TestBrokerLogNewEpochResets(t *testing.T) {
+	leakcheck.Check(t)
+	log := newMemLog()
+	b := New(&Options{Log: log})
+	srv := brokerServer(t, b)
+	cl := connect(t, srv.Client(), srv.URL, "")
+	publishN(t, b, "old ", 2)
+	cl.expect(t, "old 0", "old 1")
+	old := log.head()
+	log.lose()
+	_ = b.Publish(sse.Event{Data: "new"})
+	ev := cl.next(t)
+	if ev.Type != ResetEvent || ev.Data != old.String() {
+		t.Fatalf("after the Log lost its history: %+v, want a reset from %v", ev, old)
+	}
+	cl.expect(t, "new")
+	if got := cl.reader.LastEventID; got != log.head().String() {
+		t.Errorf("last event id %q, want %q", got, log.head())
+	}
+	if ev := connect(t, srv.Client(), srv.URL, old.String()).next(t); ev.Type != ResetEvent {
+		t.Errorf("an id of the lost epoch: %+v, want a reset", ev)
+	}
+}
+
+// A Publish whose Log.Append fails returns the error; nothing is delivered.
+func TestBrokerLogAppendErrorFailsPublish(t *testing.T) {
+	leakcheck.Check(t)
+	log := newMemLog()
+	errDown := errors.New("log down")
+	var down atomic.Bool
+	down.Store(true)
+	log.onAppend = func(context.Context) error {
+		if down.Load() {
+			return errDown
+		}
+		return nil
+	}
+	b := New(&Options{Log: log})
+	srv := brokerServer(t, b)
+	cl := connect(t, srv.Client(), srv.URL, "")
+	if err := b.Publish(sse.Event{Data: "lost"}); !errors.Is(err, errDown) {
+		t.Fatalf("Publish: %v, want the Log's error", err)
+	}
+	down.Store(false)
+	_ = b.Publish(sse.Event{Data: "kept"})
+	if ev := cl.next(t); ev.Data != "kept" || ev.LastEventID != log.head().Epoch+"-1" {
+		t.Errorf("got %+v, want the next event, at offset 1", ev)
+	}
+	if s := b.Stats(); s.PublishErrors != 1 || s.Published != 1 || s.Log.Errors != 1 {
+		t.Errorf("stats: %d published, %d errors, log errors %d; want 1, 1, 1", s.Published, s.PublishErrors, s.Log.Errors)
+	}
+}
+
+// A Log that blocks stalls nothing else: Close returns and new streams open
+// while an Append is stuck, and a stream stuck in ReadAfter ends when its
+// client leaves, and at Close.
+func TestBrokerBlockingLogStallsNothing(t *testing.T) {
+	leakcheck.Check(t)
+	log := newMemLog()
+	b := New(&Options{HistoryLen: 2, Log: log})
+	srv := brokerServer(t, b)
+	publishN(t, b, "", 5)
+	stuck := make(chan struct{}, 10)
+	block := func(ctx context.Context) error {
+		stuck <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	}
+
+	// A stream whose replay waits on the Log ends when its client leaves.
+	log.onRead = block
+	cl := connect(t, srv.Client(), srv.URL, log.head().Epoch+"-1")
+	<-stuck
+	cl.cancel()
+	waitFor(t, "the stream stuck in ReadAfter to end with its client", func() bool { return b.Subscribers() == 0 })
+
+	// Another waits there, and an Append blocks too.
+	cl = connect(t, srv.Client(), srv.URL, log.head().Epoch+"-1")
+	<-stuck
+	log.onAppend = block
+	published := make(chan error, 1)
+	go func() { published <- b.Publish(sse.Event{Data: "stuck"}) }()
+	<-stuck
+	// A new client gets its headers (connect returns) meanwhile.
+	fresh := connect(t, srv.Client(), srv.URL, "")
+	waitFor(t, "the new stream", func() bool { return b.Subscribers() == 2 })
+	_ = b.Close() // returns with Append still blocked: it does not wait
+	if err := <-published; !errors.Is(err, sse.ErrClosed) {
+		t.Errorf("the Publish stuck in Append, at Close: %v, want sse.ErrClosed", err)
+	}
+	cl.ended(t)
+	fresh.ended(t)
+	waitFor(t, "every stream to end", func() bool { return b.Subscribers() == 0 })
+}
+
+// What a Log answers is checked: events past its own head, a wire form that
+// is not one event, or a head with no epoch are its errors, and the client
+// gets a reset, never a silent gap or a forged event.
+func TestBrokerDistrustsLog(t *testing.T) {
+	leakcheck.Check(t)
+	event := []byte("data: forged\n\n")
+	for _, tt := range []struct {
+		name string
+		read func(after Position) ([][]byte, Position)
+	}{
+		{"past the head", func(after Position) ([][]byte, Position) {
+			return [][]byte{event, event}, Position{after.Epoch, after.Offset + 1}
+		}},
+		{"another epoch", func(after Position) ([][]byte, Position) {
+			return [][]byte{event}, Position{"0000000000000000", after.Offset + 1}
+		}},
+		{"an empty event", func(after Position) ([][]byte, Position) {
+			return [][]byte{{}}, Position{after.Epoch, after.Offset + 1}
+		}},
+		{"two events in one", func(after Position) ([][]byte, Position) {
+			return [][]byte{[]byte("data: a\n\ndata: b\n\n")}, Position{after.Epoch, after.Offset + 1}
+		}},
+		{"a head with no epoch", func(after Position) ([][]byte, Position) {
+			return nil, Position{"", 100}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			log := newMemLog()
+			b := New(&Options{HistoryLen: 2, Log: log})
+			srv := brokerServer(t, b)
+			publishN(t, b, "", 5)
+			from := log.head().Epoch + "-1"
+			log.read = func(after Position, _ int) ([][]byte, Position, error) {
+				w, h := tt.read(after)
+				return w, h, nil
+			}
+			cl := connect(t, srv.Client(), srv.URL, from)
+			if ev := cl.next(t); ev.Type != ResetEvent || ev.Data != from {
+				t.Fatalf("first event %+v, want a reset from %s", ev, from)
+			}
+			_ = b.Publish(sse.Event{Data: "live"})
+			cl.expect(t, "live")
+			if s := b.Stats(); s.Log.Errors != 1 || s.Resets.LogFailed != 1 {
+				t.Errorf("stats: log errors %d, log-failed resets %d; want 1 and 1", s.Log.Errors, s.Resets.LogFailed)
+			}
+		})
+	}
+}
+
+// A Log that fails while the feed fills a gap costs this delivery, not a
+// reset: the next delivery finds the gap again and fills it.
+func TestBrokerLogFillFailureIsRetried(t *testing.T) {
+	leakcheck.Check(t)
+	log, b, cl := withGap(t, 2)
+	var failed atomic.Bool
+	log.onRead = func(context.Context) error {
+		if failed.CompareAndSwap(false, true) {
+			return errors.New("log down for a moment")
+		}
+		return nil
+	}
+	_ = b.Publish(sse.Event{Data: "after"})
+	waitFor(t, "the failed fill", failed.Load)
+	_ = b.Publish(sse.Event{Data: "later"})
+	cl.expect(t, "missed 0", "missed 1", "after", "later")
+	if s := b.Stats(); s.Log.NewHistories != 0 || s.Resets.NewHistory != 0 || s.Log.Errors != 1 || s.Log.GapsFilled != 1 {
+		t.Errorf("stats: log %+v, resets %+v; want one error, one gap filled, no new history", s.Log, s.Resets)
+	}
+}
+
+// Close while the feed is stuck filling a gap ends the streams with their
+// retry, and no false reset; and the last stream's end does not wait for
+// the stuck fill.
+func TestBrokerCloseDuringFill(t *testing.T) {
+	leakcheck.Check(t)
+	for _, how := range []string{"Close", "last stream ends"} {
+		t.Run(how, func(t *testing.T) {
+			log, b, cl := withGap(t, 2)
+			stuck := make(chan struct{}, 1)
+			log.onRead = func(ctx context.Context) error {
+				stuck <- struct{}{}
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			_ = b.Publish(sse.Event{Data: "after"})
+			<-stuck // the feed is filling the gap, and waits
+			if how == "Close" {
+				_ = b.Close()
+				if got := cl.ended(t); len(got) != 0 || cl.reader.Retry <= 0 {
+					t.Errorf("after Close during a fill: events %+v, retry %v; want no event (no reset), a retry", got, cl.reader.Retry)
+				}
+			} else {
+				cl.cancel()
+			}
+			waitFor(t, "the stream to end", func() bool { return b.Subscribers() == 0 })
+			waitFor(t, "the feed to stop", func() bool { return log.follows.Load() == 0 })
+			if s := b.Stats(); s.Log.NewHistories != 0 || s.Resets.NewHistory != 0 {
+				t.Errorf("stats: log %+v, resets %+v; want no new history", s.Log, s.Resets)
+			}
+		})
+	}
+}
+
+// Over HTTP/2 the refusal of a GET with a body leaves the connection, which
+// the browser's other streams share, open.
+func TestBrokerRefusedBodyKeepsHTTP2Connection(t *testing.T) {
+	leakcheck.Check(t)
+	b := New(nil)
+	srv := httptest.NewUnstartedServer(b)
+	var conns atomic.Int32
+	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(func() { b.Close(); srv.Close() })
+	c := srv.Client()
+	req, _ := http.NewRequest("GET", srv.URL, strings.NewReader("body"))
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 || resp.ProtoMajor != 2 {
+		t.Fatalf("GET with a body over %s: %d, want 400 over HTTP/2", resp.Proto, resp.StatusCode)
+	}
+	cl := connect(t, c, srv.URL, "")
+	waitFor(t, "the stream", func() bool { return b.Subscribers() == 1 })
+	_ = b.Publish(sse.Event{Data: "x"})
+	cl.expect(t, "x")
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections for two requests: the refusal ended the first", n)
+	}
+}
