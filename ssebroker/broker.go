@@ -185,6 +185,8 @@ type Broker struct {
 	beatTimer *time.Timer // nil without a heartbeat
 	beating   bool        // beatTimer is armed
 
+	closing closeFill // with a Log: reading in, at Close, what the feed had not delivered
+
 	feedMu   sync.Mutex // serializes starting and stopping the Log's Follow
 	stopFeed func()     // stops the Log's Follow; nil when not following
 }
@@ -217,6 +219,7 @@ func New(opts *Options) *Broker {
 	}
 	_, b.retryErr = sse.Event{Retry: o.Stream.Retry}.AppendText(nil)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.closing.done = make(chan struct{})
 	b.wake.init()
 	b.pumps.init(&b.open)
 	if b.log == nil {

@@ -1,8 +1,11 @@
 package ssebroker
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/internal/wire"
@@ -97,32 +100,57 @@ func (b *Broker) syncFeed() {
 const fillBatch = 1 << 20
 
 // deliver takes what the Log's Follow hands the Broker: an event at pos, or,
-// with wire nil, the Log's head. It puts events in the history in the Log's
+// with w nil, the Log's head. It puts events in the history in the Log's
 // order, fills a gap from the Log before it goes on, and starts a new history
-// (its streams get a ResetEvent) for a new epoch, a head behind its own, or a
-// gap the Log no longer holds. If the Log fails while it fills a gap, it
-// drops the delivery: the next one finds the gap again. ctx ends with the
-// feed.
+// (its streams get a ResetEvent) for a new epoch, a head behind its own, a
+// gap the Log no longer holds, or an event that differs from the one it
+// holds at the same offset: two different events never go out under one id.
+// If the Log fails while it fills a gap, it drops the delivery: the next one
+// finds the gap again. ctx ends with the feed.
+//
+// The feed is a hint, never the truth: an event past the Log's own head, an
+// event of an epoch the Log does not have, or a first delivery that is not a
+// head is dropped (and counted as a Log error), and an event that is not one
+// encoded event is read again from the Log. So a peer that can only publish
+// to the feed can neither forge an event nor move the history.
 func (b *Broker) deliver(ctx context.Context, pos Position, w []byte) {
 	if b.closed.Load() {
 		return
 	}
-	if !validEpoch(pos.Epoch) || (w != nil && (pos.Offset == 0 || !wire.OneEvent(w))) {
+	if !validEpoch(pos.Epoch) || (w != nil && pos.Offset == 0) {
 		b.counts.logErrors.Add(1)
 		return
+	}
+	hint := false // an event the Log holds at pos, to be read from the Log
+	if w != nil && !wire.OneEvent(w) {
+		b.counts.logErrors.Add(1)
+		w, hint = nil, true
 	}
 	last := pos.Offset // the Log holds every event up to last before this one
 	if w != nil {
 		last--
 	}
+	event := w != nil || hint
 	r := b.hist.Load()
 	switch {
+	case r == nil && event:
+		b.counts.logErrors.Add(1) // Follow's first call is a head
+		return
 	case r == nil:
 		r = b.replace(pos.Epoch, last)
-	case r.epoch != pos.Epoch || (w == nil && last < r.head.Load()):
+	case r.epoch != pos.Epoch:
+		if event && !b.confirmEpoch(ctx, pos.Epoch) {
+			return
+		}
 		b.counts.newHistories.Add(1)
 		r = b.replace(pos.Epoch, last)
-	case last > r.head.Load():
+	case !event && last < r.head.Load():
+		b.counts.newHistories.Add(1)
+		r = b.replace(pos.Epoch, last)
+	case last > r.head.Load() || (hint && last == r.head.Load()+1):
+		if hint {
+			last = pos.Offset
+		}
 		switch b.fill(ctx, r, last) {
 		case fillFailed:
 			return
@@ -131,8 +159,22 @@ func (b *Broker) deliver(ctx context.Context, pos Position, w []byte) {
 			r = b.replace(pos.Epoch, last)
 		}
 	}
-	if r == nil || w == nil || pos.Offset != r.head.Load()+1 {
-		return // closed, a head, or a repeat
+	if r == nil || w == nil {
+		return // closed, or a head
+	}
+	if head := r.head.Load(); pos.Offset <= head {
+		if b.differs(r, pos, w) {
+			// The Log numbered another event at an offset this history
+			// has sent (a master that lost its writes, say): go on from the
+			// Log's, after a ResetEvent.
+			b.counts.newHistories.Add(1)
+			r = b.replace(pos.Epoch, pos.Offset-1)
+		} else {
+			return // a repeat
+		}
+	}
+	if r == nil || pos.Offset != r.head.Load()+1 {
+		return
 	}
 	w, id := numbered(pos, w)
 	b.mu.Lock()
@@ -140,6 +182,30 @@ func (b *Broker) deliver(ctx context.Context, pos Position, w []byte) {
 		b.pushLocked(r, w, id)
 	}
 	b.mu.Unlock()
+}
+
+// differs reports whether r holds, at pos, an event other than w.
+func (b *Broker) differs(r *ring, pos Position, w []byte) bool {
+	e := r.get(pos.Offset)
+	if e == nil {
+		return false // no longer held: nothing to compare
+	}
+	kept, _ := numbered(pos, w)
+	return !bytes.Equal(e.wire, kept)
+}
+
+// confirmEpoch reports whether the Log's history is epoch, as an event the
+// feed handed over says: a feed whose event alone says so could be a peer
+// that can publish but not write the Log.
+func (b *Broker) confirmEpoch(ctx context.Context, epoch string) bool {
+	_, head, err := b.log.ReadAfter(ctx, Position{epoch, 0}, 1)
+	if err != nil || head.Epoch != epoch {
+		if ctx.Err() == nil {
+			b.counts.logErrors.Add(1)
+		}
+		return false
+	}
+	return true
 }
 
 // numbered returns the wire form to keep for the event at pos, and the ID
@@ -170,7 +236,7 @@ func (b *Broker) replace(epoch string, head uint64) *ring {
 // What fill did.
 const (
 	fillDone   = iota // the gap is filled
-	fillFailed        // the Log failed, or the feed or the Broker ended
+	fillFailed        // the Log failed, the feed lied, or the feed or the Broker ended
 	fillLost          // the Log no longer holds the events
 )
 
@@ -183,14 +249,21 @@ func (b *Broker) fill(ctx context.Context, r *ring, last uint64) int {
 			return fillDone
 		}
 		wires, head, err := b.log.ReadAfter(ctx, after, fillBatch)
-		if err == nil {
-			err = checkRead(after, wires, head)
-		}
 		switch {
 		case err != nil:
 			if ctx.Err() == nil {
 				b.counts.logErrors.Add(1)
 			}
+			return fillFailed
+		case checkRead(after, wires, head) != nil:
+			// The Log answers what cannot be right (a damaged event, say),
+			// and will answer it again: asking again would stall every
+			// stream for good, so the history goes on past it.
+			b.counts.logErrors.Add(1)
+			return fillLost
+		case len(wires) == 0 && head.Epoch == after.Epoch && head.Offset < last:
+			// The feed said the Log holds events past its own head.
+			b.counts.logErrors.Add(1)
 			return fillFailed
 		case len(wires) == 0:
 			return fillLost
@@ -208,6 +281,63 @@ func (b *Broker) fill(ctx context.Context, r *ring, last uint64) int {
 		b.mu.Unlock()
 		b.counts.eventsFilled.Add(uint64(len(wires)))
 	}
+}
+
+// fillAtClose reads into r, the history of a closed Broker, the events the
+// Log holds past r's head: events published before Close whose delivery the
+// feed had not made. The first stream to ask does it, bounded by a heartbeat
+// period, and gets nil; others get a channel to wait on until it is done,
+// then nil.
+func (b *Broker) fillAtClose(r *ring) <-chan struct{} {
+	c := &b.closing
+	if !c.started.CompareAndSwap(false, true) {
+		select {
+		case <-c.done:
+			return nil
+		default:
+			return c.done
+		}
+	}
+	defer close(c.done)
+	ctx, cancel := context.WithTimeout(context.Background(), b.logLimit())
+	defer cancel()
+	until := uint64(0) // the Log's head when first read: later events came after Close
+	for {
+		after := Position{r.epoch, r.head.Load()}
+		wires, head, err := b.log.ReadAfter(ctx, after, fillBatch)
+		if err != nil || head.Epoch != r.epoch || checkRead(after, wires, head) != nil || len(wires) == 0 {
+			return nil
+		}
+		if until == 0 {
+			until = head.Offset
+		}
+		wires = wires[:min(uint64(len(wires)), until-min(until, after.Offset))]
+		b.mu.Lock()
+		for i, w := range wires {
+			w, id := numbered(Position{r.epoch, after.Offset + 1 + uint64(i)}, w)
+			b.pushLocked(r, w, id)
+		}
+		b.mu.Unlock()
+		if len(wires) == 0 || r.head.Load() >= until {
+			return nil
+		}
+	}
+}
+
+// A closeFill is the one fillAtClose of a Broker.
+type closeFill struct {
+	started atomic.Bool
+	done    chan struct{}
+}
+
+// logLimit is how long a call to the Log on a stream's behalf may take at
+// first: a heartbeat period, so that a call that hangs does not keep the
+// stream from its heartbeats.
+func (b *Broker) logLimit() time.Duration {
+	if b.heartbeat > 0 {
+		return b.heartbeat
+	}
+	return sse.DefaultHeartbeat
 }
 
 // checkRead returns an error if what ReadAfter returned cannot be right.
@@ -230,17 +360,12 @@ func checkRead(after Position, wires [][]byte, head Position) error {
 }
 
 // logContext returns a context for a call to the Log on the stream's behalf:
-// it ends when the client leaves, when the Broker closes, or after a
-// heartbeat period.
+// it ends when the client leaves, when the Broker closes, or after its limit:
+// a heartbeat period, after which the stream sends one and asks again, with
+// twice the time, then four times (a Log that answers, but slower than a
+// heartbeat, still gets to answer).
 func (s *stream) logContext() (context.Context, context.CancelFunc) {
-	// A call that hangs must not keep the stream from its heartbeats: it
-	// gets a heartbeat period, after which the stream sends one and asks
-	// again.
-	limit := s.b.heartbeat
-	if limit <= 0 {
-		limit = sse.DefaultHeartbeat
-	}
-	ctx, cancel := context.WithTimeout(s.req.Context(), limit)
+	ctx, cancel := context.WithTimeout(s.req.Context(), s.b.logLimit()<<min(s.slowReads, 2))
 	stop := context.AfterFunc(s.b.ctx, cancel)
 	return ctx, func() { stop(); cancel() }
 }

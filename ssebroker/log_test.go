@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/internal/leakcheck"
@@ -341,4 +342,155 @@ func TestBrokerRefusedBodyKeepsHTTP2Connection(t *testing.T) {
 	if n := conns.Load(); n != 1 {
 		t.Errorf("%d connections for two requests: the refusal ended the first", n)
 	}
+}
+
+// ---- The feed is a hint: what a Log's Follow hands over is checked --------
+
+// handFed is a memLog whose Follow delivers only the Log's head, once, and
+// then whatever the test hands it with feed: a subscription that a peer can
+// publish to.
+type handFed struct {
+	*memLog
+	deliver chan func(Position, []byte)
+}
+
+func newHandFed() *handFed {
+	return &handFed{memLog: newMemLog(), deliver: make(chan func(Position, []byte), 1)}
+}
+
+func (h *handFed) Follow(deliver func(Position, []byte)) (stop func()) {
+	deliver(h.head(), nil)
+	h.deliver <- deliver
+	return func() {}
+}
+
+// fedBroker returns a Broker on a handFed Log holding n events, a client
+// that has caught up with them, and the Follow's deliver.
+func fedBroker(t *testing.T, n int) (*handFed, *Broker, *client, func(Position, []byte)) {
+	t.Helper()
+	log := newHandFed()
+	for i := range n {
+		if _, err := log.Append(context.Background(), []byte(fmt.Sprintf("data: %d\n\n", i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := New(&Options{Log: log})
+	srv := brokerServer(t, b)
+	cl := connect(t, srv.Client(), srv.URL, log.head().Epoch+"-0")
+	deliver := <-log.deliver
+	for i := range n {
+		cl.expect(t, fmt.Sprint(i+1))
+	}
+	return log, b, cl, deliver
+}
+
+// appendAndFeed appends data to log and hands it to deliver, as the feed
+// does; it returns the event's position.
+func appendAndFeed(t *testing.T, log *handFed, deliver func(Position, []byte), data string) Position {
+	t.Helper()
+	w := []byte("data: " + data + "\n\n")
+	pos, err := log.Append(context.Background(), w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver(pos, w)
+	return pos
+}
+
+// An event the feed says is past the Log's head (a peer that can PUBLISH
+// but not write the log, a misnumbered message) is not delivered, moves
+// nothing, and the events that follow arrive under their own ids.
+func TestBrokerFeedPastTheHeadIsDropped(t *testing.T) {
+	leakcheck.Check(t)
+	log, b, cl, deliver := fedBroker(t, 3)
+	deliver(Position{log.head().Epoch, 1000000}, []byte("data: forged\n\n"))
+	deliver(Position{log.head().Epoch, 1000001}, nil) // a head past the Log's, too
+	pos := appendAndFeed(t, log, deliver, "4")
+	if ev := cl.next(t); ev.Data != "4" || ev.Type == ResetEvent || ev.LastEventID != pos.String() {
+		t.Fatalf("after a forged event: %+v, want event 4 at %v", ev, pos)
+	}
+	if s := b.Stats(); s.Log.Errors == 0 || s.Resets.NewHistory != 0 {
+		t.Errorf("stats %+v: want Log errors counted and no new history", s.Log)
+	}
+}
+
+// An event of an epoch the Log does not have starts no new history.
+func TestBrokerFeedOfAnotherEpochIsDropped(t *testing.T) {
+	leakcheck.Check(t)
+	log, b, cl, deliver := fedBroker(t, 2)
+	deliver(Position{"0123456789abcdef", 1}, []byte("data: forged\n\n"))
+	pos := appendAndFeed(t, log, deliver, "3")
+	if ev := cl.next(t); ev.Data != "3" || ev.LastEventID != pos.String() {
+		t.Fatalf("after an event of another epoch: %+v, want event 3 at %v", ev, pos)
+	}
+	if s := b.Stats(); s.Log.NewHistories != 0 {
+		t.Errorf("new histories %d, want 0", s.Log.NewHistories)
+	}
+}
+
+// Two different events never go out under one id: a second event at an
+// offset the Broker has sent (a failed-over master's, say) makes a new
+// history, with a ResetEvent, and then goes out.
+func TestBrokerFeedDifferentEventAtAnOffsetResets(t *testing.T) {
+	leakcheck.Check(t)
+	log, _, cl, deliver := fedBroker(t, 2)
+	pos := appendAndFeed(t, log, deliver, "3")
+	cl.expect(t, "3")
+	deliver(pos, []byte("data: another 3\n\n"))
+	if ev := cl.next(t); ev.Type != ResetEvent || ev.Data != pos.String() {
+		t.Fatalf("after another event at %v: %+v, want a reset after it", pos, ev)
+	}
+	if ev := cl.next(t); ev.Data != "another 3" || ev.LastEventID != pos.String() {
+		t.Fatalf("after the reset: %+v, want the Log's new event at %v", ev, pos)
+	}
+	deliver(pos, []byte("data: another 3\n\n")) // a plain repeat: nothing
+	next := appendAndFeed(t, log, deliver, "4")
+	if ev := cl.next(t); ev.Data != "4" || ev.LastEventID != next.String() {
+		t.Fatalf("then %+v, want event 4", ev)
+	}
+}
+
+// A damaged event the Log holds (cut short, its line ends rewritten) is a
+// ResetEvent for every stream, and the events after it flow: it does not
+// stall the Broker for good.
+func TestBrokerDamagedEventInTheLogResets(t *testing.T) {
+	leakcheck.Check(t)
+	for _, damaged := range []string{"data: cut short\n", "data: crlf\r\n\r\n", ""} {
+		t.Run(fmt.Sprintf("%q", damaged), func(t *testing.T) {
+			log, _, cl, deliver := fedBroker(t, 1)
+			bad, err := log.Append(context.Background(), []byte(damaged))
+			if err != nil {
+				t.Fatal(err)
+			}
+			deliver(bad, []byte(damaged))
+			next := appendAndFeed(t, log, deliver, "3")
+			ev := cl.next(t)
+			if ev.Type != ResetEvent {
+				t.Fatalf("after a damaged event: %+v, want a reset", ev)
+			}
+			if ev := cl.next(t); ev.Data != "3" || ev.LastEventID != next.String() {
+				t.Fatalf("after the reset: %+v, want event 3 at %v", ev, next)
+			}
+		})
+	}
+}
+
+// A Log that answers, but slower than a heartbeat, still gets to answer: a
+// stream that replays from it gets its events.
+func TestBrokerSlowLogStillReplays(t *testing.T) {
+	leakcheck.Check(t)
+	log := newMemLog()
+	b := New(&Options{HistoryLen: 2, Log: log, Stream: sse.Options{Heartbeat: time.Second}})
+	srv := brokerServer(t, b)
+	publishN(t, b, "", 5)
+	log.onRead = func(ctx context.Context) error {
+		select {
+		case <-time.After(1500 * time.Millisecond):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	cl := connect(t, srv.Client(), srv.URL, log.head().Epoch+"-1")
+	cl.expect(t, "1", "2", "3", "4")
 }

@@ -1,9 +1,16 @@
 package ssebroker
 
 import (
+	"context"
+	"errors"
+
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/internal/wire"
 )
+
+// maxSlowReads is how many reads in a row a stream lets the Log run out of
+// time before it gives up on what the Log holds (7 heartbeat periods in all).
+const maxSlowReads = 3
 
 // readLog reads the events after the stream's position from the Log, for a
 // stream whose next event is older than the ring holds, or from an epoch
@@ -29,12 +36,21 @@ func (s *stream) readLog(dst []byte) step {
 		if b.closed.Load() {
 			return step{batch: wire.AppendRetry(dst, b.jitter()), end: endClosed}
 		}
+		b.counts.logErrors.Add(1)
+		if errors.Is(err, context.DeadlineExceeded) {
+			if s.slowReads++; s.slowReads >= maxSlowReads {
+				// Asked again and again, the Log never answers in time:
+				// what it holds is lost to this stream.
+				s.slowReads = 0
+				return s.logFailed(dst, Position{}, after)
+			}
+		}
 		// The Log cannot be read now: the stream stays open, with its
 		// heartbeats, and asks again when something happens (an event, a
 		// heartbeat, the feed coming back), to go on with no gap.
-		b.counts.logErrors.Add(1)
 		return s.idle(dst, b.hist.Load())
 	}
+	s.slowReads = 0
 	if err := checkRead(after, wires, head); err != nil {
 		b.counts.logErrors.Add(1)
 		return s.logFailed(dst, head, after)

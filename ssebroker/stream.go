@@ -38,6 +38,8 @@ type stream struct {
 	epoch  string // with ring nil, once placed: the epoch of the Log it reads
 	beats  uint64 // the Broker's heartbeats this stream has sent, or skipped
 
+	slowReads int // reads of the Log in a row that ran out of time
+
 	opened   bool // the headers are written
 	placed   bool // the stream knows where in the history it starts
 	sent     bool // an event has been sent: a reset is no longer possible at the start
@@ -187,6 +189,16 @@ func (s *stream) next(dst []byte) step {
 		return s.resetTo(dst, cur, cur.tail.Load()-1, s.lastSent(r))
 	}
 	if closed {
+		if b.log != nil {
+			// Events published before Close may still be on their way back
+			// from the Log: the first stream here reads them in.
+			if wait := b.fillAtClose(r); wait != nil {
+				return step{batch: dst, wake: wait}
+			}
+			if r.head.Load() >= s.cursor {
+				return step{batch: dst} // filled: read again
+			}
+		}
 		return step{batch: wire.AppendRetry(dst, b.jitter()), end: endClosed}
 	}
 	if beats := b.beats.Load(); s.beats != beats {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,7 +53,9 @@ func TestBrokerBatchesWaitingEvents(t *testing.T) {
 // streams waiting, the one channel that wakes them all, and now and then a
 // pump's goroutine. Each round publishes once, waits until every stream has
 // written the event and waits again, and counts every goroutine's
-// allocations in between.
+// allocations in between; the figure is the median round, so that a round
+// in which a busy machine collected the pools' buffers or let a pump exit
+// does not count as the Broker's.
 func TestBrokerPublishAllocsDoNotGrowWithSubscribers(t *testing.T) {
 	if ssetest.Race {
 		t.Skip("the race detector allocates on goroutine switches; .ci/run runs this test without it")
@@ -73,8 +76,8 @@ func TestBrokerPublishAllocsDoNotGrowWithSubscribers(t *testing.T) {
 			}()
 		}
 		waitFor(t, "every stream to write its opening", func() bool { return writes.Load() == int64(streams) })
-		const rounds = 50
-		var total uint64
+		const rounds = 51
+		var counts []uint64
 		for i := range rounds + 5 { // the first 5 warm the pools
 			want := writes.Load() + int64(streams)
 			before := mallocs()
@@ -82,12 +85,13 @@ func TestBrokerPublishAllocsDoNotGrowWithSubscribers(t *testing.T) {
 			waitFor(t, "every stream to write the event", func() bool { return writes.Load() == want })
 			waitFor(t, "every stream to wait again", func() bool { return streams == 0 || b.wake.waiting.Load() })
 			if i >= 5 {
-				total += mallocs() - before
+				counts = append(counts, mallocs()-before)
 			}
 		}
 		cancel()
 		wg.Wait()
-		return float64(total) / rounds
+		slices.Sort(counts)
+		return float64(counts[len(counts)/2])
 	}
 	none, many := allocs(0), allocs(1000)
 	if none > 2.5 || many > none+2.5 {
