@@ -232,6 +232,9 @@ func TestBrokerDistrustsLog(t *testing.T) {
 		{"a head with no epoch", func(after Position) ([][]byte, Position) {
 			return nil, Position{"", 100}
 		}},
+		{"a head behind what the ring, which it fed, has dropped", func(after Position) ([][]byte, Position) {
+			return nil, after
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			log := newMemLog()
@@ -493,4 +496,38 @@ func TestBrokerSlowLogStillReplays(t *testing.T) {
 	}
 	cl := connect(t, srv.Client(), srv.URL, log.head().Epoch+"-1")
 	cl.expect(t, "1", "2", "3", "4")
+}
+
+// A stream that resumes from the Log, where the Log is ahead of what its feed
+// has delivered, reads the Log to its head, then joins the ring and gets the
+// rest as the feed delivers it: each event once, in order.
+func TestBrokerReplayFromLogAheadOfTheFeed(t *testing.T) {
+	leakcheck.Check(t)
+	log := newHandFed()
+	for i := range 5 {
+		if _, err := log.Append(context.Background(), []byte(fmt.Sprintf("data: %d\n\n", i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := New(&Options{HistoryLen: 8, Log: log})
+	srv := brokerServer(t, b)
+	first := connect(t, srv.Client(), srv.URL, "") // starts the feed: the ring is at 5
+	deliver := <-log.deliver
+	waitFor(t, "the first stream", func() bool { return b.Subscribers() == 1 })
+	for i := 6; i <= 7; i++ { // in the Log, not yet delivered
+		if _, err := log.Append(context.Background(), []byte(fmt.Sprintf("data: %d\n\n", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl := connect(t, srv.Client(), srv.URL, log.head().Epoch+"-1")
+	cl.expect(t, "2", "3", "4", "5", "6", "7")
+	waitFor(t, "the resumed stream", func() bool { return b.Subscribers() == 2 })
+	eight := appendAndFeed(t, log, deliver, "8") // the feed fills 6 and 7 first
+	if ev := cl.next(t); ev.Data != "8" || ev.LastEventID != eight.String() {
+		t.Fatalf("after the Log's head: %+v, want event 8 at %v", ev, eight)
+	}
+	first.expect(t, "6", "7", "8")
+	if s := b.Stats(); s.Resumed.Log != 1 || s.Log.GapsFilled != 1 {
+		t.Errorf("resumed %+v, gaps filled %d; want 1 from the Log, 1 gap", s.Resumed, s.Log.GapsFilled)
+	}
 }

@@ -18,78 +18,98 @@ const maxSlowReads = 3
 // the ring. What the Log cannot give is a ResetEvent: at once if the stream
 // has sent nothing, else when its client reconnects (the stream ends).
 func (s *stream) readLog(dst []byte) step {
-	b := s.b
-	if r := b.hist.Load(); r != nil && r.epoch == s.epoch && s.cursor >= r.tail.Load() && s.cursor <= r.head.Load()+1 {
-		s.ring = r // the ring has the rest
+	if r := s.b.hist.Load(); r != nil && r.epoch == s.epoch && s.cursor >= r.tail.Load() && s.cursor <= r.head.Load()+1 {
+		s.toRing(r, s.cursor) // the ring has the rest
 		return step{batch: dst}
 	}
 	after := Position{s.epoch, s.cursor - 1}
 	ctx, cancel := s.logContext()
-	wires, head, err := b.log.ReadAfter(ctx, after, maxBatch)
+	wires, head, err := s.b.log.ReadAfter(ctx, after, maxBatch)
 	cancel()
 	if err != nil {
-		select {
-		case <-s.wr.Done():
-			return step{batch: dst, end: endClientLeft}
-		default:
-		}
-		if b.closed.Load() {
-			return step{batch: wire.AppendRetry(dst, b.jitter()), end: endClosed}
-		}
-		b.counts.logErrors.Add(1)
-		if errors.Is(err, context.DeadlineExceeded) {
-			if s.slowReads++; s.slowReads >= maxSlowReads {
-				// Asked again and again, the Log never answers in time:
-				// what it holds is lost to this stream.
-				s.slowReads = 0
-				return s.logFailed(dst, Position{}, after)
-			}
-		}
-		// The Log cannot be read now: the stream stays open, with its
-		// heartbeats, and asks again when something happens (an event, a
-		// heartbeat, the feed coming back), to go on with no gap.
-		return s.idle(dst, b.hist.Load())
+		return s.readFailed(dst, err, after)
 	}
 	s.slowReads = 0
-	if err := checkRead(after, wires, head); err != nil {
-		b.counts.logErrors.Add(1)
-		return s.logFailed(dst, head, after)
-	}
 	switch {
+	case checkRead(after, wires, head) != nil:
+		s.b.counts.logErrors.Add(1)
+		return s.logFailed(dst, head, after)
 	case len(wires) > 0:
-		if !s.sent {
-			s.countResume(fromLog)
+		return s.sendRead(dst, wires)
+	case head == after:
+		return s.caughtUpInLog(dst, head, after)
+	}
+	return s.lostInLog(dst, head, after)
+}
+
+// readFailed handles a read of the Log that failed: the stream ends if its
+// client left or the Broker closed; else it waits, with its heartbeats, and
+// asks again when something happens (an event, a heartbeat, the feed coming
+// back), to go on with no gap. A Log that runs out of time maxSlowReads
+// times in a row has lost what it holds for this stream.
+func (s *stream) readFailed(dst []byte, err error, after Position) step {
+	b := s.b
+	select {
+	case <-s.wr.Done():
+		return step{batch: dst, end: endClientLeft}
+	default:
+	}
+	if b.closed.Load() {
+		return step{batch: wire.AppendRetry(dst, b.jitter()), end: endClosed}
+	}
+	b.counts.logErrors.Add(1)
+	if errors.Is(err, context.DeadlineExceeded) {
+		if s.slowReads++; s.slowReads >= maxSlowReads {
+			s.slowReads = 0
+			return s.logFailed(dst, Position{}, after)
 		}
-		for i, w := range wires {
-			if _, own := wire.OwnID(w); !own {
-				dst = wire.AppendIDLine(dst, s.epoch, s.cursor+uint64(i))
-			}
-			dst = append(dst, w...)
+	}
+	return s.idle(dst, b.hist.Load())
+}
+
+// sendRead appends wires, the events the Log holds from the stream's cursor
+// on, each with its id line unless its publisher gave it an ID.
+func (s *stream) sendRead(dst []byte, wires [][]byte) step {
+	if !s.sent {
+		s.countResume(fromLog)
+	}
+	for i, w := range wires {
+		if _, own := wire.OwnID(w); !own {
+			dst = wire.AppendIDLine(dst, s.epoch, s.cursor+uint64(i))
 		}
-		s.cursor += uint64(len(wires))
-		s.sent = true
-		return step{batch: dst}
-	case head.Epoch == after.Epoch && head.Offset == after.Offset:
-		// Nothing after the stream's position: it goes on in the ring, once
-		// the ring has its epoch (the Log's feed may lag the Log).
-		r := b.hist.Load()
-		if r != nil && r.epoch == s.epoch {
-			if s.cursor < r.tail.Load() {
-				// The ring, which the Log fed, has dropped events that the Log
-				// says it does not have: it cannot be right.
-				b.counts.logErrors.Add(1)
-				return s.logFailed(dst, head, after)
-			}
-			if !s.sent {
-				s.countResume(fromHistory)
-			}
-			s.ring = r
-			return step{batch: dst}
-		}
+		dst = append(dst, w...)
+	}
+	s.cursor += uint64(len(wires))
+	s.sent = true
+	return step{batch: dst}
+}
+
+// caughtUpInLog goes on in the ring once the stream has read the Log up to
+// its head, as soon as the ring has the Log's epoch (the feed may lag the
+// Log); until then it waits.
+func (s *stream) caughtUpInLog(dst []byte, head, after Position) step {
+	r := s.b.hist.Load()
+	if r == nil || r.epoch != s.epoch {
 		return s.idle(dst, r)
 	}
-	// The Log holds neither the event after the stream's position nor that
-	// position as its head: the events are gone, or the id was made up.
+	if s.cursor < r.tail.Load() {
+		// The ring, which the Log fed, has dropped events that the Log
+		// says it does not have: it cannot be right.
+		s.b.counts.logErrors.Add(1)
+		return s.logFailed(dst, head, after)
+	}
+	if !s.sent {
+		s.countResume(fromHistory)
+	}
+	s.toRing(r, s.cursor)
+	return step{batch: dst}
+}
+
+// lostInLog handles a Log that holds neither the event after the stream's
+// position nor that position as its head: the events are gone, or the id
+// was made up. A stream that has sent events ends (its client reconnects and
+// is told then); one that has not gets a ResetEvent.
+func (s *stream) lostInLog(dst []byte, head, after Position) step {
 	if s.sent {
 		return step{batch: dst, end: endFellBehind}
 	}
@@ -97,7 +117,7 @@ func (s *stream) readLog(dst []byte) step {
 	if head.Epoch != after.Epoch || after.Offset > head.Offset {
 		cause = resetUnknownID
 	}
-	b.counts.resets[cause].Add(1)
+	s.b.counts.resets[cause].Add(1)
 	return s.resetToLog(dst, head, after)
 }
 
@@ -138,6 +158,7 @@ func (s *stream) resetToLog(dst []byte, head Position, after Position) step {
 	if !validEpoch(head.Epoch) { // the Log failed: no position to give
 		head = after
 	}
-	s.epoch, s.cursor, s.sent = head.Epoch, head.Offset+1, true
+	s.toLog(head.Epoch, head.Offset+1)
+	s.sent = true
 	return step{batch: wire.AppendReset(dst, head.Epoch, head.Offset, from)}
 }

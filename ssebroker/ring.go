@@ -1,6 +1,9 @@
 package ssebroker
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // An entry is one event in a Broker's history. It does not change once
 // published.
@@ -13,8 +16,9 @@ type entry struct {
 
 // A ring holds the most recent events of one epoch, by offset. Publishers
 // change it under the Broker's mutex, one at a time; streams read it with
-// atomic loads only. It grows by doubling up to its bound in events, so a
-// quiet Broker holds little.
+// atomic loads, and its index of publisher IDs under the ring's own lock.
+// It grows by doubling up to its bound in events, so a quiet Broker holds
+// little.
 type ring struct {
 	epoch string
 	slots atomic.Pointer[[]atomic.Pointer[entry]]
@@ -22,9 +26,21 @@ type ring struct {
 	tail  atomic.Uint64 // offset of the oldest event held; head+1 when none
 
 	// Under the Broker's mutex.
-	bytes int              // bytes held
-	total uint64           // bytes ever pushed
-	byID  map[string]idRef // events held that carry their publisher's own ID
+	bytes int    // bytes held
+	total uint64 // bytes ever pushed
+
+	idMu sync.Mutex       // guards byID, which streams look up
+	byID map[string]idRef // events held that carry their publisher's own ID
+}
+
+// lookup returns the index entry of the events in r that carry the
+// publisher ID id. It takes only r's own lock, so that a stream looking up
+// its Last-Event-ID never makes Publish wait.
+func (r *ring) lookup(id string) (idRef, bool) {
+	r.idMu.Lock()
+	defer r.idMu.Unlock()
+	ref, ok := r.byID[id]
+	return ref, ok
 }
 
 // An idRef indexes the events in the history that carry one publisher ID.
@@ -73,10 +89,12 @@ func (r *ring) push(e *entry, maxLen, maxBytes int) {
 	r.head.Store(e.offset)
 	r.bytes += len(e.wire)
 	if e.id != "" {
+		r.idMu.Lock()
 		if r.byID == nil {
 			r.byID = make(map[string]idRef)
 		}
 		r.byID[e.id] = idRef{offset: e.offset, count: r.byID[e.id].count + 1}
+		r.idMu.Unlock()
 	}
 	for r.bytes > maxBytes && r.tail.Load() < e.offset {
 		r.drop()
@@ -88,11 +106,13 @@ func (r *ring) drop() {
 	tail := r.tail.Load()
 	e := r.get(tail)
 	if e.id != "" {
+		r.idMu.Lock()
 		if ref := r.byID[e.id]; ref.count > 1 {
 			r.byID[e.id] = idRef{offset: ref.offset, count: ref.count - 1}
 		} else {
 			delete(r.byID, e.id)
 		}
+		r.idMu.Unlock()
 	}
 	r.bytes -= len(e.wire)
 	r.tail.Store(tail + 1)

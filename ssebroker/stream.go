@@ -31,23 +31,32 @@ type stream struct {
 	wr  *wire.Stream
 	req *http.Request
 
-	ring   *ring  // the history it reads; nil until placed in one
-	cursor uint64 // offset of the next event to send, in ring, or in epoch when ring is nil
+	mode   mode   // where it reads: which of ring and epoch says where cursor is
+	ring   *ring  // inRing: the history it reads
+	epoch  string // inLog: the epoch of the Log it reads
+	cursor uint64 // offset of the next event to send, in ring or in epoch
 	start  *ring  // the history when the stream's start was fixed; nil before
 	from   uint64 // start's head then: the stream sends every event after it
-	epoch  string // with ring nil, once placed: the epoch of the Log it reads
 	beats  uint64 // the Broker's heartbeats this stream has sent, or skipped
 
 	slowReads int // reads of the Log in a row that ran out of time
 
 	opened   bool // the headers are written
-	placed   bool // the stream knows where in the history it starts
 	sent     bool // an event has been sent: a reset is no longer possible at the start
 	caughtUp bool // the stream has reached the newest event once
 	resumed  bool // its resume is counted
 
 	handoff
 }
+
+// A mode is where a stream reads its next event.
+type mode uint8
+
+const (
+	unplaced mode = iota // not yet known: it waits for the history (with a Log, its head)
+	inRing               // in the Broker's ring
+	inLog                // in the Log: older than the ring holds, or of an epoch the ring is not
+)
 
 // serve has pumps write the stream, and waits between their turns for
 // something new to send, until the stream ends. It returns why it ended, and
@@ -125,7 +134,7 @@ func (s *stream) writeAll() outcome {
 		st := s.next(dst)
 		var err error
 		switch {
-		case !s.opened && (s.placed || len(st.batch) > own || len(st.big) > 0 || st.end != endNone):
+		case !s.opened && (s.mode != unplaced || len(st.batch) > own || len(st.big) > 0 || st.end != endNone):
 			// The headers go out once the stream knows where it starts (or
 			// has something to say before: a heartbeat), even with nothing
 			// else to send, so that the client's open event fires: an event
@@ -167,8 +176,11 @@ func writeEnd(err error) endReason {
 // it returns the channel to wait on, or, if something came in as it looked,
 // nothing at all, and the caller reads again.
 func (s *stream) next(dst []byte) step {
-	if s.ring == nil {
+	switch s.mode {
+	case unplaced:
 		return s.place(dst)
+	case inLog:
+		return s.readLog(dst)
 	}
 	b, r := s.b, s.ring
 	closed := b.closed.Load() // before head: once closed, head moves no more
@@ -251,19 +263,17 @@ func (s *stream) leaveRing(dst []byte) step {
 	if s.b.log == nil {
 		return step{batch: dst, end: endFellBehind}
 	}
-	s.epoch, s.ring = s.ring.epoch, nil
+	s.toLog(s.ring.epoch, s.cursor)
 	return s.readLog(dst)
 }
 
 // place finds where in the history a new stream starts, from its request's
 // Last-Event-ID, and appends what it sends first: nothing for a client that
 // resumes, an id line alone for a new client, a ResetEvent for one that
-// cannot resume. With a Log it may read the Log, or wait for the Log's head.
+// cannot resume. With a Log it may wait for the Log's head; a resume from
+// older than the ring, or from an epoch it is not, goes on in the Log.
 func (s *stream) place(dst []byte) step {
 	b := s.b
-	if s.placed {
-		return s.readLog(dst)
-	}
 	if b.closed.Load() {
 		return step{batch: wire.AppendRetry(dst, b.jitter()), end: endClosed}
 	}
@@ -271,7 +281,6 @@ func (s *stream) place(dst []byte) step {
 	if r == nil { // with a Log whose head is not known yet
 		return s.idle(dst, nil)
 	}
-	s.placed = true
 	if s.start == nil {
 		s.fix(r)
 	}
@@ -284,20 +293,20 @@ func (s *stream) place(dst []byte) step {
 			return s.resetTo(dst, r, s.startIn(r), "")
 		}
 		head := s.startIn(r)
-		s.ring, s.cursor = r, head+1
+		s.toRing(r, head+1)
 		return step{batch: wire.AppendPlace(dst, r.epoch, head)}
 	}
 	if p, ok := parsePosition(lastID); ok {
 		head, tail := r.head.Load(), r.tail.Load()
 		if p.Epoch == r.epoch && p.Offset <= head && p.Offset+1 >= tail {
 			s.countResume(fromHistory)
-			s.ring, s.cursor = r, p.Offset+1
+			s.toRing(r, p.Offset+1)
 			return step{batch: dst}
 		}
 		if b.log != nil {
 			// Read from the Log next time round, once the headers are out:
 			// the Log may be slow, and the client should see its stream open.
-			s.epoch, s.cursor = p.Epoch, p.Offset+1
+			s.toLog(p.Epoch, p.Offset+1)
 			return step{batch: dst}
 		}
 		cause := resetUnknownID
@@ -307,16 +316,24 @@ func (s *stream) place(dst []byte) step {
 		b.counts.resets[cause].Add(1)
 		return s.resetTo(dst, r, s.startIn(r), lastID)
 	}
-	b.mu.Lock() // the publisher ids' index changes with the history
-	ref, ok := r.byID[lastID]
-	b.mu.Unlock()
+	ref, ok := r.lookup(lastID)
 	if ok && ref.count == 1 {
 		s.countResume(fromHistory)
-		s.ring, s.cursor = r, ref.offset+1
+		s.toRing(r, ref.offset+1)
 		return step{batch: dst}
 	}
 	b.counts.resets[resetUnknownID].Add(1)
 	return s.resetTo(dst, r, s.startIn(r), lastID)
+}
+
+// toRing has the stream read r from offset cursor on.
+func (s *stream) toRing(r *ring, cursor uint64) {
+	s.mode, s.ring, s.epoch, s.cursor = inRing, r, "", cursor
+}
+
+// toLog has the stream read the Log's epoch from offset cursor on.
+func (s *stream) toLog(epoch string, cursor uint64) {
+	s.mode, s.ring, s.epoch, s.cursor = inLog, nil, epoch, cursor
 }
 
 // fix fixes the stream's start at r's head and counts the stream in
@@ -356,6 +373,7 @@ func (s *stream) lastSent(r *ring) string {
 // resetTo appends a ResetEvent and places the stream in r after offset at:
 // after is the id after which the client lost events.
 func (s *stream) resetTo(dst []byte, r *ring, at uint64, after string) step {
-	s.ring, s.cursor, s.sent = r, at+1, true
+	s.toRing(r, at+1)
+	s.sent = true
 	return step{batch: wire.AppendReset(dst, r.epoch, at, after)}
 }
