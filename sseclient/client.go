@@ -37,7 +37,6 @@ import (
 	"io"
 	"iter"
 	"math/rand/v2"
-	"mime"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -64,7 +63,9 @@ var (
 	// ErrStatus: the server answered a status other than 200 and 204. An
 	// EventSource does not reconnect after one, even 503.
 	ErrStatus = errors.New("sseclient: status is not 200 OK")
-	// ErrContentType: the response is not text/event-stream.
+	// ErrContentType: the response is not text/event-stream, or its charset
+	// is not UTF-8. The type is compared as a browser does: without regard
+	// to case, and to parameters but the charset (see Stream.Events).
 	ErrContentType = errors.New("sseclient: response is not text/event-stream")
 	// ErrBodyNotReplayable: the request has a Body but no GetBody, so it
 	// could not be sent again to reconnect. http.NewRequest sets GetBody for
@@ -163,6 +164,13 @@ type Stream struct {
 // http.Client.Do does (a stream that ends before its first request closes
 // it then); each later request sends a body from req.GetBody, so that an API
 // that streams the response to a POST can be resumed.
+//
+// A response opens the stream if its status is 200 and its Content-Type is
+// text/event-stream as a browser reads it: the MIME type the Fetch standard
+// extracts from the header (from its last valid value, if it has several),
+// compared without regard to case, whatever its parameters; but a charset
+// other than UTF-8 is refused, as Chromium and Safari refuse it, since the
+// stream is read as UTF-8 whatever its label says.
 //
 // The Client reconnects when the response ends, whether cleanly, in the
 // middle of an event (which is dropped, as the standard says) or with a
@@ -429,11 +437,7 @@ func checkResponse(resp *http.Response) error {
 	case resp.StatusCode != http.StatusOK:
 		return fmt.Errorf("%w: %s", ErrStatus, resp.Status)
 	}
-	ct := resp.Header.Get("Content-Type")
-	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "text/event-stream" {
-		return fmt.Errorf("%w: Content-Type %q", ErrContentType, ct)
-	}
-	return nil
+	return checkContentType(resp.Header.Values("Content-Type"))
 }
 
 // idleWatch ends a connection, by cancelling its context with
