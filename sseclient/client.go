@@ -61,7 +61,9 @@ var (
 	// EventSource to stop reconnecting.
 	ErrNoContent = errors.New("sseclient: 204 No Content: the server asks not to reconnect")
 	// ErrStatus: the server answered a status other than 200 and 204. An
-	// EventSource does not reconnect after one, even 503.
+	// EventSource does not reconnect after one, even 503. The error is a
+	// *StatusError, which holds the status, the headers and the start of the
+	// body.
 	ErrStatus = errors.New("sseclient: status is not 200 OK")
 	// ErrContentType: the response is not text/event-stream, or its charset
 	// is not UTF-8. The type is compared as a browser does: without regard
@@ -189,12 +191,12 @@ type Stream struct {
 // The iterator yields each event with a nil error: an event's ID, Type, Data
 // and Retry are as sse.Reader returns them. It ends for good, yielding one
 // last error with a zero Event, when the server answers 204 (ErrNoContent),
-// another status than 200 (ErrStatus), or another content type than
-// text/event-stream (ErrContentType); when an event is over MaxEventSize
-// (ErrEventTooLarge); when req's body cannot be sent again
-// (ErrBodyNotReplayable); when the last event ID cannot be sent in a header
-// (ErrInvalidLastEventID); and when req's context is done (its Err). A break
-// out of the loop closes the connection and ends it without an error.
+// another status than 200 (a *StatusError, which matches ErrStatus), or
+// another content type than text/event-stream (ErrContentType); when an event
+// is over MaxEventSize (ErrEventTooLarge); when req's body cannot be sent
+// again (ErrBodyNotReplayable); when the last event ID cannot be sent in a
+// header (ErrInvalidLastEventID); and when req's context is done (its Err). A
+// break out of the loop closes the connection and ends it without an error.
 //
 // A second range over the iterator, or over another from Events, goes on
 // with the same stream: it connects again, resuming from LastEventID.
@@ -234,6 +236,10 @@ func (s *Stream) setLastEventID(id string) {
 
 // errStopped is what connect returns when the caller broke out of the loop.
 var errStopped = errors.New("sseclient: stopped by the caller")
+
+// errSlowErrorBody is the cause of the end of a connection whose status
+// error's body took too long.
+var errSlowErrorBody = errors.New("sseclient: the body of a status error took too long")
 
 // permanent wraps the errors that end the stream for good.
 type permanent struct{ err error }
@@ -379,7 +385,7 @@ func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 		return false, idle.cause(ctx, err)
 	}
 	defer resp.Body.Close()
-	if err := checkResponse(resp); err != nil {
+	if err := checkResponse(resp, idle.reader(resp.Body), func() { cancel(errSlowErrorBody) }); err != nil {
 		return false, permanent{err}
 	}
 	opened := time.Now()
@@ -429,13 +435,14 @@ func validHeaderValue(v string) bool {
 }
 
 // checkResponse returns the error that ends the stream for a response that
-// does not open one.
-func checkResponse(resp *http.Response) error {
+// does not open one; for a status error, it reads the start of the body from
+// body, and calls abort to end the reads if that takes too long.
+func checkResponse(resp *http.Response, body io.Reader, abort func()) error {
 	switch {
 	case resp.StatusCode == http.StatusNoContent:
 		return ErrNoContent
 	case resp.StatusCode != http.StatusOK:
-		return fmt.Errorf("%w: %s", ErrStatus, resp.Status)
+		return statusError(resp, body, abort)
 	}
 	return checkContentType(resp.Header.Values("Content-Type"))
 }
