@@ -69,9 +69,19 @@ var (
 	// is not UTF-8. The type is compared as a browser does: without regard
 	// to case, and to parameters but the charset (see Stream.Events).
 	ErrContentType = errors.New("sseclient: response is not text/event-stream")
-	// ErrBodyNotReplayable: the request has a Body but no GetBody, so it
-	// could not be sent again to reconnect. http.NewRequest sets GetBody for
-	// a *bytes.Buffer, *bytes.Reader or *strings.Reader body.
+	// ErrStreamCut: the connection ended, or failed, before the stream's
+	// end, and the stream cannot be resumed: its request has a body or a
+	// method other than GET, so that sending it again would start anew
+	// (a new completion, billed again, its text a second time), and the
+	// server sent no id to resume from. The error matches what ended the
+	// connection too: io.EOF if the server ended the response between
+	// events, or io.ErrUnexpectedEOF inside one, ErrIdleTimeout, or the
+	// error from the HTTP client or the body.
+	ErrStreamCut = errors.New("sseclient: stream cut, and it cannot be resumed")
+	// ErrBodyNotReplayable: the stream must be resumed, and its request has
+	// a Body but no GetBody to send it again. The error matches ErrStreamCut
+	// and what ended the connection too. http.NewRequest sets GetBody for a
+	// *bytes.Buffer, *bytes.Reader or *strings.Reader body.
 	ErrBodyNotReplayable = errors.New("sseclient: request body cannot be sent again (no GetBody)")
 	// ErrInvalidLastEventID: the stream's last event ID, which the next
 	// request must send as Last-Event-ID, holds a control byte other than
@@ -176,27 +186,38 @@ type Stream struct {
 //
 // The Client reconnects when the response ends, whether cleanly, in the
 // middle of an event (which is dropped, as the standard says) or with a
-// network error, and when no byte arrives within IdleTimeout. It first waits
-// the delay the server set with its last retry field, or Retry. After a
-// connection that failed, the delay doubles with each such connection in a
-// row, from at least Retry, up to MaxDelay. A connection fails unless it
-// delivers an event or its response stays open for MaxDelay or longer (a
-// quiet stream that heartbeats keep open is healthy); a healthy one resets
-// the backoff. To each delay it adds a random part of up to half of it, so
-// that clients of a server that restarts do not all come back at once. The
-// wait never passes MaxDelay: a delay over two thirds of MaxDelay counts as
-// two thirds of it, so that the wait is then between two thirds of MaxDelay
-// and MaxDelay.
+// network error, and when no byte arrives within IdleTimeout, if the stream
+// can be resumed. A GET without a body always can, as an EventSource's. Any
+// other request (a POST to an LLM API, say) can once the server has given
+// the stream an id, that is while the stream's last event ID is not empty
+// (an id field set it, or req's Last-Event-ID): the request is sent again
+// with it, for the server to go on from there. Without an id, sending the
+// request again would start it anew: a new completion, billed again, its
+// text a second time in the loop. So such a stream ends instead, with an
+// error matching ErrStreamCut and what ended the connection.
+//
+// Before it reconnects, the Client waits the delay the server set with its
+// last retry field, or Retry. After a connection that failed, the delay
+// doubles with each such connection in a row, from at least Retry, up to
+// MaxDelay. A connection fails unless it delivers an event or its response
+// stays open for MaxDelay or longer (a quiet stream that heartbeats keep open
+// is healthy); a healthy one resets the backoff. To each delay it adds a
+// random part of up to half of it, so that clients of a server that restarts
+// do not all come back at once. The wait never passes MaxDelay: a delay over
+// two thirds of MaxDelay counts as two thirds of it, so that the wait is then
+// between two thirds of MaxDelay and MaxDelay.
 //
 // The iterator yields each event with a nil error: an event's ID, Type, Data
 // and Retry are as sse.Reader returns them. It ends for good, yielding one
 // last error with a zero Event, when the server answers 204 (ErrNoContent),
 // another status than 200 (a *StatusError, which matches ErrStatus), or
 // another content type than text/event-stream (ErrContentType); when an event
-// is over MaxEventSize (ErrEventTooLarge); when req's body cannot be sent
-// again (ErrBodyNotReplayable); when the last event ID cannot be sent in a
-// header (ErrInvalidLastEventID); and when req's context is done (its Err). A
-// break out of the loop closes the connection and ends it without an error.
+// is over MaxEventSize (ErrEventTooLarge); when the connection of a stream
+// that cannot be resumed ends (ErrStreamCut), or that of one whose req's body
+// cannot be sent again (ErrBodyNotReplayable, which matches ErrStreamCut);
+// when the last event ID cannot be sent in a header (ErrInvalidLastEventID);
+// and when req's context is done (its Err). A break out of the loop closes
+// the connection and ends it without an error.
 //
 // A second range over the iterator, or over another from Events, goes on
 // with the same stream: it connects again, resuming from LastEventID.
@@ -251,9 +272,6 @@ func (p permanent) Error() string { return p.err.Error() }
 func (s *Stream) run(yield func(sse.Event, error) bool) error {
 	ctx := s.req.Context()
 	defer s.closeUnsentBody()
-	if s.req.Body != nil && s.req.Body != http.NoBody && s.req.GetBody == nil {
-		return ErrBodyNotReplayable
-	}
 	failures := 0 // connections in a row that failed
 	for {
 		healthy, err := s.connect(ctx, yield)
@@ -265,6 +283,12 @@ func (s *Stream) run(yield func(sse.Event, error) bool) error {
 		}
 		if p, ok := err.(permanent); ok {
 			return p.err
+		}
+		if !s.resumable() {
+			return fmt.Errorf("%w: %w", ErrStreamCut, err)
+		}
+		if s.hasBody() && s.req.GetBody == nil {
+			return fmt.Errorf("%w: %w: %w", ErrStreamCut, ErrBodyNotReplayable, err)
 		}
 		if healthy {
 			failures = 0
@@ -283,6 +307,20 @@ func (s *Stream) run(yield func(sse.Event, error) bool) error {
 		case <-t.C:
 		}
 	}
+}
+
+// resumable reports whether the stream may be resumed by sending its
+// request again: if it is a GET without a body, which sent again only asks
+// for the stream again, as an EventSource's does; or if the server gave the
+// stream an id to resume from, which the request sent again carries.
+func (s *Stream) resumable() bool {
+	get := s.req.Method == "" || s.req.Method == http.MethodGet
+	return get && !s.hasBody() || s.LastEventID() != ""
+}
+
+// hasBody reports whether req has a body.
+func (s *Stream) hasBody() bool {
+	return s.req.Body != nil && s.req.Body != http.NoBody
 }
 
 // closeUnsentBody closes req's Body if no request has sent it: the stream
