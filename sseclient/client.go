@@ -75,8 +75,9 @@ var (
 	// (a new completion, billed again, its text a second time), and the
 	// server sent no id to resume from. The error matches what ended the
 	// connection too: io.EOF if the server ended the response between
-	// events, or io.ErrUnexpectedEOF inside one, ErrIdleTimeout, or the
-	// error from the HTTP client or the body.
+	// events (without the event that Client.Done looks for), or
+	// io.ErrUnexpectedEOF inside one, ErrIdleTimeout, or the error from the
+	// HTTP client or the body.
 	ErrStreamCut = errors.New("sseclient: stream cut, and it cannot be resumed")
 	// ErrBodyNotReplayable: the stream must be resumed, and its request has
 	// a Body but no GetBody to send it again. The error matches ErrStreamCut
@@ -131,6 +132,16 @@ type Client struct {
 	// io.ErrUnexpectedEOF when it ended inside one, ErrIdleTimeout, or the
 	// error from the HTTP client or the body. It runs in the loop's goroutine.
 	OnRetry func(err error, wait time.Duration)
+	// Done, if not nil, says which event is a stream's last: it is called
+	// with each event once the caller has had it (if the loop goes on), and
+	// when it returns true the stream is over: the connection is closed, no
+	// request follows, and the iterator ends without an error. Set it for an
+	// API that marks the end of its stream with an event, as OpenAI's ends
+	// with "data: [DONE]" and Anthropic's with an event of type
+	// message_stop; without it the Client cannot tell the end of such a
+	// stream from a cut, and reconnects (or, for a request that cannot be
+	// sent again, ends with ErrStreamCut). It runs in the loop's goroutine.
+	Done func(ev sse.Event) bool
 }
 
 // Events returns an iterator over the events of the stream that req opens:
@@ -194,7 +205,8 @@ type Stream struct {
 // with it, for the server to go on from there. Without an id, sending the
 // request again would start it anew: a new completion, billed again, its
 // text a second time in the loop. So such a stream ends instead, with an
-// error matching ErrStreamCut and what ended the connection.
+// error matching ErrStreamCut and what ended the connection; set
+// Client.Done so that the event that ends it makes it end without one.
 //
 // Before it reconnects, the Client waits the delay the server set with its
 // last retry field, or Retry. After a connection that failed, the delay
@@ -216,7 +228,8 @@ type Stream struct {
 // that cannot be resumed ends (ErrStreamCut), or that of one whose req's body
 // cannot be sent again (ErrBodyNotReplayable, which matches ErrStreamCut);
 // when the last event ID cannot be sent in a header (ErrInvalidLastEventID);
-// and when req's context is done (its Err). A break out of the loop closes
+// and when req's context is done (its Err). It ends without an error after an
+// event that Client.Done says is the last; and a break out of the loop closes
 // the connection and ends it without an error.
 //
 // A second range over the iterator, or over another from Events, goes on
@@ -255,7 +268,8 @@ func (s *Stream) setLastEventID(id string) {
 	s.mu.Unlock()
 }
 
-// errStopped is what connect returns when the caller broke out of the loop.
+// errStopped is what connect returns when the caller broke out of the loop,
+// or Done said the event was the last.
 var errStopped = errors.New("sseclient: stopped by the caller")
 
 // errSlowErrorBody is the cause of the end of a connection whose status
@@ -454,7 +468,7 @@ func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 		idle.pause()
 		ok := yield(ev, nil)
 		idle.resume()
-		if !ok {
+		if !ok || s.c.Done != nil && s.c.Done(ev) {
 			return false, errStopped
 		}
 	}

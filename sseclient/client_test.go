@@ -689,3 +689,58 @@ func TestEventTooLargeStops(t *testing.T) {
 		t.Errorf("%+v, %v after %d requests", got, err, srv.n.Load())
 	}
 }
+
+// Done ends the stream for good after the event it picks, which the caller
+// gets first: the connection is closed, no request follows (the server here
+// would answer one, with more events), and the iterator ends without an
+// error; the stream's last event ID counts that event. It ends a POST whose
+// server sent no id without ErrStreamCut, and a GET, which would reconnect.
+func TestDoneEndsTheStream(t *testing.T) {
+	for _, method := range []string{"GET", "POST"} {
+		t.Run(method, func(t *testing.T) {
+			left := make(chan bool, 1)
+			srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+				if n > 1 {
+					respond(w, "data: a new completion\n\n")
+					return
+				}
+				respond(w, "data: a\n\n", "id: 9\ndata: [DONE]\n\n")
+				select { // hold the response open, for the client to leave
+				case <-r.Context().Done():
+					left <- true
+				case <-time.After(5 * time.Second): // a client that stays: a failure, not a hang
+					left <- false
+				}
+			})
+			req := post(t, srv.URL, `{"q":1}`)
+			if method == "GET" {
+				req = get(t, srv.URL)
+			}
+			c := fast(nil)
+			var done []string
+			c.Done = func(ev sse.Event) bool {
+				done = append(done, ev.Data)
+				return ev.Data == "[DONE]"
+			}
+			s := c.Stream(req)
+			var got []sse.Event
+			var err error
+			for ev, e := range s.Events() {
+				if err = e; e != nil || len(got) == 5 {
+					break
+				}
+				got = append(got, ev)
+			}
+			want := []sse.Event{{Data: "a"}, {ID: "9", Data: "[DONE]"}}
+			if !slices.Equal(got, want) || err != nil || !slices.Equal(done, []string{"a", "[DONE]"}) {
+				t.Errorf("events %+v, %v, Done asked about %q\nwant   %+v, nil, and asked about both", got, err, done, want)
+			}
+			if !<-left {
+				t.Error("the connection is still open after Done")
+			}
+			if n := srv.n.Load(); n != 1 || s.LastEventID() != "9" {
+				t.Errorf("%d requests, LastEventID %q; want 1 and 9", n, s.LastEventID())
+			}
+		})
+	}
+}
