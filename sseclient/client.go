@@ -28,6 +28,29 @@
 //		...
 //	}
 //	save(stream.LastEventID())
+//
+// # Streams that answer a POST
+//
+// An LLM API streams its answer to a POST. Sent again, a POST starts anew:
+// a new completion, billed again, its text a second time. So the Client
+// sends a request that is not a GET without a body again only to resume a
+// stream whose server sent an id, with Last-Event-ID and the body from
+// GetBody; when a stream without one is cut, it ends with ErrStreamCut.
+// Set Client.Done to spot the API's last event, so that the stream ends
+// there without an error (and a stream cut before it, with one); read a
+// status error with errors.As, as a *StatusError, for the API's headers and
+// the start of its body:
+//
+//	client := sseclient.Client{Done: func(ev sse.Event) bool { return ev.Data == "[DONE]" }}
+//	req, _ := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
+//	for ev, err := range client.Events(req) {
+//		if err != nil {
+//			return err // a *StatusError; ErrStreamCut: the answer is cut short...
+//		}
+//		if ev.Data != "[DONE]" {
+//			handle(ev.Data)
+//		}
+//	}
 package sseclient
 
 import (
