@@ -66,6 +66,7 @@ import (
 	"time"
 
 	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/internal/wire"
 )
 
 // Defaults used when a Client leaves a field zero.
@@ -430,7 +431,7 @@ func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 	defer idle.stop()
 
 	lastID := s.LastEventID()
-	if !validHeaderValue(lastID) {
+	if wire.HeaderUnsafe(lastID) >= 0 { // net/http would refuse to send it
 		return false, permanent{fmt.Errorf("%w: %.64q", ErrInvalidLastEventID, lastID)}
 	}
 	req := s.req.Clone(ctx) // with req's Body, which the first request sends
@@ -495,18 +496,6 @@ func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 			return false, errStopped
 		}
 	}
-}
-
-// validHeaderValue reports whether net/http sends v as a header value: it
-// refuses one with a control byte other than tab, that is a byte below 0x20
-// or DEL (see golang.org/x/net/http/httpguts.ValidHeaderFieldValue).
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // checkResponse returns the error that ends the stream for a response that

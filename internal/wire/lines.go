@@ -88,8 +88,10 @@ func OneEvent(wire []byte) bool {
 }
 
 // HeaderUnsafe returns the index of the first byte of v that net/http refuses
-// in a header value (a control byte other than tab: below 0x20, or 0x7f), or
-// -1 if there is none. A Last-Event-ID holding one is answered with 400.
+// in a header value (a control byte other than tab: below 0x20, or 0x7f; see
+// golang.org/x/net/http/httpguts.ValidHeaderFieldValue), or -1 if there is
+// none. A server answers a Last-Event-ID holding one with 400, and a client
+// cannot send it.
 func HeaderUnsafe(v string) int {
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
