@@ -59,7 +59,7 @@ type Options struct {
 
 // A Broker is an http.Handler that streams the events given to Publish to
 // every client connected to it, and lets reconnecting clients resume. Make
-// one with NewBroker (the zero Broker is not ready for use); all its methods
+// one with New (the zero Broker is not ready for use); all its methods
 // are safe to call from many goroutines at once.
 //
 // It answers GET with a stream, HEAD with the stream's headers alone, and any
@@ -68,15 +68,12 @@ type Options struct {
 //
 // # Delivery
 //
-// Publish encodes an event once and appends it to the Broker's history, a
-// ring bounded by Options.HistoryLen and HistoryBytes. Each stream is
-// a position in that history. When there is something to send, one of the
-// Broker's pump goroutines writes everything from the stream's position to
-// the newest event in one write and one flush; meanwhile the handler's
-// goroutine only waits. Publish never writes to a connection, so no client can
-// slow it or another client, and a stream holds no queue of its own. A large
-// event is written from the history's own bytes, so a thousand clients that
-// stopped reading hold no copies of it.
+// Publish encodes an event once and appends it to the Broker's history,
+// bounded by Options.HistoryLen and HistoryBytes; each stream is a position
+// in that history, and gets everything between its position and the newest
+// event in one write. Publish never writes to a connection and never waits
+// for a stream, so no client can slow it or another client. Clients that
+// stopped reading hold no copies of large events.
 //
 // A stream is ended when its client cannot keep up: when a write does not
 // finish within the stream's WriteTimeout (a client that stopped reading), or
@@ -93,13 +90,13 @@ type Options struct {
 //
 // An event published with an empty ID gets its Position as its id,
 // "<epoch>-<offset>": without a Log, the epoch is a random word chosen by
-// NewBroker and the offset counts events from 1. A client that reconnects
+// New and the offset counts events from 1. A client that reconnects
 // with such an id gets every event after it, then live events, with no gap
 // and no duplicate. An event published with its own ID keeps it, and a
 // client reconnecting with it resumes the same way while the event is in the
 // history, provided no other event in the history has the same ID. Any other
 // Last-Event-ID (unknown, repeated, from another Broker or an earlier
-// process, older than the history and the Log, or one that LastEventID
+// process, older than the history and the Log, or one that sse.LastEventID
 // refuses) gets a first event of type ResetEvent, then live events.
 //
 // A client without a Last-Event-ID gets live events only. Its stream opens
@@ -124,7 +121,8 @@ type Options struct {
 // topic only, give each its own Broker, in a map guarded by a mutex. Their
 // epochs differ, so an id from one topic's stream resumes nothing of
 // another's. Set a small HistoryLen, and drop a Broker whose last stream has
-// ended with Options.OnIdle (see the Broker example). Any client that
+// ended with Options.OnIdle (see ExampleOptions_onIdle, which keeps a
+// Broker for a grace period so that a reconnecting client resumes). Any client that
 // may subscribe to a Broker can replay its whole history, since the epoch is
 // in every id: check who may subscribe before ServeHTTP, per Broker.
 //
@@ -140,20 +138,18 @@ type Options struct {
 //
 // # Goroutines
 //
-// Each stream waits in its request's handler goroutine and is written by a
-// pump: a goroutine the Broker starts when a stream has something to send and
-// no pump is free. Pumps are shared by all streams, so there are about as many
-// as writes in progress at once (one per CPU, plus one per client slow to
-// read); a pump exits after a second with nothing to write, when the last
-// stream ends, or at Close. A panic while a pump writes a stream (in a Log,
-// say) is raised again on that stream's handler goroutine, where net/http
-// reports it: an error wrapping the value, with the pump's stack, or
-// http.ErrAbortHandler unchanged; a runtime.Goexit likewise. The Broker's
-// other activity is its heartbeat timer, whose callback runs briefly when it
-// fires, rests while no stream is open, and is stopped by Close; and, with a
-// Log, the Log's Follow while streams are open.
+// Each stream waits in its request's handler goroutine, on a small stack; the
+// writing is done by goroutines the Broker shares among its streams, about
+// as many as writes in progress, which exit soon after they have nothing to
+// write, when the last stream ends, or at Close. A panic while a stream is
+// written (in a Log, say) is raised again on that stream's handler
+// goroutine, where net/http reports it: an error wrapping the value, with
+// the stack where it happened, or http.ErrAbortHandler unchanged; a
+// runtime.Goexit likewise. Besides, a Broker runs a heartbeat timer while
+// streams are open, and, with a Log, the Log's Follow. No goroutine of a
+// Broker outlives its last stream after Close.
 type Broker struct {
-	// Settings, fixed by NewBroker.
+	// Settings, fixed by New.
 	historyLen   int
 	historyBytes int
 	maxSubs      int64
@@ -191,7 +187,7 @@ type Broker struct {
 	stopFeed func()     // stops the Log's Follow; nil when not following
 }
 
-// NewBroker returns a Broker with an empty history: a new epoch, or with a
+// New returns a Broker with an empty history: a new epoch, or with a
 // Log, the Log's.
 func New(opts *Options) *Broker {
 	var o Options

@@ -73,7 +73,7 @@ func ExampleBroker() {
 }
 
 // userBrokers gives each signed-in user a Broker of their own, made when the
-// user's first stream opens and dropped, by BrokerOptions.OnIdle, when their
+// user's first stream opens and dropped, by Options.OnIdle, when their
 // last one ends, so that idle users cost nothing. Each Broker keeps a short
 // history: there may be many.
 type userBrokers struct {

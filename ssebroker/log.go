@@ -42,7 +42,7 @@ type Log interface {
 
 	// ReadAfter returns the wire forms of the events that follow after, in
 	// order and without a gap: the events at after.Offset+1, +2, and so on
-	// in after.Epoch, stopping once they hold at least max bytes. It also
+	// in after.Epoch, stopping once they hold at least limit bytes. It also
 	// returns the log's head, the Position of its newest event (Offset 0 if
 	// the current epoch has none yet).
 	//
@@ -50,7 +50,7 @@ type Log interface {
 	// the log's current epoch, and when the log no longer holds the event at
 	// after.Offset+1 (trimmed, or lost): the Broker then tells the client so
 	// with a ResetEvent. An error means the log could not be read.
-	ReadAfter(ctx context.Context, after Position, max int) (wires [][]byte, head Position, err error)
+	ReadAfter(ctx context.Context, after Position, limit int) (wires [][]byte, head Position, err error)
 
 	// Follow has the log call deliver with the events appended from now on,
 	// from any process, in log order, until stop is called. It returns at

@@ -531,3 +531,21 @@ func TestBrokerReplayFromLogAheadOfTheFeed(t *testing.T) {
 		t.Errorf("resumed %+v, gaps filled %d; want 1 from the Log, 1 gap", s.Resumed, s.Log.GapsFilled)
 	}
 }
+
+// PublishContext bounds the wait for a Log's Append with its context; the
+// error says so, and the Broker counts no Log error for it.
+func TestBrokerPublishContextBoundsTheLog(t *testing.T) {
+	leakcheck.Check(t)
+	log := newMemLog()
+	log.onAppend = func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+	b := New(&Options{Log: log})
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := b.PublishContext(ctx, sse.Event{Data: "x"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("PublishContext with a Log that hangs: %v, want context.DeadlineExceeded", err)
+	}
+	if s := b.Stats(); s.PublishErrors != 1 || s.Log.Errors != 0 {
+		t.Errorf("publish errors %d, Log errors %d; want 1 and 0", s.PublishErrors, s.Log.Errors)
+	}
+}

@@ -22,7 +22,7 @@ type memLog struct {
 
 	onAppend func(ctx context.Context) error // runs first in Append
 	onRead   func(ctx context.Context) error // runs first in ReadAfter
-	read     func(after Position, max int) ([][]byte, Position, error)
+	read     func(after Position, limit int) ([][]byte, Position, error)
 	mute     atomic.Bool   // followers skip events, as a subscription that lost messages
 	follows  atomic.Int32  // Follows running
 	passed   atomic.Uint64 // offset of the last event a follower delivered or skipped
@@ -59,14 +59,14 @@ func (m *memLog) Append(ctx context.Context, wire []byte) (Position, error) {
 	return m.headLocked(), nil
 }
 
-func (m *memLog) ReadAfter(ctx context.Context, after Position, max int) ([][]byte, Position, error) {
+func (m *memLog) ReadAfter(ctx context.Context, after Position, limit int) ([][]byte, Position, error) {
 	if m.onRead != nil {
 		if err := m.onRead(ctx); err != nil {
 			return nil, Position{}, err
 		}
 	}
 	if m.read != nil {
-		return m.read(after, max)
+		return m.read(after, limit)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -75,7 +75,7 @@ func (m *memLog) ReadAfter(ctx context.Context, after Position, max int) ([][]by
 		return nil, head, nil
 	}
 	var wires [][]byte
-	for i, n := after.Offset+1-m.first, 0; i < uint64(len(m.events)) && n < max; i++ {
+	for i, n := after.Offset+1-m.first, 0; i < uint64(len(m.events)) && n < limit; i++ {
 		wires = append(wires, m.events[i])
 		n += len(m.events[i])
 	}

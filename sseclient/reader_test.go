@@ -305,26 +305,26 @@ func TestReaderComments(t *testing.T) {
 // however many arrive between events (heartbeats), but a comment line over the
 // bound fails too.
 func TestReaderMaxEventSize(t *testing.T) {
-	const max = 64
-	event := "id: 1\nevent: e\ndata: " + strings.Repeat("x", max-6-9-7) + "\n" // 64 bytes
-	if len(event) != max {
+	const most = 64
+	event := "id: 1\nevent: e\ndata: " + strings.Repeat("x", most-6-9-7) + "\n" // 64 bytes
+	if len(event) != most {
 		t.Fatalf("the test's event is %d bytes", len(event))
 	}
-	heartbeats := strings.Repeat(":\n", 100) + ": " + strings.Repeat("c", max-3) + "\n"
+	heartbeats := strings.Repeat(":\n", 100) + ": " + strings.Repeat("c", most-3) + "\n"
 	for name, tt := range map[string]struct {
 		stream string
 		ok     bool
 	}{
 		"at the bound":                       {heartbeats + event + "\n" + heartbeats + event + "\n", true},
-		"at the bound, a comment inside":     {"id: 1\nevent: e\n" + heartbeats + "data: " + strings.Repeat("x", max-6-9-7) + "\n\n", true},
+		"at the bound, a comment inside":     {"id: 1\nevent: e\n" + heartbeats + "data: " + strings.Repeat("x", most-6-9-7) + "\n\n", true},
 		"at the bound, CRLF counted as one":  {strings.ReplaceAll(event, "\n", "\r\n") + "\r\n", true},
 		"at the bound, after a BOM":          {"\uFEFF" + event + "\n", true},
-		"one byte over, in one line":         {"id: 1\nevent: e\ndata: " + strings.Repeat("x", max-6-9-7+1) + "\n\n", false},
-		"one byte over, in many lines":       {strings.Repeat("data: x\n", max/8) + "d\n\n", false},
-		"one byte over, in lines not data":   {strings.Repeat("foo: ba\n", max/8) + "d\n\n", false},
-		"a comment line one byte over":       {":" + strings.Repeat("c", max) + "\ndata: x\n\n", false},
-		"a line over the bound, with no end": {"data: " + strings.Repeat("x", 10*max), false},
-		"a comment over the bound, no end":   {":" + strings.Repeat("x", 10*max), false},
+		"one byte over, in one line":         {"id: 1\nevent: e\ndata: " + strings.Repeat("x", most-6-9-7+1) + "\n\n", false},
+		"one byte over, in many lines":       {strings.Repeat("data: x\n", most/8) + "d\n\n", false},
+		"one byte over, in lines not data":   {strings.Repeat("foo: ba\n", most/8) + "d\n\n", false},
+		"a comment line one byte over":       {":" + strings.Repeat("c", most) + "\ndata: x\n\n", false},
+		"a line over the bound, with no end": {"data: " + strings.Repeat("x", 10*most), false},
+		"a comment over the bound, no end":   {":" + strings.Repeat("x", 10*most), false},
 	} {
 		for _, how := range []string{"whole", "byte by byte"} {
 			src := io.Reader(strings.NewReader(tt.stream))
@@ -332,7 +332,7 @@ func TestReaderMaxEventSize(t *testing.T) {
 				src = oneByte(tt.stream)
 			}
 			r := NewReader(src)
-			r.MaxEventSize = max
+			r.MaxEventSize = most
 			var err error
 			for err == nil {
 				_, err = r.Next()
