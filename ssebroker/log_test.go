@@ -549,3 +549,58 @@ func TestBrokerPublishContextBoundsTheLog(t *testing.T) {
 		t.Errorf("publish errors %d, Log errors %d; want 1 and 0", s.PublishErrors, s.Log.Errors)
 	}
 }
+
+// lateLog is a memLog whose Follow starts following only once release is
+// closed: a Log that cannot be reached when the first stream opens.
+type lateLog struct {
+	*memLog
+	release chan struct{}
+}
+
+func (l *lateLog) Follow(deliver func(Position, []byte)) (stop func()) {
+	var mu sync.Mutex
+	var inner func()
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-l.release:
+		case <-quit:
+			return
+		}
+		mu.Lock()
+		inner = l.memLog.Follow(deliver)
+		mu.Unlock()
+	}()
+	return func() {
+		close(quit)
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		if inner != nil {
+			inner()
+		}
+	}
+}
+
+// A client whose stream opened (its heartbeat went out) while the Log could
+// not be reached may have missed events published meanwhile elsewhere: it
+// gets a ResetEvent when the Log comes back, then live events, never a
+// silent gap.
+func TestBrokerStreamOpenedWhileLogDownResets(t *testing.T) {
+	leakcheck.Check(t)
+	log := &lateLog{memLog: newMemLog(), release: make(chan struct{})}
+	b := New(&Options{Log: log, Stream: sse.Options{Heartbeat: time.Second}})
+	srv := brokerServer(t, b)
+	cl := connect(t, srv.Client(), srv.URL, "") // returns once the heartbeat sent the headers
+	if _, err := log.Append(context.Background(), []byte("data: elsewhere\n\n")); err != nil {
+		t.Fatal(err)
+	}
+	close(log.release)
+	waitFor(t, "the stream to be placed", func() bool { return b.Subscribers() == 1 })
+	if ev := cl.next(t); ev.Type != ResetEvent || ev.LastEventID != log.head().String() {
+		t.Fatalf("first event %+v, want a reset at the Log's head %v", ev, log.head())
+	}
+	_ = b.Publish(sse.Event{Data: "live"})
+	cl.expect(t, "live")
+}

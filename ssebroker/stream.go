@@ -293,6 +293,13 @@ func (s *stream) place(dst []byte) step {
 			return s.resetTo(dst, r, s.startIn(r), "")
 		}
 		head := s.startIn(r)
+		if s.opened {
+			// The client saw its stream open (a heartbeat went out) before
+			// the Log's history was known: events published in between,
+			// elsewhere, are behind this point, so say so.
+			b.counts.resets[resetLogFailed].Add(1)
+			return s.resetTo(dst, r, head, "")
+		}
 		s.toRing(r, head+1)
 		return step{batch: wire.AppendPlace(dst, r.epoch, head)}
 	}
