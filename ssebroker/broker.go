@@ -59,7 +59,7 @@ type Options struct {
 
 // A Broker is an http.Handler that streams the events given to Publish to
 // every client connected to it, and lets reconnecting clients resume. Make
-// one with NewBroker (the zero Broker is not ready for use); all its methods
+// one with New (the zero Broker is not ready for use); all its methods
 // are safe to call from many goroutines at once.
 //
 // It answers GET with a stream, HEAD with the stream's headers alone, and any
@@ -93,7 +93,7 @@ type Options struct {
 //
 // An event published with an empty ID gets its Position as its id,
 // "<epoch>-<offset>": without a Log, the epoch is a random word chosen by
-// NewBroker and the offset counts events from 1. A client that reconnects
+// New and the offset counts events from 1. A client that reconnects
 // with such an id gets every event after it, then live events, with no gap
 // and no duplicate. An event published with its own ID keeps it, and a
 // client reconnecting with it resumes the same way while the event is in the
@@ -123,10 +123,14 @@ type Options struct {
 // Every stream of a Broker gets every event: to send events to one user or
 // topic only, give each its own Broker, in a map guarded by a mutex. Their
 // epochs differ, so an id from one topic's stream resumes nothing of
-// another's. Set a small HistoryLen, and drop a Broker whose last stream has
-// ended with Options.OnIdle (see the Broker example). Any client that
-// may subscribe to a Broker can replay its whole history, since the epoch is
-// in every id: check who may subscribe before ServeHTTP, per Broker.
+// another's. Set a small HistoryLen, and drop a Broker that has had no
+// stream for a grace period, starting it with Options.OnIdle (see
+// ExampleOptions_onIdle). Drop it at once, in OnIdle, and every reconnection
+// (a network blip, a deploy, a stream ended for falling behind) finds a new
+// Broker: a reset, and what was published in between is lost; a grace of
+// 30 s fixed that, measured. Any client that may subscribe to a Broker can
+// replay its whole history, since the epoch is in every id: check who may
+// subscribe before ServeHTTP, per Broker.
 //
 // # Closing
 //
@@ -153,7 +157,7 @@ type Options struct {
 // fires, rests while no stream is open, and is stopped by Close; and, with a
 // Log, the Log's Follow while streams are open.
 type Broker struct {
-	// Settings, fixed by NewBroker.
+	// Settings, fixed by New.
 	historyLen   int
 	historyBytes int
 	maxSubs      int64
@@ -189,7 +193,7 @@ type Broker struct {
 	stopFeed func()     // stops the Log's Follow; nil when not following
 }
 
-// NewBroker returns a Broker with an empty history: a new epoch, or with a
+// New returns a Broker with an empty history: a new epoch, or with a
 // Log, the Log's.
 func New(opts *Options) *Broker {
 	var o Options

@@ -2,7 +2,7 @@ package ssebroker
 
 import "sync/atomic"
 
-// Stats is a snapshot of a Broker's counters since NewBroker, from
+// Stats is a snapshot of a Broker's counters since New, from
 // Broker.Stats. Counters only grow, except Open. Every request that
 // ServeHTTP answers with a stream (refused ones included) counts once in
 // Opened and, when it is over, once in Ended, so that once all streams are
