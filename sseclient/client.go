@@ -13,7 +13,7 @@
 //		fmt.Println(ev.Type, ev.Data)
 //	}
 //
-// It reads events with [sse.Reader], so it parses exactly as the standard says,
+// It reads events with [Reader], so it parses exactly as the standard says,
 // and hands the caller every event, a Broker's "reset" included. It keeps no
 // goroutine of its own (the loop runs in the caller's; the idle timeout is a
 // timer), and a cancelled context or a break out of the loop ends the
@@ -108,8 +108,8 @@ type Client struct {
 	// the caller spends on an event does not count. 0 means no idle timeout:
 	// a stream may be quiet for as long as it likes.
 	IdleTimeout time.Duration
-	// MaxEventSize bounds each event, as sse.Reader's MaxEventSize does; 0
-	// means sse.DefaultMaxEventSize. An event over it ends the stream with an
+	// MaxEventSize bounds each event, as Reader's MaxEventSize does; 0
+	// means DefaultMaxEventSize. An event over it ends the stream with an
 	// error matching ErrEventTooLarge.
 	MaxEventSize int
 	// OnRetry, if not nil, is called before each wait to reconnect, with the
@@ -179,7 +179,7 @@ type Stream struct {
 // and MaxDelay.
 //
 // The iterator yields each event with a nil error: an event's ID, Type, Data
-// and Retry are as sse.Reader returns them. It ends for good, yielding one
+// and Retry are as Reader returns them. It ends for good, yielding one
 // last error with a zero Event, when the server answers 204 (ErrNoContent),
 // another status than 200 (ErrStatus), or another content type than
 // text/event-stream (ErrContentType); when an event is over MaxEventSize
@@ -202,7 +202,7 @@ func (s *Stream) Events() iter.Seq2[sse.Event, error] {
 // will send as Last-Event-ID, and what a later process should set as the
 // Last-Event-ID of its request to resume the stream where this one stopped.
 // It is req's Last-Event-ID until the stream sets one; then, as
-// sse.Reader.LastEventID says, it is set by the last id field before a blank
+// Reader.LastEventID says, it is set by the last id field before a blank
 // line, whether or not that blank line dispatched an event (a Broker opens a
 // new client's stream with an id line alone), and reset to "" by an empty
 // id field. So it is not the last non-empty ID of the events received.
