@@ -295,7 +295,9 @@ func ExampleOptions_onIdle() {
 // last stream ends, and when a request never opened one (a HEAD). While a
 // stream is open it stays, however long the grace is outlived.
 func TestUserBrokersGrace(t *testing.T) {
-	const grace = 50 * time.Millisecond
+	// Long enough for a request to reach its Broker's count, under load too:
+	// a Broker found with no stream and no request within the grace goes.
+	const grace = 500 * time.Millisecond
 	users := &userBrokers{grace: grace, m: map[string]*userBroker{}}
 	srv := httptest.NewServer(users)
 	defer srv.Close()
@@ -321,7 +323,7 @@ func TestUserBrokersGrace(t *testing.T) {
 
 	resp := request("GET")
 	waitFor("ann's stream", func() bool { return users.streams("ann") == 1 })
-	time.Sleep(10 * grace) // the timer armed when the Broker was made has fired
+	time.Sleep(2 * grace) // the timer armed when the Broker was made has fired
 	if n := users.count(); n != 1 {
 		t.Fatalf("%d Brokers with ann's stream open, want 1", n)
 	}
