@@ -50,7 +50,7 @@ const eventType = "tick"
 
 var contenders = []contenderInfo{
 	{name: "ours", new: newOurs, typed: true,
-		note: "sse.NewBroker with default history (16384 events / 16 MiB); Stream.Heartbeat and WriteTimeout as the run says (defaults 15 s / 10 s); ids assigned by the Broker"},
+		note: "ssebroker.New with default history (16384 events / 16 MiB); Stream.Heartbeat and WriteTimeout as the run says (defaults 15 s / 10 s); ids assigned by the Broker"},
 	{name: "tmaxmax", new: newTmaxmax, typed: true,
 		note: "&sse.Server{} with the default Joe provider, no replayer; heartbeat: the adapter publishes a comment-only Message on a ticker"},
 	{name: "r3labs", new: newR3labs, typed: true,

@@ -125,8 +125,9 @@ type Options struct {
 	Prefix string
 	// MaxLen bounds each topic's log: it keeps the topic's MaxLen most
 	// recent events (DefaultMaxLen, 1000). A client whose Last-Event-ID is
-	// older gets a reset. Redis needs about MaxLen times the mean size of
-	// an event (plus about 20 bytes) for each topic.
+	// older gets a reset. Redis needs about MaxLen × (1.1 × the mean
+	// encoded size of an event + 40 bytes) for each topic, measured on
+	// Redis 7.0 (docs/several-instances.md, "Sizing Redis").
 	MaxLen int
 	// IdleTTL, if above 0, deletes a topic's keys after that long without
 	// an Append (at least 1 ms). The next Append or read starts a new epoch,
@@ -250,8 +251,8 @@ func (s *Streams) Close() error {
 	return nil
 }
 
-// Topic returns the log of one topic, for use as a BrokerOptions.Log. Topics
-// of one name are interchangeable: they share the same keys.
+// Topic returns the log of one topic, for use as an ssebroker.Options.Log.
+// Topics of one name are interchangeable: they share the same keys.
 //
 // It returns ErrInvalidTopic for a name that is empty, longer than
 // MaxTopicLen bytes, not valid UTF-8, or that contains '{' or '}' (which

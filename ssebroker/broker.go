@@ -120,11 +120,14 @@ type Options struct {
 // Every stream of a Broker gets every event: to send events to one user or
 // topic only, give each its own Broker, in a map guarded by a mutex. Their
 // epochs differ, so an id from one topic's stream resumes nothing of
-// another's. Set a small HistoryLen, and drop a Broker whose last stream has
-// ended with Options.OnIdle (see ExampleOptions_onIdle, which keeps a
-// Broker for a grace period so that a reconnecting client resumes). Any client that
-// may subscribe to a Broker can replay its whole history, since the epoch is
-// in every id: check who may subscribe before ServeHTTP, per Broker.
+// another's. Set a small HistoryLen, and drop a Broker that has had no
+// stream for a grace period, starting it with Options.OnIdle (see
+// ExampleOptions_onIdle). Drop it at once, in OnIdle, and every reconnection
+// (a network blip, a deploy, a stream ended for falling behind) finds a new
+// Broker: a reset, and what was published in between is lost; a grace of
+// 30 s fixed that, measured. Any client that may subscribe to a Broker can
+// replay its whole history, since the epoch is in every id: check who may
+// subscribe before ServeHTTP, per Broker.
 //
 // # Closing
 //

@@ -8,7 +8,7 @@
 //	go run ./examples/relay -upstream https://host/events    # relays another stream
 //
 // Then open http://localhost:8080: the page shows the events as they are
-// relayed, and the state of its connection. The relay logs each time it
+// relayed, whatever their types, and the state of its connection. The relay logs each time it
 // reconnects to the upstream, and, when it stops, the upstream's last event
 // ID: -resume with that ID makes the next run go on from there, so that the
 // upstream replays what the relay missed while it was down (the clock this
@@ -17,7 +17,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"io"
@@ -117,21 +119,35 @@ func openUpstream(ctx context.Context, c *sseclient.Client, url, resume string) 
 // until s ends for good (its request's context is done, say); it returns
 // why. s's LastEventID then says where to resume the upstream from.
 //
-// An event keeps its type and data. Its id is left for b to give, so that a
-// browser resumes from b's history, while s resumes the upstream from the
-// upstream's own ids. A reset from the upstream (it could not resume from the
-// id s sent) is relayed like any other event: the browsers have missed what
-// the relay missed.
+// An event is relayed as a message (an event of the default type) whose data
+// is a relayed value: its type and its data. An EventSource hears only the
+// types it names, and the relay cannot know the upstream's in advance (the
+// chat's are "chat"), so the page listens to messages alone and reads the type
+// from the data. Its id is left for b to give, so that a browser resumes from
+// b's history, while s resumes the upstream from the upstream's own ids. A
+// reset from the upstream (it could not resume from the id s sent) is relayed
+// like any other event: the browsers have missed what the relay missed.
 func relay(s *sseclient.Stream, b *ssebroker.Broker) error {
 	for ev, err := range s.Events() {
 		if err != nil {
 			return err
 		}
-		if err := b.Publish(sse.Event{Type: ev.Type, Data: ev.Data}); err != nil {
+		data, err := json.Marshal(relayed{Type: cmp.Or(ev.Type, "message"), Data: ev.Data})
+		if err != nil {
+			return err
+		}
+		if err := b.Publish(sse.Event{Data: string(data)}); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// relayed is the data of a relayed event, in JSON: the upstream event's type
+// ("message" for the default) and data.
+type relayed struct {
+	Type string `json:"type"`
+	Data string `json:"data"`
 }
 
 // clock publishes the time to b as a "time" event every period, until ctx
@@ -164,8 +180,9 @@ func newMux(downstream, upstream *ssebroker.Broker) http.Handler {
 	return mux
 }
 
-// page lists the relayed events, newest first: "message" and "time" events,
-// and the "reset" a Broker sends a browser it cannot resume.
+// page lists the relayed events, newest first, with their upstream types:
+// every relayed event is a message whose data carries its type. A "reset" is
+// the relay's own Broker telling a browser it could not resume it.
 const page = `<!doctype html>
 <html lang="en">
 <meta charset="utf-8">
@@ -188,9 +205,9 @@ const page = `<!doctype html>
     statusEl.textContent = text;
     statusEl.className = text;
   }
-  function show(e) {
+  function show(type, id, data) {
     const li = document.createElement("li");
-    li.textContent = e.type + " " + e.lastEventId + ": " + e.data;
+    li.textContent = type + " " + id + ": " + data;
     list.prepend(li);
     while (list.children.length > 20) list.lastChild.remove();
   }
@@ -198,7 +215,12 @@ const page = `<!doctype html>
   source.onopen = () => showStatus("open");
   source.onerror = () =>
     showStatus(source.readyState === EventSource.CONNECTING ? "reconnecting" : "closed");
-  for (const type of ["message", "time", "reset"]) source.addEventListener(type, show);
+  // Every relayed event, whatever its upstream type, is a message.
+  source.addEventListener("message", (e) => {
+    const r = JSON.parse(e.data);
+    show(r.type, e.lastEventId, r.data);
+  });
+  source.addEventListener("reset", (e) => show("reset (from the relay)", e.lastEventId, e.data));
 </script>
 </html>
 `
