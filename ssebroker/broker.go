@@ -218,11 +218,12 @@ func New(opts *Options) *Broker {
 	}
 	_, b.retryErr = sse.Event{Retry: o.Stream.Retry}.AppendText(nil)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.closing.done = make(chan struct{})
 	b.wake.init()
 	b.pumps.init(&b.open)
 	if b.log == nil {
 		b.hist.Store(b.newRing(newEpoch(), 0))
+	} else {
+		b.closing.done = make(chan struct{})
 	}
 	if b.heartbeat > 0 {
 		b.beatTimer = time.AfterFunc(b.heartbeat, b.beat)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -676,4 +677,27 @@ func TestBrokerHeartbeatEndsGhostStreams(t *testing.T) {
 	if s := b.Stats(); s.Ended.ClientLeft != 1 {
 		t.Errorf("Stats.Ended = %+v, want one client left", s.Ended)
 	}
+}
+
+// An idle Broker, with no stream, holds little: one Broker per user is
+// affordable for every user an application knows.
+func TestIdleBrokerSize(t *testing.T) {
+	if ssetest.Race {
+		t.Skip("the race detector adds to every allocation; .ci/run runs this test without it")
+	}
+	const n = 10000
+	brokers := make([]*Broker, n)
+	before := heapInUse()
+	for i := range brokers {
+		brokers[i] = New(&Options{HistoryLen: 64})
+	}
+	per := float64(heapInUse()-before) / n
+	runtime.KeepAlive(brokers)
+	for _, b := range brokers {
+		b.Close()
+	}
+	if per > 1600 {
+		t.Errorf("an idle Broker holds %.0f bytes, want at most 1,600", per)
+	}
+	t.Logf("an idle Broker holds %.0f bytes", per)
 }

@@ -49,10 +49,14 @@ type idRef struct {
 	count  int    // how many: more than one, and the ID says no position
 }
 
+// initialSlots is how many events a new ring has room for before it first
+// grows: few, since one Broker per user makes many rings that stay small.
+const initialSlots = 8
+
 // newRing returns an empty ring of epoch whose first event will be at head+1.
 func (b *Broker) newRing(epoch string, head uint64) *ring {
 	r := &ring{epoch: epoch}
-	slots := make([]atomic.Pointer[entry], min(b.historyLen, 64))
+	slots := make([]atomic.Pointer[entry], min(b.historyLen, initialSlots))
 	r.slots.Store(&slots)
 	r.head.Store(head)
 	r.tail.Store(head + 1)
