@@ -50,6 +50,13 @@
 // under a millisecond. A refused event writes nothing and leaves the stream
 // intact.
 //
+// # Options
+//
+// Options, here and in every package of this module, follow one rule: 0
+// means the default; a negative value means off where off exists (a
+// Writer's WriteTimeout and Heartbeat), and is refused, with an error that
+// names the field, where it does not (a Retry: ErrInvalidRetry).
+//
 // # Deployment
 //
 //   - Proxies: the Writer sends X-Accel-Buffering: no, so nginx passes events

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log"
 	"net/http"
 	"sort"
 	"strings"
@@ -108,9 +109,13 @@ func ticker(d time.Duration, stop <-chan struct{}, f func()) {
 type ours struct{ b *ssebroker.Broker }
 
 func newOurs(c Config) Contender {
-	return &ours{b: ssebroker.New(&ssebroker.Options{
+	b, err := ssebroker.New(&ssebroker.Options{
 		Stream: sse.Options{Heartbeat: c.Heartbeat, WriteTimeout: c.WriteTimeout},
-	})}
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	return &ours{b: b}
 }
 func (o *ours) Name() string          { return "ours" }
 func (o *ours) Handler() http.Handler { return o.b }

@@ -48,7 +48,7 @@ func newInstance(t *testing.T, name string, srv *redistest.Server, o *Options, b
 		opts = *bo
 	}
 	opts.Log = in.topic
-	in.broker = ssebroker.New(&opts)
+	in.broker = newBroker(t, &opts)
 	in.srv = httptest.NewServer(in.broker)
 	t.Cleanup(in.srv.Close)                 // after the Broker's streams have ended
 	t.Cleanup(func() { in.broker.Close() }) // first
@@ -597,7 +597,7 @@ func TestBrokersManyTopics(t *testing.T) {
 		b := brokers[name]
 		if b == nil {
 			tp := topic(t, s, name)
-			b = ssebroker.New(&ssebroker.Options{Log: tp, HistoryLen: 16, OnIdle: func() {
+			b = newBroker(t, &ssebroker.Options{Log: tp, HistoryLen: 16, OnIdle: func() {
 				mu.Lock()
 				defer mu.Unlock()
 				if b := brokers[name]; b != nil && b.Subscribers() == 0 {
@@ -689,4 +689,15 @@ func TestBrokersManyTopics(t *testing.T) {
 		t.Errorf("%d Brokers, want %d", n, open)
 	}
 	mu.Unlock()
+}
+
+// newBroker returns ssebroker.New(opts), and fails the test if New refuses
+// opts.
+func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
+	tb.Helper()
+	b, err := ssebroker.New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }

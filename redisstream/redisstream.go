@@ -14,7 +14,7 @@
 //	defer streams.Close()
 //	room, err := streams.Topic("room:42")
 //	...
-//	broker := ssebroker.New(&ssebroker.Options{Log: room})
+//	broker, err := ssebroker.New(&ssebroker.Options{Log: room})
 //
 // # How it works
 //

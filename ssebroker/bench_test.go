@@ -19,7 +19,7 @@ import (
 func BenchmarkPublish(b *testing.B) {
 	for _, subs := range []int{0, 100, 1000} {
 		b.Run(fmt.Sprintf("subscribers=%d", subs), func(b *testing.B) {
-			br := New(nil)
+			br := newBroker(b, nil)
 			ctx, cancel := context.WithCancel(context.Background())
 			var wg sync.WaitGroup
 			for range subs {
@@ -52,7 +52,7 @@ func BenchmarkFanOut(b *testing.B) {
 	for _, clients := range []int{1000, fdBound(10000)} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			raiseFileLimit(b, clients)
-			br := New(nil)
+			br := newBroker(b, nil)
 			srv := httptest.NewServer(br)
 			defer srv.Close()
 			defer br.Close()
@@ -133,7 +133,7 @@ func BenchmarkIdleStream(b *testing.B) {
 			return bare, func() int { return int(started.Load()) }, func() {}
 		}},
 		{"Broker", func() (http.Handler, func() int, func()) {
-			br := New(nil)
+			br := newBroker(b, nil)
 			return br, br.Subscribers, func() { br.Close() }
 		}},
 	} {

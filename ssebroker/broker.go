@@ -2,6 +2,7 @@ package ssebroker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -20,27 +21,30 @@ const (
 	DefaultCloseRetry   = 5 * time.Second
 )
 
-// Options configure a Broker. A nil *Options, and any zero field,
-// means the default.
+// Options configure a Broker. A nil *Options, and any zero field, means the
+// default; a negative value means off where the field says so, and New
+// refuses it (ErrInvalidOptions) where it does not.
 type Options struct {
 	// HistoryLen and HistoryBytes bound the history: the most recent events, in
 	// their encoded form, that serve both replay and live delivery. The oldest
 	// event is dropped when either bound is passed (the newest event is always
-	// kept). Values below 1 mean DefaultHistoryLen and DefaultHistoryBytes.
-	// The history grows as events come, so an idle Broker holds little; one
-	// Broker per user wants a small HistoryLen.
+	// kept). 0 means DefaultHistoryLen and DefaultHistoryBytes. The history
+	// grows as events come, so an idle Broker holds little; one Broker per
+	// user wants a small HistoryLen.
 	HistoryLen   int
 	HistoryBytes int
-	// MaxSubscribers caps the open streams; 0 means no cap. A request over the
-	// cap is answered as one after Close is.
+	// MaxSubscribers caps the open streams. 0 means no cap. A request over
+	// the cap is answered as one after Close is.
 	MaxSubscribers int
 	// CloseRetry bounds the reconnection delay a Broker gives each stream when
 	// it closes: every client is told to wait a random time in (0, CloseRetry],
-	// so that they do not all come back in the same instant. Values below 1 ms
-	// mean DefaultCloseRetry.
+	// so that they do not all come back in the same instant. 0 means
+	// DefaultCloseRetry; negative means no retry field (each client waits its
+	// own reconnection time); a positive value under a millisecond is refused.
 	CloseRetry time.Duration
 	// Stream configures each stream's Writer: write timeout and retry as for
-	// NewWriter. Its Heartbeat is kept by the Broker for all streams at once:
+	// sse.NewWriter, whose rules they follow (a Retry NewWriter refuses, New
+	// refuses). Its Heartbeat is kept by the Broker for all streams at once:
 	// after that long without an event, every stream gets a comment line.
 	Stream sse.Options
 	// Log, if set, owns the Broker's history: Publish appends to it, events
@@ -161,7 +165,6 @@ type Broker struct {
 	heartbeat    time.Duration
 	log          Log
 	onIdle       func()
-	retryErr     error // why the streams' retry cannot be written, if it cannot
 
 	ctx    context.Context // ends at Close: bounds every call to the Log
 	cancel context.CancelFunc
@@ -190,33 +193,37 @@ type Broker struct {
 	stopFeed func()     // stops the Log's Follow; nil when not following
 }
 
+// ErrInvalidOptions is returned by New for an Options field it cannot take;
+// the error's text names the field.
+var ErrInvalidOptions = errors.New("ssebroker: invalid options")
+
 // New returns a Broker with an empty history: a new epoch, or with a
-// Log, the Log's.
-func New(opts *Options) *Broker {
+// Log, the Log's. It returns an error matching ErrInvalidOptions, and no
+// Broker, for a field of opts that Options' rules refuse.
+func New(opts *Options) (*Broker, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
 	}
-	if o.HistoryLen < 1 {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	if o.HistoryLen == 0 {
 		o.HistoryLen = DefaultHistoryLen
 	}
-	if o.HistoryBytes < 1 {
+	if o.HistoryBytes == 0 {
 		o.HistoryBytes = DefaultHistoryBytes
-	}
-	if o.CloseRetry < time.Millisecond {
-		o.CloseRetry = DefaultCloseRetry
 	}
 	b := &Broker{
 		historyLen:   o.HistoryLen,
 		historyBytes: o.HistoryBytes,
-		maxSubs:      int64(max(o.MaxSubscribers, 0)),
-		closeRetry:   o.CloseRetry,
+		maxSubs:      int64(o.MaxSubscribers),
+		closeRetry:   wire.Duration(o.CloseRetry, DefaultCloseRetry),
 		opts:         o.Stream,
 		heartbeat:    wire.HeartbeatOf(o.Stream.Heartbeat, sse.DefaultHeartbeat),
 		log:          o.Log,
 		onIdle:       o.OnIdle,
 	}
-	_, b.retryErr = sse.Event{Retry: o.Stream.Retry}.AppendText(nil)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.wake.init()
 	b.pumps.init(&b.open)
@@ -229,7 +236,7 @@ func New(opts *Options) *Broker {
 		b.beatTimer = time.AfterFunc(b.heartbeat, b.beat)
 		b.beatTimer.Stop() // armed by the first stream
 	}
-	return b
+	return b, nil
 }
 
 // Publish sends e to every open stream and keeps it for replay. It encodes e
@@ -407,8 +414,7 @@ func (b *Broker) Close() error {
 // the Broker closes. It resumes from the request's Last-Event-ID as described
 // on Broker. HEAD gets the stream's headers and no body; a method other than
 // GET and HEAD gets 405 with an Allow header, and a GET with a body 400. If
-// the ResponseWriter cannot flush, or Options.Stream holds a Retry that
-// NewWriter refuses, it answers 500.
+// the ResponseWriter cannot flush, it answers 500.
 func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
@@ -434,9 +440,6 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out, err := wire.NewStream(w, r, wire.Duration(b.opts.WriteTimeout, sse.DefaultWriteTimeout))
-	if err == nil {
-		err = b.retryErr
-	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -517,7 +520,31 @@ func (b *Broker) refuse(w http.ResponseWriter, r *http.Request, why endReason) {
 // jitter returns a random delay in (0, closeRetry], in whole milliseconds.
 func (b *Broker) jitter() time.Duration {
 	ms := int64(b.closeRetry / time.Millisecond)
+	if ms <= 0 {
+		return 0 // no retry field
+	}
 	return time.Duration(1+rand.Int64N(ms)) * time.Millisecond
+}
+
+// check returns why New refuses o, or nil.
+func (o *Options) check() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...)
+	}
+	switch {
+	case o.HistoryLen < 0:
+		return bad("HistoryLen %d is negative", o.HistoryLen)
+	case o.HistoryBytes < 0:
+		return bad("HistoryBytes %d is negative", o.HistoryBytes)
+	case o.MaxSubscribers < 0:
+		return bad("MaxSubscribers %d is negative", o.MaxSubscribers)
+	case o.CloseRetry > 0 && o.CloseRetry < time.Millisecond:
+		return bad("CloseRetry %v is under a millisecond", o.CloseRetry)
+	}
+	if _, err := (sse.Event{Retry: o.Stream.Retry}).AppendText(nil); err != nil {
+		return bad("Stream.Retry: %w", err)
+	}
+	return nil
 }
 
 // beat runs when the heartbeat timer fires. After a whole period without an

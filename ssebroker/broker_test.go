@@ -30,7 +30,7 @@ func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 func TestBrokerDeliversAndResumes(t *testing.T) {
 	leakcheck.Check(t)
-	b := New(nil)
+	b := newBroker(t, nil)
 	srv := brokerServer(t, b)
 	first := connect(t, srv.Client(), srv.URL, "")
 	waitFor(t, "a subscriber", func() bool { return b.Subscribers() == 1 })
@@ -73,7 +73,7 @@ func TestBrokerDeliversAndResumes(t *testing.T) {
 // ended before its first event, it would still resume where it began.
 func TestBrokerGivesNewClientsAPosition(t *testing.T) {
 	leakcheck.Check(t)
-	b := New(nil)
+	b := newBroker(t, nil)
 	srv := brokerServer(t, b)
 	for range 3 {
 		_ = b.Publish(sse.Event{Data: "before"})
@@ -106,7 +106,7 @@ func TestBrokerSubscribersMeansDelivered(t *testing.T) {
 				if withLog {
 					opts.Log = log
 				}
-				b := New(&opts)
+				b := newBroker(t, &opts)
 				current.Store(b)
 				if err := subscribedThenPublished(srv, b, strconv.Itoa(i)); err != nil {
 					b.Close()
@@ -156,7 +156,7 @@ func subscribedThenPublished(srv *httptest.Server, b *Broker, data string) error
 
 func TestBrokerResetsUnknownIDs(t *testing.T) {
 	leakcheck.Check(t)
-	b := New(&Options{HistoryLen: 4})
+	b := newBroker(t, &Options{HistoryLen: 4})
 	srv := brokerServer(t, b)
 	for i := range 10 {
 		_ = b.Publish(sse.Event{Data: fmt.Sprint(i)})
@@ -195,7 +195,7 @@ func TestBrokerResetsUnknownIDs(t *testing.T) {
 // with its id gets a reset and nothing of the first topic.
 func TestBrokerTopicsAreIsolated(t *testing.T) {
 	leakcheck.Check(t)
-	news, sports := New(nil), New(nil)
+	news, sports := newBroker(t, nil), newBroker(t, nil)
 	mux := http.NewServeMux()
 	mux.Handle("/news", news)
 	mux.Handle("/sports", sports)
@@ -226,7 +226,7 @@ func TestBrokerTopicsAreIsolated(t *testing.T) {
 
 func TestBrokerResumesPublisherIDs(t *testing.T) {
 	leakcheck.Check(t)
-	b := New(&Options{HistoryLen: 3})
+	b := newBroker(t, &Options{HistoryLen: 3})
 	srv := brokerServer(t, b)
 	for _, id := range []string{"a", "b", "c", "d"} {
 		_ = b.Publish(sse.Event{ID: "row-" + id, Data: id})
@@ -250,7 +250,7 @@ func TestBrokerResumesPublisherIDs(t *testing.T) {
 func TestBrokerReplayAcrossRandomReconnects(t *testing.T) {
 	leakcheck.Check(t)
 	const clients, events = 20, 2000
-	b := New(nil)
+	b := newBroker(t, nil)
 	srv := brokerServer(t, b)
 	results := make(chan error, clients)
 	ready := make(chan struct{}, clients)
@@ -284,7 +284,7 @@ func TestBrokerFanOutThousand(t *testing.T) {
 	// A thousand clients parsing under the race detector on a busy machine
 	// may leave one unread for seconds: this test is about what arrives, and
 	// others are about clients too slow to keep.
-	b := New(&Options{Stream: sse.Options{WriteTimeout: time.Minute}})
+	b := newBroker(t, &Options{Stream: sse.Options{WriteTimeout: time.Minute}})
 	srv := brokerServer(t, b)
 	httpClient := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 0}}
 	t.Cleanup(httpClient.CloseIdleConnections)
@@ -321,7 +321,7 @@ func TestBrokerFanOutThousand(t *testing.T) {
 // body it never sends is refused at once. None holds a subscriber's place.
 func TestBrokerMethods(t *testing.T) {
 	leakcheck.Check(t)
-	b := New(nil)
+	b := newBroker(t, nil)
 	srv := brokerServer(t, b)
 	c := *srv.Client() // the server's transport, so its keep-alive connections
 	c.Timeout = 10 * time.Second
@@ -370,13 +370,49 @@ func TestBrokerMethods(t *testing.T) {
 	}
 }
 
-func TestBrokerRefusedStreamOptionAnswers500(t *testing.T) {
-	b := New(&Options{Stream: sse.Options{Retry: time.Microsecond}})
-	defer b.Close()
-	rec := httptest.NewRecorder()
-	b.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
-	if rec.Code != 500 || !strings.Contains(rec.Body.String(), "retry") {
-		t.Errorf("a Retry NewWriter refuses: %d %q, want a 500 naming the field", rec.Code, rec.Body)
+// New follows the options rule: 0 is the default, negative is off where off
+// exists, and anything else it cannot take is an error that names the field.
+func TestNewOptionsRule(t *testing.T) {
+	for _, tt := range []struct {
+		opts  Options
+		field string // "" for none: New takes it
+	}{
+		{Options{}, ""},
+		{Options{CloseRetry: -1}, ""},
+		{Options{Stream: sse.Options{WriteTimeout: -1, Heartbeat: -1}}, ""},
+		{Options{HistoryLen: -1}, "HistoryLen"},
+		{Options{HistoryBytes: -1}, "HistoryBytes"},
+		{Options{MaxSubscribers: -1}, "MaxSubscribers"},
+		{Options{CloseRetry: time.Microsecond}, "CloseRetry"},
+		{Options{Stream: sse.Options{Retry: time.Microsecond}}, "Stream.Retry"},
+		{Options{Stream: sse.Options{Retry: -time.Second}}, "Stream.Retry"},
+	} {
+		b, err := New(&tt.opts)
+		switch {
+		case tt.field == "" && err != nil:
+			t.Errorf("New(%+v): %v, want a Broker", tt.opts, err)
+		case tt.field != "" && (!errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), tt.field) || b != nil):
+			t.Errorf("New(%+v): %v, %v; want no Broker and an ErrInvalidOptions naming %s", tt.opts, b, err, tt.field)
+		}
+		if b != nil {
+			b.Close()
+		}
+	}
+	if _, err := New(&Options{Stream: sse.Options{Retry: time.Microsecond}}); !errors.Is(err, sse.ErrInvalidRetry) {
+		t.Errorf("a Retry NewWriter refuses: %v, want it to match sse.ErrInvalidRetry too", err)
+	}
+}
+
+// With CloseRetry negative, Close ends every stream with no retry field.
+func TestBrokerCloseRetryOff(t *testing.T) {
+	leakcheck.Check(t)
+	b := newBroker(t, &Options{CloseRetry: -1})
+	srv := brokerServer(t, b)
+	cl := connect(t, srv.Client(), srv.URL, "")
+	waitFor(t, "the stream", func() bool { return b.Subscribers() == 1 })
+	_ = b.Close()
+	if rest := cl.ended(t); len(rest) != 0 || cl.reader.Retry != 0 {
+		t.Errorf("at Close: events %v, retry %v; want the end and no retry field", rest, cl.reader.Retry)
 	}
 }
 
@@ -384,7 +420,7 @@ func TestBrokerRefusedStreamOptionAnswers500(t *testing.T) {
 func TestBrokerOnIdle(t *testing.T) {
 	leakcheck.Check(t)
 	var idle atomic.Int32
-	b := New(&Options{OnIdle: func() { idle.Add(1) }})
+	b := newBroker(t, &Options{OnIdle: func() { idle.Add(1) }})
 	srv := brokerServer(t, b)
 	one, two := connect(t, srv.Client(), srv.URL, ""), connect(t, srv.Client(), srv.URL, "")
 	waitFor(t, "two streams", func() bool { return b.Subscribers() == 2 })
@@ -407,7 +443,7 @@ func TestBrokerOnIdle(t *testing.T) {
 func TestBrokerClose(t *testing.T) {
 	leakcheck.Check(t)
 	const clients = 50
-	b := New(&Options{CloseRetry: 10 * time.Second})
+	b := newBroker(t, &Options{CloseRetry: 10 * time.Second})
 	srv := brokerServer(t, b)
 	var streams []*client
 	for range clients {
@@ -461,7 +497,7 @@ func TestBrokerCloseSendsWhatCameBefore(t *testing.T) {
 				if withLog {
 					opts.Log = newMemLog()
 				}
-				b := New(&opts)
+				b := newBroker(t, &opts)
 				srv := brokerServer(t, b)
 				var clients []*client
 				for range streams {
@@ -487,7 +523,7 @@ func TestBrokerCloseSendsWhatCameBefore(t *testing.T) {
 
 func TestBrokerMaxSubscribers(t *testing.T) {
 	leakcheck.Check(t)
-	b := New(&Options{MaxSubscribers: 2})
+	b := newBroker(t, &Options{MaxSubscribers: 2})
 	srv := brokerServer(t, b)
 	one, two := connect(t, srv.Client(), srv.URL, ""), connect(t, srv.Client(), srv.URL, "")
 	waitFor(t, "two streams", func() bool { return b.Subscribers() == 2 })
@@ -516,7 +552,7 @@ func TestBrokerShutdownWithThousandStreams(t *testing.T) {
 	}
 	leakcheck.Check(t)
 	const streams = 1000
-	b := New(nil)
+	b := newBroker(t, nil)
 	srv := httptest.NewUnstartedServer(b)
 	srv.Config.RegisterOnShutdown(func() { b.Close() })
 	srv.Start()
@@ -547,7 +583,7 @@ func TestBrokerShutdownWithThousandStreams(t *testing.T) {
 func TestBrokerCloseRacesPublishAndSubscribe(t *testing.T) {
 	leakcheck.Check(t)
 	for range 5 {
-		b := New(&Options{HistoryLen: 8})
+		b := newBroker(t, &Options{HistoryLen: 8})
 		srv := httptest.NewServer(b)
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
@@ -609,7 +645,7 @@ func TestBrokerCloseRacesPublishAndSubscribe(t *testing.T) {
 // no stream left the timer rests.
 func TestBrokerHeartbeat(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := New(nil)
+		b := newBroker(t, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		recs := []*flushRecorder{newFlushRecorder(), newFlushRecorder()}
 		for _, rec := range recs {
@@ -656,7 +692,7 @@ func TestBrokerHeartbeat(t *testing.T) {
 // connection gone and ends the stream.
 func TestBrokerHeartbeatEndsGhostStreams(t *testing.T) {
 	leakcheck.Check(t)
-	b := New(&Options{Stream: sse.Options{Heartbeat: time.Second}})
+	b := newBroker(t, &Options{Stream: sse.Options{Heartbeat: time.Second}})
 	srv := httptest.NewUnstartedServer(b)
 	ln := &readCounter{Listener: srv.Listener}
 	srv.Listener = ln
@@ -689,7 +725,7 @@ func TestIdleBrokerSize(t *testing.T) {
 	brokers := make([]*Broker, n)
 	before := heapInUse()
 	for i := range brokers {
-		brokers[i] = New(&Options{HistoryLen: 64})
+		brokers[i] = newBroker(t, &Options{HistoryLen: 64})
 	}
 	per := float64(heapInUse()-before) / n
 	runtime.KeepAlive(brokers)

@@ -6,7 +6,10 @@
 // A complete server that pushes prices to every browser on /prices:
 //
 //	func main() {
-//		broker := ssebroker.New(nil)
+//		broker, err := ssebroker.New(nil)
+//		if err != nil {
+//			log.Fatal(err)
+//		}
 //		srv := &http.Server{Addr: ":8080", ReadHeaderTimeout: 10 * time.Second}
 //		http.Handle("/prices", broker)
 //		srv.RegisterOnShutdown(func() { broker.Close() }) // ends the streams
@@ -32,8 +35,10 @@
 //
 // # Options
 //
-// Every option follows one rule: 0 means the default, a negative value means
-// off where off exists (MaxSubscribers), and the default otherwise.
+// Every option follows one rule, as in package sse: 0 means the default; a
+// negative value means off where off exists (CloseRetry, and the Stream's
+// WriteTimeout and Heartbeat), and New refuses it, with an error matching
+// ErrInvalidOptions that names the field, where it does not.
 //
 // # Testing a handler
 //

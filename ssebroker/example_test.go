@@ -22,7 +22,11 @@ import (
 // a line of its own, is the position the Broker gives a new client, from
 // which it resumes should the stream end before its first event.
 func ExampleBroker() {
-	b := ssebroker.New(nil)
+	b, err := ssebroker.New(nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	srv := httptest.NewServer(b)
 	defer srv.Close()
 	defer b.Close() // ends the stream first, so that srv.Close need not wait
@@ -107,24 +111,33 @@ func (u *userBrokers) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "log in first", http.StatusUnauthorized)
 		return
 	}
-	u.broker(user).ServeHTTP(w, r)
+	b, err := u.broker(user)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	b.ServeHTTP(w, r)
 }
 
 // broker returns the user's Broker, made if need be. A new one's timer is
 // armed at once, so that a Broker whose request never opens a stream (a HEAD,
 // say) is dropped too.
-func (u *userBrokers) broker(user string) *ssebroker.Broker {
+func (u *userBrokers) broker(user string) (*ssebroker.Broker, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	e := u.m[user]
 	if e == nil {
 		e = &userBroker{}
-		e.b = ssebroker.New(&ssebroker.Options{HistoryLen: 64, OnIdle: func() { u.idle(user, e) }})
+		b, err := ssebroker.New(&ssebroker.Options{HistoryLen: 64, OnIdle: func() { u.idle(user, e) }})
+		if err != nil {
+			return nil, err
+		}
+		e.b = b
 		e.drop = time.AfterFunc(u.grace, func() { u.expire(user, e) })
 		u.m[user] = e
 	}
 	e.touch = time.Now()
-	return e.b
+	return e.b, nil
 }
 
 // idle runs, as OnIdle, when the user's last stream ends: it (re)arms the

@@ -32,6 +32,16 @@ func brokerServer(t *testing.T, b *Broker) *httptest.Server {
 	return srv
 }
 
+// newBroker returns New(opts), and fails the test if New refuses opts.
+func newBroker(tb testing.TB, opts *Options) *Broker {
+	tb.Helper()
+	b, err := New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
 // patience is how long a test waits for what should happen at once before it
 // calls it a failure: long, so that a busy machine fails nothing.
 const patience = time.Minute
@@ -430,7 +440,7 @@ func mallocs() uint64 {
 func withGap(t *testing.T, n int) (*memLog, *Broker, *client) {
 	t.Helper()
 	log := newMemLog()
-	b := New(&Options{Log: log})
+	b := newBroker(t, &Options{Log: log})
 	srv := brokerServer(t, b)
 	cl := connect(t, srv.Client(), srv.URL, "")
 	log.mute.Store(true)

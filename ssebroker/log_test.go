@@ -27,7 +27,7 @@ import (
 func TestBrokerLogServesOlderEvents(t *testing.T) {
 	leakcheck.Check(t)
 	log := newMemLog()
-	b := New(&Options{HistoryLen: 4, Log: log})
+	b := newBroker(t, &Options{HistoryLen: 4, Log: log})
 	srv := brokerServer(t, b)
 	publishN(t, b, "", 20)
 	epoch := log.head().Epoch
@@ -56,7 +56,7 @@ func TestBrokerLogServesOlderEvents(t *testing.T) {
 func TestBrokersShareALog(t *testing.T) {
 	leakcheck.Check(t)
 	log := newMemLog()
-	a, b := New(&Options{Log: log}), New(&Options{Log: log})
+	a, b := newBroker(t, &Options{Log: log}), newBroker(t, &Options{Log: log})
 	srvA, srvB := brokerServer(t, a), brokerServer(t, b)
 	onA, onB := connect(t, srvA.Client(), srvA.URL, ""), connect(t, srvB.Client(), srvB.URL, "")
 	// connect returns once each stream knows where it starts.
@@ -115,7 +115,7 @@ func TestBrokerLogFillsGaps(t *testing.T) {
 func TestBrokerLogNewEpochResets(t *testing.T) {
 	leakcheck.Check(t)
 	log := newMemLog()
-	b := New(&Options{Log: log})
+	b := newBroker(t, &Options{Log: log})
 	srv := brokerServer(t, b)
 	cl := connect(t, srv.Client(), srv.URL, "")
 	publishN(t, b, "old ", 2)
@@ -149,7 +149,7 @@ func TestBrokerLogAppendErrorFailsPublish(t *testing.T) {
 		}
 		return nil
 	}
-	b := New(&Options{Log: log})
+	b := newBroker(t, &Options{Log: log})
 	srv := brokerServer(t, b)
 	cl := connect(t, srv.Client(), srv.URL, "")
 	if err := b.Publish(sse.Event{Data: "lost"}); !errors.Is(err, errDown) {
@@ -171,7 +171,7 @@ func TestBrokerLogAppendErrorFailsPublish(t *testing.T) {
 func TestBrokerBlockingLogStallsNothing(t *testing.T) {
 	leakcheck.Check(t)
 	log := newMemLog()
-	b := New(&Options{HistoryLen: 2, Log: log})
+	b := newBroker(t, &Options{HistoryLen: 2, Log: log})
 	srv := brokerServer(t, b)
 	publishN(t, b, "", 5)
 	stuck := make(chan struct{}, 10)
@@ -238,7 +238,7 @@ func TestBrokerDistrustsLog(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			log := newMemLog()
-			b := New(&Options{HistoryLen: 2, Log: log})
+			b := newBroker(t, &Options{HistoryLen: 2, Log: log})
 			srv := brokerServer(t, b)
 			publishN(t, b, "", 5)
 			from := log.head().Epoch + "-1"
@@ -317,7 +317,7 @@ func TestBrokerCloseDuringFill(t *testing.T) {
 // the browser's other streams share, open.
 func TestBrokerRefusedBodyKeepsHTTP2Connection(t *testing.T) {
 	leakcheck.Check(t)
-	b := New(nil)
+	b := newBroker(t, nil)
 	srv := httptest.NewUnstartedServer(b)
 	var conns atomic.Int32
 	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
@@ -377,7 +377,7 @@ func fedBroker(t *testing.T, n int) (*handFed, *Broker, *client, func(Position, 
 			t.Fatal(err)
 		}
 	}
-	b := New(&Options{Log: log})
+	b := newBroker(t, &Options{Log: log})
 	srv := brokerServer(t, b)
 	cl := connect(t, srv.Client(), srv.URL, log.head().Epoch+"-0")
 	deliver := <-log.deliver
@@ -483,7 +483,7 @@ func TestBrokerDamagedEventInTheLogResets(t *testing.T) {
 func TestBrokerSlowLogStillReplays(t *testing.T) {
 	leakcheck.Check(t)
 	log := newMemLog()
-	b := New(&Options{HistoryLen: 2, Log: log, Stream: sse.Options{Heartbeat: time.Second}})
+	b := newBroker(t, &Options{HistoryLen: 2, Log: log, Stream: sse.Options{Heartbeat: time.Second}})
 	srv := brokerServer(t, b)
 	publishN(t, b, "", 5)
 	log.onRead = func(ctx context.Context) error {
@@ -509,7 +509,7 @@ func TestBrokerReplayFromLogAheadOfTheFeed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b := New(&Options{HistoryLen: 8, Log: log})
+	b := newBroker(t, &Options{HistoryLen: 8, Log: log})
 	srv := brokerServer(t, b)
 	first := connect(t, srv.Client(), srv.URL, "") // starts the feed: the ring is at 5
 	deliver := <-log.deliver
@@ -538,7 +538,7 @@ func TestBrokerPublishContextBoundsTheLog(t *testing.T) {
 	leakcheck.Check(t)
 	log := newMemLog()
 	log.onAppend = func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
-	b := New(&Options{Log: log})
+	b := newBroker(t, &Options{Log: log})
 	defer b.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
@@ -590,7 +590,7 @@ func (l *lateLog) Follow(deliver func(Position, []byte)) (stop func()) {
 func TestBrokerStreamOpenedWhileLogDownResets(t *testing.T) {
 	leakcheck.Check(t)
 	log := &lateLog{memLog: newMemLog(), release: make(chan struct{})}
-	b := New(&Options{Log: log, Stream: sse.Options{Heartbeat: time.Second}})
+	b := newBroker(t, &Options{Log: log, Stream: sse.Options{Heartbeat: time.Second}})
 	srv := brokerServer(t, b)
 	cl := connect(t, srv.Client(), srv.URL, "") // returns once the heartbeat sent the headers
 	if _, err := log.Append(context.Background(), []byte("data: elsewhere\n\n")); err != nil {

@@ -27,7 +27,7 @@ func TestEpochsAreWide(t *testing.T) {
 // (net/http answers that header with 400), and the shape of the ids a
 // Broker gives, which resume by position, not by name.
 func TestBrokerRefusesUnresumablePublisherIDs(t *testing.T) {
-	b := New(nil)
+	b := newBroker(t, nil)
 	defer b.Close()
 	for _, id := range []string{" a", "a ", "\ta", "a\t", "a\x01b", "a\x1fb", "a\x7fb", "0123456789abcdef-0", epochOf(b) + "-3", "ffffffffffffffff-18446744073709551615"} {
 		if err := b.Publish(sse.Event{ID: id}); !errors.Is(err, sse.ErrInvalidID) {
@@ -48,7 +48,7 @@ func TestBrokerRefusesUnresumablePublisherIDs(t *testing.T) {
 // never a silent gap.
 func TestBrokerUnresumableIDs(t *testing.T) {
 	leakcheck.Check(t)
-	b := New(nil)
+	b := newBroker(t, nil)
 	srv := brokerServer(t, b)
 	long := strings.Repeat("a", sse.MaxLastEventIDLen+1)
 	if err := b.Publish(sse.Event{ID: long}); !errors.Is(err, sse.ErrInvalidID) {

@@ -23,7 +23,7 @@ import (
 // pumps exit after pumpIdle, and none outlives Close.
 func TestBrokerPumps(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := New(nil)
+		b := newBroker(t, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		const n = 50
@@ -89,7 +89,7 @@ func TestBrokerPumps(t *testing.T) {
 // stream ends, its pumps exit, and the bubble can end.
 func TestBrokerInBubbleWithoutClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := New(&Options{Stream: sse.Options{Heartbeat: -1}})
+		b := newBroker(t, &Options{Stream: sse.Options{Heartbeat: -1}})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() {
@@ -115,7 +115,7 @@ func TestBrokerPumpPanicReachesHandler(t *testing.T) {
 	leakcheck.Check(t)
 	boom := errors.New("log exploded")
 	log := newMemLog()
-	b := New(&Options{HistoryLen: 2, Log: log})
+	b := newBroker(t, &Options{HistoryLen: 2, Log: log})
 	defer b.Close()
 	publishN(t, b, "", 5)
 	log.onRead = func(context.Context) error { panic(boom) }
@@ -164,7 +164,7 @@ func TestBrokerPumpGoexitAndAbort(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			log := newMemLog()
-			b := New(&Options{HistoryLen: 2, Log: log})
+			b := newBroker(t, &Options{HistoryLen: 2, Log: log})
 			defer b.Close()
 			publishN(t, b, "", 5)
 			log.onRead = tt.onRead

@@ -23,7 +23,7 @@ import (
 // Events waiting for a stream go out in one write and one flush.
 func TestBrokerBatchesWaitingEvents(t *testing.T) {
 	leakcheck.Check(t)
-	b := New(nil)
+	b := newBroker(t, nil)
 	for i := range 100 {
 		_ = b.Publish(sse.Event{Data: fmt.Sprint(i)})
 	}
@@ -62,7 +62,7 @@ func TestBrokerPublishAllocsDoNotGrowWithSubscribers(t *testing.T) {
 	}
 	leakcheck.Check(t)
 	allocs := func(streams int) float64 {
-		b := New(nil)
+		b := newBroker(t, nil)
 		defer b.Close()
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -108,7 +108,7 @@ func TestBrokerPublishAllocsDoNotGrowWithSubscribers(t *testing.T) {
 func TestBrokerStalledClientDelaysNoOne(t *testing.T) {
 	leakcheck.Check(t)
 	const healthy, events = 20, 400
-	b := New(&Options{Stream: sse.Options{WriteTimeout: time.Minute}})
+	b := newBroker(t, &Options{Stream: sse.Options{WriteTimeout: time.Minute}})
 	srv := stallingServer(b)
 	t.Cleanup(func() { b.Close(); srv.Close() })
 
@@ -156,7 +156,7 @@ func TestBrokerStalledClientDelaysNoOne(t *testing.T) {
 func TestBrokerWriteTimeoutEndsStalledStream(t *testing.T) {
 	leakcheck.Check(t)
 	const timeout = time.Second
-	b := New(&Options{Stream: sse.Options{WriteTimeout: timeout}})
+	b := newBroker(t, &Options{Stream: sse.Options{WriteTimeout: timeout}})
 	srv := stallingServer(b)
 	t.Cleanup(func() { b.Close(); srv.Close() })
 	stalled := dialStalled(t, srv.Listener.Addr().String())
@@ -190,7 +190,7 @@ func TestBrokerSlowStreamIsEndedAndResumes(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			leakcheck.Check(t)
-			b := New(&tt.opts)
+			b := newBroker(t, &tt.opts)
 			srv := brokerServer(t, b)
 			g := &gate{flushRecorder: newFlushRecorder(), entered: make(chan struct{}, 1000), open: make(chan struct{}, 1000)}
 			done := make(chan struct{})
@@ -238,7 +238,7 @@ func TestBrokerStalledClientsHoldNoCopies(t *testing.T) {
 	leakcheck.Check(t)
 	const size = 2 << 20
 	heap := func(n int) uint64 {
-		b := New(&Options{Stream: sse.Options{WriteTimeout: time.Minute}})
+		b := newBroker(t, &Options{Stream: sse.Options{WriteTimeout: time.Minute}})
 		srv := stallingServer(b)
 		defer srv.Close()
 		defer b.Close()
@@ -296,7 +296,7 @@ func TestBrokerIdleStreamStack(t *testing.T) {
 		<-r.Context().Done()
 	})
 	floor := perStream(bare, func() int { return int(started.Load()) }, func() {})
-	b := New(nil)
+	b := newBroker(t, nil)
 	defer b.Close()
 	ours := perStream(b, b.Subscribers, func() {
 		_ = b.Publish(sse.Event{Data: "x"})

@@ -51,6 +51,13 @@
 //			handle(ev.Data)
 //		}
 //	}
+//
+// # Options
+//
+// Client's and Reader's fields follow one rule, as everywhere in this
+// module: 0 means the default; a negative value means off where off exists
+// (IdleTimeout), and is refused, with an error matching ErrInvalidOptions
+// that names the field, where it does not.
 package sseclient
 
 import (
@@ -118,6 +125,25 @@ var (
 	ErrInvalidLastEventID = errors.New("sseclient: last event ID cannot be sent in a Last-Event-ID header")
 )
 
+// ErrInvalidOptions is the error a stream ends with, before any request, when
+// its Client has a field that the options rule refuses (see Client); a Reader
+// whose MaxEventSize is negative returns it from Next. The error's text names
+// the field.
+var ErrInvalidOptions = errors.New("sseclient: invalid options")
+
+// check returns why the options rule refuses c, or nil.
+func (c *Client) check() error {
+	for _, f := range []struct {
+		name string
+		bad  bool
+	}{{"Retry", c.Retry < 0}, {"MaxDelay", c.MaxDelay < 0}, {"MaxEventSize", c.MaxEventSize < 0}} {
+		if f.bad {
+			return fmt.Errorf("%w: %s is negative", ErrInvalidOptions, f.name)
+		}
+	}
+	return nil
+}
+
 // ErrIdleTimeout is the error a connection ends with when no byte arrived
 // for the Client's IdleTimeout. It does not end the stream: the Client
 // reconnects, and passes it to OnRetry.
@@ -133,22 +159,26 @@ type Client struct {
 	// whole response: leave it 0 and use IdleTimeout.
 	HTTPClient *http.Client
 	// Retry is the delay before a reconnection until the server sets one
-	// with a retry field. 0 or less means DefaultRetry.
+	// with a retry field. 0 means DefaultRetry.
 	Retry time.Duration
 	// MaxDelay caps the wait before a reconnection, jitter included: the
-	// server's retry, however large, and the backoff. 0 or less means
+	// server's retry, however large, and the backoff. 0 means
 	// DefaultMaxDelay.
 	MaxDelay time.Duration
 	// IdleTimeout, if positive, ends a connection on which no byte has
 	// arrived for that long, from the request on, and reconnects. Comments
 	// count, so a server's heartbeats keep the stream alive: set it to a few
 	// times the heartbeat (sse.Writer sends one after 15 s of silence). Time
-	// the caller spends on an event does not count. 0 means no idle timeout:
-	// a stream may be quiet for as long as it likes.
+	// the caller spends on an event does not count. 0 (the default), or a
+	// negative value, means no idle timeout: a stream may be quiet for as
+	// long as it likes.
 	IdleTimeout time.Duration
 	// MaxEventSize bounds each event, as Reader's MaxEventSize does; 0
 	// means DefaultMaxEventSize. An event over it ends the stream with an
 	// error matching ErrEventTooLarge.
+	//
+	// A negative Retry, MaxDelay or MaxEventSize ends every stream at once
+	// with an error matching ErrInvalidOptions that names the field.
 	MaxEventSize int
 	// OnRetry, if not nil, is called before each wait to reconnect, with the
 	// error that ended the connection and the time the Client will wait: the
@@ -310,6 +340,9 @@ func (p permanent) Error() string { return p.err.Error() }
 func (s *Stream) run(yield func(sse.Event, error) bool) error {
 	ctx := s.req.Context()
 	defer s.closeUnsentBody()
+	if err := s.c.check(); err != nil {
+		return err
+	}
 	failures := 0 // connections in a row that failed
 	for {
 		healthy, err := s.connect(ctx, yield)
@@ -400,7 +433,7 @@ func (s *Stream) delay(failures int) time.Duration {
 
 // retry returns the Client's Retry, or its default.
 func (c *Client) retry() time.Duration {
-	if c.Retry <= 0 {
+	if c.Retry == 0 {
 		return DefaultRetry
 	}
 	return c.Retry
@@ -408,7 +441,7 @@ func (c *Client) retry() time.Duration {
 
 // maxDelay returns the Client's MaxDelay, or its default.
 func (c *Client) maxDelay() time.Duration {
-	if c.MaxDelay <= 0 {
+	if c.MaxDelay == 0 {
 		return DefaultMaxDelay
 	}
 	return c.MaxDelay

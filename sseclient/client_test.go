@@ -149,7 +149,7 @@ func TestWriterStreamResumes(t *testing.T) {
 // Against our Broker: a client whose connection is cut, while events are
 // published, gets every event once and in order.
 func TestBrokerStreamResumesAcrossCuts(t *testing.T) {
-	b := ssebroker.New(nil)
+	b := newBroker(t, nil)
 	defer b.Close()
 	cuts := make(chan context.CancelFunc, 10)
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
@@ -186,7 +186,7 @@ func TestBrokerStreamResumesAcrossCuts(t *testing.T) {
 // A Last-Event-ID the Broker cannot resume from gets a reset event first,
 // which reaches the caller like any other.
 func TestBrokerResetReachesCaller(t *testing.T) {
-	b := ssebroker.New(nil)
+	b := newBroker(t, nil)
 	defer b.Close()
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) { b.ServeHTTP(w, r) })
 	req := get(t, srv.URL)
@@ -742,5 +742,60 @@ func TestDoneEndsTheStream(t *testing.T) {
 				t.Errorf("%d requests, LastEventID %q; want 1 and 9", n, s.LastEventID())
 			}
 		})
+	}
+}
+
+// newBroker returns ssebroker.New(opts), and fails the test if New refuses
+// opts.
+func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
+	tb.Helper()
+	b, err := ssebroker.New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// The options rule: a negative value where no off exists ends the stream
+// before any request, with an error that names the field; a negative
+// IdleTimeout is off, as 0 is.
+func TestClientOptionsRule(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: x\n\n")
+	}))
+	defer srv.Close()
+	for _, tt := range []struct {
+		c     Client
+		field string
+	}{
+		{Client{Retry: -1}, "Retry"},
+		{Client{MaxDelay: -1}, "MaxDelay"},
+		{Client{MaxEventSize: -1}, "MaxEventSize"},
+	} {
+		req, _ := http.NewRequest("GET", srv.URL, nil)
+		for _, err := range tt.c.Events(req) {
+			if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), tt.field) {
+				t.Errorf("%+v: %v, want ErrInvalidOptions naming %s", tt.c, err, tt.field)
+			}
+			break
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("%d requests sent with options refused", n)
+	}
+	c := Client{IdleTimeout: -1, Done: func(sse.Event) bool { return true }}
+	req, _ := http.NewRequest("GET", srv.URL, nil)
+	for ev, err := range c.Events(req) {
+		if err != nil || ev.Data != "x" {
+			t.Errorf("IdleTimeout -1: %+v, %v; want the event", ev, err)
+		}
+	}
+	r := NewReader(strings.NewReader("data: x\n\n"))
+	r.MaxEventSize = -1
+	if _, err := r.Next(); !errors.Is(err, ErrInvalidOptions) {
+		t.Errorf("a Reader with MaxEventSize -1: %v, want ErrInvalidOptions", err)
 	}
 }

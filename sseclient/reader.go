@@ -66,7 +66,8 @@ type Reader struct {
 	// first to the blank line that ends it, counting one byte for each line
 	// end, and comments not at all. A single line, comments included, is
 	// bounded likewise. Over the bound, Next returns an error that matches
-	// ErrEventTooLarge. 0 (or less) means DefaultMaxEventSize. Set it before
+	// ErrEventTooLarge. 0 means DefaultMaxEventSize; a negative value makes
+	// Next return an error matching ErrInvalidOptions. Set it before
 	// the first call to Next.
 	MaxEventSize int
 	// OnComment, if not nil, is called from Next with the text of each
@@ -154,6 +155,9 @@ func NewReader(src io.Reader) *Reader {
 // before it have been returned. After an error, every call returns the same
 // error.
 func (r *Reader) Next() (sse.Event, error) {
+	if r.MaxEventSize < 0 {
+		return sse.Event{}, fmt.Errorf("%w: MaxEventSize %d is negative", ErrInvalidOptions, r.MaxEventSize)
+	}
 	for r.err == nil {
 		line, end := r.line()
 		if end < 0 {
@@ -236,10 +240,10 @@ func (r *Reader) Retry() (time.Duration, bool) { return r.reconnect, r.reconnect
 
 // limit returns the bound on an event's size.
 func (r *Reader) limit() int {
-	if r.MaxEventSize > 0 {
-		return r.MaxEventSize
+	if r.MaxEventSize == 0 {
+		return DefaultMaxEventSize
 	}
-	return DefaultMaxEventSize
+	return r.MaxEventSize
 }
 
 // line returns the next whole line in the buffer, without its line end, and

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lightsse/sse/ssebroker"
-
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/internal/leakcheck"
 	"github.com/lightsse/sse/internal/ssetest"
@@ -447,7 +445,7 @@ func TestReaderReadsWriterAndBroker(t *testing.T) {
 		t.Errorf("Retry() = %v, want the last one, 1s", d)
 	}
 
-	b := ssebroker.New(nil)
+	b := newBroker(t, nil)
 	bsrv := httptest.NewServer(b)
 	defer bsrv.Close()
 	defer b.Close()

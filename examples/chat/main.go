@@ -39,7 +39,10 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	broker := ssebroker.New(nil)
+	broker, err := ssebroker.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
 	srv := &http.Server{Handler: room.Handler(broker), ReadHeaderTimeout: 10 * time.Second}
 	// Shutdown waits for open responses but does not end them, and a stream
 	// never ends by itself. Closing the Broker ends every stream, each after

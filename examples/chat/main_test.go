@@ -31,7 +31,7 @@ func TestMain(m *testing.M) { leakcheck.Main(m) }
 // newServer serves the demo's mux on a new Broker until the test ends, when
 // it closes the Broker (ending the streams) and then the server.
 func newServer(t *testing.T) (*httptest.Server, *ssebroker.Broker) {
-	b := ssebroker.New(nil)
+	b := newBroker(t, nil)
 	srv := httptest.NewServer(room.Handler(b))
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { b.Close() })
@@ -237,7 +237,7 @@ func TestTLSServesHTTP2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := ssebroker.New(nil)
+	b := newBroker(t, nil)
 	srv := httptest.NewUnstartedServer(room.Handler(b))
 	srv.EnableHTTP2 = true
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
@@ -353,4 +353,15 @@ func TestBaseURL(t *testing.T) {
 			t.Errorf("baseURL(%q) = %q, want %q", addr, got, want)
 		}
 	}
+}
+
+// newBroker returns ssebroker.New(opts), and fails the test if New refuses
+// opts.
+func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
+	tb.Helper()
+	b, err := ssebroker.New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }

@@ -52,12 +52,17 @@ func main() {
 
 	var upstream *ssebroker.Broker
 	if *upstreamURL == "" {
-		upstream = ssebroker.New(nil)
+		if upstream, err = ssebroker.New(nil); err != nil {
+			log.Fatal(err)
+		}
 		defer upstream.Close()
 		go clock(ctx, upstream, time.Second)
 		*upstreamURL = "http://" + ln.Addr().String() + "/upstream"
 	}
-	downstream := ssebroker.New(nil)
+	downstream, err := ssebroker.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
 	srv := &http.Server{
 		Handler:           newMux(downstream, upstream),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -119,7 +119,7 @@ func (c *cuttable) drop() {
 // exactly once, in order.
 func TestBrokerResume(t *testing.T) {
 	p := newPage(t)
-	b := ssebroker.New(&ssebroker.Options{Stream: sse.Options{Retry: 100 * time.Millisecond}})
+	b := newBroker(t, &ssebroker.Options{Stream: sse.Options{Retry: 100 * time.Millisecond}})
 	t.Cleanup(func() { b.Close() })
 	var c cuttable
 	p.Mux.Handle("GET /stream", c.handler(b))
@@ -184,7 +184,7 @@ func TestBrokerTooOldID(t *testing.T) {
 	p := newPage(t)
 	// History for 10 events; a stream that falls more than 5 behind is ended
 	// as too slow, so publish at most that many at once while it is open.
-	b := ssebroker.New(&ssebroker.Options{HistoryLen: 10, Stream: sse.Options{Retry: 100 * time.Millisecond}})
+	b := newBroker(t, &ssebroker.Options{HistoryLen: 10, Stream: sse.Options{Retry: 100 * time.Millisecond}})
 	t.Cleanup(func() { b.Close() })
 	var c cuttable
 	p.Mux.Handle("GET /stream", c.handler(b))
@@ -228,8 +228,8 @@ func TestBrokerTooOldID(t *testing.T) {
 func TestBrokerCloseComesBack(t *testing.T) {
 	p := newPage(t)
 	const closeRetry = 300 * time.Millisecond
-	first := ssebroker.New(&ssebroker.Options{CloseRetry: closeRetry})
-	second := ssebroker.New(nil)
+	first := newBroker(t, &ssebroker.Options{CloseRetry: closeRetry})
+	second := newBroker(t, nil)
 	t.Cleanup(func() { first.Close(); second.Close() })
 	var current atomic.Pointer[ssebroker.Broker]
 	current.Store(first)
@@ -320,4 +320,15 @@ func TestBrokerCloseComesBack(t *testing.T) {
 		}
 		prev = r.ended
 	}
+}
+
+// newBroker returns ssebroker.New(opts), and fails the test if New refuses
+// opts.
+func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
+	tb.Helper()
+	b, err := ssebroker.New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }

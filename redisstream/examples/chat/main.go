@@ -88,5 +88,10 @@ func newBroker(client redis.UniversalClient, topic string) (*ssebroker.Broker, *
 		streams.Close()
 		return nil, nil, err
 	}
-	return ssebroker.New(&ssebroker.Options{Log: tp}), streams, nil
+	b, err := ssebroker.New(&ssebroker.Options{Log: tp})
+	if err != nil {
+		streams.Close()
+		return nil, nil, err
+	}
+	return b, streams, nil
 }

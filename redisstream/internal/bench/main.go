@@ -312,7 +312,10 @@ type server struct {
 }
 
 func inProcess() *server {
-	b := ssebroker.New(nil)
+	b, err := ssebroker.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
 	hs, url := serve(b)
 	return &server{urls: []string{url}, publish: b, close: func() { b.Close(); hs.Close() }}
 }
@@ -327,7 +330,10 @@ func onRedis(rs *redisServer, instances int, prefix string) *server {
 			log.Fatal(err)
 		}
 		tp, _ := st.Topic("room")
-		b := ssebroker.New(&ssebroker.Options{Log: tp})
+		b, err := ssebroker.New(&ssebroker.Options{Log: tp})
+		if err != nil {
+			log.Fatal(err)
+		}
 		hs, url := serve(b)
 		s.urls = append(s.urls, url)
 		if i == 0 {
