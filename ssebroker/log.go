@@ -21,16 +21,21 @@ import (
 // Within one process, a Log that persists its events lets clients resume
 // across restarts, from a history longer than memory holds.
 //
-// A wire form, in every method, is one whole event as [Event.AppendText]
+// A wire form, in every method, is one whole event as [sse.Event.AppendText]
 // encodes it. It begins with an id line only when the publisher set its own
-// Event.ID; otherwise the Broker writes "id: " and the event's Position
+// sse.Event.ID; otherwise the Broker writes "id: " and the event's Position
 // before it. The Log keeps the bytes as they are.
 //
 // The Broker checks what a Log hands it: a Position whose epoch has another
 // shape, a wire form that is not one event, or events past the head that
 // ReadAfter reports count as errors of the Log (Stats.Log.Errors), and a
 // client is told of what they cost it with a ResetEvent, never left with a
-// silent gap.
+// silent gap. What Follow delivers is taken as a hint and checked against
+// ReadAfter: an event past the Log's head, or of an epoch the Log does not
+// have, is dropped, so a feed that others can write to (a Pub/Sub channel)
+// can neither forge an event nor move the history. Two different events
+// are never sent under one id: an event at an offset the Broker has sent,
+// with other bytes, starts a new history.
 //
 // Its methods must be safe for concurrent use, and must return, with an
 // error, when their context ends.
