@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -715,13 +714,13 @@ func TestWriterHTTP2QuietStreamSurvivesDeadline(t *testing.T) {
 }
 
 func TestWriterClose(t *testing.T) {
-	rec := newFlushRecorder()
+	rec := ssetest.NewRecorder()
 	s, err := NewWriter(rec, httptest.NewRequest("GET", "/", nil), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Code != 200 || rec.flushes != 1 {
-		t.Errorf("after NewWriter: status %d, %d flushes; want 200 flushed once", rec.Code, rec.flushes)
+	if rec.Code != 200 || rec.Flushes() != 1 {
+		t.Errorf("after NewWriter: status %d, %d flushes; want 200 flushed once", rec.Code, rec.Flushes())
 	}
 	_ = s.Send(Event{Data: "a"})
 	if err := s.Close(); err != nil {
@@ -736,7 +735,7 @@ func TestWriterClose(t *testing.T) {
 	if err := s.Comment("c"); !errors.Is(err, ErrClosed) {
 		t.Errorf("Comment after Close: %v, want ErrClosed", err)
 	}
-	if got := rec.body(); got != "data: a\n\n" {
+	if got := rec.Body(); got != "data: a\n\n" {
 		t.Errorf("body %q", got)
 	}
 }
@@ -758,7 +757,7 @@ func TestHeartbeat(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		rec := newFlushRecorder()
+		rec := ssetest.NewRecorder()
 		s, err := NewWriter(rec, httptest.NewRequestWithContext(ctx, "GET", "/", nil), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -768,7 +767,7 @@ func TestHeartbeat(t *testing.T) {
 			t.Helper()
 			time.Sleep(d)
 			synctest.Wait()
-			if got := rec.body(); got != want {
+			if got := rec.Body(); got != want {
 				t.Fatalf("after %v more: body %q, want %q", d, got, want)
 			}
 		}
@@ -789,26 +788,26 @@ func TestHeartbeat(t *testing.T) {
 
 func TestHeartbeatOptions(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		rec := newFlushRecorder()
+		rec := ssetest.NewRecorder()
 		s, _ := NewWriter(rec, httptest.NewRequest("GET", "/", nil), &Options{Heartbeat: time.Second})
 		time.Sleep(3500 * time.Millisecond)
 		synctest.Wait()
-		if got := rec.body(); got != ":\n:\n:\n" {
+		if got := rec.Body(); got != ":\n:\n:\n" {
 			t.Errorf("1 s heartbeat after 3.5 s: %q", got)
 		}
 		s.Close()
 		time.Sleep(time.Hour)
 		synctest.Wait()
-		if got := rec.body(); got != ":\n:\n:\n" {
+		if got := rec.Body(); got != ":\n:\n:\n" {
 			t.Errorf("heartbeat after Close: %q", got)
 		}
 
-		rec = newFlushRecorder()
+		rec = ssetest.NewRecorder()
 		s, _ = NewWriter(rec, httptest.NewRequest("GET", "/", nil), &Options{Heartbeat: -1})
 		defer s.Close()
 		time.Sleep(time.Hour)
 		synctest.Wait()
-		if got := rec.body(); got != "" {
+		if got := rec.Body(); got != "" {
 			t.Errorf("disabled heartbeat wrote %q", got)
 		}
 	})
@@ -817,17 +816,17 @@ func TestHeartbeatOptions(t *testing.T) {
 // A heartbeat shorter than wire.MinHeartbeat is raised to it.
 func TestHeartbeatFloor(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		rec := newFlushRecorder()
+		rec := ssetest.NewRecorder()
 		s, _ := NewWriter(rec, httptest.NewRequest("GET", "/", nil), &Options{Heartbeat: time.Nanosecond})
 		defer s.Close()
 		time.Sleep(wire.MinHeartbeat - time.Millisecond)
 		synctest.Wait()
-		if got := rec.body(); got != "" {
+		if got := rec.Body(); got != "" {
 			t.Fatalf("a 1 ns heartbeat wrote %q before wire.MinHeartbeat", got)
 		}
 		time.Sleep(time.Millisecond)
 		synctest.Wait()
-		if got := rec.body(); got != ":\n" {
+		if got := rec.Body(); got != ":\n" {
 			t.Errorf("a 1 ns heartbeat at wire.MinHeartbeat: %q, want one comment", got)
 		}
 	})
@@ -1225,37 +1224,6 @@ type opaque struct{ rw http.ResponseWriter }
 func (o opaque) Header() http.Header         { return o.rw.Header() }
 func (o opaque) Write(p []byte) (int, error) { return o.rw.Write(p) }
 func (o opaque) WriteHeader(code int)        { o.rw.WriteHeader(code) }
-
-// flushRecorder is a ResponseWriter whose output a test can read while the
-// heartbeat writes it from a timer goroutine.
-type flushRecorder struct {
-	mu sync.Mutex
-	*httptest.ResponseRecorder
-	flushes int
-}
-
-func newFlushRecorder() *flushRecorder {
-	return &flushRecorder{ResponseRecorder: httptest.NewRecorder()}
-}
-
-func (f *flushRecorder) Write(p []byte) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.ResponseRecorder.Write(p)
-}
-
-func (f *flushRecorder) Flush() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.flushes++
-	f.ResponseRecorder.Flush()
-}
-
-func (f *flushRecorder) body() string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.Body.String()
-}
 
 // discard is a ResponseWriter that flushes and keeps nothing; it counts its
 // writes in writes, if set.

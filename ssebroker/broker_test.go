@@ -647,7 +647,7 @@ func TestBrokerHeartbeat(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBroker(t, nil)
 		ctx, cancel := context.WithCancel(context.Background())
-		recs := []*flushRecorder{newFlushRecorder(), newFlushRecorder()}
+		recs := []*ssetest.Recorder{ssetest.NewRecorder(), ssetest.NewRecorder()}
 		for _, rec := range recs {
 			go b.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, "GET", "/", nil))
 		}
@@ -658,7 +658,7 @@ func TestBrokerHeartbeat(t *testing.T) {
 			time.Sleep(d)
 			synctest.Wait()
 			for i, rec := range recs {
-				if got := rec.body(); got != preamble+want {
+				if got := rec.Body(); got != preamble+want {
 					t.Fatalf("stream %d after %v more: %q, want %q", i, d, got, preamble+want)
 				}
 			}

@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -452,40 +451,9 @@ func withGap(t *testing.T, n int) (*memLog, *Broker, *client) {
 
 // ---- Helpers: responses --------------------------------------------------
 
-// flushRecorder is a ResponseWriter whose output a test can read while the
-// heartbeat writes it from a timer goroutine.
-type flushRecorder struct {
-	mu sync.Mutex
-	*httptest.ResponseRecorder
-	flushes int
-}
-
-func newFlushRecorder() *flushRecorder {
-	return &flushRecorder{ResponseRecorder: httptest.NewRecorder()}
-}
-
-func (f *flushRecorder) Write(p []byte) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.ResponseRecorder.Write(p)
-}
-
-func (f *flushRecorder) Flush() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.flushes++
-	f.ResponseRecorder.Flush()
-}
-
-func (f *flushRecorder) body() string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.Body.String()
-}
-
 // blockingWriter's writes wait for release once block is set.
 type blockingWriter struct {
-	*flushRecorder
+	*ssetest.Recorder
 	block   atomic.Bool
 	release chan struct{}
 }
@@ -494,31 +462,26 @@ func (w *blockingWriter) Write(p []byte) (int, error) {
 	if w.block.Load() {
 		<-w.release
 	}
-	return w.flushRecorder.Write(p)
+	return w.Recorder.Write(p)
 }
 
+// countingWriter counts its writes.
 type countingWriter struct {
-	*flushRecorder
-	n int
+	*ssetest.Recorder
+	n atomic.Int64
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	c.n++
-	c.mu.Unlock()
-	return c.flushRecorder.Write(p)
+	c.n.Add(1)
+	return c.Recorder.Write(p)
 }
 
-func (c *countingWriter) writes() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n
-}
+func (c *countingWriter) writes() int { return int(c.n.Load()) }
 
 // gate is a ResponseWriter whose writes wait for the test: a client that
 // reads slowly, on a connection without deadlines.
 type gate struct {
-	*flushRecorder
+	*ssetest.Recorder
 	entered chan struct{} // a write is waiting
 	open    chan struct{} // lets one write through
 }
@@ -526,7 +489,7 @@ type gate struct {
 func (g *gate) Write(p []byte) (int, error) {
 	g.entered <- struct{}{}
 	<-g.open
-	return g.flushRecorder.Write(p)
+	return g.Recorder.Write(p)
 }
 
 // discard is a ResponseWriter that flushes and keeps nothing; it counts its

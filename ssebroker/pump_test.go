@@ -27,12 +27,12 @@ func TestBrokerPumps(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		const n = 50
-		recs := make([]*flushRecorder, n)
+		recs := make([]*ssetest.Recorder, n)
 		for i := range recs {
-			recs[i] = newFlushRecorder()
+			recs[i] = ssetest.NewRecorder()
 			go b.ServeHTTP(recs[i], httptest.NewRequestWithContext(ctx, "GET", "/", nil))
 		}
-		stuck := &blockingWriter{flushRecorder: newFlushRecorder(), release: make(chan struct{})}
+		stuck := &blockingWriter{Recorder: ssetest.NewRecorder(), release: make(chan struct{})}
 		go b.ServeHTTP(stuck, httptest.NewRequestWithContext(ctx, "GET", "/", nil))
 		synctest.Wait()
 		idle := func(when string) {
@@ -49,8 +49,8 @@ func TestBrokerPumps(t *testing.T) {
 		_ = b.Publish(sse.Event{Data: "x"})
 		synctest.Wait()
 		for i, rec := range recs {
-			if !strings.HasSuffix(rec.body(), "data: x\n\n") {
-				t.Fatalf("stream %d, with another stuck in a write: %q", i, rec.body())
+			if !strings.HasSuffix(rec.Body(), "data: x\n\n") {
+				t.Fatalf("stream %d, with another stuck in a write: %q", i, rec.Body())
 			}
 		}
 		// A pump is free again once its write is done, so about one per CPU
@@ -65,16 +65,16 @@ func TestBrokerPumps(t *testing.T) {
 		}
 		close(stuck.release)
 		synctest.Wait()
-		if !strings.HasSuffix(stuck.body(), "data: x\n\n") {
-			t.Fatalf("the stuck stream, released: %q", stuck.body())
+		if !strings.HasSuffix(stuck.Body(), "data: x\n\n") {
+			t.Fatalf("the stuck stream, released: %q", stuck.Body())
 		}
 		idle("after a Publish")
 
 		_ = b.Publish(sse.Event{Data: "y"}) // pumps start again
 		synctest.Wait()
 		for i, rec := range recs {
-			if !strings.HasSuffix(rec.body(), "data: y\n\n") {
-				t.Fatalf("stream %d after the pumps had exited: %q", i, rec.body())
+			if !strings.HasSuffix(rec.Body(), "data: y\n\n") {
+				t.Fatalf("stream %d after the pumps had exited: %q", i, rec.Body())
 			}
 		}
 		b.Close() // ends the streams, and the idle pumps at once
@@ -94,7 +94,7 @@ func TestBrokerInBubbleWithoutClose(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			b.ServeHTTP(newFlushRecorder(), httptest.NewRequestWithContext(ctx, "GET", "/", nil))
+			b.ServeHTTP(ssetest.NewRecorder(), httptest.NewRequestWithContext(ctx, "GET", "/", nil))
 		}()
 		synctest.Wait()
 		_ = b.Publish(sse.Event{Data: "x"})
@@ -124,18 +124,18 @@ func TestBrokerPumpPanicReachesHandler(t *testing.T) {
 	var got any
 	func() {
 		defer func() { got = recover() }()
-		b.ServeHTTP(newFlushRecorder(), req)
+		b.ServeHTTP(ssetest.NewRecorder(), req)
 	}()
 	if err, ok := got.(error); !ok || !errors.Is(err, boom) || !strings.Contains(err.Error(), "ReadAfter") {
 		t.Fatalf("handler panicked with %v, want an error wrapping %v, with the Log's stack", got, boom)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rec := newFlushRecorder()
+	rec := ssetest.NewRecorder()
 	go b.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, "GET", "/", nil))
-	waitFor(t, "another stream, placed", func() bool { return strings.Contains(rec.body(), "id: ") })
+	waitFor(t, "another stream, placed", func() bool { return strings.Contains(rec.Body(), "id: ") })
 	_ = b.Publish(sse.Event{Data: "after"})
-	waitFor(t, "the next event", func() bool { return strings.Contains(rec.body(), "data: after") })
+	waitFor(t, "the next event", func() bool { return strings.Contains(rec.Body(), "data: after") })
 	if n := b.Stats().Ended.Failed; n != 1 {
 		t.Errorf("Stats.Ended.Failed = %d, want 1", n)
 	}
@@ -175,7 +175,7 @@ func TestBrokerPumpGoexitAndAbort(t *testing.T) {
 			go func() {
 				defer close(done)
 				defer func() { recovered = recover() }()
-				b.ServeHTTP(newFlushRecorder(), req)
+				b.ServeHTTP(ssetest.NewRecorder(), req)
 				exited = false
 			}()
 			select {

@@ -27,24 +27,24 @@ func TestBrokerBatchesWaitingEvents(t *testing.T) {
 	for i := range 100 {
 		_ = b.Publish(sse.Event{Data: fmt.Sprint(i)})
 	}
-	rec := &countingWriter{flushRecorder: newFlushRecorder()}
+	rec := &countingWriter{Recorder: ssetest.NewRecorder()}
 	ctx, cancel := context.WithCancel(context.Background())
 	req := httptest.NewRequestWithContext(ctx, "GET", "/", nil)
 	req.Header.Set("Last-Event-ID", epochOf(b)+"-0")
 	done := make(chan struct{})
 	go func() { defer close(done); b.ServeHTTP(rec, req) }()
-	waitFor(t, "the replay", func() bool { return strings.Count(rec.body(), "data: ") == 100 })
+	waitFor(t, "the replay", func() bool { return strings.Count(rec.Body(), "data: ") == 100 })
 	cancel()
 	<-done
-	if rec.writes() != 1 || rec.flushes != 2 { // the headers' flush, then the batch's
-		t.Errorf("100 waiting events: %d writes, %d flushes; want 1 write and 1 flush after the headers", rec.writes(), rec.flushes-1)
+	if rec.writes() != 1 || rec.Flushes() != 2 { // the headers' flush, then the batch's
+		t.Errorf("100 waiting events: %d writes, %d flushes; want 1 write and 1 flush after the headers", rec.writes(), rec.Flushes()-1)
 	}
-	got, _ := ssetest.Parse(rec.body())
+	got, _ := ssetest.Parse(rec.Body())
 	if len(got) != 100 || got[99].Data != "99" {
 		t.Errorf("got %d events", len(got))
 	}
-	if n := b.Stats().BytesWritten; n != uint64(len(rec.body())) {
-		t.Errorf("Stats.BytesWritten = %d; the stream got %d", n, len(rec.body()))
+	if n := b.Stats().BytesWritten; n != uint64(len(rec.Body())) {
+		t.Errorf("Stats.BytesWritten = %d; the stream got %d", n, len(rec.Body()))
 	}
 }
 
@@ -192,7 +192,7 @@ func TestBrokerSlowStreamIsEndedAndResumes(t *testing.T) {
 			leakcheck.Check(t)
 			b := newBroker(t, &tt.opts)
 			srv := brokerServer(t, b)
-			g := &gate{flushRecorder: newFlushRecorder(), entered: make(chan struct{}, 1000), open: make(chan struct{}, 1000)}
+			g := &gate{Recorder: ssetest.NewRecorder(), entered: make(chan struct{}, 1000), open: make(chan struct{}, 1000)}
 			done := make(chan struct{})
 			go func() { defer close(done); b.ServeHTTP(g, httptest.NewRequest("GET", "/", nil)) }()
 			<-g.entered
@@ -212,7 +212,7 @@ func TestBrokerSlowStreamIsEndedAndResumes(t *testing.T) {
 			case <-time.After(20 * time.Second):
 				t.Fatalf("a stream %d events behind was not ended", tt.burst)
 			}
-			got, r := ssetest.Parse(g.body())
+			got, r := ssetest.Parse(g.Body())
 			if len(got) != 1 || got[0].Data != data(0) {
 				t.Fatalf("the slow stream got %d events", len(got))
 			}

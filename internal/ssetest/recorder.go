@@ -1,0 +1,49 @@
+package ssetest
+
+import (
+	"net/http/httptest"
+	"sync"
+)
+
+// A Recorder is an httptest.ResponseRecorder that can flush, whose output a
+// test can read while another goroutine (a heartbeat's timer, a pump)
+// writes it.
+type Recorder struct {
+	mu sync.Mutex
+	*httptest.ResponseRecorder
+	flushes int
+}
+
+// NewRecorder returns an empty Recorder.
+func NewRecorder() *Recorder {
+	return &Recorder{ResponseRecorder: httptest.NewRecorder()}
+}
+
+// Write records p.
+func (f *Recorder) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ResponseRecorder.Write(p)
+}
+
+// Flush records a flush.
+func (f *Recorder) Flush() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.flushes++
+	f.ResponseRecorder.Flush()
+}
+
+// Body returns what was written so far.
+func (f *Recorder) Body() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ResponseRecorder.Body.String()
+}
+
+// Flushes returns how many times the Recorder was flushed.
+func (f *Recorder) Flushes() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.flushes
+}
