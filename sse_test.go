@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -1030,7 +1029,7 @@ func BenchmarkFastPathRejected(b *testing.B) {
 func BenchmarkSend(b *testing.B) {
 	b.Run("discard/Writer", func(b *testing.B) {
 		b.ReportAllocs()
-		w, _ := NewWriter(&discard{h: http.Header{}}, httptest.NewRequest("GET", "/", nil), &Options{Heartbeat: -1})
+		w, _ := NewWriter(&ssetest.Discard{Head: http.Header{}}, httptest.NewRequest("GET", "/", nil), &Options{Heartbeat: -1})
 		defer w.Close()
 		for b.Loop() {
 			_ = w.Send(typical)
@@ -1038,7 +1037,7 @@ func BenchmarkSend(b *testing.B) {
 	})
 	b.Run("discard/raw", func(b *testing.B) {
 		b.ReportAllocs()
-		d := &discard{h: http.Header{}}
+		d := &ssetest.Discard{Head: http.Header{}}
 		var buf []byte
 		for b.Loop() {
 			buf = rawAppend(buf[:0])
@@ -1224,20 +1223,3 @@ type opaque struct{ rw http.ResponseWriter }
 func (o opaque) Header() http.Header         { return o.rw.Header() }
 func (o opaque) Write(p []byte) (int, error) { return o.rw.Write(p) }
 func (o opaque) WriteHeader(code int)        { o.rw.WriteHeader(code) }
-
-// discard is a ResponseWriter that flushes and keeps nothing; it counts its
-// writes in writes, if set.
-type discard struct {
-	h      http.Header
-	writes *atomic.Int64
-}
-
-func (d *discard) Header() http.Header { return d.h }
-func (d *discard) Write(p []byte) (int, error) {
-	if d.writes != nil {
-		d.writes.Add(1)
-	}
-	return len(p), nil
-}
-func (d *discard) WriteHeader(int) {}
-func (d *discard) Flush()          {}

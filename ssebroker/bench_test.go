@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/internal/ssetest"
 )
 
 func BenchmarkPublish(b *testing.B) {
@@ -26,7 +27,7 @@ func BenchmarkPublish(b *testing.B) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					br.ServeHTTP(&discard{h: http.Header{}}, httptest.NewRequestWithContext(ctx, "GET", "/", nil))
+					br.ServeHTTP(&ssetest.Discard{Head: http.Header{}}, httptest.NewRequestWithContext(ctx, "GET", "/", nil))
 				}()
 			}
 			for br.Subscribers() < subs {

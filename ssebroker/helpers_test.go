@@ -491,20 +491,3 @@ func (g *gate) Write(p []byte) (int, error) {
 	<-g.open
 	return g.Recorder.Write(p)
 }
-
-// discard is a ResponseWriter that flushes and keeps nothing; it counts its
-// writes in writes, if set.
-type discard struct {
-	h      http.Header
-	writes *atomic.Int64
-}
-
-func (d *discard) Header() http.Header { return d.h }
-func (d *discard) Write(p []byte) (int, error) {
-	if d.writes != nil {
-		d.writes.Add(1)
-	}
-	return len(p), nil
-}
-func (d *discard) WriteHeader(int) {}
-func (d *discard) Flush()          {}

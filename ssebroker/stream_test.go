@@ -72,7 +72,7 @@ func TestBrokerPublishAllocsDoNotGrowWithSubscribers(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				b.ServeHTTP(&discard{h: http.Header{}, writes: &writes}, httptest.NewRequestWithContext(ctx, "GET", "/", nil))
+				b.ServeHTTP(&ssetest.Discard{Head: http.Header{}, Writes: &writes}, httptest.NewRequestWithContext(ctx, "GET", "/", nil))
 			}()
 		}
 		waitFor(t, "every stream to write its opening", func() bool { return writes.Load() == int64(streams) })

@@ -1,8 +1,10 @@
 package ssetest
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 )
 
 // A Recorder is an httptest.ResponseRecorder that can flush, whose output a
@@ -47,3 +49,33 @@ func (f *Recorder) Flushes() int {
 	defer f.mu.Unlock()
 	return f.flushes
 }
+
+// Discard is a ResponseWriter that can flush and keeps nothing, for
+// benchmarks; it counts its writes in Writes, if set. Set Head, or Header
+// returns a new header each call.
+type Discard struct {
+	Head   http.Header
+	Writes *atomic.Int64
+}
+
+// Header returns d.Head.
+func (d *Discard) Header() http.Header {
+	if d.Head == nil {
+		return http.Header{}
+	}
+	return d.Head
+}
+
+// Write counts a write and keeps nothing.
+func (d *Discard) Write(p []byte) (int, error) {
+	if d.Writes != nil {
+		d.Writes.Add(1)
+	}
+	return len(p), nil
+}
+
+// WriteHeader does nothing.
+func (d *Discard) WriteHeader(int) {}
+
+// Flush does nothing.
+func (d *Discard) Flush() {}
