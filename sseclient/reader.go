@@ -28,7 +28,7 @@ const DefaultMaxEventSize = 16 << 20
 // Reader's MaxEventSize. The Reader stops there: every later call returns the
 // same error, since what follows cannot be told apart from the rest of the
 // event.
-var ErrEventTooLarge = errors.New("sse: event too large")
+var ErrEventTooLarge = errors.New("sseclient: event too large")
 
 // A Reader reads events from a text/event-stream, exactly as a browser's
 // EventSource parses it: lines end in CRLF, LF or CR (a CRLF split between
