@@ -352,7 +352,7 @@ func (r *Reader) fill() {
 	for range 100 {
 		n, err := r.src.Read(r.buf[r.end:])
 		if n < 0 || n > len(r.buf)-r.end {
-			r.srcErr = errors.New("sse: reader returned an invalid count")
+			r.srcErr = errors.New("sseclient: reader returned an invalid count")
 			return
 		}
 		r.end += n
