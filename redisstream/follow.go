@@ -10,12 +10,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/redis/go-redis/v9"
 )
 
 // Follow has the topic call deliver with every event appended to it from now
-// on, by any process, in log order, until stop is called, as [sse.Log]
+// on, by any process, in log order, until stop is called, as [ssebroker.Log]
 // describes. Its first call, once Redis has confirmed the subscription and
 // answered a read of the head, is deliver(head, nil); it makes that call
 // again whenever the feed may have missed events (the Pub/Sub connection
@@ -26,7 +27,7 @@ import (
 // stop returns once no call to deliver is running, and none is made after
 // it; it is safe to call more than once. After Close, Follow returns a stop
 // that does nothing, and deliver is never called.
-func (t *Topic) Follow(deliver func(pos sse.Position, wire []byte)) (stop func()) {
+func (t *Topic) Follow(deliver func(pos ssebroker.Position, wire []byte)) (stop func()) {
 	f := &follower{topic: t, deliver: deliver}
 	if !t.s.subs.request(feedRequest{join: f}) {
 		return func() {}
@@ -44,7 +45,7 @@ func (t *Topic) Follow(deliver func(pos sse.Position, wire []byte)) (stop func()
 // A follower is one call of Follow.
 type follower struct {
 	topic   *Topic
-	deliver func(sse.Position, []byte)
+	deliver func(ssebroker.Position, []byte)
 	once    sync.Once
 
 	mu      sync.Mutex // held while deliver runs
@@ -54,7 +55,7 @@ type follower struct {
 }
 
 // call runs deliver unless the follower has stopped.
-func (f *follower) call(pos sse.Position, wire []byte) {
+func (f *follower) call(pos ssebroker.Position, wire []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.stopped {
@@ -292,13 +293,13 @@ func (fs *feeds) handle(it item) {
 			// next event will show the followers the gap.
 			return
 		}
-		fs.s.marks.see(m.Channel, sse.Position{Epoch: epoch, Offset: first + uint64(len(wires)) - 1})
+		fs.s.marks.see(m.Channel, ssebroker.Position{Epoch: epoch, Offset: first + uint64(len(wires)) - 1})
 		for _, f := range fd.followers {
 			if !f.started {
 				continue // its head, read later, covers this
 			}
 			for i, w := range wires {
-				f.call(sse.Position{Epoch: epoch, Offset: first + uint64(i)}, w)
+				f.call(ssebroker.Position{Epoch: epoch, Offset: first + uint64(i)}, w)
 			}
 		}
 	case *redis.Subscription:

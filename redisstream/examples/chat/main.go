@@ -24,7 +24,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/lightsse/sse/examples/chat/room"
 	"github.com/lightsse/sse/redisstream"
 	"github.com/redis/go-redis/v9"
@@ -77,7 +78,7 @@ func main() {
 
 // newBroker returns a Broker on the Redis Log of topic, and the Streams
 // that serves it, to be closed after the Broker.
-func newBroker(client redis.UniversalClient, topic string) (*sse.Broker, *redisstream.Streams, error) {
+func newBroker(client redis.UniversalClient, topic string) (*ssebroker.Broker, *redisstream.Streams, error) {
 	streams, err := redisstream.New(client, nil)
 	if err != nil {
 		return nil, nil, err
@@ -87,5 +88,10 @@ func newBroker(client redis.UniversalClient, topic string) (*sse.Broker, *rediss
 		streams.Close()
 		return nil, nil, err
 	}
-	return sse.NewBroker(&sse.BrokerOptions{Log: tp}), streams, nil
+	b, err := ssebroker.New(&ssebroker.Options{Log: tp})
+	if err != nil {
+		streams.Close()
+		return nil, nil, err
+	}
+	return b, streams, nil
 }
