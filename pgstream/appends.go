@@ -12,7 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/lightsse/sse"
+
+	"github.com/lightsse/sse/ssebroker"
 )
 
 // Appends made through Topic.Append wait in one queue; a few caller
@@ -38,7 +39,7 @@ type call struct {
 	topic *Topic
 	wire  []byte
 
-	pos sse.Position // the answer
+	pos ssebroker.Position // the answer
 	err error
 
 	done      chan struct{} // closed once the answer is set
@@ -151,10 +152,10 @@ func (q *calls) close() {
 // wire when Append gave up may still read it, until that round trip ends
 // (one that had not begun leaves the event out). So do not modify wire
 // after an error; the Broker never does.
-func (t *Topic) Append(ctx context.Context, wire []byte) (sse.Position, error) {
+func (t *Topic) Append(ctx context.Context, wire []byte) (ssebroker.Position, error) {
 	c := &call{topic: t, wire: wire}
 	if err := t.s.do(ctx, c); err != nil {
-		return sse.Position{}, err
+		return ssebroker.Position{}, err
 	}
 	return c.pos, nil
 }
@@ -277,7 +278,7 @@ func (s *Streams) roundTrip(batch []*call) {
 		for j, c := range r.calls {
 			c.err = err
 			if err == nil {
-				c.pos = sse.Position{Epoch: heads[i].epoch, Offset: uint64(heads[i].offset) - uint64(len(r.calls)-1-j)}
+				c.pos = ssebroker.Position{Epoch: heads[i].epoch, Offset: uint64(heads[i].offset) - uint64(len(r.calls)-1-j)}
 			}
 			close(c.done)
 		}

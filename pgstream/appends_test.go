@@ -13,7 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/lightsse/sse"
+
+	"github.com/lightsse/sse/ssebroker"
 )
 
 func TestAppendAndReadAfter(t *testing.T) {
@@ -25,22 +26,22 @@ func TestAppendAndReadAfter(t *testing.T) {
 		t.Fatalf("epoch %q is not 16 lowercase hex digits", epoch)
 	}
 	for i, p := range ps {
-		if p != (sse.Position{Epoch: epoch, Offset: uint64(i + 1)}) {
+		if p != (ssebroker.Position{Epoch: epoch, Offset: uint64(i + 1)}) {
 			t.Errorf("Append %d: Position %v, want %s-%d", i+1, p, epoch, i+1)
 		}
 	}
-	head := sse.Position{Epoch: epoch, Offset: 3}
+	head := ssebroker.Position{Epoch: epoch, Offset: 3}
 	for _, tt := range []struct {
 		name  string
-		after sse.Position
+		after ssebroker.Position
 		want  []int
 	}{
-		{"from the start", sse.Position{Epoch: epoch}, []int{1, 2, 3}},
-		{"after the first", sse.Position{Epoch: epoch, Offset: 1}, []int{2, 3}},
+		{"from the start", ssebroker.Position{Epoch: epoch}, []int{1, 2, 3}},
+		{"after the first", ssebroker.Position{Epoch: epoch, Offset: 1}, []int{2, 3}},
 		{"at the head", head, nil},
-		{"past the head", sse.Position{Epoch: epoch, Offset: 9}, nil},
-		{"far past the head", sse.Position{Epoch: epoch, Offset: 1<<64 - 1}, nil},
-		{"another epoch", sse.Position{Epoch: "0123456789abcdef", Offset: 1}, nil},
+		{"past the head", ssebroker.Position{Epoch: epoch, Offset: 9}, nil},
+		{"far past the head", ssebroker.Position{Epoch: epoch, Offset: 1<<64 - 1}, nil},
+		{"another epoch", ssebroker.Position{Epoch: "0123456789abcdef", Offset: 1}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			wires, h, err := tp.ReadAfter(t.Context(), tt.after, 1<<20)
@@ -62,7 +63,7 @@ func TestAppendAndReadAfter(t *testing.T) {
 	// Another Streams (a restarted process, another instance) sees the
 	// same topic, and appends after it.
 	other := topic(t, newStreams(t, url, nil), "room")
-	if p := appendN(t, other, 4, 4)[0]; p != (sse.Position{Epoch: epoch, Offset: 4}) {
+	if p := appendN(t, other, 4, 4)[0]; p != (ssebroker.Position{Epoch: epoch, Offset: 4}) {
 		t.Errorf("another Streams appended at %v, want %s-4", p, epoch)
 	}
 }
@@ -266,7 +267,7 @@ func TestAbandonedAppendNotSent(t *testing.T) {
 	gone.abandoned.Store(true)
 	s.roundTrip([]*call{gone, kept})
 	<-kept.done
-	if kept.err != nil || kept.pos != (sse.Position{Epoch: epoch, Offset: 2}) {
+	if kept.err != nil || kept.pos != (ssebroker.Position{Epoch: epoch, Offset: 2}) {
 		t.Errorf("the Append sent: %v, %v; want %s-2", kept.pos, kept.err, epoch)
 	}
 	if got := numbersIn(t, tp); fmt.Sprint(got) != "[1 3]" {

@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/internal/ssetest"
+	"github.com/lightsse/sse/ssebroker"
 )
 
 // The tests in this file run a deployment as production would: several
@@ -27,34 +29,44 @@ type instance struct {
 	name    string
 	streams *Streams
 	topic   *Topic
-	broker  *sse.Broker
+	broker  *ssebroker.Broker
 	srv     *httptest.Server
 }
 
 // newInstance starts an instance on the database at url; the test's end
 // stops it.
-func newInstance(t *testing.T, name, url string, o *Options, bo *sse.BrokerOptions) *instance {
+func newInstance(t *testing.T, name, url string, o *Options, bo *ssebroker.Options) *instance {
 	t.Helper()
 	in := &instance{name: name, streams: newStreams(t, url, o)}
 	in.topic = topic(t, in.streams, "room")
-	var opts sse.BrokerOptions
+	var opts ssebroker.Options
 	if bo != nil {
 		opts = *bo
 	}
 	opts.Log = in.topic
-	in.broker = sse.NewBroker(&opts)
+	in.broker = newBroker(t, &opts)
 	in.srv = httptest.NewServer(in.broker)
 	t.Cleanup(in.srv.Close)                 // after the Broker's streams have ended
 	t.Cleanup(func() { in.broker.Close() }) // first
 	return in
 }
 
-func newInstances(t *testing.T, n int, url string, o *Options, bo *sse.BrokerOptions) []*instance {
+func newInstances(t *testing.T, n int, url string, o *Options, bo *ssebroker.Options) []*instance {
 	var ins []*instance
 	for i := range n {
 		ins = append(ins, newInstance(t, string(rune('A'+i)), url, o, bo))
 	}
 	return ins
+}
+
+// newBroker returns a new Broker, failing the test if it cannot.
+func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
+	tb.Helper()
+	b, err := ssebroker.New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }
 
 // waitFollowing waits until every instance's Broker follows the Log (its
@@ -143,7 +155,7 @@ func (c *client) numbers() []string {
 	defer c.mu.Unlock()
 	var out []string
 	for _, ev := range c.events {
-		if ev.Type == sse.ResetEvent {
+		if ev.Type == ssebroker.ResetEvent {
 			out = append(out, "reset")
 		} else {
 			out = append(out, ev.Data)
@@ -193,7 +205,7 @@ func logEvents(t *testing.T, tp *Topic) (data, ids []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for pos := (sse.Position{Epoch: head.Epoch}); pos.Offset < head.Offset; {
+	for pos := (ssebroker.Position{Epoch: head.Epoch}); pos.Offset < head.Offset; {
 		wires, _, err := tp.ReadAfter(context.Background(), pos, 1<<20)
 		if err != nil || len(wires) == 0 {
 			t.Fatalf("ReadAfter(%v): %d events, %v", pos, len(wires), err)
@@ -219,7 +231,7 @@ func (c *client) checkSequence(data, ids []string) {
 	defer c.mu.Unlock()
 	var got, gotIDs []string
 	for _, ev := range c.events {
-		if ev.Type == sse.ResetEvent {
+		if ev.Type == ssebroker.ResetEvent {
 			c.t.Errorf("%s: got a reset (data %q, id %q)", c.name, ev.Data, ev.LastEventID)
 			continue
 		}
@@ -320,7 +332,7 @@ func reconnecting(ctx context.Context, c *client, ins []*instance, total, maxRun
 func TestBrokersClientsMoveBetweenInstances(t *testing.T) {
 	url := newDB(t)
 	const perInstance, clients = 1000, 6
-	ins := newInstances(t, 3, url, &Options{MaxLen: 10000}, &sse.BrokerOptions{HistoryLen: 64})
+	ins := newInstances(t, 3, url, &Options{MaxLen: 10000}, &ssebroker.Options{HistoryLen: 64})
 	start := headID(t, ins[0].topic)
 	total := 3 * perInstance
 	var wg sync.WaitGroup
@@ -351,7 +363,7 @@ func TestBrokersClientsMoveBetweenInstances(t *testing.T) {
 // follows the Log; and publishes 10 events on each instance, which every
 // client gets. It returns the instances, their clients, and the id the
 // clients started from.
-func threeListening(t *testing.T, url string, o *Options, bo *sse.BrokerOptions) ([]*instance, []*client, string) {
+func threeListening(t *testing.T, url string, o *Options, bo *ssebroker.Options) ([]*instance, []*client, string) {
 	t.Helper()
 	ins := newInstances(t, 3, url, o, bo)
 	start := headID(t, ins[0].topic)
@@ -476,7 +488,7 @@ func TestBrokersClientOlderThanRetention(t *testing.T) {
 	}
 	// Another instance, whose Broker holds only 4 events: a client past
 	// those reads from the Log, or, past the Log too, gets a reset.
-	in := newInstance(t, "B", url, o, &sse.BrokerOptions{HistoryLen: 4})
+	in := newInstance(t, "B", url, o, &ssebroker.Options{HistoryLen: 4})
 	for _, tt := range []struct {
 		lastID string
 		want   []string
@@ -502,13 +514,13 @@ func TestBrokersManyTopics(t *testing.T) {
 	const topics, open = 10000, 10
 	s := newStreams(t, url, nil) // its pool's MaxConns is 8
 	var mu sync.Mutex
-	brokers := make(map[string]*sse.Broker)
-	get := func(name string) *sse.Broker {
+	brokers := make(map[string]*ssebroker.Broker)
+	get := func(name string) *ssebroker.Broker {
 		mu.Lock()
 		defer mu.Unlock()
 		b := brokers[name]
 		if b == nil {
-			b = sse.NewBroker(&sse.BrokerOptions{Log: topic(t, s, name), HistoryLen: 16, OnIdle: func() {
+			b = newBroker(t, &ssebroker.Options{Log: topic(t, s, name), HistoryLen: 16, OnIdle: func() {
 				mu.Lock()
 				defer mu.Unlock()
 				if b := brokers[name]; b != nil && b.Subscribers() == 0 {

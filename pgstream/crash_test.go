@@ -10,6 +10,7 @@ import (
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/internal/ssetest"
 	"github.com/lightsse/sse/pgstream/internal/pgtest"
+	"github.com/lightsse/sse/ssebroker"
 )
 
 // PostgreSQL stopped hard (as pg_ctl stop -m immediate does) while three
@@ -111,7 +112,7 @@ func (c *client) checkNoSilentGap(data, ids []string) {
 	defer c.mu.Unlock()
 	prev, resets := -1, 0
 	for i, ev := range c.events {
-		if ev.Type == sse.ResetEvent {
+		if ev.Type == ssebroker.ResetEvent {
 			prev = -2
 			resets++
 			continue

@@ -7,8 +7,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/pgstream"
+	"github.com/lightsse/sse/ssebroker"
 )
 
 // A process serves a room's stream from a Broker on the room's topic, and
@@ -34,7 +36,10 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	broker := sse.NewBroker(&sse.BrokerOptions{Log: room})
+	broker, err := ssebroker.New(&ssebroker.Options{Log: room})
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer broker.Close()
 
 	http.Handle("GET /rooms/42/events", broker)

@@ -8,11 +8,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
 )
 
 // Follow has the topic call deliver with every event appended to it from
-// now on, by any process, in log order, until stop is called, as [sse.Log]
+// now on, by any process, in log order, until stop is called, as [ssebroker.Log]
 // describes. Its first call, once PostgreSQL has answered a read of the
 // topic's head, is deliver(head, nil). It hands over every event after that
 // head, with no gap, and calls deliver(head, nil) again where it cannot: when
@@ -26,7 +26,7 @@ import (
 // stop returns once no call to deliver is running, and none is made after
 // it; it is safe to call more than once. After Close, Follow returns a stop
 // that does nothing, and deliver is never called.
-func (t *Topic) Follow(deliver func(pos sse.Position, wire []byte)) (stop func()) {
+func (t *Topic) Follow(deliver func(pos ssebroker.Position, wire []byte)) (stop func()) {
 	f := &follower{topic: t, deliver: deliver}
 	if !t.s.subs.request(feedRequest{join: f}) {
 		return func() {}
@@ -44,7 +44,7 @@ func (t *Topic) Follow(deliver func(pos sse.Position, wire []byte)) (stop func()
 // A follower is one call of Follow.
 type follower struct {
 	topic   *Topic
-	deliver func(sse.Position, []byte)
+	deliver func(ssebroker.Position, []byte)
 	once    sync.Once
 
 	mu      sync.Mutex // held while deliver runs
@@ -54,7 +54,7 @@ type follower struct {
 }
 
 // call runs deliver unless the follower has stopped.
-func (f *follower) call(pos sse.Position, wire []byte) {
+func (f *follower) call(pos ssebroker.Position, wire []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.stopped {
@@ -277,7 +277,7 @@ func (fs *feeds) handle(it item) {
 	case up:
 		// What was appended before the LISTEN took effect came with no
 		// notification: read it. After a break, once caught up, tell the
-		// followers the head (as sse.Log asks after any break, though
+		// followers the head (as ssebroker.Log asks after any break, though
 		// they missed nothing).
 		for _, fd := range fs.feeds {
 			fd.dirty, fd.rehead, fd.retry = true, fs.wasUp, time.Time{}
@@ -439,7 +439,7 @@ func (fs *feeds) apply(fd *feed, r readResult) {
 // follow its offset, and moves the offset past them.
 func (fs *feeds) handEvents(fd *feed, wires [][]byte) {
 	for i, w := range wires {
-		pos := sse.Position{Epoch: fd.epoch, Offset: uint64(fd.offset) + 1 + uint64(i)}
+		pos := ssebroker.Position{Epoch: fd.epoch, Offset: uint64(fd.offset) + 1 + uint64(i)}
 		for _, f := range fd.followers {
 			if f.started {
 				f.call(pos, w)
@@ -452,7 +452,7 @@ func (fs *feeds) handEvents(fd *feed, wires [][]byte) {
 // handHead calls deliver(head, nil) for the followers of fd that have not
 // started, or, with all, for every follower; and starts them.
 func (fs *feeds) handHead(fd *feed, all bool) {
-	pos := sse.Position{Epoch: fd.epoch, Offset: uint64(fd.offset)}
+	pos := ssebroker.Position{Epoch: fd.epoch, Offset: uint64(fd.offset)}
 	for _, f := range fd.followers {
 		if all || !f.started {
 			f.started = true

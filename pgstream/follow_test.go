@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
 )
 
 // A reader follows a topic as a Broker does: it keeps the events in log
@@ -38,7 +38,7 @@ func follow(t testing.TB, tp *Topic) (*reader, func()) {
 	return r, stop
 }
 
-func (r *reader) deliver(pos sse.Position, wire []byte) {
+func (r *reader) deliver(pos ssebroker.Position, wire []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	defer func() {
@@ -94,7 +94,7 @@ func (r *reader) deliver(pos sse.Position, wire []byte) {
 // fill reads from the log the events after r.last up to offset to.
 func (r *reader) fill(to uint64) {
 	for r.last < to {
-		wires, _, err := r.tp.ReadAfter(context.Background(), sse.Position{Epoch: r.epoch, Offset: r.last}, 64<<10)
+		wires, _, err := r.tp.ReadAfter(context.Background(), ssebroker.Position{Epoch: r.epoch, Offset: r.last}, 64<<10)
 		if err != nil {
 			r.errs = append(r.errs, fmt.Errorf("ReadAfter: %w", err))
 			return
@@ -144,8 +144,8 @@ func (r *reader) started() bool { return r.heads > 0 }
 func (r *reader) checkLog(from uint64) {
 	r.t.Helper()
 	var want []int
-	head := sse.Position{}
-	for pos := (sse.Position{Epoch: r.epoch, Offset: from}); ; {
+	head := ssebroker.Position{}
+	for pos := (ssebroker.Position{Epoch: r.epoch, Offset: from}); ; {
 		wires, h, err := r.tp.ReadAfter(context.Background(), pos, 1<<20)
 		if err != nil {
 			r.t.Fatal(err)
@@ -210,7 +210,7 @@ func TestFollowNewTopic(t *testing.T) {
 	epoch, start := r.epoch, r.start
 	r.mu.Unlock()
 	p := appendN(t, tp, 1, 1)[0]
-	if start != 0 || p != (sse.Position{Epoch: epoch, Offset: 1}) {
+	if start != 0 || p != (ssebroker.Position{Epoch: epoch, Offset: 1}) {
 		t.Errorf("head at %d, first Append at %v; want the head at %s-0 and the Append at %s-1", start, p, epoch, epoch)
 	}
 	r.wait("the event", 10*time.Second, func(r *reader) bool { return len(r.got) == 1 })
@@ -244,7 +244,7 @@ func TestNoDeliverAfterStop(t *testing.T) {
 	var got atomic.Int64
 	wStarted := make(chan struct{})
 	signal := sync.OnceFunc(func() { close(wStarted) })
-	stopW := tp.Follow(func(pos sse.Position, w []byte) {
+	stopW := tp.Follow(func(pos ssebroker.Position, w []byte) {
 		switch {
 		case w == nil:
 			signal()
@@ -283,7 +283,7 @@ func followCountingLate(t *testing.T, tp *Topic) (stop func(), stopped *atomic.B
 	stopped, late = new(atomic.Bool), new(atomic.Int64)
 	started := make(chan struct{})
 	signal := sync.OnceFunc(func() { close(started) })
-	stop = tp.Follow(func(pos sse.Position, w []byte) {
+	stop = tp.Follow(func(pos ssebroker.Position, w []byte) {
 		if stopped.Load() {
 			late.Add(1)
 		}
@@ -349,7 +349,7 @@ func TestFollowJoinsMidStream(t *testing.T) {
 func checkUpTo(r *reader, from, to uint64) {
 	r.t.Helper()
 	var want []int
-	for pos := (sse.Position{Epoch: r.epoch, Offset: from}); pos.Offset < to; {
+	for pos := (ssebroker.Position{Epoch: r.epoch, Offset: from}); pos.Offset < to; {
 		wires, _, err := r.tp.ReadAfter(context.Background(), pos, 1<<20)
 		if err != nil || len(wires) == 0 {
 			r.t.Fatalf("ReadAfter(%v): %d events, %v", pos, len(wires), err)

@@ -3,7 +3,7 @@
 // published in the same transaction as the change it describes: it reaches
 // clients if and only if that transaction commits, in commit order.
 //
-// One Streams serves a whole process; each topic is an [sse.Log]:
+// One Streams serves a whole process; each topic is an [ssebroker.Log]:
 //
 //	pool, err := pgxpool.New(ctx, "postgres://app@db.internal/app")
 //	...
@@ -14,7 +14,7 @@
 //	defer streams.Close()
 //	room, err := streams.Topic("room:42")
 //	...
-//	broker := sse.NewBroker(&sse.BrokerOptions{Log: room})
+//	broker, err := ssebroker.New(&ssebroker.Options{Log: room})
 //
 // and, where the application changes its data:
 //
@@ -136,7 +136,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/lightsse/sse"
+
+	"github.com/lightsse/sse/ssebroker"
 )
 
 // Defaults used when Options leaves a field zero.
@@ -330,7 +331,7 @@ func (s *Streams) Close() error {
 	return nil
 }
 
-// Topic returns the log of one topic, for use as a BrokerOptions.Log.
+// Topic returns the log of one topic, for use as an ssebroker.Options.Log.
 // Topics of one name are interchangeable: they share the same row.
 //
 // It returns ErrInvalidTopic for a name that is empty, longer than
@@ -358,14 +359,14 @@ func checkTopic(name string) error {
 
 func isControl(r rune) bool { return r < 0x20 || r >= 0x7f && r < 0xa0 }
 
-// A Topic is the log of one topic: an [sse.Log] kept in PostgreSQL. Make
+// A Topic is the log of one topic: an [ssebroker.Log] kept in PostgreSQL. Make
 // one with Streams.Topic; a Topic stops working when its Streams closes.
 type Topic struct {
 	s    *Streams
 	name string
 }
 
-var _ sse.Log = (*Topic)(nil)
+var _ ssebroker.Log = (*Topic)(nil)
 
 // Name returns the topic's name.
 func (t *Topic) Name() string { return t.name }

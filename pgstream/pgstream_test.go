@@ -11,8 +11,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/lightsse/sse"
+
 	"github.com/lightsse/sse/pgstream/internal/pgtest"
+	"github.com/lightsse/sse/ssebroker"
 )
 
 // TestMain runs the tests on one PostgreSQL cluster, started by the first
@@ -69,9 +70,9 @@ func topic(t testing.TB, s *Streams, name string) *Topic {
 	return tp
 }
 
-func appendN(t testing.TB, tp *Topic, from, to int) []sse.Position {
+func appendN(t testing.TB, tp *Topic, from, to int) []ssebroker.Position {
 	t.Helper()
-	var ps []sse.Position
+	var ps []ssebroker.Position
 	for i := from; i <= to; i++ {
 		p, err := tp.Append(context.Background(), wire(i))
 		if err != nil {
@@ -107,7 +108,7 @@ func numbersIn(t testing.TB, tp *Topic) []int {
 		t.Fatal(err)
 	}
 	var got []int
-	for pos := (sse.Position{Epoch: head.Epoch}); pos.Offset < head.Offset; {
+	for pos := (ssebroker.Position{Epoch: head.Epoch}); pos.Offset < head.Offset; {
 		wires, _, err := tp.ReadAfter(context.Background(), pos, 1<<20)
 		if err != nil {
 			t.Fatal(err)
@@ -201,7 +202,7 @@ func TestClosed(t *testing.T) {
 	if _, err := tp.Append(t.Context(), wire(1)); !errors.Is(err, ErrClosed) {
 		t.Errorf("Append after Close: %v, want ErrClosed", err)
 	}
-	if _, _, err := tp.ReadAfter(t.Context(), sse.Position{}, 1); !errors.Is(err, ErrClosed) {
+	if _, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{}, 1); !errors.Is(err, ErrClosed) {
 		t.Errorf("ReadAfter after Close: %v, want ErrClosed", err)
 	}
 	if _, err := tp.AppendTx(t.Context(), tx, wire(1)); !errors.Is(err, ErrClosed) {
@@ -214,7 +215,7 @@ func TestClosed(t *testing.T) {
 		t.Errorf("NewEpochs after Close: %v, want ErrClosed", err)
 	}
 	called := false
-	stop := tp.Follow(func(sse.Position, []byte) { called = true })
+	stop := tp.Follow(func(ssebroker.Position, []byte) { called = true })
 	stop()
 	if called {
 		t.Error("Follow after Close called deliver")

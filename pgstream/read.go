@@ -6,7 +6,8 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/lightsse/sse"
+
+	"github.com/lightsse/sse/ssebroker"
 )
 
 // Reads go straight to the pool, one statement each: a statement sees one
@@ -32,19 +33,19 @@ const readTopicBytes = 256 << 10
 // It returns ErrTimeout when PostgreSQL has not answered within
 // Options.Timeout, the context's error when ctx ends first, ErrClosed
 // after Close, and PostgreSQL's or the connection's error otherwise.
-func (t *Topic) ReadAfter(ctx context.Context, after sse.Position, max int) ([][]byte, sse.Position, error) {
+func (t *Topic) ReadAfter(ctx context.Context, after ssebroker.Position, max int) ([][]byte, ssebroker.Position, error) {
 	ctx, cancel := t.s.callContext(ctx)
 	defer cancel()
 	for made := false; ; made = true {
 		wires, head, found, err := t.read(ctx, after, max)
 		if err != nil {
-			return nil, sse.Position{}, t.s.callError(ctx, err)
+			return nil, ssebroker.Position{}, t.s.callError(ctx, err)
 		}
 		if found || made {
 			return wires, head, nil
 		}
 		if err := t.s.makeRows(ctx, []string{t.name}); err != nil {
-			return nil, sse.Position{}, t.s.callError(ctx, err)
+			return nil, ssebroker.Position{}, t.s.callError(ctx, err)
 		}
 	}
 }
@@ -52,8 +53,8 @@ func (t *Topic) ReadAfter(ctx context.Context, after sse.Position, max int) ([][
 // Head returns the Position of the topic's newest committed event (Offset 0
 // if its epoch has none yet), giving the topic a row as ReadAfter does. It
 // returns the same errors as ReadAfter.
-func (t *Topic) Head(ctx context.Context) (sse.Position, error) {
-	_, head, err := t.ReadAfter(ctx, sse.Position{}, 0)
+func (t *Topic) Head(ctx context.Context) (ssebroker.Position, error) {
+	_, head, err := t.ReadAfter(ctx, ssebroker.Position{}, 0)
 	return head, err
 }
 
@@ -69,9 +70,9 @@ func (s *Streams) callContext(ctx context.Context) (context.Context, context.Can
 
 // read runs readSQL. found is false when the topic has no row: a read
 // made after someone deleted the row finds none again, and makes it again.
-func (t *Topic) read(ctx context.Context, after sse.Position, max int) (wires [][]byte, head sse.Position, found bool, err error) {
+func (t *Topic) read(ctx context.Context, after ssebroker.Position, max int) (wires [][]byte, head ssebroker.Position, found bool, err error) {
 	if s := t.s; s.ctx.Err() != nil {
-		return nil, sse.Position{}, false, ErrClosed
+		return nil, ssebroker.Position{}, false, ErrClosed
 	}
 	from := int64(after.Offset)
 	if after.Offset > 1<<62 {
@@ -79,7 +80,7 @@ func (t *Topic) read(ctx context.Context, after sse.Position, max int) (wires []
 	}
 	rows, err := t.s.pool.Query(ctx, t.s.readSQL(), t.name, after.Epoch, from, max, readRows)
 	if err != nil {
-		return nil, sse.Position{}, false, err
+		return nil, ssebroker.Position{}, false, err
 	}
 	var (
 		epoch  string
@@ -97,12 +98,12 @@ func (t *Topic) read(ctx context.Context, after sse.Position, max int) (wires []
 		return nil
 	})
 	if err != nil || !found {
-		return nil, sse.Position{}, false, err
+		return nil, ssebroker.Position{}, false, err
 	}
 	if h < 0 {
-		return nil, sse.Position{}, false, fmt.Errorf("pgstream: topic %q has head %d", t.name, h)
+		return nil, ssebroker.Position{}, false, fmt.Errorf("pgstream: topic %q has head %d", t.name, h)
 	}
-	return wires, sse.Position{Epoch: epoch, Offset: uint64(h)}, true, nil
+	return wires, ssebroker.Position{Epoch: epoch, Offset: uint64(h)}, true, nil
 }
 
 // readSQL reads a topic's epoch and head ($1: its name), and, if $2 is its

@@ -7,21 +7,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
 )
 
 func TestReadAfterStopsAtMax(t *testing.T) {
 	url := newDB(t)
 	tp := topic(t, newStreams(t, url, nil), "room")
 	ps := appendN(t, tp, 1, 9) // 9 bytes each
-	wires, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: ps[0].Epoch}, 25)
+	wires, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: ps[0].Epoch}, 25)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(wires) != 3 {
 		t.Errorf("ReadAfter with max 25 returned %d events of 9 bytes, want 3 (27 bytes, the first to reach 25)", len(wires))
 	}
-	if wires, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: ps[0].Epoch}, 1); err != nil || len(wires) != 1 {
+	if wires, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: ps[0].Epoch}, 1); err != nil || len(wires) != 1 {
 		t.Errorf("ReadAfter with max 1: %d events, %v; want 1", len(wires), err)
 	}
 	// Past readRows events, whatever max says.
@@ -30,7 +30,7 @@ func TestReadAfterStopsAtMax(t *testing.T) {
 		many[i] = &call{topic: tp, wire: wire(10 + i), done: make(chan struct{}), deadline: time.Now().Add(time.Minute)}
 	}
 	tp.s.roundTrip(many)
-	wires, head, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: ps[0].Epoch, Offset: 2}, 1<<30)
+	wires, head, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: ps[0].Epoch, Offset: 2}, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestWireKeptExactly(t *testing.T) {
 	var fed [][]byte
 	started := make(chan struct{})
 	signal := sync.OnceFunc(func() { close(started) })
-	stop := tp.Follow(func(pos sse.Position, w []byte) {
+	stop := tp.Follow(func(pos ssebroker.Position, w []byte) {
 		mu.Lock()
 		defer mu.Unlock()
 		if w == nil {
@@ -73,7 +73,7 @@ func TestWireKeptExactly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	read, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: head.Epoch}, 1<<30)
+	read, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: head.Epoch}, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,11 +107,11 @@ func TestReadMakesRow(t *testing.T) {
 		t.Fatalf("Head of a new topic: %v, %v; want a new epoch, offset 0", h, err)
 	}
 	b := topic(t, newStreams(t, url, nil), "fresh")
-	wires, h2, err := b.ReadAfter(t.Context(), sse.Position{Epoch: "0123456789abcdef", Offset: 3}, 100)
+	wires, h2, err := b.ReadAfter(t.Context(), ssebroker.Position{Epoch: "0123456789abcdef", Offset: 3}, 100)
 	if err != nil || len(wires) != 0 || h2 != h {
 		t.Errorf("ReadAfter by another Streams: %d events, head %v, %v; want none, head %v", len(wires), h2, err, h)
 	}
-	if p := appendN(t, b, 1, 1)[0]; p != (sse.Position{Epoch: h.Epoch, Offset: 1}) {
+	if p := appendN(t, b, 1, 1)[0]; p != (ssebroker.Position{Epoch: h.Epoch, Offset: 1}) {
 		t.Errorf("first Append at %v, want %s-1", p, h.Epoch)
 	}
 }

@@ -5,14 +5,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
 )
 
 // readNumbers returns the numbers of the events ReadAfter gives after offset
 // after of epoch; nil if the event after it is gone.
 func readNumbers(t *testing.T, tp *Topic, epoch string, after uint64) []int {
 	t.Helper()
-	wires, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: epoch, Offset: after}, 1<<20)
+	wires, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: epoch, Offset: after}, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestTrimByAge(t *testing.T) {
 	if h, err := tp.Head(t.Context()); err != nil || h.Offset != 8 {
 		t.Errorf("head %v, %v; want offset 8: trimming keeps the head", h, err)
 	}
-	if p := appendN(t, tp, 9, 9)[0]; p != (sse.Position{Epoch: epoch, Offset: 9}) {
+	if p := appendN(t, tp, 9, 9)[0]; p != (ssebroker.Position{Epoch: epoch, Offset: 9}) {
 		t.Errorf("Append after trimming all: %v, want %s-9", p, epoch)
 	}
 }

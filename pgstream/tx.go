@@ -6,7 +6,10 @@ import (
 	"regexp"
 
 	"github.com/jackc/pgx/v5"
+
 	"github.com/lightsse/sse"
+	ssewire "github.com/lightsse/sse/internal/wire"
+	"github.com/lightsse/sse/ssebroker"
 )
 
 // AppendTx adds wire to the topic's log as its newest event, inside tx, the
@@ -34,16 +37,16 @@ import (
 // connection's error; after an error, tx is aborted (as after any failed
 // statement): roll it back. It is bounded by ctx alone, not by
 // Options.Timeout. wire is not kept after AppendTx returns.
-func (t *Topic) AppendTx(ctx context.Context, tx pgx.Tx, wire []byte) (sse.Position, error) {
+func (t *Topic) AppendTx(ctx context.Context, tx pgx.Tx, wire []byte) (ssebroker.Position, error) {
 	if t.s.ctx.Err() != nil {
-		return sse.Position{}, ErrClosed
+		return ssebroker.Position{}, ErrClosed
 	}
 	var h head
 	err := tx.QueryRow(ctx, t.s.appendSQL(), t.name, newEpoch(), [][]byte{wire}, t.s.n.channel).Scan(&h.epoch, &h.offset, nil)
 	if err != nil {
-		return sse.Position{}, err
+		return ssebroker.Position{}, err
 	}
-	return sse.Position{Epoch: h.epoch, Offset: uint64(h.offset)}, nil
+	return ssebroker.Position{Epoch: h.epoch, Offset: uint64(h.offset)}, nil
 }
 
 // PublishTx is AppendTx for an event: it encodes e as Broker.Publish does,
@@ -56,13 +59,13 @@ func (t *Topic) AppendTx(ctx context.Context, tx pgx.Tx, wire []byte) (sse.Posit
 // than sse.MaxLastEventIDLen, beginning or ending with a space or tab,
 // holding a control byte other than tab, or shaped like the ids a Broker
 // gives). Otherwise it returns what AppendTx returns.
-func (t *Topic) PublishTx(ctx context.Context, tx pgx.Tx, e sse.Event) (sse.Position, error) {
+func (t *Topic) PublishTx(ctx context.Context, tx pgx.Tx, e sse.Event) (ssebroker.Position, error) {
 	if err := checkID(e.ID); err != nil {
-		return sse.Position{}, err
+		return ssebroker.Position{}, err
 	}
 	wire, err := e.AppendText(nil)
 	if err != nil {
-		return sse.Position{}, err
+		return ssebroker.Position{}, err
 	}
 	return t.AppendTx(ctx, tx, wire)
 }
@@ -71,7 +74,7 @@ func (t *Topic) PublishTx(ctx context.Context, tx pgx.Tx, e sse.Event) (sse.Posi
 var positionShape = regexp.MustCompile(`^[0-9a-f]{16}-[0-9]{1,20}$`)
 
 // checkID refuses what Broker.Publish refuses in an ID beyond what
-// Event.AppendText does.
+// Event.AppendText does (ssebroker's checkID, which is not exported).
 func checkID(id string) error {
 	if id == "" {
 		return nil
@@ -85,10 +88,8 @@ func checkID(id string) error {
 	case positionShape.MatchString(id):
 		return fmt.Errorf("%w: %q has the shape of the ids a Broker gives, which resume by position", sse.ErrInvalidID, id)
 	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; (c < ' ' && c != '\t') || c == 0x7f {
-			return fmt.Errorf("%w: byte %d is %q: net/http answers 400 to a Last-Event-ID that holds it", sse.ErrInvalidID, i, c)
-		}
+	if i := ssewire.HeaderUnsafe(id); i >= 0 {
+		return fmt.Errorf("%w: byte %d is %q: net/http answers 400 to a Last-Event-ID that holds it", sse.ErrInvalidID, i, id[i])
 	}
 	return nil
 }

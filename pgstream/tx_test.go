@@ -13,7 +13,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
 )
 
 // begin starts a transaction on s's pool, rolled back at the test's end if
@@ -28,7 +30,7 @@ func begin(t *testing.T, s *Streams) pgx.Tx {
 	return tx
 }
 
-func appendTx(t *testing.T, tp *Topic, tx pgx.Tx, n int) sse.Position {
+func appendTx(t *testing.T, tp *Topic, tx pgx.Tx, n int) ssebroker.Position {
 	t.Helper()
 	p, err := tp.AppendTx(t.Context(), tx, wire(n))
 	if err != nil {
@@ -140,8 +142,8 @@ func TestCommitOrder(t *testing.T) {
 }
 
 // goAppendTx runs AppendTx in a goroutine; the channel gets its Position.
-func goAppendTx(t *testing.T, tp *Topic, tx pgx.Tx, n int) <-chan sse.Position {
-	c := make(chan sse.Position, 1)
+func goAppendTx(t *testing.T, tp *Topic, tx pgx.Tx, n int) <-chan ssebroker.Position {
+	c := make(chan ssebroker.Position, 1)
 	go func() {
 		p, err := tp.AppendTx(context.Background(), tx, wire(n))
 		if err != nil {
@@ -252,7 +254,7 @@ func TestPublishTx(t *testing.T) {
 	if err := tx.Commit(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	wires, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: p.Epoch}, 1<<20)
+	wires, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: p.Epoch}, 1<<20)
 	if err != nil || len(wires) != 1 {
 		t.Fatalf("ReadAfter: %d events, %v", len(wires), err)
 	}

@@ -27,9 +27,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/lightsse/sse"
+
 	"github.com/lightsse/sse/examples/chat/room"
 	"github.com/lightsse/sse/pgstream"
+	"github.com/lightsse/sse/ssebroker"
 )
 
 func main() {
@@ -85,7 +86,7 @@ func main() {
 
 // newBroker returns a Broker on the PostgreSQL Log of topic, and the
 // Streams that serves it, to be closed after the Broker.
-func newBroker(pool *pgxpool.Pool, topic string) (*sse.Broker, *pgstream.Streams, error) {
+func newBroker(pool *pgxpool.Pool, topic string) (*ssebroker.Broker, *pgstream.Streams, error) {
 	streams, err := pgstream.New(pool, nil)
 	if err != nil {
 		return nil, nil, err
@@ -95,5 +96,10 @@ func newBroker(pool *pgxpool.Pool, topic string) (*sse.Broker, *pgstream.Streams
 		streams.Close()
 		return nil, nil, err
 	}
-	return sse.NewBroker(&sse.BrokerOptions{Log: tp}), streams, nil
+	b, err := ssebroker.New(&ssebroker.Options{Log: tp})
+	if err != nil {
+		streams.Close()
+		return nil, nil, err
+	}
+	return b, streams, nil
 }

@@ -47,9 +47,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/pgstream"
 	"github.com/lightsse/sse/pgstream/internal/pgtest"
+	"github.com/lightsse/sse/ssebroker"
 )
 
 func main() {
@@ -314,7 +316,7 @@ func appendRate(d *database, topics int, dur time.Duration) {
 		ft, _ := sub.Topic(name)
 		heads.Add(1)
 		var once sync.Once
-		stop := ft.Follow(func(pos sse.Position, w []byte) {
+		stop := ft.Follow(func(pos ssebroker.Position, w []byte) {
 			if w == nil {
 				once.Do(heads.Done)
 				return
@@ -381,12 +383,15 @@ func (tripCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndDa
 // servers, and the Broker to publish on.
 type server struct {
 	urls    []string
-	publish *sse.Broker
+	publish *ssebroker.Broker
 	close   func()
 }
 
 func inProcess() *server {
-	b := sse.NewBroker(nil)
+	b, err := ssebroker.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
 	hs, url := serve(b)
 	return &server{urls: []string{url}, publish: b, close: func() { b.Close(); hs.Close() }}
 }
@@ -402,7 +407,10 @@ func onPostgres(d *database, instances int) *server {
 			log.Fatal(err)
 		}
 		tp, _ := st.Topic("room")
-		b := sse.NewBroker(&sse.BrokerOptions{Log: tp})
+		b, err := ssebroker.New(&ssebroker.Options{Log: tp})
+		if err != nil {
+			log.Fatal(err)
+		}
 		hs, url := serve(b)
 		s.urls = append(s.urls, url)
 		if i == 0 {
