@@ -586,6 +586,7 @@ func TestBrokersManyTopics(t *testing.T) {
 			t.Errorf("%s got %v, want [%d]", c.name, got, i)
 		}
 	}
+	waitListening(t, s)
 	// The instance's connections: its pool's (at most its MaxConns, 8),
 	// and its listener; the publishing Streams' pool's, and no listener
 	// (it follows nothing).

@@ -406,6 +406,7 @@ func TestManyTopicsFewFollowed(t *testing.T) {
 	for i, r := range readers {
 		r.wait("its event", 10*time.Second, func(r *reader) bool { return len(r.got) == 1 && r.got[0] == 100000+i })
 	}
+	waitListening(t, s)
 	// Goroutines: the callers, the trimmer, the loop and the listener, and
 	// pgxpool's own (a few); none per topic.
 	if n := runtime.NumGoroutine() - before; n > callers+3+6 {

@@ -14,16 +14,22 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// killListener ends the backend of s's listener, as an administrator (or
-// an idle-session timeout, or a pooler) would, and waits until it has. It
-// waits first for the listener's first connection, if need be.
-func killListener(t *testing.T, s *Streams) {
+// waitListening waits until s's listener has made its first connection.
+func waitListening(t *testing.T, s *Streams) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); s.subs.listener.Load() == 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the listener has not connected after 10 s")
 		}
 	}
+}
+
+// killListener ends the backend of s's listener, as an administrator (or
+// an idle-session timeout, or a pooler) would, and waits until it has. It
+// waits first for the listener's first connection, if need be.
+func killListener(t *testing.T, s *Streams) {
+	t.Helper()
+	waitListening(t, s)
 	pid := s.subs.listener.Load()
 	var ok bool
 	if err := s.pool.QueryRow(t.Context(), "SELECT pg_terminate_backend($1, 5000)", pid).Scan(&ok); err != nil || !ok {
