@@ -12,14 +12,15 @@ import (
 )
 
 // Follow has the topic call deliver with every event appended to it from
-// now on, by any process, in log order, until stop is called, as [ssebroker.Log]
-// describes. Its first call, once PostgreSQL has answered a read of the
-// topic's head, is deliver(head, nil). It hands over every event after that
-// head, with no gap, and calls deliver(head, nil) again where it cannot: when
-// the topic has a new epoch (its row was deleted, or NewEpochs ran), when the
-// events after the last it handed over are gone (trimmed while it could not
-// read them), and once it has caught up after its listening connection was
-// lost. Calls to deliver, for all topics of a Streams, are made one at a
+// now on, by any process, in log order, until stop is called, as
+// [ssebroker.Log] describes. Its first call, once PostgreSQL has answered a
+// read of the topic's head, is deliver(head, nil). It hands over every event
+// after that head, with no gap, and calls deliver(head, nil) again where it
+// cannot: when the topic has a new epoch (its row was deleted, or NewEpochs
+// ran), when the events after the last it handed over are gone (trimmed
+// while it could not read them), and when the head is behind the last it
+// handed over (the database went back in time); and, once caught up, after
+// its listening connection was lost. Calls to deliver, for all topics of a Streams, are made one at a
 // time from one goroutine: a deliver that blocks delays the others. deliver
 // must not call stop, nor Close.
 //
@@ -68,11 +69,11 @@ func (f *follower) call(pos ssebroker.Position, wire []byte) {
 type feed struct {
 	topic     *Topic
 	followers []*follower
-	known     bool   // epoch and offset are set
-	epoch     string //
-	offset    int64  //
-	dirty     bool   // events may follow offset: read them
-	rehead    bool   // once caught up, hand the head to every follower
+	known     bool   // epoch and offset are set: the topic's epoch,
+	epoch     string // and the offset of the last event handed over
+	offset    int64
+	dirty     bool // events may follow offset: read them
+	rehead    bool // once caught up, hand the head to every follower
 	retry     time.Time
 }
 
@@ -115,7 +116,8 @@ var pingAfter = 5 * time.Second
 // feeds hands the events appended to followed topics to their followers.
 // Follow and stop leave requests; one goroutine, the loop, does everything
 // else: it reads heads and events, calls deliver. Another, the listener,
-// holds the LISTENing connection and hands the loop each notification.
+// holds the LISTENing connection and hands the loop each notification; the
+// callers hand it what their round trips committed (see committed).
 type feeds struct {
 	s *Streams
 
