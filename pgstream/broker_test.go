@@ -2,6 +2,7 @@ package pgstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -435,9 +436,53 @@ func TestBrokersTransactions(t *testing.T) {
 	}
 	ins[1].publish(t, 100, 100) // a plain Publish after them
 	want = append(want, "100")
-	data, ids := logEvents(t, tp)
+	data, _ := logEvents(t, tp)
 	if got := strings.Join(data[30:], ","); got != strings.Join(want, ",") {
 		t.Errorf("the log holds %s after the first 30, want %s", got, strings.Join(want, ","))
+	}
+
+	// Then transactions at once, from every instance, each waiting for
+	// the one before it to end, of random lengths: a quarter roll back.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	rolledBack := make(map[string]bool)
+	for w := range 12 {
+		in := ins[w%3]
+		rng := rand.New(rand.NewPCG(uint64(w), 9))
+		wg.Go(func() {
+			for i := range 10 {
+				data := fmt.Sprint("w", w, "-", i)
+				err := pgx.BeginFunc(context.Background(), app, func(tx pgx.Tx) error {
+					time.Sleep(time.Duration(rng.IntN(2)) * time.Millisecond)
+					if _, err := in.topic.PublishTx(context.Background(), tx, sse.Event{Data: data}); err != nil {
+						return err
+					}
+					time.Sleep(time.Duration(rng.IntN(2)) * time.Millisecond)
+					if rng.IntN(4) == 0 {
+						return errRolledBack
+					}
+					return nil
+				})
+				if errors.Is(err, errRolledBack) {
+					mu.Lock()
+					rolledBack[data] = true
+					mu.Unlock()
+				} else if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	data, ids := logEvents(t, tp)
+	if len(data) != 30+len(want)+120-len(rolledBack) {
+		t.Errorf("the log holds %d events, want %d", len(data), 30+len(want)+120-len(rolledBack))
+	}
+	for _, d := range data {
+		if rolledBack[d] {
+			t.Errorf("the log holds %s, which was rolled back", d)
+		}
 	}
 	for _, c := range cs {
 		c.waitFor(fmt.Sprint(len(data), " events"), 20*time.Second, count(len(data)))

@@ -60,6 +60,9 @@ func TestTrimByAge(t *testing.T) {
 	if got := readNumbers(t, tp, epoch, 5); fmt.Sprint(got) != "[6 7 8]" {
 		t.Errorf("after trimming by age: %v, want [6 7 8]", got)
 	}
+	if got := readNumbers(t, tp, epoch, 4); got != nil {
+		t.Errorf("ReadAfter(4) after trimming by age: %v, want none (event 5 trimmed)", got)
+	}
 	time.Sleep(600 * time.Millisecond)
 	if n, err := s.Trim(t.Context()); err != nil || n != 3 {
 		t.Errorf("Trim: %d, %v; want the last 3 deleted", n, err)
