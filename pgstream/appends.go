@@ -178,8 +178,10 @@ func (s *Streams) do(ctx context.Context, c *call) error {
 	}
 	select {
 	case <-c.done:
-		if c.ctxBound && errors.Is(c.err, ErrTimeout) {
-			// PostgreSQL ran out the caller's deadline, not ours.
+		var pgErr *pgconn.PgError
+		if c.ctxBound && errors.Is(c.err, ErrTimeout) && !errors.As(c.err, &pgErr) {
+			// PostgreSQL ran out the caller's deadline, not ours. (A
+			// lock timeout keeps its error: it says nothing was done.)
 			return context.DeadlineExceeded
 		}
 		return c.err
