@@ -235,12 +235,19 @@ func TestAppendFailsWhileTopicLocked(t *testing.T) {
 	if !errors.Is(err, ErrTimeout) || !errors.As(err, &pgErr) || pgErr.Code != "55P03" {
 		t.Errorf("Append to a locked topic: %v, want ErrTimeout wrapping PostgreSQL's lock_not_available", err)
 	}
+	// Likewise with a context that ends before Options.Timeout.
+	ctx, cancel := context.WithTimeout(t.Context(), timeout/2)
+	defer cancel()
+	_, err = tp.Append(ctx, wire(3))
+	if !errors.As(err, &pgErr) || pgErr.Code != "55P03" {
+		t.Errorf("Append to a locked topic, with a shorter context: %v, want PostgreSQL's lock_not_available", err)
+	}
 	if err := tx.Rollback(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	appendN(t, tp, 3, 3)
-	if got := numbersIn(t, tp); fmt.Sprint(got) != "[1 3]" {
-		t.Errorf("the log holds %v, want [1 3]: not the Append that failed", got)
+	appendN(t, tp, 4, 4)
+	if got := numbersIn(t, tp); fmt.Sprint(got) != "[1 4]" {
+		t.Errorf("the log holds %v, want [1 4]: not the Appends that failed", got)
 	}
 }
 
