@@ -14,9 +14,10 @@
 // statement an Append sends, one event per transaction), then Topic.Append
 // from 256 goroutines for one topic and for 1,000 topics, with a second
 // Streams following every topic and counting what it is handed, and one
-// Trim at the end, whose deletions count in PostgreSQL's CPU (the trimmer
-// is off during the run: trimming in its middle would make the figure
-// depend on when it falls, and cut the follower's history short).
+// Trim and one VACUUM at the end, whose work counts in PostgreSQL's CPU
+// (the trimmer is off during the run: trimming in its middle would make the
+// figure depend on when it falls, and cut the follower's history short).
+// Each measurement starts once no autovacuum worker runs.
 //
 // latency: 1,000 SSE clients, 100 events of 200 bytes per second for a
 // fixed time, each event carrying its publish time; p50 and p99 of publish to
@@ -132,6 +133,26 @@ func (d *database) pool(url string, maxConns int32) *pgxpool.Pool {
 	return p
 }
 
+// quiet waits until no autovacuum worker runs (a minute at most), so that
+// a measurement does not pay for vacuuming what the one before it left.
+func (d *database) quiet() {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, d.cluster.URL("postgres"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'").Scan(&n); err != nil {
+			log.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
 // cpu returns the CPU time the server has used: the postmaster's, its
 // live children's, and that of the children it has reaped.
 func (d *database) cpu() time.Duration {
@@ -231,6 +252,7 @@ func pgbenchArgs(url string, dur time.Duration, more ...string) []string {
 
 // runPgbench runs pgbench and returns its rate (tps) and the server's CPU.
 func runPgbench(d *database, args []string) (float64, time.Duration) {
+	d.quiet()
 	before := d.cpu()
 	out, err := exec.Command(d.cluster.Bin("pgbench"), args...).CombinedOutput()
 	cpu := d.cpu() - before
@@ -331,6 +353,7 @@ func appendRate(d *database, topics int, dur time.Duration) {
 	heads.Wait()
 	wire := []byte("data: " + payload + "\n\n")
 	var appended, failed atomic.Int64
+	d.quiet()
 	stopAt := time.Now().Add(dur)
 	pgBefore, goBefore := d.cpu(), selfCPU()
 	trips.Store(0)
@@ -359,9 +382,12 @@ func appendRate(d *database, topics int, dur time.Duration) {
 	if err != nil {
 		log.Fatal(err)
 	}
+	if _, err := pubPool.Exec(ctx, "VACUUM sse_events, sse_topics"); err != nil {
+		log.Fatal(err)
+	}
 	pgCPU, goCPU := d.cpu()-pgBefore, selfCPU()-goBefore
 	n := appended.Load()
-	fmt.Printf("| Topic.Append, %d topic(s), 256 goroutines, 200 B; a second Streams follows all (%d of %d handed over, %d errors); then Trim (%d deleted) | %.0f | %s | %s (both Streams) | %.1f |\n",
+	fmt.Printf("| Topic.Append, %d topic(s), 256 goroutines, 200 B; a second Streams follows all (%d of %d handed over, %d errors); then Trim (%d deleted) and VACUUM | %.0f | %s | %s (both Streams) | %.1f |\n",
 		topics, delivered.Load(), n, failed.Load(), trimmed, float64(n)/elapsed.Seconds(), perEvent(pgCPU, int(n)), perEvent(goCPU, int(n)), float64(n)/float64(max(trips.Load(), 1)))
 }
 
@@ -523,6 +549,7 @@ func medianRange(v []float64) string {
 var clientCPUs string
 
 func runLatency(d *database, srv *server, clients, rate, events int, label string) (report, time.Duration, time.Duration) {
+	d.quiet()
 	args := []string{os.Args[0], "-role", "clients", "-clients", strconv.Itoa(clients), "-urls", strings.Join(srv.urls, ",")}
 	if clientCPUs != "" {
 		args = append([]string{"taskset", "-c", clientCPUs}, args...)
