@@ -17,10 +17,11 @@ import (
 //
 // It takes no lock that an Append or a read waits for: a DELETE locks only
 // the rows it deletes, which nobody else writes, and readers do not wait
-// for it. Each statement trims a chunk of topics, so that no transaction
-// runs long.
+// for it. It goes a chunk of topics at a time, each chunk one read and one
+// round trip of DELETEs (one transaction), so that no transaction runs long
+// but that of a topic with a long backlog to delete.
 
-// trimTopics is how many topics one trimming statement covers.
+// trimTopics is how many topics one chunk covers.
 const trimTopics = 100
 
 // Trim deletes the events that Options.MaxLen and MaxAge no longer keep,
@@ -71,16 +72,45 @@ func (s *Streams) Trim(ctx context.Context) (int64, error) {
 	}
 	var total int64
 	for last := int64(math.MinInt64); ; {
-		var next *int64
-		var n int64
-		if err := conn.QueryRow(ctx, s.trimSQL(), last, trimTopics, maxLen, cutoff).Scan(&next, &n); err != nil {
+		rows, err := conn.Query(ctx, s.trimSQL(), last, trimTopics, maxLen, cutoff)
+		if err != nil {
 			return total, s.trimError(err)
 		}
-		total += n
-		if next == nil {
+		var id, oldest int64
+		var from *int64
+		b := &pgx.Batch{}
+		covered := false
+		_, err = pgx.ForEachRow(rows, []any{&id, &from, &oldest}, func() error {
+			covered, last = true, id
+			switch {
+			case from == nil: // no row: all its events
+				b.Queue(s.n.expand(`DELETE FROM {events} WHERE topic_id = $1`), id)
+			case oldest < *from:
+				b.Queue(s.n.expand(`DELETE FROM {events} WHERE topic_id = $1 AND "offset" < $2`), id, *from)
+			}
+			return nil
+		})
+		if err != nil {
+			return total, s.trimError(err)
+		}
+		if !covered {
 			return total, nil
 		}
-		last = *next
+		if b.Len() == 0 {
+			continue
+		}
+		br := conn.SendBatch(ctx, b)
+		for range b.Len() {
+			tag, err := br.Exec()
+			if err != nil {
+				br.Close()
+				return total, s.trimError(err)
+			}
+			total += tag.RowsAffected()
+		}
+		if err := br.Close(); err != nil {
+			return total, s.trimError(err)
+		}
 	}
 }
 
@@ -91,13 +121,14 @@ func (s *Streams) trimError(err error) error {
 	return err
 }
 
-// trimSQL trims the events of the histories (topic ids) after $1, up to $2
-// of them, keeping in each the $3 newest events, and none appended before
-// $4 (if not null): it deletes the offsets before the greater of head-$3+1
-// and the first offset appended at $4 or later. It deletes all the events
-// of an id that no row has (a topic row deleted by hand). It returns the
-// last id it covered (null when there were none), and how many events it
-// deleted.
+// trimSQL finds, for the histories (topic ids) after $1 that have events,
+// up to $2 of them, in order, the first offset each keeps: the greater of
+// head-$3+1 (the $3 newest) and the first offset appended at $4 or later
+// (if $4 is not null), or null for an id that no row has (a topic row
+// deleted by hand: all its events go); and its oldest offset, so that Trim
+// deletes only where there is something to delete. Trim then deletes each
+// history's offsets before the first it keeps, in a statement of its own,
+// which walks the primary key's range and touches no other history.
 //
 // The ids come from the events, one index probe each (a loose index scan:
 // PostgreSQL has no skip scan), so topics with no events cost nothing; the
@@ -109,21 +140,18 @@ func (s *Streams) trimSQL() string {
 	UNION ALL
 	SELECT (SELECT x.topic_id FROM {events} x WHERE x.topic_id > ids.id ORDER BY x.topic_id LIMIT 1), ids.n + 1
 	FROM ids WHERE ids.id IS NOT NULL AND ids.n < $2
-), keep AS (
-	SELECT ids.id, CASE WHEN t.id IS NOT NULL THEN greatest(
+)
+SELECT ids.id,
+	CASE WHEN t.id IS NOT NULL THEN greatest(
 		t.head - $3 + 1,
 		coalesce((SELECT x."offset" FROM {events} x
 			WHERE x.topic_id = t.id AND ($4::timestamptz IS NULL OR x.at >= $4)
 			ORDER BY x."offset" LIMIT 1), t.head + 1)
-	) END AS from_offset
-	FROM ids LEFT JOIN {topics} t ON t.id = ids.id
-	WHERE ids.id IS NOT NULL
-), gone AS (
-	DELETE FROM {events} e USING keep k
-	WHERE e.topic_id = k.id AND (k.from_offset IS NULL OR e."offset" < k.from_offset)
-	RETURNING 1
-)
-SELECT (SELECT max(id) FROM keep), (SELECT count(*) FROM gone)`)
+	) END,
+	(SELECT x."offset" FROM {events} x WHERE x.topic_id = ids.id ORDER BY x."offset" LIMIT 1)
+FROM ids LEFT JOIN {topics} t ON t.id = ids.id
+WHERE ids.id IS NOT NULL
+ORDER BY ids.id`)
 }
 
 // trimEvery runs Trim every interval, until the Streams closes. A Trim
