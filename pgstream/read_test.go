@@ -1,6 +1,7 @@
 package pgstream
 
 import (
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -176,5 +177,53 @@ func TestReadManyBounds(t *testing.T) {
 	}
 	if res[2].found {
 		t.Error("a topic with no row found")
+	}
+}
+
+// A read visits only the rows it returns, whatever plan PostgreSQL picks:
+// here with statistics older than the table's growth (a table never
+// analyzed, grown by 100,000 events), and custom plans, which then sorted
+// every event after the cursor.
+func TestReadsVisitFewRows(t *testing.T) {
+	url := newDB(t)
+	s := newStreams(t, url, &Options{TrimInterval: -1})
+	epoch := appendN(t, topic(t, s, "room"), 1, 1)[0].Epoch
+	conn, err := s.pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	for _, sql := range []string{
+		"ALTER TABLE sse_events SET (autovacuum_enabled = false)",
+		`INSERT INTO sse_events (topic_id, "offset", wire)
+			SELECT 1, g, convert_to('data: ' || g || E'\n\n', 'UTF8') FROM generate_series(2, 100001) g`,
+		"UPDATE sse_topics SET head = 100001",
+		"SET plan_cache_mode = force_custom_plan",
+	} {
+		if _, err := conn.Exec(t.Context(), sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		name string
+		sql  string
+		args []any
+		want int // rows returned, and the most a node may visit (plus one)
+	}{
+		{"ReadAfter", s.readSQL(), []any{"room", epoch, int64(10), 1 << 30, readRows}, readRows},
+		{"a follower's read", s.readManySQL(), []any{[]string{"room"}, []string{epoch}, []int64{10}, readPerTopic, readTopicBytes}, readPerTopic},
+	} {
+		var plan string
+		if err := conn.QueryRow(t.Context(), "EXPLAIN (ANALYZE, FORMAT JSON) "+tt.sql, tt.args...).Scan(&plan); err != nil {
+			t.Fatal(err)
+		}
+		most := 0
+		for _, m := range regexp.MustCompile(`"Actual Rows": (\d+)`).FindAllStringSubmatch(plan, -1) {
+			n, _ := strconv.Atoi(m[1])
+			most = max(most, n)
+		}
+		if most > tt.want+1 {
+			t.Errorf("%s of %d events 10 events after the start of 100,000: a node of its plan visited %d rows", tt.name, tt.want, most)
+		}
 	}
 }

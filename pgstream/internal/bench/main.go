@@ -386,9 +386,14 @@ func appendRate(d *database, topics int, dur time.Duration) {
 		log.Fatal(err)
 	}
 	pgCPU, goCPU := d.cpu()-pgBefore, selfCPU()-goBefore
+	var autovacuums int
+	if err := pubPool.QueryRow(ctx, `SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)
+		FROM pg_stat_user_tables WHERE relname IN ('sse_events', 'sse_topics')`).Scan(&autovacuums); err != nil {
+		log.Fatal(err)
+	}
 	n := appended.Load()
-	fmt.Printf("| Topic.Append, %d topic(s), 256 goroutines, 200 B; a second Streams follows all (%d of %d handed over, %d errors); then Trim (%d deleted) and VACUUM | %.0f | %s | %s (both Streams) | %.1f |\n",
-		topics, delivered.Load(), n, failed.Load(), trimmed, float64(n)/elapsed.Seconds(), perEvent(pgCPU, int(n)), perEvent(goCPU, int(n)), float64(n)/float64(max(trips.Load(), 1)))
+	fmt.Printf("| Topic.Append, %d topic(s), 256 goroutines, 200 B; a second Streams follows all (%d of %d handed over, %d errors); then Trim (%d deleted) and VACUUM; %d autovacuum or autoanalyze runs | %.0f | %s | %s (both Streams) | %.1f |\n",
+		topics, delivered.Load(), n, failed.Load(), trimmed, autovacuums, float64(n)/elapsed.Seconds(), perEvent(pgCPU, int(n)), perEvent(goCPU, int(n)), float64(n)/float64(max(trips.Load(), 1)))
 }
 
 func perEvent(cpu time.Duration, n int) string {
