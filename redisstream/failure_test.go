@@ -17,8 +17,15 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// admin returns a client for the test's own commands to srv.
-func admin(t *testing.T, srv *redistest.Server) *redis.Client { return newClient(t, srv) }
+// admin returns a client for the test's own commands to srv, as its default
+// user, which may run any command; closed when the test ends.
+func admin(t *testing.T, srv *redistest.Server) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1,
+		DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
 
 func TestThreeInstancesOneOrder(t *testing.T) {
 	srv := redistest.Start(t)

@@ -21,11 +21,15 @@ import (
 // client, outlives the tests.
 func TestMain(m *testing.M) { leakcheck.Main(m) }
 
-// newClient returns a go-redis client of srv, closed when the test ends.
+// newClient returns a go-redis client of srv, closed when the test ends. It
+// logs in as redistest.User, whose ACL is the least privilege that the
+// package doc documents.
 func newClient(t *testing.T, srv *redistest.Server) *redis.Client {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{
 		Addr:                  srv.Addr(),
+		Username:              redistest.User,
+		Password:              redistest.Password,
 		ContextTimeoutEnabled: true,
 		DialTimeout:           time.Second,
 		ReadTimeout:           2 * time.Second,
@@ -449,6 +453,7 @@ func TestEpochSharedAndKept(t *testing.T) {
 
 func TestNewEpochWhenKeysLost(t *testing.T) {
 	srv := redistest.Start(t)
+	a := admin(t, srv)
 	s := newStreams(t, srv, nil)
 	tp := topic(t, s, "room")
 	old := appendN(t, tp, 1, 3)[0].Epoch
@@ -456,8 +461,8 @@ func TestNewEpochWhenKeysLost(t *testing.T) {
 		name string
 		do   func() error
 	}{
-		{"FLUSHALL", func() error { return s.client.FlushAll(t.Context()).Err() }},
-		{"meta deleted (eviction, IdleTTL)", func() error { return s.client.Del(t.Context(), tp.keys[1]).Err() }},
+		{"FLUSHALL", func() error { return a.FlushAll(t.Context()).Err() }},
+		{"meta deleted (eviction, IdleTTL)", func() error { return a.Del(t.Context(), tp.keys[1]).Err() }},
 	} {
 		t.Run(lose.name, func(t *testing.T) {
 			appendN(t, tp, 1, 3)
@@ -472,7 +477,7 @@ func TestNewEpochWhenKeysLost(t *testing.T) {
 			if err != nil || len(wires) != 0 || head != p {
 				t.Errorf("ReadAfter in the old epoch: %d events, head %v, %v; want none, head %v", len(wires), head, err, p)
 			}
-			if n, err := s.client.XLen(t.Context(), tp.keys[0]).Result(); err != nil || n != 1 {
+			if n, err := a.XLen(t.Context(), tp.keys[0]).Result(); err != nil || n != 1 {
 				t.Errorf("the stream holds %d entries, %v; want only the new epoch's one", n, err)
 			}
 			old = p.Epoch
@@ -510,7 +515,7 @@ func TestNewEpochWhenRedisGoesBack(t *testing.T) {
 	if err != nil || h.Epoch == oldB || h.Offset != 0 {
 		t.Errorf("Head of b by the Streams that saw b-5: %v, %v; want a new epoch, offset 0", h, err)
 	}
-	if n, err := s.client.XLen(t.Context(), b.keys[0]).Result(); err != nil || n != 0 {
+	if n, err := admin(t, srv).XLen(t.Context(), b.keys[0]).Result(); err != nil || n != 0 {
 		t.Errorf("b's stream holds %d entries, %v; want none: they belong to the lost history", n, err)
 	}
 }
@@ -539,11 +544,12 @@ func TestFollowNewEpochWhenRedisGoesBack(t *testing.T) {
 
 func TestIdleTTL(t *testing.T) {
 	srv := redistest.Start(t)
+	a := admin(t, srv)
 	s := newStreams(t, srv, &Options{IdleTTL: time.Hour})
 	tp := topic(t, s, "room")
 	appendN(t, tp, 1, 1)
 	for _, key := range tp.keys {
-		ttl, err := s.client.PTTL(t.Context(), key).Result()
+		ttl, err := a.PTTL(t.Context(), key).Result()
 		if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
 			t.Errorf("PTTL %s = %v, %v; want about an hour", key, ttl, err)
 		}
@@ -552,7 +558,7 @@ func TestIdleTTL(t *testing.T) {
 	tp2 := topic(t, plain, "other")
 	appendN(t, tp2, 1, 1)
 	for _, key := range tp2.keys {
-		if ttl, err := s.client.PTTL(t.Context(), key).Result(); err != nil || ttl != -1 {
+		if ttl, err := a.PTTL(t.Context(), key).Result(); err != nil || ttl != -1 {
 			t.Errorf("without IdleTTL, PTTL %s = %v, %v; want none (-1)", key, ttl, err)
 		}
 	}
@@ -564,6 +570,7 @@ func TestIdleTTL(t *testing.T) {
 // as any topic's keys do.
 func TestReadMakesNoLastingKey(t *testing.T) {
 	srv := redistest.Start(t)
+	a := admin(t, srv)
 	for _, tt := range []struct {
 		idle, want time.Duration
 	}{
@@ -584,18 +591,18 @@ func TestReadMakesNoLastingKey(t *testing.T) {
 				if err := read(tp); err != nil {
 					t.Fatal(err)
 				}
-				ttl, err := s.client.PTTL(t.Context(), tp.keys[1]).Result()
+				ttl, err := a.PTTL(t.Context(), tp.keys[1]).Result()
 				if err != nil || ttl <= tt.want-time.Minute || ttl > tt.want {
 					t.Errorf("read %d: PTTL of the meta hash = %v, %v; want about %v", i, ttl, err, tt.want)
 				}
-				if n, err := s.client.Exists(t.Context(), tp.keys[0]).Result(); err != nil || n != 0 {
+				if n, err := a.Exists(t.Context(), tp.keys[0]).Result(); err != nil || n != 0 {
 					t.Errorf("read %d: the stream exists (%d, %v)", i, n, err)
 				}
 			}
 			tp := topic(t, s, fmt.Sprint("read-", tt.idle, "-0"))
 			appendN(t, tp, 1, 1)
 			for _, key := range tp.keys {
-				ttl, err := s.client.PTTL(t.Context(), key).Result()
+				ttl, err := a.PTTL(t.Context(), key).Result()
 				if tt.idle == 0 && (err != nil || ttl != -1) {
 					t.Errorf("after an Append, PTTL %s = %v, %v; want none (-1)", key, ttl, err)
 				}

@@ -1,7 +1,13 @@
-// Package redistest runs a real redis-server for tests: on a free loopback
-// port, with persistence off, stopped when the test ends. It can kill,
-// restart, pause and resume the server, and save a snapshot that the next
-// restart loads, which is how the tests make Redis fail.
+// Package redistest runs real redis-server processes for tests: on free
+// loopback ports, with persistence off, stopped when the test ends. It can
+// kill, restart, pause and resume a server, and save a snapshot that the next
+// restart loads, which is how the tests make Redis fail; and it starts the
+// topologies of production, a Redis Cluster with replicas (StartCluster) and
+// a master with a replica watched by three Sentinels (StartSentinel).
+//
+// Every server it starts has the user User, with exactly the rules ACL: the
+// least privilege that redisstream documents. Tests log in as that user, so
+// that they show the documented ACL is enough.
 package redistest
 
 import (
@@ -29,6 +35,25 @@ func Binary() (string, error) {
 	return exec.LookPath("redis-server")
 }
 
+// User and Password are the user that the tests' Streams log in as, which
+// every Server has, with the rules ACL.
+const (
+	User     = "sse"
+	Password = "sse-test-password"
+)
+
+// ACL is the least privilege redisstream needs with the default Prefix,
+// "sse:", as the rules of ACL SETUSER; its package doc shows the same rules.
+// Every key and channel it uses begins with the prefix. The commands: those
+// its scripts run (INFO reads the server's replication id), EVALSHA and EVAL
+// (when Redis has lost its script cache), WAIT (Options.MinReplicas), and
+// the Pub/Sub connection's SUBSCRIBE, UNSUBSCRIBE and PING; and those
+// go-redis sends to set up a connection (HELLO, AUTH) and to
+// learn a Cluster's slots.
+const ACL = "resetkeys ~sse:* resetchannels &sse:* -@all" +
+	" +evalsha +eval +info +hmget +hset +del +xadd +xtrim +xrange +xrevrange +xdel +xsetid +pexpire +persist +publish +wait" +
+	" +subscribe +unsubscribe +ping +hello +auth +cluster|slots +cluster|shards"
+
 // A Server is one redis-server process and the port it keeps across
 // restarts.
 type Server struct {
@@ -36,6 +61,8 @@ type Server struct {
 	bin  string
 	dir  string
 	port int
+	args []string // redis-server's own, after the port and the rest
+	conf string   // a Sentinel's configuration file; "" for a plain server
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd     // nil when not running
@@ -43,10 +70,16 @@ type Server struct {
 }
 
 // Start starts a redis-server on a free port of 127.0.0.1, with no RDB
-// snapshots and no AOF, and stops it when t ends. Without a redis-server it
-// skips t with a message saying how to install one; with CI=true it fails t
-// instead.
-func Start(t testing.TB) *Server {
+// snapshots and no AOF, and the user User, and stops it when t ends; args are
+// more of redis-server's options ("--proto-max-bulk-len", "1mb"). Without a
+// redis-server it skips t with a message saying how to install one; with
+// CI=true it fails t instead.
+func Start(t testing.TB, args ...string) *Server {
+	t.Helper()
+	return newServer(t, args, func(*Server) {})
+}
+
+func binary(t testing.TB) string {
 	t.Helper()
 	bin, err := Binary()
 	if err != nil {
@@ -56,9 +89,17 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skip(msg)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir()}
+	return bin
+}
+
+// newServer starts a server on a free port; prepare runs once the port is
+// chosen, before each try to start.
+func newServer(t testing.TB, args []string, prepare func(*Server)) *Server {
+	t.Helper()
+	s := &Server{t: t, bin: binary(t), dir: t.TempDir(), args: args}
 	for try := 0; ; try++ {
 		s.port = freePort(t)
+		prepare(s)
 		err := s.start()
 		if err == nil {
 			break
@@ -74,6 +115,34 @@ func Start(t testing.TB) *Server {
 // Addr returns the server's host:port.
 func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
 
+// Port returns the server's port.
+func (s *Server) Port() int { return s.port }
+
+// Do sends the server one command as its default user (every command
+// allowed), and returns its reply; see the function Do. It gives up after
+// 5 s.
+func (s *Server) Do(args ...string) (any, error) { return Do(s.Addr(), 5*time.Second, args...) }
+
+// Must is Do for a command that must succeed: it fails the test otherwise.
+func (s *Server) Must(args ...string) any {
+	s.t.Helper()
+	r, err := s.Do(args...)
+	if err != nil {
+		s.t.Fatalf("%s: %v: %v", s.Addr(), args, err)
+	}
+	return r
+}
+
+// Info returns the value of field in the server's INFO reply (its section
+// section), or "" if the server does not answer.
+func (s *Server) Info(section, field string) string {
+	info, err := Str(s.Addr(), time.Second, "INFO", section)
+	if err != nil {
+		return ""
+	}
+	return infoField(info, field)
+}
+
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t testing.TB) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -84,13 +153,19 @@ func freePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// start runs redis-server and waits until it answers PING.
+// start runs redis-server and waits until it answers PING; then it gives a
+// plain server the user User.
 func (s *Server) start() error {
-	cmd := exec.Command(s.bin,
+	var args []string
+	if s.conf != "" {
+		args = append(args, s.conf, "--sentinel")
+	}
+	args = append(args,
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"),
 		"--daemonize", "no")
+	cmd := exec.Command(s.bin, append(args, s.args...)...)
 	// Its own process group, so that a ^C to the test run reaches it only
 	// through the cleanup; and killed should the test process die first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -119,6 +194,13 @@ func (s *Server) start() error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	if s.conf == "" {
+		if _, err := Do(s.Addr(), 5*time.Second, append([]string{"ACL", "SETUSER", User, "reset", "on", ">" + Password}, strings.Fields(ACL)...)...); err != nil {
+			_ = cmd.Process.Kill()
+			<-exited
+			return fmt.Errorf("ACL SETUSER: %v", err)
+		}
+	}
 	s.mu.Lock()
 	s.cmd, s.exited = cmd, exited
 	s.mu.Unlock()
@@ -136,6 +218,13 @@ func (s *Server) log() string {
 
 // ping sends PING in RESP and waits for +PONG.
 func ping(addr string) error { return command(addr, "PING", "+PONG", time.Second) }
+
+// Running reports whether the server's process is running (paused or not).
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
+}
 
 // command sends cmd, an inline command, and waits up to timeout for the
 // reply want.
