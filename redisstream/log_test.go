@@ -687,3 +687,30 @@ func TestClosed(t *testing.T) {
 	}
 	s.Close() // again: no effect
 }
+
+// Another client's XADD to a topic's stream, with an automatic id (a
+// timestamp) or one of its own, leaves an entry past the topic's head, which
+// the next Append's id would have to follow. The Append deletes such entries,
+// which are none of the topic's events, and goes on in the same epoch.
+func TestForeignEntriesRemoved(t *testing.T) {
+	srv := redistest.Start(t)
+	a := admin(t, srv)
+	tp := topic(t, newStreams(t, srv, nil), "room")
+	epoch := appendN(t, tp, 1, 2)[0].Epoch
+	for i, id := range []string{"*", "4-0", "99-0"} {
+		if err := a.XAdd(t.Context(), &redis.XAddArgs{Stream: tp.keys[0], ID: id, Values: []string{"x", "y"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		n := 3 + i
+		p, err := tp.Append(t.Context(), wire(n))
+		if err != nil || p != (sse.Position{Epoch: epoch, Offset: uint64(n)}) {
+			t.Fatalf("Append after another client's XADD %s: %v, %v; want %s-%d", id, p, err, epoch, n)
+		}
+	}
+	if got := numbersIn(t, tp, epoch); fmt.Sprint(got) != "[1 2 3 4 5]" {
+		t.Errorf("the log holds %v, want [1 2 3 4 5]", got)
+	}
+	if n, err := a.XLen(t.Context(), tp.keys[0]).Result(); err != nil || n != 5 {
+		t.Errorf("the stream holds %d entries, %v; want only the topic's 5", n, err)
+	}
+}

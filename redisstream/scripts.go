@@ -53,13 +53,33 @@ end
 //	<epoch> <offset of the first> <length of each, in bytes, space-separated>\n<the wire forms, concatenated>
 //
 // It returns {epoch, offset of the first event}.
+//
+// Only the script adds to the stream, but another client may too (an XADD
+// by hand, with an automatic id, say): its entries come after the head, and
+// the stream would refuse the next offset, which must follow them. When the
+// first XADD is refused, the script deletes every entry after the head
+// (none is an event of the topic), sets the stream's last id back to the
+// head's (XSETID, Redis 7.0 or later), and adds the event again.
 var appendScript = newScript(prologue + `
 local offset = head
 local first = offset + 1
 local header = {epoch, string.format('%d', first)}
 for i = 7, #ARGV do
 	offset = offset + 1
-	redis.call('XADD', KEYS[1], string.format('%d-0', offset), 'w', ARGV[i])
+	local id = string.format('%d-0', offset)
+	local added = redis.pcall('XADD', KEYS[1], id, 'w', ARGV[i])
+	if type(added) == 'table' and added.err then
+		local top = string.format('%d-0', offset - 1)
+		for _, e in ipairs(redis.call('XRANGE', KEYS[1], '(' .. top, '+')) do
+			redis.call('XDEL', KEYS[1], e[1])
+		end
+		if offset == 1 then
+			redis.call('DEL', KEYS[1])
+		else
+			redis.call('XSETID', KEYS[1], top, 'MAXDELETEDID', top)
+		end
+		redis.call('XADD', KEYS[1], id, 'w', ARGV[i])
+	end
 	header[#header + 1] = string.format('%d', #ARGV[i])
 end
 redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[4])
