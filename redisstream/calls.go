@@ -32,7 +32,8 @@ const callers = 2
 // one at each read. An Append makes it last as IdleTTL says.
 const readTTL = time.Hour
 
-// Bounds on one round trip, and on one script call of Appends.
+// Bounds on one round trip, and on one script call of Appends. An event
+// larger than maxCallBytes makes a round trip of its own.
 const (
 	maxCalls       = 1024
 	maxCallBytes   = 1 << 20
@@ -101,10 +102,20 @@ func (q *calls) add(c *call) bool {
 func (q *calls) take(quit <-chan struct{}) []*call {
 	for {
 		q.mu.Lock()
+		// An event over maxCallBytes travels alone: should Redis refuse
+		// it (over its proto-max-bulk-len), it drops the connection, and
+		// every call sent on it would fail.
 		n, size := 0, 0
-		for n < len(q.queue) && n < maxCalls && (n == 0 || size < maxCallBytes) {
-			size += len(q.queue[n].wire)
+		for n < len(q.queue) && n < maxCalls {
+			w := len(q.queue[n].wire)
+			if n > 0 && (size >= maxCallBytes || w > maxCallBytes) {
+				break
+			}
+			size += w
 			n++
+			if w > maxCallBytes {
+				break
+			}
 		}
 		batch := make([]*call, 0, n)
 		for _, c := range q.queue[:n] {

@@ -770,3 +770,76 @@ func TestRefusedChannelStopsNoOther(t *testing.T) {
 		t.Errorf("the refused topic's follower got %d heads, want none", bad.heads)
 	}
 }
+
+// An event too large for Redis (over its proto-max-bulk-len, here set to its
+// least, 1 MB) makes Redis drop the connection it came on. It travels in a
+// round trip of its own, so that it fails no other Append.
+func TestLargeEventTravelsAlone(t *testing.T) {
+	srv := redistest.Start(t, "--proto-max-bulk-len", "1mb")
+	s := newStreams(t, srv, &Options{Timeout: 20 * time.Second})
+	small1, big, small2 := topic(t, s, "a"), topic(t, s, "big"), topic(t, s, "b")
+	appendN(t, small1, 1, 1) // a connection, and the script loaded
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	appendAsync := func(tp *Topic, w []byte) {
+		wg.Go(func() {
+			_, err := tp.Append(t.Context(), w)
+			if tp == big {
+				if err == nil {
+					t.Error("the event over proto-max-bulk-len was appended")
+				}
+				return
+			}
+			errs <- err
+		})
+	}
+	// With Redis paused, the first Appends hold up the callers' round
+	// trips, and the rest wait in the queue, in this order: a's, the large
+	// one, b's.
+	s.calls.mu.Lock()
+	taken0 := s.calls.taken
+	s.calls.mu.Unlock()
+	srv.Pause()
+	for i := range callers { // one round trip each
+		appendAsync(small1, wire(100+i))
+		waitQueue(t, s, func(_, taken int) bool { return taken == taken0+i+1 })
+	}
+	base := 0
+	for i := range 5 {
+		appendAsync(small1, wire(10+i))
+	}
+	waitQueue(t, s, func(queued, _ int) bool { return queued == base+5 })
+	appendAsync(big, []byte("data: "+strings.Repeat("x", 2<<20)+"\n\n"))
+	waitQueue(t, s, func(queued, _ int) bool { return queued == base+6 })
+	for i := range 5 {
+		appendAsync(small2, wire(20+i))
+	}
+	waitQueue(t, s, func(queued, _ int) bool { return queued == base+11 })
+	srv.Resume()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("a small Append failed beside the large event: %v", err)
+		}
+	}
+}
+
+// waitQueue waits until cond holds of the calls waiting in s's queue and of
+// those taken so far.
+func waitQueue(t *testing.T, s *Streams, cond func(queued, taken int) bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.calls.mu.Lock()
+		ok := cond(len(s.calls.queue), s.calls.taken)
+		s.calls.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.calls.mu.Lock()
+			defer s.calls.mu.Unlock()
+			t.Fatalf("the queue is not as expected after 10 s: %d queued, %d taken", len(s.calls.queue), s.calls.taken)
+		}
+	}
+}

@@ -648,6 +648,7 @@ func TestNewRefusesOptions(t *testing.T) {
 		{Timeout: -time.Second},
 		{IdleTTL: -time.Second},
 		{IdleTTL: time.Microsecond},
+		{MaxEventBytes: -1},
 	} {
 		if s, err := New(client, &o); !errors.Is(err, ErrInvalidOptions) {
 			t.Errorf("New(%+v): %v, want ErrInvalidOptions", o, err)
@@ -712,5 +713,20 @@ func TestForeignEntriesRemoved(t *testing.T) {
 	}
 	if n, err := a.XLen(t.Context(), tp.keys[0]).Result(); err != nil || n != 5 {
 		t.Errorf("the stream holds %d entries, %v; want only the topic's 5", n, err)
+	}
+}
+
+func TestEventTooLargeRefused(t *testing.T) {
+	srv := redistest.Start(t)
+	tp := topic(t, newStreams(t, srv, &Options{MaxEventBytes: 100}), "room")
+	epoch := appendN(t, tp, 1, 1)[0].Epoch
+	if p, err := tp.Append(t.Context(), []byte("data: "+strings.Repeat("x", 93)+"\n\n")); !errors.Is(err, ErrEventTooLarge) {
+		t.Errorf("Append of 101 bytes with MaxEventBytes 100: %v, %v; want ErrEventTooLarge", p, err)
+	}
+	if p, err := tp.Append(t.Context(), []byte("data: "+strings.Repeat("x", 92)+"\n\n")); err != nil || p.Offset != 2 {
+		t.Errorf("Append of 100 bytes with MaxEventBytes 100: %v, %v; want offset 2", p, err)
+	}
+	if h, err := tp.Head(t.Context()); err != nil || h != (sse.Position{Epoch: epoch, Offset: 2}) {
+		t.Errorf("Head %v, %v; want %s-2: the event refused is not in the log", h, err, epoch)
 	}
 }

@@ -92,9 +92,10 @@ import (
 
 // Defaults used when Options leaves a field zero.
 const (
-	DefaultPrefix  = "sse:"
-	DefaultMaxLen  = 1000
-	DefaultTimeout = 2 * time.Second
+	DefaultPrefix        = "sse:"
+	DefaultMaxLen        = 1000
+	DefaultTimeout       = 2 * time.Second
+	DefaultMaxEventBytes = 8 << 20
 )
 
 // MaxTopicLen is the longest topic name, in bytes.
@@ -114,6 +115,9 @@ var (
 	// ErrInvalidOptions is returned by New for a nil client, and for
 	// Options it refuses.
 	ErrInvalidOptions = errors.New("redisstream: invalid options")
+	// ErrEventTooLarge is returned by Append for an event over
+	// Options.MaxEventBytes; nothing is sent to Redis.
+	ErrEventTooLarge = errors.New("redisstream: event too large")
 )
 
 // Options configure a Streams. A nil *Options, and any zero field, means the
@@ -147,6 +151,15 @@ type Options struct {
 	// go-redis also gives up on it after Timeout; otherwise only after the
 	// client's ReadTimeout.
 	Timeout time.Duration
+	// MaxEventBytes bounds the wire form of one event (DefaultMaxEventBytes,
+	// 8 MiB): Append refuses a larger one with ErrEventTooLarge, before
+	// sending anything. Redis refuses a string over its proto-max-bulk-len
+	// (512 MB by default) by dropping the connection; and a Pub/Sub message
+	// over client-output-buffer-limit pubsub (32 MB by default, hard)
+	// disconnects every follower. Keep MaxEventBytes under both. An event
+	// over 1 MiB travels to Redis in a round trip of its own, so that should
+	// Redis refuse it, it fails no other call.
+	MaxEventBytes int
 }
 
 // A Streams connects the Brokers of one process to the topics kept in one
@@ -164,6 +177,7 @@ type Streams struct {
 	maxLen  int
 	ttlMS   int64
 	timeout time.Duration
+	maxWire int // Options.MaxEventBytes
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -185,8 +199,8 @@ type Streams struct {
 // ContextTimeoutEnabled: true.
 //
 // New returns ErrInvalidOptions for a nil client, a Prefix with '{' or
-// '}', a negative MaxLen, Timeout or IdleTTL, or an IdleTTL under a
-// millisecond.
+// '}', a negative MaxLen, Timeout, IdleTTL or MaxEventBytes, or an IdleTTL
+// under a millisecond.
 func New(client redis.UniversalClient, opts *Options) (*Streams, error) {
 	if v := reflect.ValueOf(client); client == nil || v.Kind() == reflect.Pointer && v.IsNil() {
 		return nil, fmt.Errorf("%w: nil client", ErrInvalidOptions)
@@ -204,6 +218,8 @@ func New(client redis.UniversalClient, opts *Options) (*Streams, error) {
 		return nil, fmt.Errorf("%w: Timeout %v is negative", ErrInvalidOptions, o.Timeout)
 	case o.IdleTTL < 0 || o.IdleTTL > 0 && o.IdleTTL < time.Millisecond:
 		return nil, fmt.Errorf("%w: IdleTTL %v is negative or under 1 ms", ErrInvalidOptions, o.IdleTTL)
+	case o.MaxEventBytes < 0:
+		return nil, fmt.Errorf("%w: MaxEventBytes %d is negative", ErrInvalidOptions, o.MaxEventBytes)
 	}
 	if o.Prefix == "" {
 		o.Prefix = DefaultPrefix
@@ -214,12 +230,16 @@ func New(client redis.UniversalClient, opts *Options) (*Streams, error) {
 	if o.Timeout == 0 {
 		o.Timeout = DefaultTimeout
 	}
+	if o.MaxEventBytes == 0 {
+		o.MaxEventBytes = DefaultMaxEventBytes
+	}
 	s := &Streams{
 		client:  client,
 		prefix:  o.Prefix,
 		maxLen:  o.MaxLen,
 		ttlMS:   o.IdleTTL.Milliseconds(),
 		timeout: o.Timeout,
+		maxWire: o.MaxEventBytes,
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.calls.init()
@@ -302,11 +322,13 @@ func (t *Topic) Name() string { return t.name }
 // epoch, or whose history is found lost (see Epochs), starts a new epoch
 // at offset 1.
 //
-// It returns ErrTimeout when Redis has not answered within Options.Timeout,
-// the context's error when ctx ends first, ErrClosed after Close, and
-// Redis's error otherwise. After an error the event may or may not be in
-// the log: a command Redis received but had not answered (a paused server,
-// a lost connection) can still take effect.
+// It returns ErrEventTooLarge for an event over Options.MaxEventBytes,
+// sending nothing; ErrTimeout when Redis has not answered within
+// Options.Timeout, the context's error when ctx ends first, ErrClosed after
+// Close, and Redis's error otherwise. After an error other than
+// ErrEventTooLarge the event may or may not be in the log: a command Redis
+// received but had not answered (a paused server, a lost connection) can
+// still take effect.
 //
 // Append does not modify wire, and keeps it only until it returns, with
 // one exception: after an error, a round trip that was already sending
@@ -314,6 +336,9 @@ func (t *Topic) Name() string { return t.name }
 // trip ends (one that had not begun leaves the event out). So do not
 // modify wire after an error; the Broker never does.
 func (t *Topic) Append(ctx context.Context, wire []byte) (sse.Position, error) {
+	if len(wire) > t.s.maxWire {
+		return sse.Position{}, fmt.Errorf("%w: %d bytes, over MaxEventBytes (%d)", ErrEventTooLarge, len(wire), t.s.maxWire)
+	}
 	c := &call{topic: t, kind: appendCall, wire: wire}
 	if err := t.s.do(ctx, c); err != nil {
 		return sse.Position{}, err
