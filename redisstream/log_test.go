@@ -485,25 +485,61 @@ func TestNewEpochWhenKeysLost(t *testing.T) {
 	}
 }
 
-// A Redis that goes back in time (here, restarted from an older snapshot)
-// keeps the topic's epoch, and would give the lost offsets again, to other
-// events. A Streams that saw an offset Redis no longer holds, in an
-// Append's reply or a read's head, starts a new epoch instead; one that
-// never saw it cannot know.
+// A Redis restarted from an older snapshot keeps the topic's epoch, and
+// would give the lost offsets again, to other events. But a restarted Redis
+// has a new replication id: the topic was numbered by another history, and
+// the first call after the restart starts a new epoch, whichever Streams
+// makes it, even one that never saw the lost offsets.
+func TestNewEpochWhenRedisRestarts(t *testing.T) {
+	srv := redistest.Start(t)
+	a := topic(t, newStreams(t, srv, nil), "a")
+	old := appendN(t, a, 1, 3)[0].Epoch
+	srv.Save()
+	appendN(t, a, 4, 5)
+	srv.Restart() // back to offset 3, in the same epoch
+	blind := topic(t, newStreams(t, srv, nil), "a")
+	h, err := blind.Head(t.Context())
+	if err != nil || h.Epoch == old || h.Offset != 0 {
+		t.Errorf("Head after the restart, by a Streams that never saw a-4: %v, %v; want a new epoch, offset 0", h, err)
+	}
+	if p := appendN(t, a, 6, 6)[0]; p != (sse.Position{Epoch: h.Epoch, Offset: 1}) {
+		t.Errorf("Append after the restart: %v; want %s-1", p, h.Epoch)
+	}
+	if got := numbersIn(t, a, h.Epoch); fmt.Sprint(got) != "[6]" {
+		t.Errorf("the new epoch holds %v, want [6]: the old history's events are deleted", got)
+	}
+}
+
+// A Redis that goes back in time in the same history (here, an older DUMP of
+// the topic's keys RESTOREd) keeps the topic's epoch. A Streams that saw an
+// offset Redis no longer holds, in an Append's reply or a read's head, starts
+// a new epoch instead; one that never saw it cannot know.
 func TestNewEpochWhenRedisGoesBack(t *testing.T) {
 	srv := redistest.Start(t)
+	adm := admin(t, srv)
 	s := newStreams(t, srv, nil)
 	a, b := topic(t, s, "a"), topic(t, s, "b")
 	readsB := topic(t, newStreams(t, srv, nil), "b")
 	oldA := appendN(t, a, 1, 3)[0].Epoch
 	oldB := appendN(t, b, 1, 3)[0].Epoch
-	srv.Save()
+	dumps := make(map[string]string)
+	for _, key := range append(append([]string{}, a.keys...), b.keys...) {
+		d, err := adm.Dump(t.Context(), key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dumps[key] = d
+	}
 	appendN(t, a, 4, 5)
 	appendN(t, b, 4, 5)
 	if h, err := readsB.Head(t.Context()); err != nil || h != (sse.Position{Epoch: oldB, Offset: 5}) {
 		t.Fatalf("Head of b: %v, %v; want %s-5", h, err, oldB)
 	}
-	srv.Restart() // back to offset 3 of both topics, in the same epochs
+	for key, d := range dumps { // back to offset 3 of both topics, in the same epochs
+		if err := adm.RestoreReplace(t.Context(), key, 0, d).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	blind := topic(t, newStreams(t, srv, nil), "a")
 	if h, err := blind.Head(t.Context()); err != nil || h != (sse.Position{Epoch: oldA, Offset: 3}) {
 		t.Errorf("Head of a from a Streams that never saw a-4: %v, %v; want %s-3", h, err, oldA)
@@ -515,14 +551,50 @@ func TestNewEpochWhenRedisGoesBack(t *testing.T) {
 	if err != nil || h.Epoch == oldB || h.Offset != 0 {
 		t.Errorf("Head of b by the Streams that saw b-5: %v, %v; want a new epoch, offset 0", h, err)
 	}
-	if n, err := admin(t, srv).XLen(t.Context(), b.keys[0]).Result(); err != nil || n != 0 {
+	if n, err := adm.XLen(t.Context(), b.keys[0]).Result(); err != nil || n != 0 {
 		t.Errorf("b's stream holds %d entries, %v; want none: they belong to the lost history", n, err)
 	}
 }
 
-// Likewise for a Streams that only follows the topic: the offsets in the
-// messages of its feed are its mark, and the head it reads once its
-// Pub/Sub connection is back starts a new epoch, before any Append.
+// A replica promoted to master (a failover) holds the history the old master
+// had sent it, and perhaps not the newest events: replication is
+// asynchronous, and the old master may even go on taking Appends (paused
+// past the failover, then resumed; or a Sentinel failover, which does not
+// stop it). So the new master numbers the topic in a new epoch, at its first
+// call, whichever Streams makes it: the same offsets never name two events.
+func TestNewEpochAfterPromotion(t *testing.T) {
+	master := redistest.Start(t, "--repl-diskless-sync-delay", "0")
+	replica := redistest.Start(t, "--replicaof", "127.0.0.1", fmt.Sprint(master.Port()))
+	onMaster := topic(t, newStreams(t, master, nil), "room")
+	old := appendN(t, onMaster, 1, 3)[0].Epoch
+	if n, err := admin(t, master).Wait(t.Context(), 1, 10*time.Second).Result(); err != nil || n != 1 {
+		t.Fatalf("WAIT 1: %d, %v", n, err)
+	}
+	replica.Must("REPLICAOF", "NO", "ONE")
+	onReplica := topic(t, newStreams(t, replica, nil), "room")
+	r, _ := follow(t, onReplica)
+	r.wait("the head", 10*time.Second, (*reader).started)
+	r.mu.Lock()
+	epoch := r.epoch
+	r.mu.Unlock()
+	if epoch == old || r.start != 0 {
+		t.Errorf("Follow on the promoted replica starts at %s-%d; want a new epoch, offset 0", epoch, r.start)
+	}
+	wires, head, err := onReplica.ReadAfter(t.Context(), sse.Position{Epoch: old, Offset: 1}, 1<<20)
+	if err != nil || len(wires) != 0 || head != (sse.Position{Epoch: epoch}) {
+		t.Errorf("ReadAfter(%s-1) on the promoted replica: %d events, head %v, %v; want none, head %s-0", old, len(wires), head, err, epoch)
+	}
+	// Both now take Appends: the old master goes on in its epoch, the new one
+	// in its own.
+	pm := appendN(t, onMaster, 4, 4)[0]
+	pr := appendN(t, onReplica, 104, 104)[0]
+	if pm != (sse.Position{Epoch: old, Offset: 4}) || pr != (sse.Position{Epoch: epoch, Offset: 1}) {
+		t.Errorf("Appends to the old master and to the promoted replica: %v and %v; want %s-4 and %s-1", pm, pr, old, epoch)
+	}
+}
+
+// Likewise for a Streams that only follows the topic: the head it reads once
+// its Pub/Sub connection is back starts a new epoch, before any Append.
 func TestFollowNewEpochWhenRedisGoesBack(t *testing.T) {
 	srv := redistest.Start(t)
 	pub := topic(t, newStreams(t, srv, nil), "room")

@@ -38,26 +38,37 @@
 // A topic's epoch is drawn at random (64 bits from crypto/rand) by the first
 // Append, Follow or ReadAfter that finds none in Redis, and kept in Redis.
 // Within an epoch, each offset names one event for good; so the topic
-// starts a new epoch whenever its history is found lost: when its keys are
-// gone (a Redis restarted without persistence, FLUSHALL, eviction,
-// IdleTTL), and when Redis has gone back in time, keeping the epoch but not
-// the newest events (a restart from an RDB snapshot or from an AOF synced
-// every second, a failover to a replica that lagged, a RESTORE of an older
-// DUMP). Clients holding an id of the old epoch then get a reset from their
-// Broker.
+// starts a new epoch whenever its history may have been lost, or forked:
 //
-// Redis gone back in time is found out only by a Streams that saw the lost
-// offsets. Each keeps, for every topic it appends to, reads or follows, the
-// newest Position it has seen (its high-water mark), and its next script
-// call on the topic that finds the topic's offset below the mark, in the
-// same epoch, starts a new epoch. A Streams that follows a topic reads its
-// head as soon as its Pub/Sub connection is back, so after a restart or a
-// failover this usually comes before any new Append. But a Streams that
-// never saw the lost offsets cannot know, and once new Appends have taken
-// the offset back past every mark, the lost offsets name other events: a
-// client that resumes from one of them misses events in silence. Only
-// persistence that loses no answered write (AOF with appendfsync always,
-// and no failover) rules that out.
+//   - when its keys are gone (a Redis restarted without persistence,
+//     FLUSHALL, eviction, IdleTTL);
+//   - when the Redis that runs a call on the topic is not the one that
+//     numbered its events. The topic's meta hash records the replication id
+//     (master_replid) of the master that last numbered it, and Redis draws a
+//     new one at every start and at every promotion of a replica. So after a
+//     restart, whatever the persistence, and after a failover of any kind
+//     (Sentinel or Cluster, a crash, a pause, or an operator's), the first
+//     call on each topic starts a new epoch. A promoted replica holds only
+//     what the old master had sent it (replication is asynchronous), and an
+//     old master paused past the failover and resumed may number more
+//     events, in the old epoch, before it learns that it was demoted: in a
+//     new epoch, no offset names two events. A reshard that moves a topic's
+//     slot to another master of a Cluster starts a new epoch too: to the
+//     script, a move looks like a failover;
+//   - when Redis has gone back in time within one history, keeping the epoch
+//     but not the newest events (a RESTORE of an older DUMP).
+//
+// Clients holding an id of the old epoch then get a reset from their Broker,
+// and reload: after a restart or a failover, every client of every topic
+// gets one reset, where without it a client could resume after an offset
+// whose event was lost, and miss events in silence.
+//
+// Redis gone back in time within one history is found out only by a Streams
+// that saw the lost offsets. Each keeps, for every topic it appends to, reads
+// or follows, the newest Position it has seen (its high-water mark) in the
+// replies of Redis, and its next script call on the topic that finds the
+// topic's offset below the mark, in the same epoch, starts a new epoch. A
+// Streams that never saw the lost offsets cannot know.
 //
 // # Failures
 //

@@ -15,28 +15,47 @@ func newScript(src string) *script {
 
 // prologue begins both scripts. They take the topic's two keys: KEYS[1] its
 // stream, KEYS[2] its meta hash (fields epoch and offset, the offset of its
-// newest event); and ARGV[1], a new epoch, and ARGV[2] and ARGV[3], the
-// caller's high-water mark: an epoch and the highest offset the caller has
-// seen the topic hold in it ("" and 0 for none).
+// newest event, and writer); and ARGV[1], a new epoch, and ARGV[2] and
+// ARGV[3], the caller's high-water mark: an epoch and the highest offset the
+// caller has seen the topic hold in it ("" and 0 for none).
 //
 // The invariant: an epoch names one unbroken history, in which offsets only
-// grow and each names one event for good. So the topic's history is lost,
-// and it starts a new epoch, ARGV[1], with no events, when its meta hash is
-// gone (a fresh Redis, FLUSHALL, eviction, IdleTTL), and when its offset is
-// below the caller's mark in the same epoch: Redis went back in time (a
-// restart from an older RDB or AOF, a failover to a replica that lagged, a
-// RESTORE of an older DUMP), and would give the offsets after it again, to
-// other events. What the stream still holds belongs to the lost history: it
-// is deleted. The prologue leaves the topic's epoch and newest offset in
-// epoch and head, and fresh true when it started a new history (whose meta
-// hash the script must write).
+// grow and each names one event for good. So the topic starts a new epoch,
+// ARGV[1], with no events, whenever its history may not be the one its
+// offsets were given in:
+//
+//   - when its meta hash is gone (a fresh Redis, FLUSHALL, eviction,
+//     IdleTTL);
+//   - when the Redis running the script is not the writer that numbered the
+//     topic: the writer field holds the master_replid (INFO replication) of
+//     the Redis that last did, an id Redis draws anew at each start and at
+//     each promotion of a replica. A replica promoted in a failover holds
+//     only what the old master had sent it, while the old master may have
+//     numbered more events, and may even go on doing so (paused past the
+//     failover, then resumed; or during a Sentinel failover, which does not
+//     stop it); a Redis restarted from an RDB or AOF file may have lost its
+//     newest events. Neither can tell, so the first script it runs on the
+//     topic, a read or an Append, starts a new epoch. A topic whose keys
+//     moved to another master of a Cluster (a reshard) starts one too: the
+//     script cannot tell a move from a failover;
+//   - when its offset is below the caller's mark in the same epoch: Redis
+//     went back in time in the same history (a RESTORE of an older DUMP),
+//     and would give the offsets after it again, to other events.
+//
+// What the stream still holds then belongs to a history that may have
+// forked: it is deleted. The prologue leaves the topic's epoch and newest
+// offset in epoch and head, fresh true when it started a new history (whose
+// meta hash the script must write), and the writer in writer, which a meta
+// hash from before the writer field lacks (the script adds it).
 //
 // Offsets are written with %d, never as Lua's %.14g, which turns 1e14 into
 // "1e+14".
 const prologue = `
-local meta = redis.call('HMGET', KEYS[2], 'epoch', 'offset')
+local writer = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') or ''
+local meta = redis.call('HMGET', KEYS[2], 'epoch', 'offset', 'writer')
 local epoch, head = meta[1], tonumber(meta[2])
-local fresh = not epoch or not head or (epoch == ARGV[2] and head < tonumber(ARGV[3]))
+local fresh = not epoch or not head or (meta[3] and meta[3] ~= writer) or
+	(epoch == ARGV[2] and head < tonumber(ARGV[3]))
 if fresh then
 	epoch, head = ARGV[1], 0
 	redis.call('DEL', KEYS[1])
@@ -83,7 +102,7 @@ for i = 7, #ARGV do
 	header[#header + 1] = string.format('%d', #ARGV[i])
 end
 redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[4])
-redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', string.format('%d', offset))
+redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', string.format('%d', offset), 'writer', writer)
 if ARGV[5] ~= '0' then
 	redis.call('PEXPIRE', KEYS[1], ARGV[5])
 	redis.call('PEXPIRE', KEYS[2], ARGV[5])
@@ -101,11 +120,13 @@ return {epoch, first}
 // or reach the head. It returns no events when the stream no longer holds
 // the event at ARGV[6]+1. A topic it gives a new epoch gets a meta hash
 // that expires after ARGV[4] milliseconds, so that reads alone leave no
-// lasting key.
+// lasting key. It adds the writer to a meta hash that lacks it.
 var readScript = newScript(prologue + `
 if fresh then
-	redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', '0')
+	redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', '0', 'writer', writer)
 	redis.call('PEXPIRE', KEYS[2], ARGV[4])
+elseif not meta[3] then
+	redis.call('HSET', KEYS[2], 'writer', writer)
 end
 local out = {epoch, head}
 local want = tonumber(ARGV[6]) + 1
