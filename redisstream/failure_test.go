@@ -843,3 +843,48 @@ func waitQueue(t *testing.T, s *Streams, cond func(queued, taken int) bool) {
 		}
 	}
 }
+
+// A Redis user allowed only to PUBLISH on a topic's channel, with no access
+// to its keys, sends a message in the feed's format with a huge offset. The
+// feed is no more than a hint: what a follower is handed comes from the
+// stream, so the forged event reaches no follower, raises no high-water
+// mark, and starts no epoch; the topic's events stay, and it goes on.
+func TestForgedMessageIgnored(t *testing.T) {
+	srv := redistest.Start(t)
+	a := admin(t, srv)
+	if err := a.Do(t.Context(), "ACL", "SETUSER", "mallory", "on", ">pw", "resetkeys", "resetchannels",
+		"&sse:{room}:live", "-@all", "+publish", "+hello", "+auth").Err(); err != nil {
+		t.Fatal(err)
+	}
+	mallory := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "mallory", Password: "pw"})
+	t.Cleanup(func() { mallory.Close() })
+	s := newStreams(t, srv, nil)
+	tp := topic(t, s, "room")
+	r, _ := follow(t, tp)
+	r.wait("the head", 10*time.Second, (*reader).started)
+	epoch := appendN(t, tp, 1, 3)[0].Epoch
+	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	forged := "data: 666\n\n"
+	for _, first := range []string{"4", "1000000"} {
+		msg := fmt.Sprintf("%s %s %d\n%s", epoch, first, len(forged), forged)
+		if err := mallory.Publish(t.Context(), tp.channel, msg).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := topic(t, newStreams(t, srv, nil), "room")
+	appendN(t, other, 4, 4)
+	r.wait("event 4", 10*time.Second, func(r *reader) bool { return r.last >= 4 })
+	if m := s.marks.get(tp.channel); m != (sse.Position{Epoch: epoch, Offset: 4}) {
+		t.Errorf("the follower's Streams has the mark %v, want %s-4", m, epoch)
+	}
+	if p := appendN(t, tp, 5, 5)[0]; p != (sse.Position{Epoch: epoch, Offset: 5}) {
+		t.Errorf("Append after the forged messages: %v, want %s-5", p, epoch)
+	}
+	r.wait("event 5", 10*time.Second, func(r *reader) bool { return r.last >= 5 })
+	r.checkLog(0)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if fmt.Sprint(r.got) != "[1 2 3 4 5]" || len(r.resets) != 0 {
+		t.Errorf("the follower got %v, resets %v; want [1 2 3 4 5] and none", r.got, r.resets)
+	}
+}

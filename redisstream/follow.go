@@ -3,7 +3,6 @@ package redisstream
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,9 +18,17 @@ import (
 // describes. Its first call, once Redis has confirmed the subscription and
 // answered a read of the head, is deliver(head, nil); it makes that call
 // again whenever the feed may have missed events (the Pub/Sub connection
-// broke, and is back). Calls to deliver, for all topics of a Streams, are
-// made one at a time from one goroutine: a deliver that blocks delays the
-// others. deliver must not call stop, nor Close.
+// broke, and is back), when the topic has a new epoch, and when the log no
+// longer holds the events after those it handed over. Calls to deliver, for
+// all topics of a Streams, are made one at a time from one goroutine: a
+// deliver that blocks delays the others. deliver must not call stop, nor
+// Close.
+//
+// The messages on the topic's channel are only hints that the log has new
+// events: what deliver is handed comes from the topic's stream, read after
+// the last event handed over. So anyone allowed to PUBLISH on the channel,
+// but not to write the topic's keys, can make a Streams read the stream
+// again, and nothing more.
 //
 // stop returns once no call to deliver is running, and none is made after
 // it; it is safe to call more than once. After Close, Follow returns a stop
@@ -62,7 +69,10 @@ func (f *follower) call(pos sse.Position, wire []byte) {
 	}
 }
 
-// A feed is one subscribed channel: a topic that some follower follows.
+// A feed is one subscribed channel: a topic that some follower follows. Its
+// followers that have had their head (started) have been handed every event
+// of the log up to pos; a message on the channel (a hint) marks the feed
+// dirty, and the loop reads the events after pos from the stream.
 //
 // A feed stays unconfirmed until Redis confirms its SUBSCRIBE; if no
 // confirmation has come by resend, the loop sends SUBSCRIBE again, for that
@@ -76,6 +86,10 @@ type feed struct {
 	resend    time.Time     // when unconfirmed: when to send SUBSCRIBE (again); zero: at once
 	wait      time.Duration // how long the next SUBSCRIBE waits for its confirmation
 	retry     time.Time     // when to read the head again after a failed read
+
+	pos    sse.Position // the started followers have every event up to pos
+	hasPos bool         // some follower has started since the feed last broke
+	dirty  bool         // the log may hold events after pos
 }
 
 // maxSubscribeWait bounds how long a feed waits for a confirmation before
@@ -286,20 +300,12 @@ func (fs *feeds) handle(it item) {
 		if fd == nil {
 			return
 		}
-		epoch, first, wires, err := parseMessage(m.Payload)
-		if err != nil {
-			// Not ours, or damaged: what it held, the log has. The
-			// next event will show the followers the gap.
-			return
-		}
-		fs.s.marks.see(m.Channel, sse.Position{Epoch: epoch, Offset: first + uint64(len(wires)) - 1})
-		for _, f := range fd.followers {
-			if !f.started {
-				continue // its head, read later, covers this
-			}
-			for i, w := range wires {
-				f.call(sse.Position{Epoch: epoch, Offset: first + uint64(i)}, w)
-			}
+		// A hint, which anyone allowed to PUBLISH could have sent: it
+		// can make the loop read the stream, and do nothing else. One
+		// that shows only events the followers have spares the read.
+		epoch, last, ok := parseHint(m.Payload)
+		if !ok || !fd.hasPos || epoch != fd.pos.Epoch || last > fd.pos.Offset {
+			fd.dirty = true
 		}
 	case *redis.Subscription:
 		fd := fs.feeds[m.Channel]
@@ -316,9 +322,7 @@ func (fs *feeds) handle(it item) {
 		} else {
 			fd.resend = time.Now().Add(fd.wait) // unless the SUBSCRIBE behind it comes
 		}
-		for _, f := range fd.followers {
-			f.started = false
-		}
+		fd.unstart()
 	case *redis.Pong:
 	case redis.Error:
 		// Redis refused a command, but the connection is fine. Which
@@ -332,9 +336,7 @@ func (fs *feeds) handle(it item) {
 		for _, fd := range fs.feeds {
 			fd.confirmed = false
 			fd.resend = now.Add(fd.wait)
-			for _, f := range fd.followers {
-				f.started = false
-			}
+			fd.unstart()
 		}
 	}
 }
@@ -457,9 +459,7 @@ func (fs *feeds) check() {
 		fs.connect()
 		for _, fd := range fs.feeds {
 			fd.confirmed, fd.resend = false, time.Time{}
-			for _, f := range fd.followers {
-				f.started = false
-			}
+			fd.unstart()
 		}
 	case fs.pingSent.IsZero() && now.Sub(fs.lastRead) >= pingAfter:
 		ctx, cancel := context.WithTimeout(fs.s.ctx, fs.s.timeout)
@@ -486,6 +486,9 @@ func (fs *feeds) nextCheck() time.Duration {
 		next = fs.pingSent.Add(pingTimeout)
 	}
 	for _, fd := range fs.feeds {
+		if fd.dirty && fd.confirmed && fd.retry.IsZero() {
+			return time.Millisecond // events left to read
+		}
 		if !fd.retry.IsZero() && fd.retry.Before(next) {
 			next = fd.retry
 		}
@@ -496,13 +499,20 @@ func (fs *feeds) nextCheck() time.Duration {
 	return max(next.Sub(now), time.Millisecond)
 }
 
-// startWaiting reads the head of each confirmed feed that has followers
-// waiting for theirs, all in one round trip, and calls deliver(head, nil)
-// for each of them. A feed whose read fails is tried again a little later.
+// startWaiting reads, in one round trip, each confirmed feed that has
+// followers waiting for their head, or that is dirty: the events after its
+// pos, and the head. It hands the events to the started followers, and the
+// head to those waiting for it; and deliver(head, nil) to the started ones
+// too when the topic has a new epoch, or the log no longer holds the events
+// after pos. A feed whose read fails is tried again a little later.
 func (fs *feeds) startWaiting() {
 	var waiting []*feed
 	for _, fd := range fs.feeds {
 		if !fd.confirmed || !fd.retry.IsZero() {
+			continue
+		}
+		if fd.dirty && fd.hasPos {
+			waiting = append(waiting, fd)
 			continue
 		}
 		for _, f := range fd.followers {
@@ -515,19 +525,24 @@ func (fs *feeds) startWaiting() {
 	if len(waiting) == 0 {
 		return
 	}
-	heads := make([]*call, len(waiting))
+	reads := make([]*call, len(waiting))
 	for i, fd := range waiting {
-		heads[i] = &call{topic: fd.topic, kind: headCall}
+		if fd.hasPos {
+			reads[i] = &call{topic: fd.topic, kind: readCall, after: fd.pos, max: maxCallBytes}
+		} else {
+			reads[i] = &call{topic: fd.topic, kind: headCall}
+		}
 	}
-	if !fs.s.doAll(heads, fs.quit) {
+	if !fs.s.doAll(reads, fs.quit) {
 		return
 	}
 	for i, fd := range waiting {
-		c := heads[i]
+		c := reads[i]
 		if !answered(c) || c.err != nil {
 			fd.retry = time.Now().Add(500 * time.Millisecond)
 			continue
 		}
+		fd.take(c)
 		for _, f := range fd.followers {
 			if !f.started {
 				f.started = true
@@ -535,6 +550,48 @@ func (fs *feeds) startWaiting() {
 				fs.heads.Add(1)
 			}
 		}
+	}
+}
+
+// take hands the answer of a read of the feed (c) to its started followers.
+func (fd *feed) take(c *call) {
+	head := c.head
+	if !fd.hasPos {
+		fd.pos, fd.hasPos, fd.dirty = head, true, false
+		return
+	}
+	for _, w := range c.wires {
+		fd.pos.Offset++
+		for _, f := range fd.followers {
+			if f.started {
+				f.call(fd.pos, w)
+			}
+		}
+	}
+	switch {
+	case head.Epoch == fd.pos.Epoch && head.Offset == fd.pos.Offset:
+		fd.dirty = false
+	case head.Epoch == fd.pos.Epoch && head.Offset > fd.pos.Offset && len(c.wires) > 0:
+		fd.dirty = true // more to read
+	default:
+		// A new epoch; a log that no longer holds the events after pos
+		// (trimmed); or a head behind pos (Redis went back). Followers
+		// learn it from the head.
+		fd.pos, fd.dirty = head, false
+		for _, f := range fd.followers {
+			if f.started {
+				f.call(head, nil)
+			}
+		}
+	}
+}
+
+// unstart makes every follower of fd wait for a head again: the feed broke,
+// and may have missed hints.
+func (fd *feed) unstart() {
+	fd.hasPos, fd.dirty = false, false
+	for _, f := range fd.followers {
+		f.started = false
 	}
 }
 
@@ -577,29 +634,21 @@ func answered(c *call) bool {
 	}
 }
 
-// parseMessage reads a message that appendScript published.
-func parseMessage(payload string) (epoch string, first uint64, wires [][]byte, err error) {
-	header, body, ok := strings.Cut(payload, "\n")
+// parseHint reads the header of a message that appendScript published:
+//
+//	<epoch> <offset of the first event> <length of each event>...\n<the events>
+//
+// and returns the epoch and the offset of its last event. The events are
+// there for Streams of earlier versions; this one reads them from the stream.
+func parseHint(payload string) (epoch string, last uint64, ok bool) {
+	header, _, ok := strings.Cut(payload, "\n")
 	fields := strings.Fields(header)
 	if !ok || len(fields) < 3 {
-		return "", 0, nil, fmt.Errorf("redisstream: malformed message %.40q", payload)
+		return "", 0, false
 	}
-	epoch = fields[0]
-	if first, err = strconv.ParseUint(fields[1], 10, 64); err != nil {
-		return "", 0, nil, fmt.Errorf("redisstream: malformed message %.40q", payload)
+	first, err := strconv.ParseUint(fields[1], 10, 64)
+	if err != nil || first == 0 {
+		return "", 0, false
 	}
-	buf := []byte(body) // one copy for every event: the Broker keeps them
-	wires = make([][]byte, 0, len(fields)-2)
-	for _, f := range fields[2:] {
-		n, err := strconv.Atoi(f)
-		if err != nil || n < 0 || n > len(buf) {
-			return "", 0, nil, fmt.Errorf("redisstream: malformed message %.40q", payload)
-		}
-		wires = append(wires, buf[:n:n])
-		buf = buf[n:]
-	}
-	if len(buf) != 0 {
-		return "", 0, nil, fmt.Errorf("redisstream: malformed message %.40q", payload)
-	}
-	return epoch, first, wires, nil
+	return fields[0], first + uint64(len(fields)-3), true
 }

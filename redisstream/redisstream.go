@@ -31,7 +31,12 @@
 // Each Streams holds one Pub/Sub connection, whatever the number of topics,
 // and subscribes to a topic's channel only while some Follow of that topic
 // is running. A topic that no one follows in a process costs that process
-// nothing.
+// nothing. A message on the channel is only a hint that the topic has new
+// events: the Streams reads them from the stream (one script call, XRANGE
+// after the last event it handed over) before it hands them to its
+// followers, so a client allowed to PUBLISH on the channel, but not to write
+// the keys, can make it read, and nothing more. (The messages hold the
+// events too, for Streams of earlier versions.)
 //
 // # Epochs
 //
