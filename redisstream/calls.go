@@ -46,6 +46,7 @@ const (
 	appendCall callKind = iota
 	readCall
 	headCall
+	probeCall
 )
 
 // A call is one request to Redis and its answer.
@@ -55,9 +56,12 @@ type call struct {
 	wire  []byte       // appendCall: the event
 	after sse.Position // readCall
 	max   int          // readCall
+	probe string       // probeCall: the channel
+	token string       // probeCall: what to publish
 
 	head  sse.Position // the answer: the event's Position, or the head
 	wires [][]byte     // readCall: the events
+	count int64        // probeCall: the receivers
 	err   error
 
 	done      chan struct{} // closed once the answer is set
@@ -188,6 +192,14 @@ func (s *Streams) do(ctx context.Context, c *call) error {
 	}
 }
 
+// start queues c, with a deadline Options.Timeout away, and returns at
+// once; c.done closes once it is answered. It reports false after Close.
+func (s *Streams) start(c *call) bool {
+	c.done = make(chan struct{})
+	c.deadline = time.Now().Add(s.timeout)
+	return s.calls.add(c)
+}
+
 // call sends the queued calls to Redis until the Streams closes.
 func (s *Streams) call() {
 	defer s.wg.Done()
@@ -234,8 +246,12 @@ func (s *Streams) roundTrip(batch []*call) {
 		if c.deadline.After(deadline) {
 			deadline = c.deadline
 		}
-		if c.kind != appendCall {
+		switch c.kind {
+		case readCall, headCall:
 			runs = append(runs, s.readRun(c))
+			continue
+		case probeCall:
+			runs = append(runs, &scriptCall{calls: []*call{c}, script: probeScript, keys: []string{c.probe}, args: []any{c.token}})
 			continue
 		}
 		r := byTopic[c.topic.channel]
@@ -311,6 +327,11 @@ func (s *Streams) exec(ctx context.Context, runs []*scriptCall, eval bool) {
 // answer sets the answer of each call of r from its script's reply, and
 // wakes their callers.
 func (s *Streams) answer(r *scriptCall) {
+	if c := r.calls[0]; c.kind == probeCall {
+		c.count, c.err = r.cmd.Int64()
+		close(c.done)
+		return
+	}
 	reply, err := r.cmd.Slice()
 	var head sse.Position
 	if err == nil {

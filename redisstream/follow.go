@@ -160,7 +160,42 @@ type feeds struct {
 	feeds    map[string]*feed
 	lastRead time.Time // something came on ps
 	pingSent time.Time // zero when no ping awaits an answer
+	probe    probe
 }
+
+// A probe checks, every probeEvery while something is followed, that the
+// Pub/Sub connection gets what is published on the master: it PUBLISHes a
+// token to a channel of the Streams' own through a script (which runs on a
+// master, as Appends do), and expects to be among its receivers, or, in a
+// Cluster, where the master it reached may be another node, to receive the
+// token within probeTimeout. go-redis moves its command connections to a new
+// master after a failover, but not its Pub/Sub connection: one left on the
+// old master, still running, gets nothing more (a Sentinel failover, until
+// the Sentinels make it a replica, 10 s or more), and one left on a node
+// that stopped answering (a paused master of a Cluster) gets nothing either.
+// When a probe fails, the loop replaces the connection; the new one goes to
+// the master, and the followers get their heads again.
+type probe struct {
+	channel   string        // the Streams' own channel, under its Prefix
+	confirmed bool          // subscribed to on the current connection
+	allowed   bool          // Redis has confirmed a subscription to it once: no ACL refuses it
+	resend    time.Time     // when unconfirmed: when to send SUBSCRIBE again
+	wait      time.Duration // how long the next SUBSCRIBE waits for its confirmation
+	since     time.Time     // when unconfirmed: since when
+	next      time.Time     // when to send the next probe
+	seq       int
+	token     string // of the probe under way
+	sent      time.Time
+	call      *call // the probe under way; nil when none
+	echoed    bool  // its token came back on the connection
+}
+
+// How often the loop probes the Pub/Sub connection, and how long a probe
+// may wait for its token. (Variables, for tests.)
+var (
+	probeEvery   = time.Second
+	probeTimeout = time.Second
+)
 
 func newFeeds(s *Streams) *feeds {
 	return &feeds{
@@ -169,6 +204,7 @@ func newFeeds(s *Streams) *feeds {
 		quit:  make(chan struct{}),
 		inbox: make(chan item, inboxLen),
 		feeds: make(map[string]*feed),
+		probe: probe{channel: s.prefix + "probe:" + newEpoch()},
 	}
 }
 
@@ -213,9 +249,14 @@ func (fs *feeds) loop() {
 	timer := time.NewTimer(pingAfter)
 	defer timer.Stop()
 	for {
+		var probed <-chan struct{} // closed once the probe under way is answered
+		if c := fs.probe.call; c != nil && !answered(c) {
+			probed = c.done
+		}
 		select {
 		case <-fs.quit:
 			return
+		case <-probed:
 		case <-fs.kick:
 			fs.handleRequests()
 		case it := <-fs.inbox:
@@ -234,6 +275,7 @@ func (fs *feeds) loop() {
 		}
 		fs.resubscribe()
 		fs.startWaiting()
+		fs.checkProbe()
 		timer.Reset(fs.nextCheck())
 	}
 }
@@ -267,10 +309,15 @@ func (fs *feeds) handleRequests() {
 			delete(fs.feeds, f.topic.channel)
 			fs.count.Store(int64(len(fs.feeds)))
 			if fs.ps != nil {
+				channels := []string{f.topic.channel}
+				if len(fs.feeds) == 0 && fs.probe.confirmed {
+					channels = append(channels, fs.probe.channel)
+					fs.probe.confirmed = false
+				}
 				ctx, cancel := context.WithTimeout(fs.s.ctx, fs.s.timeout)
 				// An error means a broken connection, which forgets
-				// the channel anyway.
-				_ = fs.ps.Unsubscribe(ctx, f.topic.channel)
+				// the channels anyway.
+				_ = fs.ps.Unsubscribe(ctx, channels...)
 				cancel()
 			}
 		}
@@ -296,6 +343,12 @@ func (fs *feeds) handle(it item) {
 	fs.lastRead, fs.pingSent = time.Now(), time.Time{}
 	switch m := it.msg.(type) {
 	case *redis.Message:
+		if m.Channel == fs.probe.channel {
+			if fs.probe.call != nil && m.Payload == fs.probe.token {
+				fs.probe.echoed = true
+			}
+			return
+		}
 		fd := fs.feeds[m.Channel]
 		if fd == nil {
 			return
@@ -308,6 +361,13 @@ func (fs *feeds) handle(it item) {
 			fd.dirty = true
 		}
 	case *redis.Subscription:
+		if m.Channel == fs.probe.channel {
+			fs.probe.confirmed = m.Kind == "subscribe" && len(fs.feeds) > 0
+			if fs.probe.confirmed {
+				fs.probe.allowed, fs.probe.wait = true, 0
+			}
+			return
+		}
 		fd := fs.feeds[m.Channel]
 		if fd == nil {
 			return
@@ -338,6 +398,7 @@ func (fs *feeds) handle(it item) {
 			fd.resend = now.Add(fd.wait)
 			fd.unstart()
 		}
+		fs.probe.unconfirm(now.Add(fs.s.timeout))
 	}
 }
 
@@ -354,7 +415,9 @@ func (fs *feeds) resubscribe() {
 			due = append(due, fd)
 		}
 	}
-	if len(due) == 0 {
+	pr := &fs.probe
+	probeDue := len(fs.feeds) > 0 && !pr.confirmed && !now.Before(pr.resend)
+	if len(due) == 0 && !probeDue {
 		return
 	}
 	if fs.ps == nil {
@@ -362,6 +425,14 @@ func (fs *feeds) resubscribe() {
 	}
 	ctx, cancel := context.WithTimeout(fs.s.ctx, fs.s.timeout)
 	defer cancel()
+	if probeDue {
+		// Sent again as a feed's SUBSCRIBE is: an ACL may refuse it.
+		pr.wait = min(max(2*pr.wait, fs.s.timeout), maxSubscribeWait)
+		pr.resend = now.Add(pr.wait)
+		if err := fs.ps.Subscribe(ctx, pr.channel); err != nil {
+			pr.resend = now.Add(time.Second)
+		}
+	}
 	for i, fd := range due {
 		if err := fs.ps.Subscribe(ctx, fd.topic.channel); err != nil {
 			// The connection failed (a refusal comes later, as a reply):
@@ -381,6 +452,7 @@ func (fs *feeds) connect() {
 	fs.gen++
 	fs.ps = fs.s.client.Subscribe(fs.s.ctx)
 	fs.lastRead, fs.pingSent = time.Now(), time.Time{}
+	fs.probe.unconfirm(time.Time{})
 	fs.s.wg.Add(1)
 	go fs.read(fs.ps, fs.gen)
 }
@@ -454,13 +526,8 @@ func (fs *feeds) check() {
 		// handled yet (a PONG, perhaps): the connection is alive.
 	case !fs.pingSent.IsZero() && now.Sub(fs.pingSent) >= pingTimeout:
 		// No answer: the connection may be dead without knowing it (a
-		// lost peer sends no reset). A new one subscribes to every feed.
-		_ = fs.ps.Close()
-		fs.connect()
-		for _, fd := range fs.feeds {
-			fd.confirmed, fd.resend = false, time.Time{}
-			fd.unstart()
-		}
+		// lost peer sends no reset).
+		fs.replace()
 	case fs.pingSent.IsZero() && now.Sub(fs.lastRead) >= pingAfter:
 		ctx, cancel := context.WithTimeout(fs.s.ctx, fs.s.timeout)
 		_ = fs.ps.Ping(ctx)
@@ -474,6 +541,76 @@ func (fs *feeds) check() {
 	}
 }
 
+// replace closes the Pub/Sub connection and opens a new one, which
+// subscribes to every feed; the followers get their heads again.
+func (fs *feeds) replace() {
+	_ = fs.ps.Close()
+	fs.connect()
+	for _, fd := range fs.feeds {
+		fd.confirmed, fd.resend = false, time.Time{}
+		fd.unstart()
+	}
+}
+
+func (pr *probe) unconfirm(resend time.Time) {
+	pr.confirmed, pr.resend, pr.since = false, resend, time.Now()
+	pr.call, pr.echoed = nil, false
+	pr.next = time.Now().Add(probeEvery)
+}
+
+// checkProbe sends a probe when one is due, and replaces the Pub/Sub
+// connection when the probe under way shows it does not get what the master
+// publishes: the master counted no receiver (outside a Cluster), or the
+// token has not come back within probeTimeout. A probe whose PUBLISH failed
+// shows nothing (Redis is down, or failing over): the next one will. A
+// connection on which the probe channel, once allowed, stays unconfirmed
+// for probeTimeout is replaced too: its node does not answer.
+func (fs *feeds) checkProbe() {
+	pr := &fs.probe
+	if fs.ps == nil || len(fs.feeds) == 0 {
+		return
+	}
+	now := time.Now()
+	if !pr.confirmed {
+		if pr.allowed && now.Sub(pr.since) >= max(probeTimeout, fs.s.timeout) {
+			fs.replace()
+		}
+		return
+	}
+	if pr.call == nil {
+		if now.Before(pr.next) {
+			return
+		}
+		pr.seq++
+		pr.token = strconv.Itoa(fs.gen) + "-" + strconv.Itoa(pr.seq)
+		pr.sent, pr.echoed = now, false
+		pr.call = &call{kind: probeCall, probe: pr.channel, token: pr.token}
+		if !fs.s.start(pr.call) {
+			pr.call = nil
+		}
+		return
+	}
+	stale := false
+	switch c := pr.call; {
+	case pr.echoed || answered(c) && c.err == nil && c.count > 0:
+	case answered(c) && c.err != nil, !answered(c) && now.Sub(pr.sent) >= fs.s.timeout:
+		c.abandoned.Store(true) // shows nothing
+	case answered(c) && !fs.s.cluster:
+		stale = true // the master has other subscribers: not this connection
+	case now.Sub(pr.sent) >= probeTimeout:
+		stale = answered(c) // the token has not come back
+		if !stale {
+			return
+		}
+	default:
+		return // waiting for the answer, or the token
+	}
+	pr.call, pr.next = nil, pr.sent.Add(probeEvery)
+	if stale {
+		fs.replace()
+	}
+}
+
 // nextCheck returns how long the loop may wait before it must check the
 // connection, or retry something.
 func (fs *feeds) nextCheck() time.Duration {
@@ -484,6 +621,13 @@ func (fs *feeds) nextCheck() time.Duration {
 	next := fs.lastRead.Add(pingAfter)
 	if !fs.pingSent.IsZero() {
 		next = fs.pingSent.Add(pingTimeout)
+	}
+	if pr := &fs.probe; !pr.confirmed && pr.allowed {
+		next = minTime(next, pr.since.Add(max(probeTimeout, fs.s.timeout)))
+	} else if pr.confirmed && pr.call == nil {
+		next = minTime(next, pr.next)
+	} else if pr.call != nil {
+		next = minTime(next, pr.sent.Add(min(probeTimeout, fs.s.timeout)))
 	}
 	for _, fd := range fs.feeds {
 		if fd.dirty && fd.confirmed && fd.retry.IsZero() {
@@ -622,6 +766,13 @@ func (s *Streams) doAll(cs []*call, quit <-chan struct{}) bool {
 		}
 	}
 	return true
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // answered reports whether c has its answer.

@@ -158,11 +158,12 @@ type reader struct {
 	mu     sync.Mutex
 	epoch  string
 	last   uint64
-	got    []int    // the events, in the order received
-	resets []string // the epochs it started over in, after the first
-	heads  int      // calls of deliver(head, nil)
-	start  uint64   // the offset of the first head
-	gaps   int      // gaps it filled with ReadAfter
+	got    []int        // the events, in the order received
+	resets []string     // the epochs it started over in, after the first
+	heads  int          // calls of deliver(head, nil)
+	start  uint64       // the offset of the first head
+	gaps   int          // gaps it filled with ReadAfter
+	live   sse.Position // where the last event deliver was handed was
 	errs   []error
 	change chan struct{} // closed and replaced at each change
 }
@@ -192,6 +193,8 @@ func (r *reader) deliver(pos sse.Position, wire []byte) {
 		r.heads++
 	} else if r.heads == 0 {
 		r.errs = append(r.errs, fmt.Errorf("deliver(%v, event) before any deliver(head, nil)", pos))
+	} else {
+		r.live = pos
 	}
 	if pos.Epoch != r.epoch {
 		if r.epoch != "" {

@@ -38,6 +38,17 @@
 // the keys, can make it read, and nothing more. (The messages hold the
 // events too, for Streams of earlier versions.)
 //
+// While it follows something, a Streams checks every second that its Pub/Sub
+// connection gets what the master publishes: a script PUBLISHes a token to a
+// channel of its own ("<prefix>probe:<random>"), which its connection must
+// receive. After a Sentinel failover, go-redis moves its command connections
+// to the new master but leaves the Pub/Sub connection where it was: on the
+// old master, still running, which gets nothing more until the Sentinels
+// make it a replica (10 s or more). Nor does a connection to a node that
+// stopped answering get anything. When the check fails, the Streams opens a
+// new connection (go-redis dials the master), subscribes again, and reads
+// the head of every followed topic, so its followers catch up.
+//
 // # Epochs
 //
 // A topic's epoch is drawn at random (64 bits from crypto/rand) by the first
@@ -193,7 +204,8 @@ type Streams struct {
 	maxLen  int
 	ttlMS   int64
 	timeout time.Duration
-	maxWire int // Options.MaxEventBytes
+	maxWire int  // Options.MaxEventBytes
+	cluster bool // client is a *redis.ClusterClient
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -257,6 +269,7 @@ func New(client redis.UniversalClient, opts *Options) (*Streams, error) {
 		timeout: o.Timeout,
 		maxWire: o.MaxEventBytes,
 	}
+	_, s.cluster = client.(*redis.ClusterClient)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.calls.init()
 	for range callers {

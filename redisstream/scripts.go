@@ -153,3 +153,9 @@ while size < max and want <= head do
 end
 return out
 `)
+
+// probeScript publishes ARGV[1] to the channel KEYS[1], and returns the
+// number of its receivers on this Redis. The channel is passed as a key only
+// so that the script runs on a master (of the channel's slot, in a Cluster),
+// as Appends do; the script touches no key.
+var probeScript = newScript(`return redis.call('PUBLISH', KEYS[1], ARGV[1])`)
