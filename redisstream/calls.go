@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -285,8 +286,77 @@ func (s *Streams) roundTrip(batch []*call) {
 		// sends the scripts and caches them again.
 		s.exec(ctx, again, true)
 	}
+	var retry []*call
 	for _, r := range runs {
+		err := r.cmd.Err()
+		if err != nil && s.ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+			s.reload(ctx)
+		}
+		if err != nil && notRun(err) && s.ctx.Err() == nil && r.timeLeft(retryAfter) {
+			retry = append(retry, r.calls...)
+			continue
+		}
 		s.answer(r)
+	}
+	if len(retry) > 0 {
+		time.AfterFunc(retryAfter, func() {
+			for _, c := range retry {
+				if !s.calls.add(c) {
+					c.err = ErrClosed
+					close(c.done)
+				}
+			}
+		})
+	}
+}
+
+// retryAfter is how long a call that Redis did not run waits before it is
+// sent again.
+const retryAfter = 100 * time.Millisecond
+
+// timeLeft reports whether every call of r has d left before its deadline.
+func (r *scriptCall) timeLeft(d time.Duration) bool {
+	for _, c := range r.calls {
+		if time.Until(c.deadline) < d {
+			return false
+		}
+	}
+	return true
+}
+
+// notRun reports an error that shows Redis did not run the command: it was
+// never sent (no connection could be made), or Redis refused it before
+// running it (a node that no longer serves the slot, or is no longer a
+// master, or is loading; a Cluster down or migrating the slot; a script
+// running). Sending such a call again cannot make an Append happen twice. A
+// script that fails at its first write on a node that has become a replica
+// (READONLY) has written nothing either.
+func notRun(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" || errors.Is(err, redis.ErrPoolTimeout) {
+		return true
+	}
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := rerr.Error()
+	for _, prefix := range []string{"MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "LOADING", "MASTERDOWN", "BUSY "} {
+		if strings.HasPrefix(msg, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// reload has a Cluster client reload its map of the slots, after a round
+// trip that failed: a master may have failed over, or its slots moved.
+// go-redis otherwise reloads it only every minute, or on a MOVED reply,
+// which a dead master never sends. Reloads are asynchronous, and go-redis
+// makes one at a time.
+func (s *Streams) reload(ctx context.Context) {
+	if c, ok := s.client.(interface{ ReloadState(context.Context) }); ok {
+		c.ReloadState(ctx)
 	}
 }
 

@@ -92,13 +92,28 @@
 // deadline, if sooner) with an error when Redis does not answer. An Append
 // that fails may still take effect: a command sent before Redis stopped
 // answering can run when it resumes. So a Streams never lets go-redis send
-// a command again (the client's MaxRetries): an Append run twice would be
-// two events. go-redis retries a pipeline whole, and reads share pipelines
-// with Appends, so reads are not retried by go-redis either: a ReadAfter
-// that fails returns its error (the Broker asks again), and Follow reads
-// the head again itself. While the Pub/Sub connection is down,
-// Follow retries; once Redis answers again it tells each follower where the
-// log's head is, and the Broker catches up from the log.
+// a command again after a timeout or a broken connection (the client's
+// MaxRetries): an Append run twice would be two events. go-redis retries a
+// pipeline whole, and reads share pipelines with Appends, so reads are not
+// retried by go-redis either: a ReadAfter that fails returns its error (the
+// Broker asks again), and Follow reads the head again itself.
+//
+// What Redis provably did not run, a Streams sends again itself, every
+// 100 ms until the call's deadline: a call that found no connection (a
+// Redis restarting, a dead master before its replica takes over), and one
+// that Redis refused before running it (CLUSTERDOWN, TRYAGAIN, MOVED or
+// ASK past go-redis's redirects, READONLY from a master demoted to
+// replica, LOADING, MASTERDOWN, BUSY). After any failed round trip on a
+// Cluster it has go-redis reload its map of the slots (ReloadState), which
+// go-redis otherwise does every minute, or on a MOVED reply that a dead
+// master never sends: so Appends to a failed master's topics resume within
+// moments of its replica's promotion, not a minute later.
+//
+// While the Pub/Sub connection is down, Follow retries; once Redis answers
+// again it tells each follower where the log's head is, and the Broker
+// catches up from the log.
+//
+// Use Redis 7.0 or later (the scripts use XSETID's MAXDELETEDID).
 package redisstream
 
 import (

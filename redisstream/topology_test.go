@@ -27,6 +27,23 @@ func failoverClient(t *testing.T, d *redistest.Sentinel) *redis.Client {
 	return c
 }
 
+// clusterClient returns a go-redis client of c, logged in as
+// redistest.User; closed when the test ends.
+func clusterClient(t *testing.T, c *redistest.Cluster) *redis.ClusterClient {
+	t.Helper()
+	cc := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs:                 c.Addrs(),
+		Username:              redistest.User,
+		Password:              redistest.Password,
+		ContextTimeoutEnabled: true,
+		DialTimeout:           time.Second,
+		ReadTimeout:           2 * time.Second,
+		MaxRetries:            -1,
+	})
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
 // streamsOn returns a Streams on client, closed when the test ends (before
 // the client).
 func streamsOn(t *testing.T, client redis.UniversalClient, o *Options) *Streams {
@@ -37,6 +54,25 @@ func streamsOn(t *testing.T, client redis.UniversalClient, o *Options) *Streams 
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// appendUntil appends wire(n) to tp until an Append succeeds, and returns
+// its time; it fails the test after timeout.
+func appendUntil(t *testing.T, tp *Topic, n int, timeout time.Duration) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		_, err := tp.Append(ctx, wire(n))
+		cancel()
+		if err == nil {
+			return time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Append still fails after %v: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // After a Sentinel failover that leaves the old master running (an
@@ -81,4 +117,32 @@ func TestSentinelFeedFollowsMaster(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("live events reach the follower %v after the first Append on the new master", time.Since(at).Round(time.Millisecond))
+}
+
+// When a Cluster master dies, its replica takes over within a few seconds;
+// go-redis keeps sending a pipeline to the dead master until it reloads its
+// map of the slots (every 60 s, or on a MOVED, which a dead master never
+// sends). Appends to the topics of its slots resume within about 2 s of
+// the promotion: the Streams has go-redis reload the map when a round trip
+// fails, and sends again what Redis did not run.
+func TestClusterAppendsResumeAfterPromotion(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 1)
+	tp := topic(t, streamsOn(t, clusterClient(t, c), &Options{Timeout: 500 * time.Millisecond}), "room")
+	appendN(t, tp, 1, 3)
+	master := c.MasterOf(c.Slot(tp.keys[0]))
+	replica := c.ReplicaOf(master)
+	master.Kill()
+	killed := time.Now()
+	promoted := make(chan time.Time, 1)
+	go func() { promoted <- redistest.WaitMaster(replica, 30*time.Second) }()
+	resumed := appendUntil(t, tp, 4, 40*time.Second)
+	at := <-promoted
+	if at.IsZero() {
+		t.Fatal("the replica is not a master 30 s after its master was killed")
+	}
+	t.Logf("master killed; replica promoted %v later; Appends resumed %v after the promotion",
+		at.Sub(killed).Round(time.Millisecond), resumed.Sub(at).Round(time.Millisecond))
+	if d := resumed.Sub(at); d > 3*time.Second {
+		t.Errorf("Appends resumed %v after the promotion, want at most about 2 s", d)
+	}
 }
