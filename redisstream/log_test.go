@@ -491,8 +491,9 @@ func TestNewEpochWhenKeysLost(t *testing.T) {
 // A Redis restarted from an older snapshot keeps the topic's epoch, and
 // would give the lost offsets again, to other events. But a restarted Redis
 // has a new replication id: the topic was numbered by another history, and
-// the first call after the restart starts a new epoch, whichever Streams
-// makes it, even one that never saw the lost offsets.
+// the first Append after the restart starts a new epoch, whichever Streams
+// makes it, even one that never saw the lost offsets. Until then, reads see
+// what the snapshot holds: events the old history numbered.
 func TestNewEpochWhenRedisRestarts(t *testing.T) {
 	srv := redistest.Start(t)
 	a := topic(t, newStreams(t, srv, nil), "a")
@@ -501,14 +502,17 @@ func TestNewEpochWhenRedisRestarts(t *testing.T) {
 	appendN(t, a, 4, 5)
 	srv.Restart() // back to offset 3, in the same epoch
 	blind := topic(t, newStreams(t, srv, nil), "a")
-	h, err := blind.Head(t.Context())
-	if err != nil || h.Epoch == old || h.Offset != 0 {
-		t.Errorf("Head after the restart, by a Streams that never saw a-4: %v, %v; want a new epoch, offset 0", h, err)
+	if h, err := blind.Head(t.Context()); err != nil || h != (sse.Position{Epoch: old, Offset: 3}) {
+		t.Errorf("Head after the restart: %v, %v; want %s-3, what the snapshot holds", h, err, old)
 	}
-	if p := appendN(t, a, 6, 6)[0]; p != (sse.Position{Epoch: h.Epoch, Offset: 1}) {
-		t.Errorf("Append after the restart: %v; want %s-1", p, h.Epoch)
+	p := appendN(t, blind, 6, 6)[0]
+	if p.Epoch == old || p.Offset != 1 {
+		t.Errorf("Append after the restart, by a Streams that never saw a-4: %v; want a new epoch, offset 1", p)
 	}
-	if got := numbersIn(t, a, h.Epoch); fmt.Sprint(got) != "[6]" {
+	if h, err := a.Head(t.Context()); err != nil || h != p {
+		t.Errorf("Head after that Append: %v, %v; want %v", h, err, p)
+	}
+	if got := numbersIn(t, a, p.Epoch); fmt.Sprint(got) != "[6]" {
 		t.Errorf("the new epoch holds %v, want [6]: the old history's events are deleted", got)
 	}
 }
@@ -563,8 +567,9 @@ func TestNewEpochWhenRedisGoesBack(t *testing.T) {
 // had sent it, and perhaps not the newest events: replication is
 // asynchronous, and the old master may even go on taking Appends (paused
 // past the failover, then resumed; or a Sentinel failover, which does not
-// stop it). So the new master numbers the topic in a new epoch, at its first
-// call, whichever Streams makes it: the same offsets never name two events.
+// stop it). So the new master's first Append, whichever Streams makes it,
+// starts a new epoch: the same offsets never name two events. Until then,
+// reads on it see the events the old master numbered, and sent it.
 func TestNewEpochAfterPromotion(t *testing.T) {
 	master := redistest.Start(t, "--repl-diskless-sync-delay", "0")
 	replica := redistest.Start(t, "--replicaof", "127.0.0.1", fmt.Sprint(master.Port()))
@@ -577,22 +582,25 @@ func TestNewEpochAfterPromotion(t *testing.T) {
 	onReplica := topic(t, newStreams(t, replica, nil), "room")
 	r, _ := follow(t, onReplica)
 	r.wait("the head", 10*time.Second, (*reader).started)
-	r.mu.Lock()
-	epoch := r.epoch
-	r.mu.Unlock()
-	if epoch == old || r.start != 0 {
-		t.Errorf("Follow on the promoted replica starts at %s-%d; want a new epoch, offset 0", epoch, r.start)
+	if got := numbersIn(t, onReplica, old); fmt.Sprint(got) != "[1 2 3]" {
+		t.Errorf("the promoted replica holds %v in the old epoch, want [1 2 3]", got)
 	}
-	wires, head, err := onReplica.ReadAfter(t.Context(), sse.Position{Epoch: old, Offset: 1}, 1<<20)
-	if err != nil || len(wires) != 0 || head != (sse.Position{Epoch: epoch}) {
-		t.Errorf("ReadAfter(%s-1) on the promoted replica: %d events, head %v, %v; want none, head %s-0", old, len(wires), head, err, epoch)
-	}
-	// Both now take Appends: the old master goes on in its epoch, the new one
-	// in its own.
+	// Both now take Appends: the old master goes on in its epoch, the new
+	// one in its own.
 	pm := appendN(t, onMaster, 4, 4)[0]
-	pr := appendN(t, onReplica, 104, 104)[0]
-	if pm != (sse.Position{Epoch: old, Offset: 4}) || pr != (sse.Position{Epoch: epoch, Offset: 1}) {
-		t.Errorf("Appends to the old master and to the promoted replica: %v and %v; want %s-4 and %s-1", pm, pr, old, epoch)
+	pr := appendN(t, topic(t, newStreams(t, replica, nil), "room"), 104, 104)[0]
+	if pm != (sse.Position{Epoch: old, Offset: 4}) || pr.Epoch == old || pr.Offset != 1 {
+		t.Errorf("Appends to the old master and to the promoted replica: %v and %v; want %s-4, and a new epoch at 1", pm, pr, old)
+	}
+	r.wait("the new epoch", 10*time.Second, func(r *reader) bool { return r.epoch == pr.Epoch && r.last == 1 })
+	r.mu.Lock()
+	if len(r.resets) != 1 {
+		t.Errorf("the follower on the promoted replica had the resets %v, want one, to %s", r.resets, pr.Epoch)
+	}
+	r.mu.Unlock()
+	wires, head, err := onReplica.ReadAfter(t.Context(), sse.Position{Epoch: old, Offset: 1}, 1<<20)
+	if err != nil || len(wires) != 0 || head != pr {
+		t.Errorf("ReadAfter(%s-1) on the promoted replica: %d events, head %v, %v; want none, head %v", old, len(wires), head, err, pr)
 	}
 }
 

@@ -58,19 +58,21 @@
 //
 //   - when its keys are gone (a Redis restarted without persistence,
 //     FLUSHALL, eviction, IdleTTL);
-//   - when the Redis that runs a call on the topic is not the one that
-//     numbered its events. The topic's meta hash records the replication id
+//   - when the Redis that runs an Append is not the one that numbered the
+//     topic's events. The topic's meta hash records the replication id
 //     (master_replid) of the master that last numbered it, and Redis draws a
 //     new one at every start and at every promotion of a replica. So after a
 //     restart, whatever the persistence, and after a failover of any kind
 //     (Sentinel or Cluster, a crash, a pause, or an operator's), the first
-//     call on each topic starts a new epoch. A promoted replica holds only
+//     Append to each topic starts a new epoch. A promoted replica holds only
 //     what the old master had sent it (replication is asynchronous), and an
 //     old master paused past the failover and resumed may number more
 //     events, in the old epoch, before it learns that it was demoted: in a
-//     new epoch, no offset names two events. A reshard that moves a topic's
-//     slot to another master of a Cluster starts a new epoch too: to the
-//     script, a move looks like a failover;
+//     new epoch, no offset names two events. Until that Append, reads (and
+//     Follow) see the events the old master numbered and sent, which are
+//     its own. A reshard that moves a topic's slot to another master of a
+//     Cluster starts a new epoch too: to the script, a move looks like a
+//     failover;
 //   - when Redis has gone back in time within one history, keeping the epoch
 //     but not the newest events (a RESTORE of an older DUMP).
 //

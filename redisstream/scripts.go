@@ -21,44 +21,37 @@ func newScript(src string) *script {
 //
 // The invariant: an epoch names one unbroken history, in which offsets only
 // grow and each names one event for good. So the topic starts a new epoch,
-// ARGV[1], with no events, whenever its history may not be the one its
-// offsets were given in:
+// ARGV[1], with no events (forget), whenever its history may not be the one
+// its offsets were given in:
 //
 //   - when its meta hash is gone (a fresh Redis, FLUSHALL, eviction,
 //     IdleTTL);
-//   - when the Redis running the script is not the writer that numbered the
-//     topic: the writer field holds the master_replid (INFO replication) of
-//     the Redis that last did, an id Redis draws anew at each start and at
-//     each promotion of a replica. A replica promoted in a failover holds
-//     only what the old master had sent it, while the old master may have
-//     numbered more events, and may even go on doing so (paused past the
-//     failover, then resumed; or during a Sentinel failover, which does not
-//     stop it); a Redis restarted from an RDB or AOF file may have lost its
-//     newest events. Neither can tell, so the first script it runs on the
-//     topic, a read or an Append, starts a new epoch. A topic whose keys
-//     moved to another master of a Cluster (a reshard) starts one too: the
-//     script cannot tell a move from a failover;
 //   - when its offset is below the caller's mark in the same epoch: Redis
 //     went back in time in the same history (a RESTORE of an older DUMP),
-//     and would give the offsets after it again, to other events.
+//     and would give the offsets after it again, to other events;
+//   - when an Append runs on a Redis that is not the writer that numbered
+//     the topic (see appendScript).
 //
 // What the stream still holds then belongs to a history that may have
 // forked: it is deleted. The prologue leaves the topic's epoch and newest
-// offset in epoch and head, fresh true when it started a new history (whose
-// meta hash the script must write), and the writer in writer, which a meta
-// hash from before the writer field lacks (the script adds it).
+// offset in epoch and head, and fresh true when it started a new history
+// (whose meta hash the script must write).
 //
 // Offsets are written with %d, never as Lua's %.14g, which turns 1e14 into
 // "1e+14".
 const prologue = `
-local writer = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') or ''
 local meta = redis.call('HMGET', KEYS[2], 'epoch', 'offset', 'writer')
 local epoch, head = meta[1], tonumber(meta[2])
-local fresh = not epoch or not head or (meta[3] and meta[3] ~= writer) or
-	(epoch == ARGV[2] and head < tonumber(ARGV[3]))
-if fresh then
-	epoch, head = ARGV[1], 0
+local fresh = false
+local function forget()
+	epoch, head, fresh = ARGV[1], 0, true
 	redis.call('DEL', KEYS[1])
+end
+if not epoch or not head or (epoch == ARGV[2] and head < tonumber(ARGV[3])) then
+	forget()
+end
+local function replid(info)
+	return string.match(info or redis.call('INFO', 'replication'), 'master_replid:(%x+)') or ''
 end
 `
 
@@ -73,6 +66,21 @@ end
 //
 // It returns {epoch, offset of the first event}.
 //
+// The writer field of the meta hash holds the master_replid (INFO
+// replication) of the Redis that last numbered the topic's events, an id
+// Redis draws anew at each start and at each promotion of a replica. When
+// the script runs on another, the topic starts a new epoch: a replica
+// promoted in a failover holds only what the old master had sent it, while
+// the old master may have numbered more events, and may even go on doing so
+// (paused past the failover, then resumed; or during a Sentinel failover,
+// which does not stop it); and a Redis restarted from an RDB or AOF file may
+// have lost its newest events. Neither can tell, and numbering on would give
+// the lost offsets to other events. A topic whose keys moved to another
+// master of a Cluster (a reshard) starts a new epoch too: the script cannot
+// tell a move from a failover. Reads need no such check: until an Append
+// numbers an event on the new writer, what it holds of the epoch is what
+// the old writer had numbered.
+//
 // Only the script adds to the stream, but another client may too (an XADD
 // by hand, with an automatic id, say): its entries come after the head, and
 // the stream would refuse the next offset, which must follow them. When the
@@ -80,6 +88,15 @@ end
 // (none is an event of the topic), sets the stream's last id back to the
 // head's (XSETID, Redis 7.0 or later), and adds the event again.
 var appendScript = newScript(prologue + `
+local info = redis.call('INFO', 'replication')
+local writer = meta[3]
+if not (writer and string.find(info, 'master_replid:' .. writer .. '\r\n', 1, true)) then
+	local current = replid(info)
+	if writer and writer ~= current and not fresh then
+		forget()
+	end
+	writer = current
+end
 local offset = head
 local first = offset + 1
 local header = {epoch, string.format('%d', first)}
@@ -120,13 +137,11 @@ return {epoch, first}
 // or reach the head. It returns no events when the stream no longer holds
 // the event at ARGV[6]+1. A topic it gives a new epoch gets a meta hash
 // that expires after ARGV[4] milliseconds, so that reads alone leave no
-// lasting key. It adds the writer to a meta hash that lacks it.
+// lasting key.
 var readScript = newScript(prologue + `
 if fresh then
-	redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', '0', 'writer', writer)
+	redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', '0', 'writer', replid())
 	redis.call('PEXPIRE', KEYS[2], ARGV[4])
-elseif not meta[3] then
-	redis.call('HSET', KEYS[2], 'writer', writer)
 end
 local out = {epoch, head}
 local want = tonumber(ARGV[6]) + 1
