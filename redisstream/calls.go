@@ -374,8 +374,40 @@ func (s *Streams) readRun(c *call) *scriptCall {
 }
 
 // exec runs every script of runs in one pipeline, as EVALSHA, or as EVAL.
+// With Options.MinReplicas, a WAIT follows the scripts of each master, on
+// its connection: in a Cluster, one pipeline per master.
 func (s *Streams) exec(ctx context.Context, runs []*scriptCall, eval bool) {
-	pipe := s.client.Pipeline()
+	if s.wait == 0 {
+		s.execOn(ctx, s.client, runs, eval)
+		return
+	}
+	cc, ok := s.client.(*redis.ClusterClient)
+	if !ok {
+		s.execOn(ctx, s.client, runs, eval)
+		return
+	}
+	byNode := make(map[*redis.Client][]*scriptCall)
+	for _, r := range runs {
+		node, err := cc.MasterForKey(ctx, r.keys[0])
+		if err != nil {
+			r.cmd = redis.NewCmd(ctx)
+			r.cmd.SetErr(err)
+			continue
+		}
+		byNode[node] = append(byNode[node], r)
+	}
+	var wg sync.WaitGroup
+	for node, runs := range byNode {
+		wg.Go(func() { s.execOn(ctx, node, runs, eval) })
+	}
+	wg.Wait()
+}
+
+// execOn runs runs in one pipeline of client, followed by a WAIT if the
+// Streams has MinReplicas and runs hold Appends.
+func (s *Streams) execOn(ctx context.Context, client redis.Cmdable, runs []*scriptCall, eval bool) {
+	pipe := client.Pipeline()
+	appends := false
 	for _, r := range runs {
 		args := make([]any, 0, 3+len(r.keys)+len(r.args))
 		if eval {
@@ -390,9 +422,41 @@ func (s *Streams) exec(ctx context.Context, runs []*scriptCall, eval bool) {
 		args = append(args, r.args...)
 		r.cmd = redis.NewCmd(ctx, args...)
 		_ = pipe.Process(ctx, noRetry{r.cmd})
+		appends = appends || r.calls[0].kind == appendCall
+	}
+	var wait *redis.IntCmd
+	if s.wait > 0 && appends {
+		ms := int64(1)
+		if d, ok := ctx.Deadline(); ok {
+			ms = max(ms, time.Until(d).Milliseconds()*3/4)
+		}
+		wait = redis.NewIntCmd(ctx, "wait", s.wait, ms)
+		_ = pipe.Process(ctx, noRetryInt{wait})
 	}
 	_, _ = pipe.Exec(ctx) // each command holds its own error
+	if wait == nil {
+		return
+	}
+	n, err := wait.Result()
+	if err == nil && n >= int64(s.wait) {
+		return
+	}
+	if err == nil {
+		err = fmt.Errorf("%w: %d of %d replicas acknowledged", ErrNotReplicated, n, s.wait)
+	} else {
+		err = fmt.Errorf("%w: WAIT: %v", ErrNotReplicated, err)
+	}
+	for _, r := range runs {
+		if r.calls[0].kind == appendCall && r.cmd.Err() == nil {
+			r.cmd.SetErr(err)
+		}
+	}
 }
+
+// noRetryInt is noRetry for WAIT.
+type noRetryInt struct{ *redis.IntCmd }
+
+func (noRetryInt) NoRetry() bool { return true }
 
 // answer sets the answer of each call of r from its script's reply, and
 // wakes their callers.

@@ -895,3 +895,48 @@ func TestForgedMessageIgnored(t *testing.T) {
 		t.Errorf("the follower got %v, resets %v; want [1 2 3 4 5] and none", r.got, r.resets)
 	}
 }
+
+// With MinReplicas, an Append succeeds once the replica has the event, and
+// fails with ErrNotReplicated when it does not answer; the event is in the
+// master's log all the same.
+func TestMinReplicas(t *testing.T) {
+	master := redistest.Start(t, "--repl-diskless-sync-delay", "0")
+	replica := redistest.Start(t, "--replicaof", "127.0.0.1", fmt.Sprint(master.Port()))
+	// A replica acknowledges writes once its master has had its first ACK
+	// after the sync, up to a second later.
+	adm := admin(t, master)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		adm.Set(t.Context(), "other", "x", 0)
+		if n, _ := adm.Wait(t.Context(), 1, 100*time.Millisecond).Result(); n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the replica acknowledges nothing after 20 s")
+		}
+	}
+	const timeout = 500 * time.Millisecond
+	tp := topic(t, newStreams(t, master, &Options{MinReplicas: 1, Timeout: timeout}), "room")
+	onReplica := admin(t, replica)
+	for i := 1; i <= 3; i++ {
+		p := appendN(t, tp, i, i)[0]
+		if n, err := onReplica.XLen(t.Context(), tp.keys[0]).Result(); err != nil || n != int64(i) {
+			t.Errorf("after Append %v returned, the replica holds %d events, %v; want %d", p, n, err, i)
+		}
+	}
+	replica.Pause()
+	defer replica.Resume()
+	start := time.Now()
+	_, err := tp.Append(t.Context(), wire(4))
+	within(t, "Append with the replica paused", time.Since(start), timeout)
+	if !errors.Is(err, ErrNotReplicated) {
+		t.Errorf("Append with the replica paused: %v, want ErrNotReplicated", err)
+	}
+	if h, err := tp.Head(t.Context()); err != nil || h.Offset != 4 {
+		t.Errorf("Head %v, %v; want offset 4: the event is in the master's log", h, err)
+	}
+	wantTwo := topic(t, newStreams(t, master, &Options{MinReplicas: 2, Timeout: timeout}), "room")
+	replica.Resume()
+	if _, err := wantTwo.Append(t.Context(), wire(5)); !errors.Is(err, ErrNotReplicated) {
+		t.Errorf("Append with MinReplicas 2 and one replica: %v, want ErrNotReplicated", err)
+	}
+}

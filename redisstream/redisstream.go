@@ -162,6 +162,11 @@ var (
 	// ErrEventTooLarge is returned by Append for an event over
 	// Options.MaxEventBytes; nothing is sent to Redis.
 	ErrEventTooLarge = errors.New("redisstream: event too large")
+	// ErrNotReplicated is returned by Append, with Options.MinReplicas set,
+	// when fewer replicas than that acknowledged the event before the
+	// call's deadline. The event is in the master's log, and its
+	// followers may have had it; but a failover now could lose it.
+	ErrNotReplicated = errors.New("redisstream: event not acknowledged by enough replicas")
 )
 
 // Options configure a Streams. A nil *Options, and any zero field, means the
@@ -204,6 +209,18 @@ type Options struct {
 	// over 1 MiB travels to Redis in a round trip of its own, so that should
 	// Redis refuse it, it fails no other call.
 	MaxEventBytes int
+	// MinReplicas, if above 0, makes Append wait until that many replicas
+	// of the topic's master have the event: after the scripts of a round
+	// trip, the Streams sends WAIT MinReplicas <ms> on the same connection
+	// (per master, in a Cluster), with most of the time left before the
+	// round trip's deadline. An Append whose event fewer replicas
+	// acknowledged returns ErrNotReplicated. So an Append that succeeded
+	// survives a failover to any of those replicas; one that failed may
+	// have been published, and lost. The reads that share the round trip
+	// wait for the WAIT too. In a Cluster, an Append to a slot that is
+	// being migrated waits (ASK is sent again, until the deadline) until
+	// its keys have moved. It costs Appends per second: see RESULTS.md.
+	MinReplicas int
 }
 
 // A Streams connects the Brokers of one process to the topics kept in one
@@ -222,6 +239,7 @@ type Streams struct {
 	ttlMS   int64
 	timeout time.Duration
 	maxWire int  // Options.MaxEventBytes
+	wait    int  // Options.MinReplicas
 	cluster bool // client is a *redis.ClusterClient
 
 	ctx    context.Context // ends at Close
@@ -244,8 +262,8 @@ type Streams struct {
 // ContextTimeoutEnabled: true.
 //
 // New returns ErrInvalidOptions for a nil client, a Prefix with '{' or
-// '}', a negative MaxLen, Timeout, IdleTTL or MaxEventBytes, or an IdleTTL
-// under a millisecond.
+// '}', a negative MaxLen, Timeout, IdleTTL, MaxEventBytes or MinReplicas,
+// or an IdleTTL under a millisecond.
 func New(client redis.UniversalClient, opts *Options) (*Streams, error) {
 	if v := reflect.ValueOf(client); client == nil || v.Kind() == reflect.Pointer && v.IsNil() {
 		return nil, fmt.Errorf("%w: nil client", ErrInvalidOptions)
@@ -265,6 +283,8 @@ func New(client redis.UniversalClient, opts *Options) (*Streams, error) {
 		return nil, fmt.Errorf("%w: IdleTTL %v is negative or under 1 ms", ErrInvalidOptions, o.IdleTTL)
 	case o.MaxEventBytes < 0:
 		return nil, fmt.Errorf("%w: MaxEventBytes %d is negative", ErrInvalidOptions, o.MaxEventBytes)
+	case o.MinReplicas < 0:
+		return nil, fmt.Errorf("%w: MinReplicas %d is negative", ErrInvalidOptions, o.MinReplicas)
 	}
 	if o.Prefix == "" {
 		o.Prefix = DefaultPrefix
@@ -285,6 +305,7 @@ func New(client redis.UniversalClient, opts *Options) (*Streams, error) {
 		ttlMS:   o.IdleTTL.Milliseconds(),
 		timeout: o.Timeout,
 		maxWire: o.MaxEventBytes,
+		wait:    o.MinReplicas,
 	}
 	_, s.cluster = client.(*redis.ClusterClient)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -369,8 +390,9 @@ func (t *Topic) Name() string { return t.name }
 // at offset 1.
 //
 // It returns ErrEventTooLarge for an event over Options.MaxEventBytes,
-// sending nothing; ErrTimeout when Redis has not answered within
-// Options.Timeout, the context's error when ctx ends first, ErrClosed after
+// sending nothing; ErrNotReplicated, with Options.MinReplicas, for an event
+// that too few replicas acknowledged; ErrTimeout when Redis has not
+// answered within Options.Timeout, the context's error when ctx ends first, ErrClosed after
 // Close, and Redis's error otherwise. After an error other than
 // ErrEventTooLarge the event may or may not be in the log: a command Redis
 // received but had not answered (a paused server, a lost connection) can
