@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,7 @@ const (
 	readCall
 	headCall
 	probeCall
+	tailCall
 )
 
 // A call is one request to Redis and its answer.
@@ -55,14 +57,15 @@ type call struct {
 	topic *Topic
 	kind  callKind
 	wire  []byte       // appendCall: the event
-	after sse.Position // readCall
+	after sse.Position // readCall, tailCall
 	max   int          // readCall
 	probe string       // probeCall: the channel
 	token string       // probeCall: what to publish
 
 	head  sse.Position // the answer: the event's Position, or the head
-	wires [][]byte     // readCall: the events
+	wires [][]byte     // readCall, tailCall: the events
 	count int64        // probeCall: the receivers
+	odd   bool         // tailCall: the topic is not as after expects; read it with the script
 	err   error
 
 	done      chan struct{} // closed once the answer is set
@@ -213,14 +216,27 @@ func (s *Streams) call() {
 	}
 }
 
-// A scriptCall is one script run: the Appends of one topic, or one read.
+// A scriptCall is one script run: the Appends of one topic, or one read;
+// or, with script nil, a tail read (tailCall), which runs no script.
 type scriptCall struct {
 	calls  []*call
 	script *script
 	keys   []string
 	args   []any
 	cmd    *redis.Cmd
+	meta   *redis.Cmd // a tail read's HMGET
 }
+
+// err returns the error of r's commands.
+func (r *scriptCall) err() error {
+	if err := r.cmd.Err(); err != nil || r.meta == nil {
+		return err
+	}
+	return r.meta.Err()
+}
+
+// tailCount bounds the events of one tail read.
+const tailCount = 100
 
 // noRetry marks a command that go-redis must not send again after a
 // timeout or a broken connection: Redis may have run it already, and an
@@ -253,6 +269,9 @@ func (s *Streams) roundTrip(batch []*call) {
 			continue
 		case probeCall:
 			runs = append(runs, &scriptCall{calls: []*call{c}, script: probeScript, keys: []string{c.probe}, args: []any{c.token}})
+			continue
+		case tailCall:
+			runs = append(runs, &scriptCall{calls: []*call{c}, keys: c.topic.keys})
 			continue
 		}
 		r := byTopic[c.topic.channel]
@@ -288,7 +307,7 @@ func (s *Streams) roundTrip(batch []*call) {
 	}
 	var retry []*call
 	for _, r := range runs {
-		err := r.cmd.Err()
+		err := r.err()
 		if err != nil && s.ctx.Err() == nil && !errors.Is(err, context.Canceled) {
 			s.reload(ctx)
 		}
@@ -409,6 +428,17 @@ func (s *Streams) execOn(ctx context.Context, client redis.Cmdable, runs []*scri
 	pipe := client.Pipeline()
 	appends := false
 	for _, r := range runs {
+		if r.script == nil {
+			// The events after, then the head: any epoch that the HMGET
+			// finds was already the topic's at the XRANGE, since a topic
+			// never goes back to an epoch.
+			after := r.calls[0].after
+			r.cmd = redis.NewCmd(ctx, "xrange", r.keys[0], strconv.FormatUint(after.Offset+1, 10), "+", "count", tailCount)
+			r.meta = redis.NewCmd(ctx, "hmget", r.keys[1], "epoch", "offset")
+			_ = pipe.Process(ctx, noRetry{r.cmd})
+			_ = pipe.Process(ctx, noRetry{r.meta})
+			continue
+		}
 		args := make([]any, 0, 3+len(r.keys)+len(r.args))
 		if eval {
 			args = append(args, "eval", r.script.src)
@@ -461,8 +491,18 @@ func (noRetryInt) NoRetry() bool { return true }
 // answer sets the answer of each call of r from its script's reply, and
 // wakes their callers.
 func (s *Streams) answer(r *scriptCall) {
-	if c := r.calls[0]; c.kind == probeCall {
+	switch c := r.calls[0]; c.kind {
+	case probeCall:
 		c.count, c.err = r.cmd.Int64()
+		close(c.done)
+		return
+	case tailCall:
+		c.err = r.err()
+		if c.err == nil {
+			s.answerTail(c, r)
+		} else if s.ctx.Err() != nil {
+			c.err = ErrClosed
+		}
 		close(c.done)
 		return
 	}
@@ -504,6 +544,42 @@ func (s *Streams) answer(r *scriptCall) {
 		}
 		close(c.done)
 	}
+}
+
+// answerTail sets the answer of a tail read from its replies: the events
+// that follow c.after without a gap, and the head. A topic that is not as
+// c.after expects (no meta hash, another epoch, a head behind it or behind
+// the Streams' mark) is odd: the script read, which gives it a new epoch if
+// need be, must read it.
+func (s *Streams) answerTail(c *call, r *scriptCall) {
+	meta, _ := r.meta.Slice()
+	entries, _ := r.cmd.Slice()
+	epoch, _ := meta[0].(string)
+	offset, _ := meta[1].(string)
+	head, err := strconv.ParseUint(offset, 10, 64)
+	mark := s.marks.get(c.topic.channel)
+	if epoch != c.after.Epoch || err != nil || head < c.after.Offset || mark.Epoch == epoch && head < mark.Offset {
+		c.odd = true
+		return
+	}
+	c.head = sse.Position{Epoch: epoch, Offset: head}
+	want := c.after.Offset + 1
+	for _, e := range entries {
+		e, _ := e.([]any)
+		if len(e) != 2 || want > head {
+			break
+		}
+		id, _ := e[0].(string)
+		fields, _ := e[1].([]any)
+		n, _, _ := strings.Cut(id, "-")
+		if n != strconv.FormatUint(want, 10) || len(fields) != 2 || fields[0] != "w" {
+			break
+		}
+		w, _ := fields[1].(string)
+		c.wires = append(c.wires, []byte(w))
+		want++
+	}
+	s.marks.see(c.topic.channel, c.head)
 }
 
 // parseHead reads the {epoch, offset} that begins a script's reply.

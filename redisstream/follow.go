@@ -90,6 +90,7 @@ type feed struct {
 	pos    sse.Position // the started followers have every event up to pos
 	hasPos bool         // some follower has started since the feed last broke
 	dirty  bool         // the log may hold events after pos
+	odd    bool         // the last tail read found the topic not as pos expects
 }
 
 // maxSubscribeWait bounds how long a feed waits for a confirmation before
@@ -645,7 +646,10 @@ func (fs *feeds) nextCheck() time.Duration {
 
 // startWaiting reads, in one round trip, each confirmed feed that has
 // followers waiting for their head, or that is dirty: the events after its
-// pos, and the head. It hands the events to the started followers, and the
+// pos, and the head. A dirty feed is read with XRANGE and HMGET, which cost
+// Redis a fraction of a script; one whose topic is not as its pos expects
+// (no epoch, another one, or a head behind pos), with the read script,
+// which gives the topic a new epoch if need be. It hands the events to the started followers, and the
 // head to those waiting for it; and deliver(head, nil) to the started ones
 // too when the topic has a new epoch, or the log no longer holds the events
 // after pos. A feed whose read fails is tried again a little later.
@@ -671,9 +675,12 @@ func (fs *feeds) startWaiting() {
 	}
 	reads := make([]*call, len(waiting))
 	for i, fd := range waiting {
-		if fd.hasPos {
+		switch {
+		case fd.hasPos && !fd.odd:
+			reads[i] = &call{topic: fd.topic, kind: tailCall, after: fd.pos}
+		case fd.hasPos:
 			reads[i] = &call{topic: fd.topic, kind: readCall, after: fd.pos, max: maxCallBytes}
-		} else {
+		default:
 			reads[i] = &call{topic: fd.topic, kind: headCall}
 		}
 	}
@@ -699,6 +706,10 @@ func (fs *feeds) startWaiting() {
 
 // take hands the answer of a read of the feed (c) to its started followers.
 func (fd *feed) take(c *call) {
+	if fd.odd = c.odd; c.odd {
+		fd.dirty = true // read again, with the script
+		return
+	}
 	head := c.head
 	if !fd.hasPos {
 		fd.pos, fd.hasPos, fd.dirty = head, true, false
@@ -733,7 +744,7 @@ func (fd *feed) take(c *call) {
 // unstart makes every follower of fd wait for a head again: the feed broke,
 // and may have missed hints.
 func (fd *feed) unstart() {
-	fd.hasPos, fd.dirty = false, false
+	fd.hasPos, fd.dirty, fd.odd = false, false, false
 	for _, f := range fd.followers {
 		f.started = false
 	}

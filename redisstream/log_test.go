@@ -813,3 +813,31 @@ func TestEventTooLargeRefused(t *testing.T) {
 		t.Errorf("Head %v, %v; want %s-2: the event refused is not in the log", h, err, epoch)
 	}
 }
+
+// A followed topic whose keys are deleted (eviction, IdleTTL, by hand) while
+// its feed stays up gets a new epoch at the next Append; the follower reads
+// it, and starts over there.
+func TestFollowTopicDeleted(t *testing.T) {
+	srv := redistest.Start(t)
+	tp := topic(t, newStreams(t, srv, nil), "room")
+	r, _ := follow(t, tp)
+	r.wait("the head", 10*time.Second, (*reader).started)
+	pub := topic(t, newStreams(t, srv, nil), "room")
+	old := appendN(t, pub, 1, 3)[0].Epoch
+	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	if err := admin(t, srv).Del(t.Context(), tp.keys...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p := appendN(t, pub, 4, 5)[0]
+	if p.Epoch == old || p.Offset != 1 {
+		t.Fatalf("Append after the keys were deleted: %v, want a new epoch at 1", p)
+	}
+	r.wait("the new epoch's events", 10*time.Second, func(r *reader) bool { return r.epoch == p.Epoch && r.last == 2 })
+	appendN(t, pub, 6, 6)
+	r.wait("event 6", 10*time.Second, func(r *reader) bool { return r.last == 3 })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.resets) != 1 || len(r.errs) > 0 {
+		t.Errorf("resets %v, errors %v; want one reset, no error", r.resets, r.errs)
+	}
+}
