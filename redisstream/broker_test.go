@@ -106,6 +106,7 @@ type client struct {
 
 	mu     sync.Mutex
 	events []ssetest.Event
+	at     []time.Time  // when each event came
 	ends   []error      // why each session ended
 	bytes  atomic.Int64 // bytes read, heartbeats included
 	change chan struct{}
@@ -161,6 +162,7 @@ func (c *client) session(ctx context.Context, in *instance, keep func(n int, ev 
 		}
 		c.mu.Lock()
 		c.events = append(c.events, ev)
+		c.at = append(c.at, time.Now())
 		close(c.change)
 		c.change = make(chan struct{})
 		c.mu.Unlock()

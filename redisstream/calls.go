@@ -346,7 +346,8 @@ func (r *scriptCall) timeLeft(d time.Duration) bool {
 // notRun reports an error that shows Redis did not run the command: it was
 // never sent (no connection could be made), or Redis refused it before
 // running it (a node that no longer serves the slot, or is no longer a
-// master, or is loading; a Cluster down or migrating the slot; a script
+// master, or is loading, or has too few replicas for its
+// min-replicas-to-write; a Cluster down or migrating the slot; a script
 // running). Sending such a call again cannot make an Append happen twice. A
 // script that fails at its first write on a node that has become a replica
 // (READONLY) has written nothing either.
@@ -360,7 +361,7 @@ func notRun(err error) bool {
 		return false
 	}
 	msg := rerr.Error()
-	for _, prefix := range []string{"MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "LOADING", "MASTERDOWN", "BUSY "} {
+	for _, prefix := range []string{"MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS", "BUSY "} {
 		if strings.HasPrefix(msg, prefix) {
 			return true
 		}

@@ -151,6 +151,39 @@ func (c *Cluster) MasterOf(slot int) *Server {
 	return nil
 }
 
+// ID returns the node's cluster id (CLUSTER MYID).
+func (c *Cluster) ID(n *Server) string {
+	c.t.Helper()
+	return n.Must("CLUSTER", "MYID").(string)
+}
+
+// MoveSlot moves slot from its master from to the master to, as a reshard
+// does (CLUSTER SETSLOT IMPORTING and MIGRATING, MIGRATE, SETSLOT NODE),
+// one key at a time, waiting pause after each: while a slot's keys are
+// split between two nodes, a command on several of them gets TRYAGAIN.
+func (c *Cluster) MoveSlot(slot int, from, to *Server, pause time.Duration) {
+	c.t.Helper()
+	sl := strconv.Itoa(slot)
+	fromID, toID := c.ID(from), c.ID(to)
+	to.Must("CLUSTER", "SETSLOT", sl, "IMPORTING", fromID)
+	from.Must("CLUSTER", "SETSLOT", sl, "MIGRATING", toID)
+	for {
+		keys := from.Must("CLUSTER", "GETKEYSINSLOT", sl, "10").([]any)
+		if len(keys) == 0 {
+			break
+		}
+		for _, k := range keys {
+			from.Must("MIGRATE", "127.0.0.1", strconv.Itoa(to.port), k.(string), "0", "5000")
+			time.Sleep(pause)
+		}
+	}
+	for _, n := range c.Nodes {
+		if n.Running() && n.Info("replication", "role") == "master" {
+			n.Must("CLUSTER", "SETSLOT", sl, "NODE", toID)
+		}
+	}
+}
+
 // ReplicaOf returns a running replica of master.
 func (c *Cluster) ReplicaOf(master *Server) *Server {
 	c.t.Helper()
@@ -178,8 +211,9 @@ func WaitMaster(node *Server, timeout time.Duration) time.Time {
 }
 
 // A Sentinel is a master and one replica, watched by three Sentinels, on
-// 127.0.0.1, with down-after-milliseconds SentinelDownAfter and a quorum of
-// two.
+// 127.0.0.1, with down-after-milliseconds SentinelDownAfter, a quorum of
+// two, and failover-timeout 3 s (so that failovers may follow each other
+// 6 s apart).
 type Sentinel struct {
 	t         testing.TB
 	Name      string    // the master's name: "mymaster"
@@ -200,7 +234,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 		sen := newServer(t, nil, func(sen *Server) {
 			sen.conf = filepath.Join(sen.dir, "sentinel.conf")
 			conf := fmt.Sprintf("port %d\nsentinel monitor %s 127.0.0.1 %d 2\n"+
-				"sentinel down-after-milliseconds %[2]s %[4]d\nsentinel failover-timeout %[2]s 10000\n",
+				"sentinel down-after-milliseconds %[2]s %[4]d\nsentinel failover-timeout %[2]s 3000\n",
 				sen.port, s.Name, s.Master.port, SentinelDownAfter.Milliseconds())
 			if err := os.WriteFile(sen.conf, []byte(conf), 0o600); err != nil {
 				t.Fatal(err)
@@ -264,4 +298,41 @@ func (s *Sentinel) MasterAddr() string {
 func (s *Sentinel) Failover() {
 	s.t.Helper()
 	s.Sentinels[0].Must("SENTINEL", "FAILOVER", s.Name)
+}
+
+// Current returns the server that the Sentinels name as the master.
+func (s *Sentinel) Current() *Server {
+	s.t.Helper()
+	addr := s.MasterAddr()
+	for _, n := range []*Server{s.Master, s.Replica} {
+		if n.Addr() == addr {
+			return n
+		}
+	}
+	s.t.Fatalf("the Sentinels name %q, neither of the servers", addr)
+	return nil
+}
+
+// Other returns the server of the two that n is not.
+func (s *Sentinel) Other(n *Server) *Server {
+	if n == s.Master {
+		return s.Replica
+	}
+	return s.Master
+}
+
+// Follow makes node a replica of master (REPLICAOF), as the Sentinels do,
+// in time, with an old master that comes back; and waits until it is in
+// sync.
+func Follow(t testing.TB, node, master *Server) {
+	t.Helper()
+	node.Must("REPLICAOF", "127.0.0.1", strconv.Itoa(master.port))
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if node.Info("replication", "master_link_status") == "up" && node.Info("replication", "master_sync_in_progress") == "0" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is not in sync with %s after 20 s", node.Addr(), master.Addr())
+		}
+	}
 }
