@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -847,5 +848,30 @@ func TestFollowTopicDeleted(t *testing.T) {
 	defer r.mu.Unlock()
 	if len(r.resets) != 1 || len(r.errs) > 0 {
 		t.Errorf("resets %v, errors %v; want one reset, no error", r.resets, r.errs)
+	}
+}
+
+// The package doc shows the ACL that every test's Streams logs in with.
+func TestACLDocumented(t *testing.T) {
+	src, err := os.ReadFile("redisstream.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc []string
+	in := false
+	for _, line := range strings.Split(string(src), "\n") {
+		switch {
+		case strings.HasPrefix(line, "//\tACL SETUSER "):
+			in = true
+		case in && !strings.HasPrefix(line, "//\t  "):
+			in = false
+		}
+		if in {
+			doc = append(doc, strings.Fields(strings.TrimPrefix(line, "//"))...)
+		}
+	}
+	want := append(strings.Fields("ACL SETUSER sse on >secret"), strings.Fields(redistest.ACL)...)
+	if strings.Join(doc, " ") != strings.Join(want, " ") {
+		t.Errorf("the package doc's ACL:\n%s\nthe tests' (redistest.ACL):\n%s", strings.Join(doc, " "), strings.Join(want, " "))
 	}
 }

@@ -16,6 +16,79 @@
 //	...
 //	broker := sse.NewBroker(&sse.BrokerOptions{Log: room})
 //
+// Behind a load balancer, the balancer decides what a client sees when an
+// instance goes away: DEPLOY.md, beside this package, says what a proxy
+// must do (nginx, httputil.ReverseProxy), and what health checks and
+// deploys mean for open streams.
+//
+// # Redis deployments
+//
+// A Streams works on one Redis node, on a master and its replicas watched
+// by Sentinels, and on a Redis Cluster, Redis 7.0 or later, each through its
+// go-redis client; go-redis's URL parsers make each from one string:
+//
+//	// One node: redis.ParseURL("rediss://sse:secret@redis.example.com:6380/0")
+//	client := redis.NewClient(&redis.Options{Addr: "10.0.0.5:6379",
+//		Username: "sse", Password: "secret", ContextTimeoutEnabled: true})
+//
+//	// Sentinel: redis.ParseFailoverURL("redis://10.0.0.7:26379?master_name=mymaster&" +
+//	//	"addr=10.0.0.8:26379&addr=10.0.0.9:26379&username=sse&password=secret")
+//	client := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "mymaster",
+//		SentinelAddrs: []string{"10.0.0.7:26379", "10.0.0.8:26379", "10.0.0.9:26379"},
+//		Username: "sse", Password: "secret", ContextTimeoutEnabled: true})
+//
+//	// Cluster, any of its nodes: redis.ParseClusterURL("redis://sse:secret@10.0.0.5:7000?addr=10.0.0.6:7000")
+//	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"10.0.0.5:7000", "10.0.0.6:7000"},
+//		Username: "sse", Password: "secret", ContextTimeoutEnabled: true, ReadTimeout: time.Second})
+//
+// (examples/chat takes any of these strings as its -redis flag.) With
+// Sentinel, use the client that talks to the master only, as above: reads
+// must see the Appends before them, which a replica may not have yet (so
+// not RouteByLatency, RouteRandomly nor ReplicaOnly). In a URL for Sentinel,
+// a user and password before the host are the Sentinels'; the master's go
+// in the username and password parameters. In a Cluster, a node that stops
+// answering holds up go-redis's reload of its map of the slots for its
+// ReadTimeout: keep that short (a second). ContextTimeoutEnabled lets
+// Options.Timeout bound every command.
+//
+// A failover of any kind costs each client one reset (see Epochs); with
+// MinReplicas, an Append succeeds only once replicas have it. A Sentinel
+// failover that an operator asks for (SENTINEL FAILOVER) does not stop the
+// old master: until go-redis moves to the new one, Appends go on there, and
+// are lost, unseen by clients that had already moved. Set
+// min-replicas-to-write 1 on the masters (with two replicas each, so that
+// losing one does not stop writes): the old master then refuses them
+// (NOREPLICAS) once its replica has left it, and the Streams sends them
+// again, to the new master.
+//
+// # Security
+//
+// The least privilege a Streams needs, with the default Prefix, is this
+// (one line; the module's tests run as a user with exactly these rules):
+//
+//	ACL SETUSER sse on >secret resetkeys ~sse:* resetchannels &sse:* -@all
+//	  +evalsha +eval +info +hmget +hset +del +xadd +xtrim +xrange +xdel +xsetid
+//	  +pexpire +persist +publish +wait +subscribe +unsubscribe +ping
+//	  +cluster|slots
+//
+// Every key and channel it uses begins with the prefix. The commands: those
+// its scripts run (INFO reads the server's replication id: see Epochs),
+// EVALSHA and EVAL (when Redis has lost its script cache), XRANGE and HMGET
+// for its followers' reads, WAIT (MinReplicas), its Pub/Sub connection's
+// SUBSCRIBE, UNSUBSCRIBE and PING (a liveness check), and CLUSTER SLOTS, with
+// which go-redis learns a Cluster's slots. HELLO and AUTH, with which it logs
+// in, need no rule; it also sends CLIENT SETINFO, and carries on when that is
+// refused. Sentinels have users of their own
+// (FailoverOptions.SentinelUsername). A user allowed to PUBLISH on a topic's
+// channel, and no more, can make the Streams that follow it read the topic,
+// and nothing else (see How it works); one allowed to write its keys can
+// rewrite its history.
+//
+// For TLS, give the client a TLSConfig (Options, FailoverOptions and
+// ClusterOptions each take one), or use a rediss:// URL, with Redis
+// listening on its tls-port; Sentinel's own connections take
+// FailoverOptions.TLSConfig too.
+//
 // # How it works
 //
 // Each topic has two keys, which share a Redis Cluster hash slot: a stream
@@ -32,10 +105,10 @@
 // and subscribes to a topic's channel only while some Follow of that topic
 // is running. A topic that no one follows in a process costs that process
 // nothing. A message on the channel is only a hint that the topic has new
-// events: the Streams reads them from the stream (one script call, XRANGE
-// after the last event it handed over) before it hands them to its
-// followers, so a client allowed to PUBLISH on the channel, but not to write
-// the keys, can make it read, and nothing more. (The messages hold the
+// events: the Streams reads them from the stream (XRANGE after the last
+// event it handed over, and HMGET of the meta hash) before it hands them to
+// its followers, so a client allowed to PUBLISH on the channel, but not to
+// write the keys, can make it read, and nothing more. (The messages hold the
 // events too, for Streams of earlier versions.)
 //
 // While it follows something, a Streams checks every second that its Pub/Sub
