@@ -940,3 +940,26 @@ func TestMinReplicas(t *testing.T) {
 		t.Errorf("Append with MinReplicas 2 and one replica: %v, want ErrNotReplicated", err)
 	}
 }
+
+// Over TLS (a client with the TLSConfig that trusts the server's
+// certificate), a Streams appends and follows as over TCP.
+func TestTLS(t *testing.T) {
+	srv, conf := redistest.StartTLS(t)
+	newTLS := func() *redis.Client {
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr(), TLSConfig: conf,
+			Username: redistest.User, Password: redistest.Password,
+			ContextTimeoutEnabled: true, MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	r, _ := follow(t, topic(t, streamsOn(t, newTLS(), nil), "room"))
+	r.wait("the head", 10*time.Second, (*reader).started)
+	appendN(t, topic(t, streamsOn(t, newTLS(), nil), "room"), 1, 3)
+	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	r.checkLog(0)
+	plain := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: time.Second})
+	defer plain.Close()
+	if err := plain.Ping(t.Context()).Err(); err == nil {
+		t.Error("a client without TLS was answered")
+	}
+}

@@ -3,7 +3,8 @@
 // kill, restart, pause and resume a server, and save a snapshot that the next
 // restart loads, which is how the tests make Redis fail; and it starts the
 // topologies of production, a Redis Cluster with replicas (StartCluster) and
-// a master with a replica watched by three Sentinels (StartSentinel).
+// a master with a replica watched by three Sentinels (StartSentinel), and a
+// server that takes TLS only (StartTLS).
 //
 // Every server it starts has the user User, with exactly the rules ACL: the
 // least privilege that redisstream documents. Tests log in as that user, so
@@ -12,6 +13,7 @@ package redistest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -59,8 +61,9 @@ type Server struct {
 	bin  string
 	dir  string
 	port int
-	args []string // redis-server's own, after the port and the rest
-	conf string   // a Sentinel's configuration file; "" for a plain server
+	args []string    // redis-server's own, after the port and the rest
+	conf string      // a Sentinel's configuration file; "" for a plain server
+	tls  *tls.Config // a TLS server's, for the commands of the tests
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd     // nil when not running
@@ -119,7 +122,7 @@ func (s *Server) Port() int { return s.port }
 // Do sends the server one command as its default user (every command
 // allowed), and returns its reply; see the function Do. It gives up after
 // 5 s.
-func (s *Server) Do(args ...string) (any, error) { return Do(s.Addr(), 5*time.Second, args...) }
+func (s *Server) Do(args ...string) (any, error) { return do(s.Addr(), s.tls, 5*time.Second, args...) }
 
 // Must is Do for a command that must succeed: it fails the test otherwise.
 func (s *Server) Must(args ...string) any {
@@ -134,8 +137,9 @@ func (s *Server) Must(args ...string) any {
 // Info returns the value of field in the server's INFO reply (its section
 // section), or "" if the server does not answer.
 func (s *Server) Info(section, field string) string {
-	info, err := Str(s.Addr(), time.Second, "INFO", section)
-	if err != nil {
+	r, err := do(s.Addr(), s.tls, time.Second, "INFO", section)
+	info, ok := r.(string)
+	if err != nil || !ok {
 		return ""
 	}
 	return infoField(info, field)
@@ -177,7 +181,7 @@ func (s *Server) start() error {
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		err := ping(s.Addr())
+		err := command(s.Addr(), s.tls, "PING", "+PONG", time.Second)
 		if err == nil {
 			break
 		}
@@ -193,7 +197,7 @@ func (s *Server) start() error {
 		}
 	}
 	if s.conf == "" {
-		if _, err := Do(s.Addr(), 5*time.Second, append([]string{"ACL", "SETUSER", User, "reset", "on", ">" + Password}, strings.Fields(ACL)...)...); err != nil {
+		if _, err := s.Do(append([]string{"ACL", "SETUSER", User, "reset", "on", ">" + Password}, strings.Fields(ACL)...)...); err != nil {
 			_ = cmd.Process.Kill()
 			<-exited
 			return fmt.Errorf("ACL SETUSER: %v", err)
@@ -214,9 +218,6 @@ func (s *Server) log() string {
 	return strings.Join(lines, " | ")
 }
 
-// ping sends PING in RESP and waits for +PONG.
-func ping(addr string) error { return command(addr, "PING", "+PONG", time.Second) }
-
 // Running reports whether the server's process is running (paused or not).
 func (s *Server) Running() bool {
 	s.mu.Lock()
@@ -226,8 +227,8 @@ func (s *Server) Running() bool {
 
 // command sends cmd, an inline command, and waits up to timeout for the
 // reply want.
-func command(addr, cmd, want string, timeout time.Duration) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+func command(addr string, conf *tls.Config, cmd, want string, timeout time.Duration) error {
+	c, err := dial(addr, conf, time.Second)
 	if err != nil {
 		return err
 	}
@@ -251,7 +252,7 @@ func command(addr, cmd, want string, timeout time.Duration) error {
 // restarted from an RDB file does.
 func (s *Server) Save() {
 	s.t.Helper()
-	if err := command(s.Addr(), "SAVE", "+OK", 10*time.Second); err != nil {
+	if err := command(s.Addr(), s.tls, "SAVE", "+OK", 10*time.Second); err != nil {
 		s.t.Fatalf("redis-server: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +22,19 @@ func (e Error) Error() string { return string(e) }
 // null), or an Error. It gives up after timeout. The tests' own commands go
 // through it, so that a paused server holds up no connection pool.
 func Do(addr string, timeout time.Duration, args ...string) (any, error) {
-	c, err := net.DialTimeout("tcp", addr, timeout)
+	return do(addr, nil, timeout, args...)
+}
+
+// dial connects to addr, over TLS if conf is not nil.
+func dial(addr string, conf *tls.Config, timeout time.Duration) (net.Conn, error) {
+	if conf != nil {
+		return tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", addr, conf)
+	}
+	return net.DialTimeout("tcp", addr, timeout)
+}
+
+func do(addr string, conf *tls.Config, timeout time.Duration, args ...string) (any, error) {
+	c, err := dial(addr, conf, timeout)
 	if err != nil {
 		return nil, err
 	}
