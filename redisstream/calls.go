@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,7 +59,7 @@ type call struct {
 	kind  callKind
 	wire  []byte       // appendCall: the event
 	after sse.Position // readCall, tailCall
-	max   int          // readCall
+	max   int          // readCall: bytes; tailCall: events
 	probe string       // probeCall: the channel
 	token string       // probeCall: what to publish
 
@@ -93,13 +94,20 @@ func (q *calls) signal() {
 }
 
 // add queues c, or reports false after close.
-func (q *calls) add(c *call) bool {
+func (q *calls) add(c *call) bool { return q.put(c, false) }
+
+// put queues c, at the front if first, or reports false after close.
+func (q *calls) put(c *call, first bool) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
 		return false
 	}
-	q.queue = append(q.queue, c)
+	if first {
+		q.queue = slices.Insert(q.queue, 0, c)
+	} else {
+		q.queue = append(q.queue, c)
+	}
 	q.signal()
 	return true
 }
@@ -235,8 +243,10 @@ func (r *scriptCall) err() error {
 	return r.meta.Err()
 }
 
-// tailCount bounds the events of one tail read.
-const tailCount = 100
+// maxTail bounds the events of one tail read; a tail read asks for as many
+// as make about maxCallBytes at the mean size of the events its feed has
+// read so far (call.max), and 100 at first.
+const maxTail = 4096
 
 // noRetry marks a command that go-redis must not send again after a
 // timeout or a broken connection: Redis may have run it already, and an
@@ -434,7 +444,7 @@ func (s *Streams) execOn(ctx context.Context, client redis.Cmdable, runs []*scri
 			// finds was already the topic's at the XRANGE, since a topic
 			// never goes back to an epoch.
 			after := r.calls[0].after
-			r.cmd = redis.NewCmd(ctx, "xrange", r.keys[0], strconv.FormatUint(after.Offset+1, 10), "+", "count", tailCount)
+			r.cmd = redis.NewCmd(ctx, "xrange", r.keys[0], strconv.FormatUint(after.Offset+1, 10), "+", "count", r.calls[0].max)
 			r.meta = redis.NewCmd(ctx, "hmget", r.keys[1], "epoch", "offset")
 			_ = pipe.Process(ctx, noRetry{r.cmd})
 			_ = pipe.Process(ctx, noRetry{r.meta})

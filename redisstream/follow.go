@@ -91,6 +91,8 @@ type feed struct {
 	hasPos bool         // some follower has started since the feed last broke
 	dirty  bool         // the log may hold events after pos
 	odd    bool         // the last tail read found the topic not as pos expects
+
+	events, read int // events read, and their bytes: sizes the tail reads
 }
 
 // maxSubscribeWait bounds how long a feed waits for a confirmation before
@@ -677,7 +679,11 @@ func (fs *feeds) startWaiting() {
 	for i, fd := range waiting {
 		switch {
 		case fd.hasPos && !fd.odd:
-			reads[i] = &call{topic: fd.topic, kind: tailCall, after: fd.pos}
+			n := 100
+			if fd.read > 0 {
+				n = min(max(fd.events*maxCallBytes/fd.read, 1), maxTail)
+			}
+			reads[i] = &call{topic: fd.topic, kind: tailCall, after: fd.pos, max: n}
 		case fd.hasPos:
 			reads[i] = &call{topic: fd.topic, kind: readCall, after: fd.pos, max: maxCallBytes}
 		default:
@@ -715,7 +721,11 @@ func (fd *feed) take(c *call) {
 		fd.pos, fd.hasPos, fd.dirty = head, true, false
 		return
 	}
+	if fd.read > 1<<30 { // keep the mean recent
+		fd.events, fd.read = fd.events/2, fd.read/2
+	}
 	for _, w := range c.wires {
+		fd.events, fd.read = fd.events+1, fd.read+len(w)
 		fd.pos.Offset++
 		for _, f := range fd.followers {
 			if f.started {
@@ -750,15 +760,18 @@ func (fd *feed) unstart() {
 	}
 }
 
-// doAll queues every call and waits, for Options.Timeout at most, until all
-// are answered; those unanswered by then are abandoned. It reports false if
-// quit closed first, or the Streams is closed.
+// doAll queues every call, ahead of those waiting (a follower that lags
+// behind Appends may find the events it lacks trimmed), and waits, for
+// Options.Timeout at most, until all are answered; those unanswered by then
+// are abandoned. It reports false if quit closed first, or the Streams is
+// closed.
 func (s *Streams) doAll(cs []*call, quit <-chan struct{}) bool {
 	deadline := time.Now().Add(s.timeout)
-	for _, c := range cs {
+	for i := len(cs) - 1; i >= 0; i-- {
+		c := cs[i]
 		c.done = make(chan struct{})
 		c.deadline = deadline
-		if !s.calls.add(c) {
+		if !s.calls.put(c, true) {
 			return false
 		}
 	}
