@@ -58,6 +58,7 @@ func main() {
 	role := flag.String("role", "bench", "internal: bench or clients")
 	workload := flag.String("workload", "throughput,latency", "comma-separated: throughput, latency, replicated")
 	minReplicas := flag.Int("min-replicas", 1, "replicated: replicas to start, and Options.MinReplicas")
+	flag.IntVar(&appenders, "appenders", appenders, "throughput, replicated: goroutines that append")
 	quick := flag.Bool("quick", false, "smaller runs")
 	clients := flag.Int("clients", 1000, "latency: SSE clients")
 	rate := flag.Int("rate", 100, "latency: events per second")
@@ -253,7 +254,10 @@ func replicated(rs *redisServer, quick bool, n int) {
 	fmt.Println()
 }
 
-// appendRate appends from 256 goroutines to topics topics for dur, with
+// appenders is how many goroutines appendRate appends from.
+var appenders = 256
+
+// appendRate appends from appenders goroutines to topics topics for dur, with
 // Options.MinReplicas minReplicas and a second Streams following them all,
 // and prints the rates.
 func appendRate(rs *redisServer, topics int, dur time.Duration, minReplicas int) {
@@ -301,9 +305,9 @@ func appendRate(rs *redisServer, topics int, dur time.Duration, minReplicas int)
 	trips.Store(0)
 	start := time.Now()
 	var wg sync.WaitGroup
-	for g := range 256 {
+	for g := range appenders {
 		wg.Go(func() {
-			for i := g; time.Now().Before(stopAt); i += 256 {
+			for i := g; time.Now().Before(stopAt); i += appenders {
 				if _, err := pubs[i%topics].Append(ctx, wire); err != nil {
 					failed.Add(1)
 					continue
@@ -324,8 +328,8 @@ func appendRate(rs *redisServer, topics int, dur time.Duration, minReplicas int)
 	if minReplicas > 0 {
 		with = fmt.Sprintf(", MinReplicas %d", minReplicas)
 	}
-	fmt.Printf("| Topic.Append, %d topic(s)%s, 256 goroutines, 200 B; a second Streams follows all (%d of %d handed over, %d errors) | %.0f | %s | %s (both Streams) | %.1f |\n",
-		topics, with, delivered.Load(), n, failed.Load(), float64(n)/elapsed.Seconds(), perEvent(redisCPU, int(n)), perEvent(goCPU, int(n)), float64(n)/float64(max(trips.Load(), 1)))
+	fmt.Printf("| Topic.Append, %d topic(s)%s, %d goroutines, 200 B; a second Streams follows all (%d of %d handed over, %d errors) | %.0f | %s | %s (both Streams) | %.1f |\n",
+		topics, with, appenders, delivered.Load(), n, failed.Load(), float64(n)/elapsed.Seconds(), perEvent(redisCPU, int(n)), perEvent(goCPU, int(n)), float64(n)/float64(max(trips.Load(), 1)))
 }
 
 func perEvent(cpu time.Duration, n int) string {
