@@ -4,46 +4,27 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"sync"
 	"time"
-)
 
-// Defaults used when Options leaves a field zero.
-const (
-	// DefaultWriteTimeout bounds one write and flush of the stream. A client
-	// that has not taken the bytes by then is treated as gone.
-	DefaultWriteTimeout = 10 * time.Second
-	// DefaultHeartbeat is the silence after which a Writer sends a comment, well
-	// under the 60 s idle timeout of common load balancers.
-	DefaultHeartbeat = 15 * time.Second
-	// MinHeartbeat is the shortest heartbeat: a shorter positive
-	// Options.Heartbeat is raised to it. Proxies time out idle connections
-	// after tens of seconds; a comment every few milliseconds keeps none
-	// open that one a second would not, and costs every stream a write each.
-	MinHeartbeat = time.Second
+	"github.com/lightsse/sse/internal/wire"
 )
-
-// ErrClosed is returned by Writer methods called after Close or after the
-// request's context ended, and by Broker.Publish after the Broker's Close.
-var ErrClosed = errors.New("sse: closed")
 
 // Options configure a Writer. A nil *Options, and any zero field, means the
 // default.
 type Options struct {
 	// WriteTimeout bounds each write and flush: a client that stops reading
-	// makes Send fail within it instead of blocking for minutes. (Each write
-	// gets between 7/8 of it and all of it: the deadline is moved forward only
-	// once it has run down by an eighth.) It replaces the
-	// http.Server's WriteTimeout for this response, so that a server-wide
-	// timeout does not end a healthy stream. 0 means DefaultWriteTimeout;
-	// negative means no deadline.
+	// makes Send fail within it instead of blocking for minutes. It replaces
+	// the http.Server's WriteTimeout for this response, so that a
+	// server-wide timeout does not end a healthy stream. 0 means
+	// DefaultWriteTimeout; negative means no deadline.
 	WriteTimeout time.Duration
 	// Heartbeat is the silence after which the Writer sends a comment line by
 	// itself, so that proxies and load balancers keep the connection open. 0
 	// means DefaultHeartbeat; negative disables heartbeats; a positive value
-	// under MinHeartbeat means MinHeartbeat.
+	// under one second means one second (a comment every few milliseconds
+	// keeps no proxy's connection open that one a second would not).
 	Heartbeat time.Duration
 	// Retry, when positive, is sent as the stream's first field: the client
 	// waits this long before it reconnects. Whole milliseconds, at least 1 ms:
@@ -72,16 +53,10 @@ type Options struct {
 // if any, ends the stream.
 type Writer struct {
 	mu        sync.Mutex
-	done      <-chan struct{} // the request's context's
-	w         http.ResponseWriter
-	rc        http.ResponseController
+	out       *wire.Stream
 	buf       []byte
-	timeout   time.Duration // 0: no deadline (none wanted, or not supported)
 	heartbeat time.Duration // 0: none
 	timer     *time.Timer
-	wrote     time.Duration // when the last write began (see monotonic), for the heartbeat
-	renew     time.Duration // when the write deadline is next moved forward; renewNow: at the next write
-	h2        bool          // HTTP/2: a pending deadline resets the stream even when idle
 	stopCtx   func() bool
 	err       error // sticky: ErrClosed or the first write error
 }
@@ -115,76 +90,27 @@ func NewWriter(w http.ResponseWriter, r *http.Request, opts *Options) (*Writer, 
 	if opts != nil {
 		o = *opts
 	}
-	sw, err := newWriter(w, r, &o)
+	out, err := wire.NewStream(w, r, wire.Duration(o.WriteTimeout, DefaultWriteTimeout))
 	if err != nil {
 		return nil, err
 	}
-	writeStreamHeader(sw.w)
+	if err := (&Event{Retry: o.Retry}).validate(); err != nil {
+		return nil, err
+	}
+	sw := &Writer{out: out}
+	out.WriteHeader()
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
-	if sw.heartbeat = heartbeatOf(&o); sw.heartbeat > 0 {
+	if sw.heartbeat = wire.HeartbeatOf(o.Heartbeat, DefaultHeartbeat); sw.heartbeat > 0 {
 		sw.timer = time.AfterFunc(sw.heartbeat, sw.tick)
 		// Only the heartbeat writes by itself, so only it must stop when the
 		// request ends; every other write checks the context first.
 		sw.stopCtx = context.AfterFunc(r.Context(), sw.end)
 	}
-	if err := sw.writeLocked(appendRetry(nil, o.Retry), nil); err != nil {
+	if err := sw.writeLocked(wire.AppendRetry(nil, o.Retry)); err != nil {
 		return nil, err
 	}
 	return sw, nil
-}
-
-// newWriter checks o and w and returns a Writer with no heartbeat, whose
-// headers are not set yet (see writeStreamHeader). It touches neither the response
-// nor its headers, which keeps the calling goroutine's stack shallow: the
-// Broker's handlers wait on theirs for the whole stream.
-func newWriter(w http.ResponseWriter, r *http.Request, o *Options) (*Writer, error) {
-	if !canFlush(w) {
-		return nil, fmt.Errorf("sse: response writer cannot flush: %w", http.ErrNotSupported)
-	}
-	if err := (&Event{Retry: o.Retry}).validate(); err != nil {
-		return nil, err
-	}
-	sw := &Writer{done: r.Context().Done(), w: w, rc: *http.NewResponseController(w), h2: r.ProtoMajor >= 2, renew: renewNow}
-	sw.timeout = orDefault(o.WriteTimeout, DefaultWriteTimeout)
-	return sw, nil
-}
-
-// orDefault resolves a duration option: 0 means def, negative means none (0).
-func orDefault(d, def time.Duration) time.Duration {
-	switch {
-	case d == 0:
-		return def
-	case d < 0:
-		return 0
-	}
-	return d
-}
-
-// heartbeatOf resolves o.Heartbeat: DefaultHeartbeat for 0, none (0) when
-// negative, and never under MinHeartbeat.
-func heartbeatOf(o *Options) time.Duration {
-	if d := orDefault(o.Heartbeat, DefaultHeartbeat); d > 0 {
-		return max(d, MinHeartbeat)
-	}
-	return 0
-}
-
-// writeStreamHeader sets an event stream's headers on w and writes status
-// 200, which the first write and flush send.
-func writeStreamHeader(w http.ResponseWriter) {
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	if h.Get("Cache-Control") == "" {
-		h.Set("Cache-Control", "no-cache")
-	}
-	if h.Get("X-Accel-Buffering") == "" {
-		h.Set("X-Accel-Buffering", "no")
-	}
-	h.Del("Content-Length")
-	h.Del("Connection")
-	h.Del("Keep-Alive")
-	w.WriteHeader(http.StatusOK)
 }
 
 // Send writes e and flushes it to the client.
@@ -230,20 +156,7 @@ func (w *Writer) writeBufLocked(buf []byte) error {
 	if cap(buf) <= maxKeptBuffer {
 		w.buf = buf
 	}
-	return w.writeLocked(buf, nil)
-}
-
-// sendWire writes bytes that are already whole encoded events, p and then
-// q, and flushes once. The Broker uses it to send events it encoded once for
-// all: p a batch of copies, q a large event written from the Broker's own
-// bytes.
-func (w *Writer) sendWire(p, q []byte) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.err != nil {
-		return w.err
-	}
-	return w.writeLocked(p, q)
+	return w.writeLocked(buf)
 }
 
 // Close stops the heartbeat, waiting for one being written, and makes later
@@ -253,8 +166,8 @@ func (w *Writer) sendWire(p, q []byte) error {
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.err == nil && w.timeout > 0 {
-		_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
+	if w.err == nil {
+		w.out.Finish()
 	}
 	w.stopLocked(ErrClosed)
 	return nil
@@ -275,80 +188,26 @@ func (w *Writer) end() {
 func (w *Writer) tick() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.err != nil || waitRest(w.timer, w.heartbeat, monotonic(time.Now())-w.wrote) {
+	if w.err != nil || wire.WaitRest(w.timer, w.heartbeat, wire.Monotonic(time.Now())-w.out.Wrote) {
 		return
 	}
-	if w.writeLocked(heartbeatLine, nil) == nil {
+	if w.writeLocked(wire.Heartbeat) == nil {
 		w.timer.Reset(w.heartbeat)
 	}
 }
 
-// waitRest re-arms t for what is left of period, of which elapsed has
-// passed, and reports whether anything was left. Timers that act only after
-// a whole period of quiet (a heartbeat, an idle pump) wait so, rather than
-// being reset on every event.
-func waitRest(t *time.Timer, period, elapsed time.Duration) bool {
-	if elapsed >= period {
-		return false
-	}
-	t.Reset(period - elapsed)
-	return true
-}
-
-// writeLocked writes p and q and flushes, under the write deadline, and
-// restarts the heartbeat's silence. A failure breaks the stream for good.
-func (w *Writer) writeLocked(p, q []byte) error {
-	select {
-	case <-w.done:
+// writeLocked writes p and flushes, under the write deadline. A failure
+// breaks the stream for good.
+func (w *Writer) writeLocked(p []byte) error {
+	switch err := w.out.Write(p, nil); {
+	case errors.Is(err, wire.ErrDone):
 		w.stopLocked(ErrClosed)
 		return w.err
-	default:
-	}
-	now := time.Now()
-	mono := monotonic(now)
-	if w.timeout > 0 && mono >= w.renew {
-		// Moving a deadline updates a runtime timer, which costs more than
-		// encoding an event; doing it once per eighth of the timeout still
-		// gives every write at least 7/8 of it.
-		switch err := w.rc.SetWriteDeadline(now.Add(w.timeout)); {
-		case errors.Is(err, http.ErrNotSupported):
-			w.timeout = 0 // stream without deadlines
-		case err != nil:
-			return w.failLocked(err)
-		}
-		w.renew = mono + w.timeout/8
-	}
-	for _, b := range [2][]byte{p, q} {
-		if len(b) == 0 {
-			continue
-		}
-		if _, err := w.w.Write(b); err != nil {
-			return w.failLocked(err)
-		}
-	}
-	if err := w.rc.Flush(); err != nil {
+	case err != nil:
 		return w.failLocked(err)
 	}
-	if w.h2 && w.timeout > 0 {
-		// An HTTP/2 stream's deadline is a timer that resets the stream when
-		// it fires, writing or not: clear it, or a quiet stream dies.
-		_ = w.rc.SetWriteDeadline(time.Time{})
-		w.renew = renewNow
-	}
-	w.wrote = mono
 	return nil
 }
-
-// clockOrigin is the origin of monotonic.
-var clockOrigin = time.Now()
-
-// monotonic returns t as time since the process started, by the monotonic
-// clock. A Writer keeps its times so: 8 bytes each instead of a time.Time's 24.
-// (Under testing/synctest, whose clock starts in 2000, they are negative.)
-func monotonic(t time.Time) time.Duration { return t.Sub(clockOrigin) }
-
-// renewNow, as a Writer's renew, has the next write set the deadline.
-const renewNow = time.Duration(math.MinInt64)
 
 func (w *Writer) failLocked(err error) error {
 	w.stopLocked(fmt.Errorf("sse: write: %w", err))
@@ -366,19 +225,5 @@ func (w *Writer) stopLocked(err error) {
 	}
 	if w.stopCtx != nil {
 		w.stopCtx()
-	}
-}
-
-// canFlush reports whether w, or a ResponseWriter it wraps, can flush.
-func canFlush(w http.ResponseWriter) bool {
-	for {
-		switch t := w.(type) {
-		case interface{ FlushError() error }, http.Flusher:
-			return true
-		case interface{ Unwrap() http.ResponseWriter }:
-			w = t.Unwrap()
-		default:
-			return false
-		}
 	}
 }

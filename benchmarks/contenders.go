@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"log"
 	"net/http"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lightsse/sse/ssebroker"
 
 	avsse "github.com/alexandrevicenzi/go-sse"
 	ldes "github.com/launchdarkly/eventsource"
@@ -48,7 +51,7 @@ const eventType = "tick"
 
 var contenders = []contenderInfo{
 	{name: "ours", new: newOurs, typed: true,
-		note: "sse.NewBroker with default history (16384 events / 16 MiB); Stream.Heartbeat and WriteTimeout as the run says (defaults 15 s / 10 s); ids assigned by the Broker"},
+		note: "ssebroker.New with default history (16384 events / 16 MiB); Stream.Heartbeat and WriteTimeout as the run says (defaults 15 s / 10 s); ids assigned by the Broker"},
 	{name: "tmaxmax", new: newTmaxmax, typed: true,
 		note: "&sse.Server{} with the default Joe provider, no replayer; heartbeat: the adapter publishes a comment-only Message on a ticker"},
 	{name: "r3labs", new: newR3labs, typed: true,
@@ -103,12 +106,16 @@ func ticker(d time.Duration, stop <-chan struct{}, f func()) {
 
 // ---- ours ----
 
-type ours struct{ b *sse.Broker }
+type ours struct{ b *ssebroker.Broker }
 
 func newOurs(c Config) Contender {
-	return &ours{b: sse.NewBroker(&sse.BrokerOptions{
+	b, err := ssebroker.New(&ssebroker.Options{
 		Stream: sse.Options{Heartbeat: c.Heartbeat, WriteTimeout: c.WriteTimeout},
-	})}
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	return &ours{b: b}
 }
 func (o *ours) Name() string          { return "ours" }
 func (o *ours) Handler() http.Handler { return o.b }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lightsse/sse/sseclient"
+
 	ldes "github.com/launchdarkly/eventsource"
 	"github.com/lightsse/sse"
 	"github.com/openai/openai-go/v3/packages/ssestream"
@@ -71,8 +73,8 @@ type decoder struct {
 }
 
 var decoders = []decoder{
-	{short: "ours", name: "ours: sse.Reader", note: "NewReader(body); Next until io.EOF; LastEventID per event", parse: func(stream []byte, got func(typ, id, data string)) error {
-		r := sse.NewReader(bytes.NewReader(stream))
+	{short: "ours", name: "ours: sseclient.Reader", note: "NewReader(body); Next until io.EOF; LastEventID per event", parse: func(stream []byte, got func(typ, id, data string)) error {
+		r := sseclient.NewReader(bytes.NewReader(stream))
 		for {
 			ev, err := r.Next()
 			if err == io.EOF {

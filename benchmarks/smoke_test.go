@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/lightsse/sse"
 )
 
 // The smoke test runs the harness in this process (servers and clients as
@@ -30,8 +28,8 @@ func smokeOptions() options {
 	o.slowSize = 1024
 	o.slowWT = 500 * time.Millisecond
 	o.idleN = 5
-	o.idleHeartbeat = sse.MinHeartbeat // the shortest the package allows
-	o.idleWindow = sse.MinHeartbeat + 350*time.Millisecond
+	o.idleHeartbeat = time.Second // the shortest the package allows
+	o.idleWindow = time.Second + 350*time.Millisecond
 	o.idleSettle = 0
 	return o
 }

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/internal/ssetest"
 	"github.com/lightsse/sse/redisstream/internal/redistest"
@@ -31,29 +33,29 @@ type instance struct {
 	name    string
 	streams *Streams
 	topic   *Topic
-	broker  *sse.Broker
+	broker  *ssebroker.Broker
 	srv     *httptest.Server
 	dead    atomic.Bool
 }
 
 // newInstance starts an instance on Redis srv; the test's end stops it.
-func newInstance(t *testing.T, name string, srv *redistest.Server, o *Options, bo *sse.BrokerOptions) *instance {
+func newInstance(t *testing.T, name string, srv *redistest.Server, o *Options, bo *ssebroker.Options) *instance {
 	t.Helper()
 	in := &instance{name: name, streams: newStreams(t, srv, o)}
 	in.topic = topic(t, in.streams, "room")
-	var opts sse.BrokerOptions
+	var opts ssebroker.Options
 	if bo != nil {
 		opts = *bo
 	}
 	opts.Log = in.topic
-	in.broker = sse.NewBroker(&opts)
+	in.broker = newBroker(t, &opts)
 	in.srv = httptest.NewServer(in.broker)
 	t.Cleanup(in.srv.Close)                 // after the Broker's streams have ended
 	t.Cleanup(func() { in.broker.Close() }) // first
 	return in
 }
 
-func newInstances(t *testing.T, n int, srv *redistest.Server, o *Options, bo *sse.BrokerOptions) []*instance {
+func newInstances(t *testing.T, n int, srv *redistest.Server, o *Options, bo *ssebroker.Options) []*instance {
 	var ins []*instance
 	for i := range n {
 		ins = append(ins, newInstance(t, string(rune('A'+i)), srv, o, bo))
@@ -178,7 +180,7 @@ func (c *client) numbers() []string {
 	defer c.mu.Unlock()
 	var out []string
 	for _, ev := range c.events {
-		if ev.Type == sse.ResetEvent {
+		if ev.Type == ssebroker.ResetEvent {
 			out = append(out, "reset")
 		} else {
 			out = append(out, ev.Data)
@@ -228,7 +230,7 @@ func logEvents(t *testing.T, tp *Topic) (data, ids []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for pos := (sse.Position{Epoch: head.Epoch}); pos.Offset < head.Offset; {
+	for pos := (ssebroker.Position{Epoch: head.Epoch}); pos.Offset < head.Offset; {
 		wires, _, err := tp.ReadAfter(context.Background(), pos, 1<<20)
 		if err != nil || len(wires) == 0 {
 			t.Fatalf("ReadAfter(%v): %d events, %v", pos, len(wires), err)
@@ -254,7 +256,7 @@ func (c *client) checkSequence(data, ids []string) {
 	defer c.mu.Unlock()
 	var got, gotIDs []string
 	for _, ev := range c.events {
-		if ev.Type == sse.ResetEvent {
+		if ev.Type == ssebroker.ResetEvent {
 			c.t.Errorf("%s: got a reset (data %q, id %q)", c.name, ev.Data, ev.LastEventID)
 			continue
 		}
@@ -352,7 +354,7 @@ func TestBrokersClientsReconnectElsewhere(t *testing.T) {
 	srv := redistest.Start(t)
 	const perInstance, clients = 1500, 6
 	// Small Broker histories, so that replay comes from the Log too.
-	ins := newInstances(t, 3, srv, &Options{MaxLen: 10000}, &sse.BrokerOptions{HistoryLen: 64})
+	ins := newInstances(t, 3, srv, &Options{MaxLen: 10000}, &ssebroker.Options{HistoryLen: 64})
 	start := headID(t, ins[0].topic)
 	total := 3 * perInstance
 	var wg sync.WaitGroup
@@ -445,7 +447,7 @@ func publishFails(t *testing.T, in *instance, n int, bound time.Duration) {
 // follows the Log; and publishes 10 events on each instance, which every
 // client gets. It returns the instances, their clients, and the id the
 // clients started from.
-func threeListening(t *testing.T, srv *redistest.Server, o *Options, bo *sse.BrokerOptions) ([]*instance, []*client, string) {
+func threeListening(t *testing.T, srv *redistest.Server, o *Options, bo *ssebroker.Options) ([]*instance, []*client, string) {
 	t.Helper()
 	ins := newInstances(t, 3, srv, o, bo)
 	start := headID(t, ins[0].topic)
@@ -483,7 +485,7 @@ func TestBrokersRedisKilledAndRestartedEmpty(t *testing.T) {
 	}
 	srv.Restart() // empty
 	for _, c := range cs {
-		c.waitFor("a reset", 30*time.Second, func(evs []ssetest.Event) bool { return evs[len(evs)-1].Type == sse.ResetEvent })
+		c.waitFor("a reset", 30*time.Second, func(evs []ssetest.Event) bool { return evs[len(evs)-1].Type == ssebroker.ResetEvent })
 	}
 	for i, in := range ins {
 		in.publish(t, 200+10*i+1, 200+10*i+10)
@@ -518,7 +520,7 @@ func TestBrokersRedisPaused(t *testing.T) {
 	srv := redistest.Start(t)
 	const timeout = 500 * time.Millisecond
 	ins, cs, _ := threeListening(t, srv, &Options{Timeout: timeout, MaxLen: 10000},
-		&sse.BrokerOptions{Stream: sse.Options{Heartbeat: sse.MinHeartbeat}})
+		&ssebroker.Options{Stream: sse.Options{Heartbeat: time.Second}})
 	var read []int64
 	for _, c := range cs {
 		read = append(read, c.bytes.Load())
@@ -563,7 +565,7 @@ func TestBrokersClientOlderThanMaxLen(t *testing.T) {
 	pub.publish(t, 1, 30)
 	// Another instance, whose Broker holds only 4 events: a client past
 	// those reads from the Log, or, past the Log too, gets a reset.
-	in := newInstance(t, "B", srv, &Options{MaxLen: maxLen}, &sse.BrokerOptions{HistoryLen: 4})
+	in := newInstance(t, "B", srv, &Options{MaxLen: maxLen}, &ssebroker.Options{HistoryLen: 4})
 	for _, tt := range []struct {
 		lastID string
 		want   []string
@@ -590,14 +592,14 @@ func TestBrokersManyTopics(t *testing.T) {
 	// One Broker per topic, made when a stream opens, dropped when its last
 	// stream ends (OnIdle), as the sse Broker's doc suggests.
 	var mu sync.Mutex
-	brokers := make(map[string]*sse.Broker)
-	get := func(name string) *sse.Broker {
+	brokers := make(map[string]*ssebroker.Broker)
+	get := func(name string) *ssebroker.Broker {
 		mu.Lock()
 		defer mu.Unlock()
 		b := brokers[name]
 		if b == nil {
 			tp := topic(t, s, name)
-			b = sse.NewBroker(&sse.BrokerOptions{Log: tp, HistoryLen: 16, OnIdle: func() {
+			b = newBroker(t, &ssebroker.Options{Log: tp, HistoryLen: 16, OnIdle: func() {
 				mu.Lock()
 				defer mu.Unlock()
 				if b := brokers[name]; b != nil && b.Subscribers() == 0 {
@@ -689,4 +691,15 @@ func TestBrokersManyTopics(t *testing.T) {
 		t.Errorf("%d Brokers, want %d", n, open)
 	}
 	mu.Unlock()
+}
+
+// newBroker returns ssebroker.New(opts), and fails the test if New refuses
+// opts.
+func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
+	tb.Helper()
+	b, err := ssebroker.New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }

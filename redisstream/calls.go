@@ -12,7 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/redis/go-redis/v9"
 )
 
@@ -57,16 +58,16 @@ const (
 type call struct {
 	topic *Topic
 	kind  callKind
-	wire  []byte       // appendCall: the event
-	after sse.Position // readCall, tailCall
-	max   int          // readCall: bytes; tailCall: events
-	probe string       // probeCall: the channel
-	token string       // probeCall: what to publish
+	wire  []byte             // appendCall: the event
+	after ssebroker.Position // readCall, tailCall
+	max   int                // readCall: bytes; tailCall: events
+	probe string             // probeCall: the channel
+	token string             // probeCall: what to publish
 
-	head  sse.Position // the answer: the event's Position, or the head
-	wires [][]byte     // readCall, tailCall: the events
-	count int64        // probeCall: the receivers
-	odd   bool         // tailCall: the topic is not as after expects; read it with the script
+	head  ssebroker.Position // the answer: the event's Position, or the head
+	wires [][]byte           // readCall, tailCall: the events
+	count int64              // probeCall: the receivers
+	odd   bool               // tailCall: the topic is not as after expects; read it with the script
 	err   error
 
 	done      chan struct{} // closed once the answer is set
@@ -518,7 +519,7 @@ func (s *Streams) answer(r *scriptCall) {
 		return
 	}
 	reply, err := r.cmd.Slice()
-	var head sse.Position
+	var head ssebroker.Position
 	if err == nil {
 		head, err = parseHead(reply)
 	}
@@ -538,7 +539,7 @@ func (s *Streams) answer(r *scriptCall) {
 		switch {
 		case err != nil:
 		case c.kind == appendCall:
-			c.head = sse.Position{Epoch: head.Epoch, Offset: head.Offset + uint64(i)}
+			c.head = ssebroker.Position{Epoch: head.Epoch, Offset: head.Offset + uint64(i)}
 		case c.kind == readCall:
 			c.head = head
 			c.wires = make([][]byte, 0, len(reply)-2)
@@ -573,7 +574,7 @@ func (s *Streams) answerTail(c *call, r *scriptCall) {
 		c.odd = true
 		return
 	}
-	c.head = sse.Position{Epoch: epoch, Offset: head}
+	c.head = ssebroker.Position{Epoch: epoch, Offset: head}
 	want := c.after.Offset + 1
 	for _, e := range entries {
 		e, _ := e.([]any)
@@ -594,16 +595,16 @@ func (s *Streams) answerTail(c *call, r *scriptCall) {
 }
 
 // parseHead reads the {epoch, offset} that begins a script's reply.
-func parseHead(reply []any) (sse.Position, error) {
+func parseHead(reply []any) (ssebroker.Position, error) {
 	if len(reply) < 2 {
-		return sse.Position{}, fmt.Errorf("redisstream: script returned %d values, want at least 2", len(reply))
+		return ssebroker.Position{}, fmt.Errorf("redisstream: script returned %d values, want at least 2", len(reply))
 	}
 	epoch, ok1 := reply[0].(string)
 	offset, ok2 := reply[1].(int64)
 	if !ok1 || !ok2 || offset < 0 {
-		return sse.Position{}, fmt.Errorf("redisstream: script returned %v, want an epoch and an offset", reply[:2])
+		return ssebroker.Position{}, fmt.Errorf("redisstream: script returned %v, want an epoch and an offset", reply[:2])
 	}
-	return sse.Position{Epoch: epoch, Offset: uint64(offset)}, nil
+	return ssebroker.Position{Epoch: epoch, Offset: uint64(offset)}, nil
 }
 
 // isTimeout reports a network timeout.

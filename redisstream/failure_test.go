@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/lightsse/sse/redisstream/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
@@ -363,7 +364,7 @@ func TestManyTopicsFewFollowed(t *testing.T) {
 		runtime.NumGoroutine()-before, strings.Count(strings.TrimSpace(list), "\n")+1)
 }
 
-func sse0() sse.Position { return sse.Position{} }
+func sse0() ssebroker.Position { return ssebroker.Position{} }
 
 func TestFollowJoinsMidStream(t *testing.T) {
 	srv := redistest.Start(t)
@@ -417,7 +418,7 @@ func TestFollowJoinsMidStream(t *testing.T) {
 func checkUpTo(r *reader, from, to uint64) {
 	r.t.Helper()
 	var want []int
-	for pos := (sse.Position{Epoch: r.epoch, Offset: from}); pos.Offset < to; {
+	for pos := (ssebroker.Position{Epoch: r.epoch, Offset: from}); pos.Offset < to; {
 		wires, _, err := r.tp.ReadAfter(context.Background(), pos, 1<<20)
 		if err != nil || len(wires) == 0 {
 			r.t.Fatalf("ReadAfter(%v): %d events, %v", pos, len(wires), err)
@@ -450,7 +451,7 @@ func TestNoDeliverAfterStop(t *testing.T) {
 	var got atomic.Int64
 	wStarted := make(chan struct{})
 	signal := sync.OnceFunc(func() { close(wStarted) })
-	stopW := tp.Follow(func(pos sse.Position, w []byte) {
+	stopW := tp.Follow(func(pos ssebroker.Position, w []byte) {
 		switch {
 		case w == nil:
 			signal()
@@ -489,7 +490,7 @@ func followCountingLate(t *testing.T, tp *Topic) (stop func(), stopped *atomic.B
 	stopped, late = new(atomic.Bool), new(atomic.Int64)
 	started := make(chan struct{})
 	signal := sync.OnceFunc(func() { close(started) }) // a head after a break is no second start
-	stop = tp.Follow(func(pos sse.Position, w []byte) {
+	stop = tp.Follow(func(pos ssebroker.Position, w []byte) {
 		if stopped.Load() {
 			late.Add(1)
 		}
@@ -586,7 +587,7 @@ func TestAbandonedAppendNotSent(t *testing.T) {
 	gone.abandoned.Store(true)
 	s.roundTrip([]*call{gone, kept})
 	<-kept.done
-	if kept.err != nil || kept.head != (sse.Position{Epoch: epoch, Offset: 2}) {
+	if kept.err != nil || kept.head != (ssebroker.Position{Epoch: epoch, Offset: 2}) {
 		t.Errorf("the Append sent: %v, %v; want %s-2", kept.head, kept.err, epoch)
 	}
 	if got := numbersIn(t, tp, epoch); fmt.Sprint(got) != "[1 3]" {
@@ -739,7 +740,7 @@ func TestRefusedChannelStopsNoOther(t *testing.T) {
 	// of "ok" and "bad" reach it together, and are subscribed to together.
 	blocked, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	stopGate := topic(t, s, "gate").Follow(func(sse.Position, []byte) {
+	stopGate := topic(t, s, "gate").Follow(func(ssebroker.Position, []byte) {
 		once.Do(func() {
 			close(blocked)
 			<-release
@@ -881,10 +882,10 @@ func TestForgedMessageIgnored(t *testing.T) {
 	other := topic(t, newStreams(t, srv, nil), "room")
 	appendN(t, other, 4, 4)
 	r.wait("event 4", 10*time.Second, func(r *reader) bool { return r.last >= 4 })
-	if m := s.marks.get(tp.channel); m != (sse.Position{Epoch: epoch, Offset: 4}) {
+	if m := s.marks.get(tp.channel); m != (ssebroker.Position{Epoch: epoch, Offset: 4}) {
 		t.Errorf("the follower's Streams has the mark %v, want %s-4", m, epoch)
 	}
-	if p := appendN(t, tp, 5, 5)[0]; p != (sse.Position{Epoch: epoch, Offset: 5}) {
+	if p := appendN(t, tp, 5, 5)[0]; p != (ssebroker.Position{Epoch: epoch, Offset: 5}) {
 		t.Errorf("Append after the forged messages: %v, want %s-5", p, epoch)
 	}
 	r.wait("event 5", 10*time.Second, func(r *reader) bool { return r.last >= 5 })

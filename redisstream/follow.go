@@ -9,12 +9,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/redis/go-redis/v9"
 )
 
 // Follow has the topic call deliver with every event appended to it from now
-// on, by any process, in log order, until stop is called, as [sse.Log]
+// on, by any process, in log order, until stop is called, as [ssebroker.Log]
 // describes. Its first call, once Redis has confirmed the subscription and
 // answered a read of the head, is deliver(head, nil); it makes that call
 // again whenever the feed may have missed events (the Pub/Sub connection
@@ -33,7 +34,7 @@ import (
 // stop returns once no call to deliver is running, and none is made after
 // it; it is safe to call more than once. After Close, Follow returns a stop
 // that does nothing, and deliver is never called.
-func (t *Topic) Follow(deliver func(pos sse.Position, wire []byte)) (stop func()) {
+func (t *Topic) Follow(deliver func(pos ssebroker.Position, wire []byte)) (stop func()) {
 	f := &follower{topic: t, deliver: deliver}
 	if !t.s.subs.request(feedRequest{join: f}) {
 		return func() {}
@@ -51,7 +52,7 @@ func (t *Topic) Follow(deliver func(pos sse.Position, wire []byte)) (stop func()
 // A follower is one call of Follow.
 type follower struct {
 	topic   *Topic
-	deliver func(sse.Position, []byte)
+	deliver func(ssebroker.Position, []byte)
 	once    sync.Once
 
 	mu      sync.Mutex // held while deliver runs
@@ -61,7 +62,7 @@ type follower struct {
 }
 
 // call runs deliver unless the follower has stopped.
-func (f *follower) call(pos sse.Position, wire []byte) {
+func (f *follower) call(pos ssebroker.Position, wire []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.stopped {
@@ -87,10 +88,10 @@ type feed struct {
 	wait      time.Duration // how long the next SUBSCRIBE waits for its confirmation
 	retry     time.Time     // when to read the head again after a failed read
 
-	pos    sse.Position // the started followers have every event up to pos
-	hasPos bool         // some follower has started since the feed last broke
-	dirty  bool         // the log may hold events after pos
-	odd    bool         // the last tail read found the topic not as pos expects
+	pos    ssebroker.Position // the started followers have every event up to pos
+	hasPos bool               // some follower has started since the feed last broke
+	dirty  bool               // the log may hold events after pos
+	odd    bool               // the last tail read found the topic not as pos expects
 
 	events, read int // events read, and their bytes: sizes the tail reads
 }

@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/lightsse/sse/internal/leakcheck"
 	"github.com/lightsse/sse/redisstream/internal/redistest"
 	"github.com/redis/go-redis/v9"
@@ -69,9 +70,9 @@ func topic(t *testing.T, s *Streams, name string) *Topic {
 	return tp
 }
 
-func appendN(t *testing.T, tp *Topic, from, to int) []sse.Position {
+func appendN(t *testing.T, tp *Topic, from, to int) []ssebroker.Position {
 	t.Helper()
-	var ps []sse.Position
+	var ps []ssebroker.Position
 	for i := from; i <= to; i++ {
 		p, err := tp.Append(t.Context(), wire(i))
 		if err != nil {
@@ -98,9 +99,9 @@ func number(t testing.TB, w []byte) int {
 
 // numbersIn returns the numbers of the events that log holds in epoch, from
 // its first, in order.
-func numbersIn(t testing.TB, log sse.Log, epoch string) []int {
+func numbersIn(t testing.TB, log ssebroker.Log, epoch string) []int {
 	t.Helper()
-	wires, _, err := log.ReadAfter(t.Context(), sse.Position{Epoch: epoch}, 1<<20)
+	wires, _, err := log.ReadAfter(t.Context(), ssebroker.Position{Epoch: epoch}, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,21 +123,21 @@ func TestAppendAndReadAfter(t *testing.T) {
 		t.Fatalf("epoch %q is not 16 lowercase hex digits", epoch)
 	}
 	for i, p := range ps {
-		if p != (sse.Position{Epoch: epoch, Offset: uint64(i + 1)}) {
+		if p != (ssebroker.Position{Epoch: epoch, Offset: uint64(i + 1)}) {
 			t.Errorf("Append %d: Position %v, want %s-%d", i+1, p, epoch, i+1)
 		}
 	}
-	head := sse.Position{Epoch: epoch, Offset: 3}
+	head := ssebroker.Position{Epoch: epoch, Offset: 3}
 	for _, tt := range []struct {
 		name  string
-		after sse.Position
+		after ssebroker.Position
 		want  []int
 	}{
-		{"from the start", sse.Position{Epoch: epoch}, []int{1, 2, 3}},
-		{"after the first", sse.Position{Epoch: epoch, Offset: 1}, []int{2, 3}},
+		{"from the start", ssebroker.Position{Epoch: epoch}, []int{1, 2, 3}},
+		{"after the first", ssebroker.Position{Epoch: epoch, Offset: 1}, []int{2, 3}},
 		{"at the head", head, nil},
-		{"past the head", sse.Position{Epoch: epoch, Offset: 9}, nil},
-		{"another epoch", sse.Position{Epoch: "0123456789abcdef", Offset: 1}, nil},
+		{"past the head", ssebroker.Position{Epoch: epoch, Offset: 9}, nil},
+		{"another epoch", ssebroker.Position{Epoch: "0123456789abcdef", Offset: 1}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			wires, h, err := tp.ReadAfter(t.Context(), tt.after, 1<<20)
@@ -167,12 +168,12 @@ type reader struct {
 	mu     sync.Mutex
 	epoch  string
 	last   uint64
-	got    []int        // the events, in the order received
-	resets []string     // the epochs it started over in, after the first
-	heads  int          // calls of deliver(head, nil)
-	start  uint64       // the offset of the first head
-	gaps   int          // gaps it filled with ReadAfter
-	live   sse.Position // where the last event deliver was handed was
+	got    []int              // the events, in the order received
+	resets []string           // the epochs it started over in, after the first
+	heads  int                // calls of deliver(head, nil)
+	start  uint64             // the offset of the first head
+	gaps   int                // gaps it filled with ReadAfter
+	live   ssebroker.Position // where the last event deliver was handed was
 	errs   []error
 	change chan struct{} // closed and replaced at each change
 }
@@ -184,7 +185,7 @@ func follow(t testing.TB, tp *Topic) (*reader, func()) {
 	return r, stop
 }
 
-func (r *reader) deliver(pos sse.Position, wire []byte) {
+func (r *reader) deliver(pos ssebroker.Position, wire []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	defer func() {
@@ -242,7 +243,7 @@ func (r *reader) deliver(pos sse.Position, wire []byte) {
 // fill reads from the log the events after r.last up to offset to.
 func (r *reader) fill(to uint64) {
 	for r.last < to {
-		wires, _, err := r.tp.ReadAfter(context.Background(), sse.Position{Epoch: r.epoch, Offset: r.last}, 64<<10)
+		wires, _, err := r.tp.ReadAfter(context.Background(), ssebroker.Position{Epoch: r.epoch, Offset: r.last}, 64<<10)
 		if err != nil {
 			r.errs = append(r.errs, fmt.Errorf("ReadAfter: %w", err))
 			return
@@ -308,8 +309,8 @@ func TestFollowDeliversAppends(t *testing.T) {
 func (r *reader) checkLog(from uint64) {
 	r.t.Helper()
 	var want []int
-	head := sse.Position{}
-	for pos := (sse.Position{Epoch: r.epoch, Offset: from}); ; {
+	head := ssebroker.Position{}
+	for pos := (ssebroker.Position{Epoch: r.epoch, Offset: from}); ; {
 		wires, h, err := r.tp.ReadAfter(context.Background(), pos, 1<<20)
 		if err != nil {
 			r.t.Fatal(err)
@@ -350,7 +351,7 @@ func TestWireKeptExactly(t *testing.T) {
 	var fed [][]byte
 	started := make(chan struct{})
 	signal := sync.OnceFunc(func() { close(started) })
-	stop := tp.Follow(func(pos sse.Position, w []byte) {
+	stop := tp.Follow(func(pos ssebroker.Position, w []byte) {
 		mu.Lock()
 		defer mu.Unlock()
 		if w == nil {
@@ -372,7 +373,7 @@ func TestWireKeptExactly(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	read, _, err := tp.ReadAfter(t.Context(), sse.Position{}, 1<<30)
+	read, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{}, 1<<30)
 	if err != nil || len(read) != 0 {
 		t.Fatalf("ReadAfter of the zero Position: %d events, %v; want none (another epoch)", len(read), err)
 	}
@@ -380,7 +381,7 @@ func TestWireKeptExactly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	read, _, err = tp.ReadAfter(t.Context(), sse.Position{Epoch: head.Epoch}, 1<<30)
+	read, _, err = tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: head.Epoch}, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +409,7 @@ func TestReadAfterStopsAtMax(t *testing.T) {
 	srv := redistest.Start(t)
 	tp := topic(t, newStreams(t, srv, nil), "room")
 	ps := appendN(t, tp, 1, 9) // 9 bytes each
-	wires, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: ps[0].Epoch}, 25)
+	wires, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: ps[0].Epoch}, 25)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +418,7 @@ func TestReadAfterStopsAtMax(t *testing.T) {
 	}
 	// Reads beyond one XRANGE page of the script (100 entries).
 	appendN(t, tp, 10, 250)
-	wires, _, err = tp.ReadAfter(t.Context(), sse.Position{Epoch: ps[0].Epoch, Offset: 2}, 1<<20)
+	wires, _, err = tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: ps[0].Epoch, Offset: 2}, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,14 +432,14 @@ func TestMaxLenTrims(t *testing.T) {
 	tp := topic(t, newStreams(t, srv, &Options{MaxLen: 10}), "room")
 	ps := appendN(t, tp, 1, 25)
 	epoch := ps[0].Epoch
-	wires, head, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: epoch, Offset: 15}, 1<<20)
+	wires, head, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: epoch, Offset: 15}, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(wires) != 10 || number(t, wires[0]) != 16 {
 		t.Errorf("ReadAfter(15) with MaxLen 10 after 25 events: %d events, want 16 to 25", len(wires))
 	}
-	wires, head2, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: epoch, Offset: 14}, 1<<20)
+	wires, head2, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: epoch, Offset: 14}, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -453,7 +454,7 @@ func TestEpochSharedAndKept(t *testing.T) {
 	b := topic(t, newStreams(t, srv, nil), "room")
 	pa := appendN(t, a, 1, 2)
 	pb := appendN(t, b, 3, 3)
-	if pb[0] != (sse.Position{Epoch: pa[0].Epoch, Offset: 3}) {
+	if pb[0] != (ssebroker.Position{Epoch: pa[0].Epoch, Offset: 3}) {
 		t.Errorf("second instance appended at %v, want %s-3", pb[0], pa[0].Epoch)
 	}
 	// A Streams that starts later (a restarted instance) keeps the epoch.
@@ -485,7 +486,7 @@ func TestNewEpochWhenKeysLost(t *testing.T) {
 			if p.Epoch == old || p.Offset != 1 || !epochShape.MatchString(p.Epoch) {
 				t.Errorf("first Append after losing the keys: %v, want a new epoch, offset 1", p)
 			}
-			wires, head, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: old, Offset: 1}, 1<<20)
+			wires, head, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: old, Offset: 1}, 1<<20)
 			if err != nil || len(wires) != 0 || head != p {
 				t.Errorf("ReadAfter in the old epoch: %d events, head %v, %v; want none, head %v", len(wires), head, err, p)
 			}
@@ -511,7 +512,7 @@ func TestNewEpochWhenRedisRestarts(t *testing.T) {
 	appendN(t, a, 4, 5)
 	srv.Restart() // back to offset 3, in the same epoch
 	blind := topic(t, newStreams(t, srv, nil), "a")
-	if h, err := blind.Head(t.Context()); err != nil || h != (sse.Position{Epoch: old, Offset: 3}) {
+	if h, err := blind.Head(t.Context()); err != nil || h != (ssebroker.Position{Epoch: old, Offset: 3}) {
 		t.Errorf("Head after the restart: %v, %v; want %s-3, what the snapshot holds", h, err, old)
 	}
 	p := appendN(t, blind, 6, 6)[0]
@@ -548,7 +549,7 @@ func TestNewEpochWhenRedisGoesBack(t *testing.T) {
 	}
 	appendN(t, a, 4, 5)
 	appendN(t, b, 4, 5)
-	if h, err := readsB.Head(t.Context()); err != nil || h != (sse.Position{Epoch: oldB, Offset: 5}) {
+	if h, err := readsB.Head(t.Context()); err != nil || h != (ssebroker.Position{Epoch: oldB, Offset: 5}) {
 		t.Fatalf("Head of b: %v, %v; want %s-5", h, err, oldB)
 	}
 	for key, d := range dumps { // back to offset 3 of both topics, in the same epochs
@@ -557,7 +558,7 @@ func TestNewEpochWhenRedisGoesBack(t *testing.T) {
 		}
 	}
 	blind := topic(t, newStreams(t, srv, nil), "a")
-	if h, err := blind.Head(t.Context()); err != nil || h != (sse.Position{Epoch: oldA, Offset: 3}) {
+	if h, err := blind.Head(t.Context()); err != nil || h != (ssebroker.Position{Epoch: oldA, Offset: 3}) {
 		t.Errorf("Head of a from a Streams that never saw a-4: %v, %v; want %s-3", h, err, oldA)
 	}
 	if p := appendN(t, a, 6, 6)[0]; p.Epoch == oldA || p.Offset != 1 {
@@ -598,7 +599,7 @@ func TestNewEpochAfterPromotion(t *testing.T) {
 	// one in its own.
 	pm := appendN(t, onMaster, 4, 4)[0]
 	pr := appendN(t, topic(t, newStreams(t, replica, nil), "room"), 104, 104)[0]
-	if pm != (sse.Position{Epoch: old, Offset: 4}) || pr.Epoch == old || pr.Offset != 1 {
+	if pm != (ssebroker.Position{Epoch: old, Offset: 4}) || pr.Epoch == old || pr.Offset != 1 {
 		t.Errorf("Appends to the old master and to the promoted replica: %v and %v; want %s-4, and a new epoch at 1", pm, pr, old)
 	}
 	r.wait("the new epoch", 10*time.Second, func(r *reader) bool { return r.epoch == pr.Epoch && r.last == 1 })
@@ -607,7 +608,7 @@ func TestNewEpochAfterPromotion(t *testing.T) {
 		t.Errorf("the follower on the promoted replica had the resets %v, want one, to %s", r.resets, pr.Epoch)
 	}
 	r.mu.Unlock()
-	wires, head, err := onReplica.ReadAfter(t.Context(), sse.Position{Epoch: old, Offset: 1}, 1<<20)
+	wires, head, err := onReplica.ReadAfter(t.Context(), ssebroker.Position{Epoch: old, Offset: 1}, 1<<20)
 	if err != nil || len(wires) != 0 || head != pr {
 		t.Errorf("ReadAfter(%s-1) on the promoted replica: %d events, head %v, %v; want none, head %v", old, len(wires), head, err, pr)
 	}
@@ -629,7 +630,7 @@ func TestFollowNewEpochWhenRedisGoesBack(t *testing.T) {
 	r.mu.Lock()
 	epoch := r.epoch
 	r.mu.Unlock()
-	if h, err := pub.Head(t.Context()); err != nil || h != (sse.Position{Epoch: epoch, Offset: 0}) || epoch == old {
+	if h, err := pub.Head(t.Context()); err != nil || h != (ssebroker.Position{Epoch: epoch, Offset: 0}) || epoch == old {
 		t.Errorf("Head after the follower's new epoch: %v, %v; want %s-0, a new epoch", h, err, epoch)
 	}
 }
@@ -675,7 +676,7 @@ func TestReadMakesNoLastingKey(t *testing.T) {
 			for i, read := range []func(tp *Topic) error{
 				func(tp *Topic) error { _, err := tp.Head(t.Context()); return err },
 				func(tp *Topic) error {
-					_, _, err := tp.ReadAfter(t.Context(), sse.Position{Epoch: "0123456789abcdef", Offset: 3}, 1)
+					_, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: "0123456789abcdef", Offset: 3}, 1)
 					return err
 				},
 			} {
@@ -769,11 +770,11 @@ func TestClosed(t *testing.T) {
 	if _, err := tp.Append(t.Context(), wire(1)); !errors.Is(err, ErrClosed) {
 		t.Errorf("Append after Close: %v, want ErrClosed", err)
 	}
-	if _, _, err := tp.ReadAfter(t.Context(), sse.Position{}, 1); !errors.Is(err, ErrClosed) {
+	if _, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{}, 1); !errors.Is(err, ErrClosed) {
 		t.Errorf("ReadAfter after Close: %v, want ErrClosed", err)
 	}
 	called := false
-	stop := tp.Follow(func(sse.Position, []byte) { called = true })
+	stop := tp.Follow(func(ssebroker.Position, []byte) { called = true })
 	stop()
 	if called {
 		t.Error("Follow after Close called deliver")
@@ -796,7 +797,7 @@ func TestForeignEntriesRemoved(t *testing.T) {
 		}
 		n := 3 + i
 		p, err := tp.Append(t.Context(), wire(n))
-		if err != nil || p != (sse.Position{Epoch: epoch, Offset: uint64(n)}) {
+		if err != nil || p != (ssebroker.Position{Epoch: epoch, Offset: uint64(n)}) {
 			t.Fatalf("Append after another client's XADD %s: %v, %v; want %s-%d", id, p, err, epoch, n)
 		}
 	}
@@ -818,7 +819,7 @@ func TestEventTooLargeRefused(t *testing.T) {
 	if p, err := tp.Append(t.Context(), []byte("data: "+strings.Repeat("x", 92)+"\n\n")); err != nil || p.Offset != 2 {
 		t.Errorf("Append of 100 bytes with MaxEventBytes 100: %v, %v; want offset 2", p, err)
 	}
-	if h, err := tp.Head(t.Context()); err != nil || h != (sse.Position{Epoch: epoch, Offset: 2}) {
+	if h, err := tp.Head(t.Context()); err != nil || h != (ssebroker.Position{Epoch: epoch, Offset: 2}) {
 		t.Errorf("Head %v, %v; want %s-2: the event refused is not in the log", h, err, epoch)
 	}
 }

@@ -3,7 +3,7 @@ package redisstream
 import (
 	"sync"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
 )
 
 // marks holds the high-water mark of each topic the Streams appends to,
@@ -19,7 +19,7 @@ import (
 // one of an older epoch, seen out of order, checks nothing until the next.
 type marks struct {
 	mu sync.Mutex
-	m  map[string]sse.Position // by the topic's channel
+	m  map[string]ssebroker.Position // by the topic's channel
 }
 
 // maxMarks bounds the marks a Streams keeps: with topic names of 256 bytes,
@@ -28,7 +28,7 @@ const maxMarks = 1 << 16
 
 // get returns the mark of the topic whose channel is key, or the zero
 // Position if there is none.
-func (ms *marks) get(key string) sse.Position {
+func (ms *marks) get(key string) ssebroker.Position {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	return ms.m[key]
@@ -36,7 +36,7 @@ func (ms *marks) get(key string) sse.Position {
 
 // see raises the mark of the topic whose channel is key to p, or replaces
 // it if p is of another epoch.
-func (ms *marks) see(key string, p sse.Position) {
+func (ms *marks) see(key string, p ssebroker.Position) {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	old, ok := ms.m[key]
@@ -49,7 +49,7 @@ func (ms *marks) see(key string, p sse.Position) {
 			break
 		}
 	case ms.m == nil:
-		ms.m = make(map[string]sse.Position)
+		ms.m = make(map[string]ssebroker.Position)
 	}
 	ms.m[key] = p
 }

@@ -3,7 +3,7 @@
 // on any of them reaches the clients of all, in one order, with the same id,
 // and a client that reconnects to any of them resumes where it left off.
 //
-// One Streams serves a whole process; each topic is an [sse.Log]:
+// One Streams serves a whole process; each topic is an [ssebroker.Log]:
 //
 //	client := redis.NewUniversalClient(&redis.UniversalOptions{
 //		Addrs:                 []string{"127.0.0.1:6379"},
@@ -14,7 +14,7 @@
 //	defer streams.Close()
 //	room, err := streams.Topic("room:42")
 //	...
-//	broker := sse.NewBroker(&sse.BrokerOptions{Log: room})
+//	broker, err := ssebroker.New(&ssebroker.Options{Log: room})
 //
 // Behind a load balancer, the balancer decides what a client sees when an
 // instance goes away: DEPLOY.md, beside this package, says what a proxy
@@ -203,7 +203,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/redis/go-redis/v9"
 )
 
@@ -250,8 +251,9 @@ type Options struct {
 	Prefix string
 	// MaxLen bounds each topic's log: it keeps the topic's MaxLen most
 	// recent events (DefaultMaxLen, 1000). A client whose Last-Event-ID is
-	// older gets a reset. Redis needs about MaxLen times the mean size of
-	// an event (plus about 20 bytes) for each topic.
+	// older gets a reset. Redis needs about MaxLen × (1.1 × the mean
+	// encoded size of an event + 40 bytes) for each topic, measured on
+	// Redis 7.0 (docs/several-instances.md, "Sizing Redis").
 	MaxLen int
 	// IdleTTL, if above 0, deletes a topic's keys after that long without
 	// an Append (at least 1 ms). The next Append or read starts a new epoch,
@@ -409,8 +411,8 @@ func (s *Streams) Close() error {
 	return nil
 }
 
-// Topic returns the log of one topic, for use as a BrokerOptions.Log. Topics
-// of one name are interchangeable: they share the same keys.
+// Topic returns the log of one topic, for use as an ssebroker.Options.Log.
+// Topics of one name are interchangeable: they share the same keys.
 //
 // It returns ErrInvalidTopic for a name that is empty, longer than
 // MaxTopicLen bytes, not valid UTF-8, or that contains '{' or '}' (which
@@ -441,7 +443,7 @@ func checkTopic(name string) error {
 
 func isControl(r rune) bool { return r < 0x20 || r >= 0x7f && r < 0xa0 }
 
-// A Topic is the log of one topic: an [sse.Log] kept in Redis. Make one with
+// A Topic is the log of one topic: an [ssebroker.Log] kept in Redis. Make one with
 // Streams.Topic; a Topic stops working when its Streams closes.
 type Topic struct {
 	s       *Streams
@@ -450,7 +452,7 @@ type Topic struct {
 	channel string   // where Append publishes
 }
 
-var _ sse.Log = (*Topic)(nil)
+var _ ssebroker.Log = (*Topic)(nil)
 
 // Name returns the topic's name.
 func (t *Topic) Name() string { return t.name }
@@ -476,13 +478,13 @@ func (t *Topic) Name() string { return t.name }
 // wire to Redis when Append gave up may still read it, until that round
 // trip ends (one that had not begun leaves the event out). So do not
 // modify wire after an error; the Broker never does.
-func (t *Topic) Append(ctx context.Context, wire []byte) (sse.Position, error) {
+func (t *Topic) Append(ctx context.Context, wire []byte) (ssebroker.Position, error) {
 	if len(wire) > t.s.maxWire {
-		return sse.Position{}, fmt.Errorf("%w: %d bytes, over MaxEventBytes (%d)", ErrEventTooLarge, len(wire), t.s.maxWire)
+		return ssebroker.Position{}, fmt.Errorf("%w: %d bytes, over MaxEventBytes (%d)", ErrEventTooLarge, len(wire), t.s.maxWire)
 	}
 	c := &call{topic: t, kind: appendCall, wire: wire}
 	if err := t.s.do(ctx, c); err != nil {
-		return sse.Position{}, err
+		return ssebroker.Position{}, err
 	}
 	return c.head, nil
 }
@@ -497,10 +499,10 @@ func (t *Topic) Append(ctx context.Context, wire []byte) (sse.Position, error) {
 //
 // It returns the same errors as Append, except that a failed ReadAfter
 // changed nothing but, perhaps, the creation of the topic's epoch.
-func (t *Topic) ReadAfter(ctx context.Context, after sse.Position, max int) ([][]byte, sse.Position, error) {
+func (t *Topic) ReadAfter(ctx context.Context, after ssebroker.Position, max int) ([][]byte, ssebroker.Position, error) {
 	c := &call{topic: t, kind: readCall, after: after, max: max}
 	if err := t.s.do(ctx, c); err != nil {
-		return nil, sse.Position{}, err
+		return nil, ssebroker.Position{}, err
 	}
 	return c.wires, c.head, nil
 }
@@ -508,10 +510,10 @@ func (t *Topic) ReadAfter(ctx context.Context, after sse.Position, max int) ([][
 // Head returns the Position of the topic's newest event (Offset 0 if its
 // epoch has none yet), giving the topic a new epoch as ReadAfter does. It
 // returns the same errors as ReadAfter.
-func (t *Topic) Head(ctx context.Context) (sse.Position, error) {
+func (t *Topic) Head(ctx context.Context) (ssebroker.Position, error) {
 	c := &call{topic: t, kind: headCall}
 	if err := t.s.do(ctx, c); err != nil {
-		return sse.Position{}, err
+		return ssebroker.Position{}, err
 	}
 	return c.head, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/redisstream/internal/redistest"
+	"github.com/lightsse/sse/ssebroker"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -178,13 +179,13 @@ type dnode struct {
 	srv     *httptest.Server
 
 	mu      sync.Mutex
-	brokers map[string]*sse.Broker // by topic
+	brokers map[string]*ssebroker.Broker // by topic
 }
 
 func newDeployment(t *testing.T, client func() redis.UniversalClient) *deployment {
 	d := &deployment{t: t}
 	for i := range 3 {
-		n := &dnode{name: string(rune('A' + i)), brokers: make(map[string]*sse.Broker)}
+		n := &dnode{name: string(rune('A' + i)), brokers: make(map[string]*ssebroker.Broker)}
 		n.streams = streamsOn(t, client(), &Options{Timeout: 500 * time.Millisecond, MaxLen: 100000})
 		mux := http.NewServeMux()
 		mux.HandleFunc("GET /t/{topic}", func(w http.ResponseWriter, r *http.Request) {
@@ -205,12 +206,12 @@ func newDeployment(t *testing.T, client func() redis.UniversalClient) *deploymen
 }
 
 // broker returns the node's Broker of topic, made at the first call.
-func (n *dnode) broker(t *testing.T, name string) *sse.Broker {
+func (n *dnode) broker(t *testing.T, name string) *ssebroker.Broker {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	b := n.brokers[name]
 	if b == nil {
-		b = sse.NewBroker(&sse.BrokerOptions{Log: topic(t, n.streams, name), HistoryLen: 256})
+		b = newBroker(t, &ssebroker.Options{Log: topic(t, n.streams, name), HistoryLen: 256})
 		n.brokers[name] = b
 	}
 	return b
@@ -363,7 +364,7 @@ func (l *load) check() {
 		c.mu.Lock()
 		events += len(c.events)
 		for _, ev := range c.events {
-			if ev.Type == sse.ResetEvent {
+			if ev.Type == ssebroker.ResetEvent {
 				resets++
 			}
 		}
@@ -392,7 +393,7 @@ func (l *load) problems() []string {
 		seen := make(map[string]bool)
 		var resets []time.Time
 		for i, ev := range c.events {
-			if ev.Type == sse.ResetEvent {
+			if ev.Type == ssebroker.ResetEvent {
 				resets = append(resets, c.at[i])
 				continue
 			}

@@ -13,7 +13,7 @@
 //		fmt.Println(ev.Type, ev.Data)
 //	}
 //
-// It reads events with [sse.Reader], so it parses exactly as the standard says,
+// It reads events with [Reader], so it parses exactly as the standard says,
 // and hands the caller every event, a Broker's "reset" included. It keeps no
 // goroutine of its own (the loop runs in the caller's; the idle timeout is a
 // timer), and a cancelled context or a break out of the loop ends the
@@ -28,6 +28,36 @@
 //		...
 //	}
 //	save(stream.LastEventID())
+//
+// # Streams that answer a POST
+//
+// An LLM API streams its answer to a POST. Sent again, a POST starts anew:
+// a new completion, billed again, its text a second time. So the Client
+// sends a request that is not a GET without a body again only to resume a
+// stream whose server sent an id, with Last-Event-ID and the body from
+// GetBody; when a stream without one is cut, it ends with ErrStreamCut.
+// Set Client.Done to spot the API's last event, so that the stream ends
+// there without an error (and a stream cut before it, with one); read a
+// status error with errors.As, as a *StatusError, for the API's headers and
+// the start of its body:
+//
+//	client := sseclient.Client{Done: func(ev sse.Event) bool { return ev.Data == "[DONE]" }}
+//	req, _ := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
+//	for ev, err := range client.Events(req) {
+//		if err != nil {
+//			return err // a *StatusError; ErrStreamCut: the answer is cut short...
+//		}
+//		if ev.Data != "[DONE]" {
+//			handle(ev.Data)
+//		}
+//	}
+//
+// # Options
+//
+// Client's and Reader's fields follow one rule, as everywhere in this
+// module: 0 means the default; a negative value means off where off exists
+// (IdleTimeout), and is refused, with an error matching ErrInvalidOptions
+// that names the field, where it does not.
 package sseclient
 
 import (
@@ -37,13 +67,13 @@ import (
 	"io"
 	"iter"
 	"math/rand/v2"
-	"mime"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/internal/wire"
 )
 
 // Defaults used when a Client leaves a field zero.
@@ -62,13 +92,28 @@ var (
 	// EventSource to stop reconnecting.
 	ErrNoContent = errors.New("sseclient: 204 No Content: the server asks not to reconnect")
 	// ErrStatus: the server answered a status other than 200 and 204. An
-	// EventSource does not reconnect after one, even 503.
+	// EventSource does not reconnect after one, even 503. The error is a
+	// *StatusError, which holds the status, the headers and the start of the
+	// body.
 	ErrStatus = errors.New("sseclient: status is not 200 OK")
-	// ErrContentType: the response is not text/event-stream.
+	// ErrContentType: the response is not text/event-stream, or its charset
+	// is not UTF-8. The type is compared as a browser does: without regard
+	// to case, and to parameters but the charset (see Stream.Events).
 	ErrContentType = errors.New("sseclient: response is not text/event-stream")
-	// ErrBodyNotReplayable: the request has a Body but no GetBody, so it
-	// could not be sent again to reconnect. http.NewRequest sets GetBody for
-	// a *bytes.Buffer, *bytes.Reader or *strings.Reader body.
+	// ErrStreamCut: the connection ended, or failed, before the stream's
+	// end, and the stream cannot be resumed: its request has a body or a
+	// method other than GET, so that sending it again would start anew
+	// (a new completion, billed again, its text a second time), and the
+	// server sent no id to resume from. The error matches what ended the
+	// connection too: io.EOF if the server ended the response between
+	// events (without the event that Client.Done looks for), or
+	// io.ErrUnexpectedEOF inside one, ErrIdleTimeout, or the error from the
+	// HTTP client or the body.
+	ErrStreamCut = errors.New("sseclient: stream cut, and it cannot be resumed")
+	// ErrBodyNotReplayable: the stream must be resumed, and its request has
+	// a Body but no GetBody to send it again. The error matches ErrStreamCut
+	// and what ended the connection too. http.NewRequest sets GetBody for a
+	// *bytes.Buffer, *bytes.Reader or *strings.Reader body.
 	ErrBodyNotReplayable = errors.New("sseclient: request body cannot be sent again (no GetBody)")
 	// ErrInvalidLastEventID: the stream's last event ID, which the next
 	// request must send as Last-Event-ID, holds a control byte other than
@@ -79,6 +124,25 @@ var (
 	// without Last-Event-ID.
 	ErrInvalidLastEventID = errors.New("sseclient: last event ID cannot be sent in a Last-Event-ID header")
 )
+
+// ErrInvalidOptions is the error a stream ends with, before any request, when
+// its Client has a field that the options rule refuses (see Client); a Reader
+// whose MaxEventSize is negative returns it from Next. The error's text names
+// the field.
+var ErrInvalidOptions = errors.New("sseclient: invalid options")
+
+// check returns why the options rule refuses c, or nil.
+func (c *Client) check() error {
+	for _, f := range []struct {
+		name string
+		bad  bool
+	}{{"Retry", c.Retry < 0}, {"MaxDelay", c.MaxDelay < 0}, {"MaxEventSize", c.MaxEventSize < 0}} {
+		if f.bad {
+			return fmt.Errorf("%w: %s is negative", ErrInvalidOptions, f.name)
+		}
+	}
+	return nil
+}
 
 // ErrIdleTimeout is the error a connection ends with when no byte arrived
 // for the Client's IdleTimeout. It does not end the stream: the Client
@@ -95,22 +159,26 @@ type Client struct {
 	// whole response: leave it 0 and use IdleTimeout.
 	HTTPClient *http.Client
 	// Retry is the delay before a reconnection until the server sets one
-	// with a retry field. 0 or less means DefaultRetry.
+	// with a retry field. 0 means DefaultRetry.
 	Retry time.Duration
 	// MaxDelay caps the wait before a reconnection, jitter included: the
-	// server's retry, however large, and the backoff. 0 or less means
+	// server's retry, however large, and the backoff. 0 means
 	// DefaultMaxDelay.
 	MaxDelay time.Duration
 	// IdleTimeout, if positive, ends a connection on which no byte has
 	// arrived for that long, from the request on, and reconnects. Comments
 	// count, so a server's heartbeats keep the stream alive: set it to a few
 	// times the heartbeat (sse.Writer sends one after 15 s of silence). Time
-	// the caller spends on an event does not count. 0 means no idle timeout:
-	// a stream may be quiet for as long as it likes.
+	// the caller spends on an event does not count. 0 (the default), or a
+	// negative value, means no idle timeout: a stream may be quiet for as
+	// long as it likes.
 	IdleTimeout time.Duration
-	// MaxEventSize bounds each event, as sse.Reader's MaxEventSize does; 0
-	// means sse.DefaultMaxEventSize. An event over it ends the stream with an
-	// error matching sse.ErrEventTooLarge.
+	// MaxEventSize bounds each event, as Reader's MaxEventSize does; 0
+	// means DefaultMaxEventSize. An event over it ends the stream with an
+	// error matching ErrEventTooLarge.
+	//
+	// A negative Retry, MaxDelay or MaxEventSize ends every stream at once
+	// with an error matching ErrInvalidOptions that names the field.
 	MaxEventSize int
 	// OnRetry, if not nil, is called before each wait to reconnect, with the
 	// error that ended the connection and the time the Client will wait: the
@@ -118,6 +186,16 @@ type Client struct {
 	// io.ErrUnexpectedEOF when it ended inside one, ErrIdleTimeout, or the
 	// error from the HTTP client or the body. It runs in the loop's goroutine.
 	OnRetry func(err error, wait time.Duration)
+	// Done, if not nil, says which event is a stream's last: it is called
+	// with each event once the caller has had it (if the loop goes on), and
+	// when it returns true the stream is over: the connection is closed, no
+	// request follows, and the iterator ends without an error. Set it for an
+	// API that marks the end of its stream with an event, as OpenAI's ends
+	// with "data: [DONE]" and Anthropic's with an event of type
+	// message_stop; without it the Client cannot tell the end of such a
+	// stream from a cut, and reconnects (or, for a request that cannot be
+	// sent again, ends with ErrStreamCut). It runs in the loop's goroutine.
+	Done func(ev sse.Event) bool
 }
 
 // Events returns an iterator over the events of the stream that req opens:
@@ -164,29 +242,49 @@ type Stream struct {
 // it then); each later request sends a body from req.GetBody, so that an API
 // that streams the response to a POST can be resumed.
 //
+// A response opens the stream if its status is 200 and its Content-Type is
+// text/event-stream as a browser reads it: the MIME type the Fetch standard
+// extracts from the header (from its last valid value, if it has several),
+// compared without regard to case, whatever its parameters; but a charset
+// other than UTF-8 is refused, as Chromium and Safari refuse it, since the
+// stream is read as UTF-8 whatever its label says.
+//
 // The Client reconnects when the response ends, whether cleanly, in the
 // middle of an event (which is dropped, as the standard says) or with a
-// network error, and when no byte arrives within IdleTimeout. It first waits
-// the delay the server set with its last retry field, or Retry. After a
-// connection that failed, the delay doubles with each such connection in a
-// row, from at least Retry, up to MaxDelay. A connection fails unless it
-// delivers an event or its response stays open for MaxDelay or longer (a
-// quiet stream that heartbeats keep open is healthy); a healthy one resets
-// the backoff. To each delay it adds a random part of up to half of it, so
-// that clients of a server that restarts do not all come back at once. The
-// wait never passes MaxDelay: a delay over two thirds of MaxDelay counts as
-// two thirds of it, so that the wait is then between two thirds of MaxDelay
-// and MaxDelay.
+// network error, and when no byte arrives within IdleTimeout, if the stream
+// can be resumed. A GET without a body always can, as an EventSource's. Any
+// other request (a POST to an LLM API, say) can once the server has given
+// the stream an id, that is while the stream's last event ID is not empty
+// (an id field set it, or req's Last-Event-ID): the request is sent again
+// with it, for the server to go on from there. Without an id, sending the
+// request again would start it anew: a new completion, billed again, its
+// text a second time in the loop. So such a stream ends instead, with an
+// error matching ErrStreamCut and what ended the connection; set
+// Client.Done so that the event that ends it makes it end without one.
+//
+// Before it reconnects, the Client waits the delay the server set with its
+// last retry field, or Retry. After a connection that failed, the delay
+// doubles with each such connection in a row, from at least Retry, up to
+// MaxDelay. A connection fails unless it delivers an event or its response
+// stays open for MaxDelay or longer (a quiet stream that heartbeats keep open
+// is healthy); a healthy one resets the backoff. To each delay it adds a
+// random part of up to half of it, so that clients of a server that restarts
+// do not all come back at once. The wait never passes MaxDelay: a delay over
+// two thirds of MaxDelay counts as two thirds of it, so that the wait is then
+// between two thirds of MaxDelay and MaxDelay.
 //
 // The iterator yields each event with a nil error: an event's ID, Type, Data
-// and Retry are as sse.Reader returns them. It ends for good, yielding one
+// and Retry are as Reader returns them. It ends for good, yielding one
 // last error with a zero Event, when the server answers 204 (ErrNoContent),
-// another status than 200 (ErrStatus), or another content type than
-// text/event-stream (ErrContentType); when an event is over MaxEventSize
-// (sse.ErrEventTooLarge); when req's body cannot be sent again
-// (ErrBodyNotReplayable); when the last event ID cannot be sent in a header
-// (ErrInvalidLastEventID); and when req's context is done (its Err). A break
-// out of the loop closes the connection and ends it without an error.
+// another status than 200 (a *StatusError, which matches ErrStatus), or
+// another content type than text/event-stream (ErrContentType); when an event
+// is over MaxEventSize (ErrEventTooLarge); when the connection of a stream
+// that cannot be resumed ends (ErrStreamCut), or that of one whose req's body
+// cannot be sent again (ErrBodyNotReplayable, which matches ErrStreamCut);
+// when the last event ID cannot be sent in a header (ErrInvalidLastEventID);
+// and when req's context is done (its Err). It ends without an error after an
+// event that Client.Done says is the last; and a break out of the loop closes
+// the connection and ends it without an error.
 //
 // A second range over the iterator, or over another from Events, goes on
 // with the same stream: it connects again, resuming from LastEventID.
@@ -202,7 +300,7 @@ func (s *Stream) Events() iter.Seq2[sse.Event, error] {
 // will send as Last-Event-ID, and what a later process should set as the
 // Last-Event-ID of its request to resume the stream where this one stopped.
 // It is req's Last-Event-ID until the stream sets one; then, as
-// sse.Reader.LastEventID says, it is set by the last id field before a blank
+// Reader.LastEventID says, it is set by the last id field before a blank
 // line, whether or not that blank line dispatched an event (a Broker opens a
 // new client's stream with an id line alone), and reset to "" by an empty
 // id field. So it is not the last non-empty ID of the events received.
@@ -224,8 +322,13 @@ func (s *Stream) setLastEventID(id string) {
 	s.mu.Unlock()
 }
 
-// errStopped is what connect returns when the caller broke out of the loop.
+// errStopped is what connect returns when the caller broke out of the loop,
+// or Done said the event was the last.
 var errStopped = errors.New("sseclient: stopped by the caller")
+
+// errSlowErrorBody is the cause of the end of a connection whose status
+// error's body took too long.
+var errSlowErrorBody = errors.New("sseclient: the body of a status error took too long")
 
 // permanent wraps the errors that end the stream for good.
 type permanent struct{ err error }
@@ -237,8 +340,8 @@ func (p permanent) Error() string { return p.err.Error() }
 func (s *Stream) run(yield func(sse.Event, error) bool) error {
 	ctx := s.req.Context()
 	defer s.closeUnsentBody()
-	if s.req.Body != nil && s.req.Body != http.NoBody && s.req.GetBody == nil {
-		return ErrBodyNotReplayable
+	if err := s.c.check(); err != nil {
+		return err
 	}
 	failures := 0 // connections in a row that failed
 	for {
@@ -251,6 +354,12 @@ func (s *Stream) run(yield func(sse.Event, error) bool) error {
 		}
 		if p, ok := err.(permanent); ok {
 			return p.err
+		}
+		if !s.resumable() {
+			return fmt.Errorf("%w: %w", ErrStreamCut, err)
+		}
+		if s.hasBody() && s.req.GetBody == nil {
+			return fmt.Errorf("%w: %w: %w", ErrStreamCut, ErrBodyNotReplayable, err)
 		}
 		if healthy {
 			failures = 0
@@ -269,6 +378,20 @@ func (s *Stream) run(yield func(sse.Event, error) bool) error {
 		case <-t.C:
 		}
 	}
+}
+
+// resumable reports whether the stream may be resumed by sending its
+// request again: if it is a GET without a body, which sent again only asks
+// for the stream again, as an EventSource's does; or if the server gave the
+// stream an id to resume from, which the request sent again carries.
+func (s *Stream) resumable() bool {
+	get := s.req.Method == "" || s.req.Method == http.MethodGet
+	return get && !s.hasBody() || s.LastEventID() != ""
+}
+
+// hasBody reports whether req has a body.
+func (s *Stream) hasBody() bool {
+	return s.req.Body != nil && s.req.Body != http.NoBody
 }
 
 // closeUnsentBody closes req's Body if no request has sent it: the stream
@@ -310,7 +433,7 @@ func (s *Stream) delay(failures int) time.Duration {
 
 // retry returns the Client's Retry, or its default.
 func (c *Client) retry() time.Duration {
-	if c.Retry <= 0 {
+	if c.Retry == 0 {
 		return DefaultRetry
 	}
 	return c.Retry
@@ -318,7 +441,7 @@ func (c *Client) retry() time.Duration {
 
 // maxDelay returns the Client's MaxDelay, or its default.
 func (c *Client) maxDelay() time.Duration {
-	if c.MaxDelay <= 0 {
+	if c.MaxDelay == 0 {
 		return DefaultMaxDelay
 	}
 	return c.MaxDelay
@@ -341,7 +464,7 @@ func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 	defer idle.stop()
 
 	lastID := s.LastEventID()
-	if !validHeaderValue(lastID) {
+	if wire.HeaderUnsafe(lastID) >= 0 { // net/http would refuse to send it
 		return false, permanent{fmt.Errorf("%w: %.64q", ErrInvalidLastEventID, lastID)}
 	}
 	req := s.req.Clone(ctx) // with req's Body, which the first request sends
@@ -371,7 +494,7 @@ func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 		return false, idle.cause(ctx, err)
 	}
 	defer resp.Body.Close()
-	if err := checkResponse(resp); err != nil {
+	if err := checkResponse(resp, idle.reader(resp.Body), func() { cancel(errSlowErrorBody) }); err != nil {
 		return false, permanent{err}
 	}
 	opened := time.Now()
@@ -380,7 +503,7 @@ func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 		healthy = delivered || time.Since(opened) >= s.c.maxDelay()
 	}()
 
-	r := sse.NewReader(idle.reader(resp.Body))
+	r := NewReader(idle.reader(resp.Body))
 	r.MaxEventSize = s.c.MaxEventSize
 	r.SetLastEventID(lastID)
 	defer func() {
@@ -391,7 +514,7 @@ func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 	}()
 	for {
 		ev, err := r.Next()
-		if errors.Is(err, sse.ErrEventTooLarge) {
+		if errors.Is(err, ErrEventTooLarge) {
 			return false, permanent{err}
 		}
 		if err != nil {
@@ -402,38 +525,23 @@ func (s *Stream) connect(ctx context.Context, yield func(sse.Event, error) bool)
 		idle.pause()
 		ok := yield(ev, nil)
 		idle.resume()
-		if !ok {
+		if !ok || s.c.Done != nil && s.c.Done(ev) {
 			return false, errStopped
 		}
 	}
 }
 
-// validHeaderValue reports whether net/http sends v as a header value: it
-// refuses one with a control byte other than tab, that is a byte below 0x20
-// or DEL (see golang.org/x/net/http/httpguts.ValidHeaderFieldValue).
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
 // checkResponse returns the error that ends the stream for a response that
-// does not open one.
-func checkResponse(resp *http.Response) error {
+// does not open one; for a status error, it reads the start of the body from
+// body, and calls abort to end the reads if that takes too long.
+func checkResponse(resp *http.Response, body io.Reader, abort func()) error {
 	switch {
 	case resp.StatusCode == http.StatusNoContent:
 		return ErrNoContent
 	case resp.StatusCode != http.StatusOK:
-		return fmt.Errorf("%w: %s", ErrStatus, resp.Status)
+		return statusError(resp, body, abort)
 	}
-	ct := resp.Header.Get("Content-Type")
-	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "text/event-stream" {
-		return fmt.Errorf("%w: Content-Type %q", ErrContentType, ct)
-	}
-	return nil
+	return checkContentType(resp.Header.Values("Content-Type"))
 }
 
 // idleWatch ends a connection, by cancelling its context with

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/internal/leakcheck"
 )
@@ -147,7 +149,7 @@ func TestWriterStreamResumes(t *testing.T) {
 // Against our Broker: a client whose connection is cut, while events are
 // published, gets every event once and in order.
 func TestBrokerStreamResumesAcrossCuts(t *testing.T) {
-	b := sse.NewBroker(nil)
+	b := newBroker(t, nil)
 	defer b.Close()
 	cuts := make(chan context.CancelFunc, 10)
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
@@ -184,13 +186,13 @@ func TestBrokerStreamResumesAcrossCuts(t *testing.T) {
 // A Last-Event-ID the Broker cannot resume from gets a reset event first,
 // which reaches the caller like any other.
 func TestBrokerResetReachesCaller(t *testing.T) {
-	b := sse.NewBroker(nil)
+	b := newBroker(t, nil)
 	defer b.Close()
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) { b.ServeHTTP(w, r) })
 	req := get(t, srv.URL)
 	req.Header.Set("Last-Event-ID", "from-another-life")
 	got, err := read(fast(nil), req, 1)
-	if err != nil || len(got) != 1 || got[0].Type != sse.ResetEvent || got[0].Data != "from-another-life" {
+	if err != nil || len(got) != 1 || got[0].Type != ssebroker.ResetEvent || got[0].Data != "from-another-life" {
 		t.Fatalf("%+v, %v; want a reset event", got, err)
 	}
 }
@@ -307,46 +309,199 @@ func TestMisbehavingServers(t *testing.T) {
 	}
 }
 
-// An API that streams the response to a POST: each request carries the body
-// and the caller's headers again.
-func TestPostBodyReplayed(t *testing.T) {
-	var bodies, auths []string
-	var mu sync.Mutex
-	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
-		b, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		bodies = append(bodies, r.Method+" "+string(b))
-		auths = append(auths, r.Header.Get("Authorization"))
-		mu.Unlock()
-		respond(w, fmt.Sprintf("data: %d\n\n", n))
-		if n == 3 {
-			hold(r)
-		}
-	})
-	req := get(t, srv.URL)
-	req.Method = "POST"
-	req.Body = io.NopCloser(strings.NewReader(`{"q":1}`))
-	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(`{"q":1}`)), nil }
-	req.Header.Set("Authorization", "Bearer t")
-	got, err := read(fast(nil), req, 3)
-	if err != nil || len(got) != 3 {
-		t.Fatalf("%+v, %v", got, err)
+// post returns a POST request for url with body, whose GetBody is set as
+// http.NewRequest sets it for a *strings.Reader, and whose context the test
+// cancels at its end. An empty body is no body.
+func post(t *testing.T, url, body string) *http.Request {
+	t.Helper()
+	req := get(t, url)
+	r, err := http.NewRequestWithContext(req.Context(), "POST", url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
 	}
-	mu.Lock()
-	for i := range bodies {
-		if bodies[i] != `POST {"q":1}` || auths[i] != "Bearer t" {
-			t.Errorf("request %d: %q, Authorization %q", i+1, bodies[i], auths[i])
-		}
+	if body == "" {
+		r.Body, r.GetBody = nil, nil
 	}
-	mu.Unlock()
+	return r
+}
 
-	// A body that cannot be sent again is refused before any request.
-	req = get(t, srv.URL)
-	req.Method = "POST"
-	req.Body = io.NopCloser(strings.NewReader("x"))
-	before := srv.n.Load()
-	if _, err := read(fast(nil), req, 1); !errors.Is(err, ErrBodyNotReplayable) || srv.n.Load() != before {
-		t.Errorf("a body without GetBody: %v after %d requests", err, srv.n.Load()-before)
+// A cut is one way a connection ends before the stream does.
+type cut struct {
+	name  string
+	cause error // what the Client sees end the connection
+	// do sends what before has, then ends the response that way.
+	do func(t *testing.T, w http.ResponseWriter, before string)
+}
+
+var cuts = []cut{
+	{"the response ends between events", io.EOF, func(t *testing.T, w http.ResponseWriter, before string) {
+		respond(w, before)
+	}},
+	{"the response ends inside an event", io.ErrUnexpectedEOF, func(t *testing.T, w http.ResponseWriter, before string) {
+		respond(w, before, "data: hal")
+	}},
+	{"the connection drops", io.ErrUnexpectedEOF, func(t *testing.T, w http.ResponseWriter, before string) {
+		respond(w, before)
+		drop(t, w)
+	}},
+}
+
+// drop closes the connection of w's request without a word: no end of the
+// response, which is sent chunked.
+func drop(t *testing.T, w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	conn.Close()
+}
+
+// A request that is not a GET without a body, whose stream has no id, is
+// not sent again when its connection ends, however it ends: that would start
+// it anew (a new completion, billed, its text again). The stream ends with
+// ErrStreamCut and the cause, after one request and no retry. The server
+// here would answer a second request, and more.
+func TestCutPostNotResent(t *testing.T) {
+	type tcase struct {
+		name   string
+		method string // "" for POST
+		body   string // "" for none
+		before string // what the response sends before the cut
+		want   []sse.Event
+		cut    cut
+	}
+	var cases []tcase
+	for _, c := range cuts {
+		cases = append(cases, tcase{c.name, "", `{"q":1}`, "data: a\n\ndata: b\n\n", []sse.Event{{Data: "a"}, {Data: "b"}}, c})
+	}
+	cases = append(cases,
+		tcase{"the id reset by an empty one", "", `{"q":1}`, "id: 1\ndata: a\n\nid\ndata: b\n\n",
+			[]sse.Event{{ID: "1", Data: "a"}, {Data: "b"}}, cuts[0]},
+		tcase{"a POST without a body", "", "", "data: a\n\n", []sse.Event{{Data: "a"}}, cuts[0]},
+		tcase{"a GET with a body", "GET", "q", "data: a\n\n", []sse.Event{{Data: "a"}}, cuts[0]},
+		tcase{"dropped before the response", "", `{"q":1}`, "", nil, cut{"", io.EOF, func(t *testing.T, w http.ResponseWriter, _ string) { drop(t, w) }}},
+	)
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+				if n == 1 {
+					tt.cut.do(t, w, tt.before)
+					return
+				}
+				respond(w, "data: again\n\n") // and again, till the loop has 10 events
+			})
+			req := post(t, srv.URL, tt.body)
+			if tt.method != "" {
+				req.Method = tt.method
+			}
+			var rs retries
+			got, err := read(fast(&rs), req, 10)
+			if !slices.Equal(got, tt.want) || !errors.Is(err, ErrStreamCut) || !errors.Is(err, tt.cut.cause) {
+				t.Errorf("events %+v, %v\nwant   %+v, then %v and %v", got, err, tt.want, ErrStreamCut, tt.cut.cause)
+			}
+			if n := srv.n.Load(); n != 1 || len(rs.errs) != 0 {
+				t.Errorf("%d requests and retries after %v; want 1 and none", n, rs.errs)
+			}
+		})
+	}
+}
+
+// A POST whose server gave the stream an id is resumed: the request is sent
+// again with Last-Event-ID, its headers and the body from GetBody, however
+// the connection ended.
+func TestResumablePostResumes(t *testing.T) {
+	for _, c := range cuts {
+		t.Run(c.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var seen []string
+			srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+				b, _ := io.ReadAll(r.Body)
+				mu.Lock()
+				seen = append(seen, fmt.Sprintf("%s %s, Authorization %q, Last-Event-ID %q",
+					r.Method, b, r.Header.Get("Authorization"), r.Header.Get("Last-Event-ID")))
+				mu.Unlock()
+				switch n {
+				case 1:
+					c.do(t, w, "id: 1\ndata: a\n\n")
+				case 2:
+					respond(w, "id: 2\ndata: b\n\n")
+					hold(r)
+				}
+			})
+			req := post(t, srv.URL, `{"q":1}`)
+			req.Header.Set("Authorization", "Bearer t")
+			var rs retries
+			got, err := read(fast(&rs), req, 2)
+			want := []sse.Event{{ID: "1", Data: "a"}, {ID: "2", Data: "b"}}
+			if !slices.Equal(got, want) || err != nil {
+				t.Fatalf("events %+v, %v\nwant   %+v", got, err, want)
+			}
+			if len(rs.errs) != 1 || !errors.Is(rs.errs[0], c.cause) {
+				t.Errorf("OnRetry got %v, want %v once", rs.errs, c.cause)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			wantSeen := []string{
+				`POST {"q":1}, Authorization "Bearer t", Last-Event-ID ""`,
+				`POST {"q":1}, Authorization "Bearer t", Last-Event-ID "1"`,
+			}
+			if !slices.Equal(seen, wantSeen) {
+				t.Errorf("requests:\n%q\nwant\n%q", seen, wantSeen)
+			}
+		})
+	}
+
+	// The caller's Last-Event-ID makes a POST resumable from the start, as
+	// when it resumes a stream that an earlier process read.
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if n == 1 {
+			respond(w, "data: a\n\n")
+			return
+		}
+		respond(w, "data: "+r.Header.Get("Last-Event-ID")+"\n\n")
+		hold(r)
+	})
+	req := post(t, srv.URL, "q")
+	req.Header.Set("Last-Event-ID", "7")
+	if got, err := read(fast(nil), req, 2); err != nil || len(got) != 2 || got[1].Data != "7" {
+		t.Errorf("%+v, %v; want a, then 7", got, err)
+	}
+}
+
+// A body without GetBody is no obstacle to a stream that is never resumed;
+// one that must be resumed ends, with ErrBodyNotReplayable, after the one
+// request that sent the body.
+func TestBodyWithoutGetBody(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		response string
+		want     error // beside ErrStreamCut and io.EOF
+	}{
+		{"no id: not to be resumed", "data: a\n\n", nil},
+		{"an id: to be resumed", "id: 1\ndata: a\n\n", ErrBodyNotReplayable},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+				if n > 1 {
+					t.Errorf("request %d", n)
+					return
+				}
+				io.ReadAll(r.Body)
+				respond(w, tt.response)
+			})
+			req := post(t, srv.URL, "")
+			body := &closeRecorder{Reader: strings.NewReader("q")}
+			req.Body = body
+			var rs retries
+			got, err := read(fast(&rs), req, 10)
+			if len(got) != 1 || !errors.Is(err, ErrStreamCut) || !errors.Is(err, io.EOF) || (tt.want != nil) != errors.Is(err, ErrBodyNotReplayable) {
+				t.Errorf("%+v, %v; want one event, then %v and io.EOF, and %v", got, err, ErrStreamCut, tt.want)
+			}
+			if n := srv.n.Load(); n != 1 || len(rs.errs) != 0 || !body.closed.Load() {
+				t.Errorf("%d requests, retries after %v, body closed %v; want 1, none, true", n, rs.errs, body.closed.Load())
+			}
+		})
 	}
 }
 
@@ -361,7 +516,7 @@ func TestBodyClosed(t *testing.T) {
 		mu.Lock()
 		bodies = append(bodies, string(b))
 		mu.Unlock()
-		respond(w, fmt.Sprintf("data: %d\n\n", n))
+		respond(w, fmt.Sprintf("id: %d\ndata: %d\n\n", n, n))
 		if n == 3 {
 			hold(r)
 		}
@@ -384,28 +539,20 @@ func TestBodyClosed(t *testing.T) {
 		t.Errorf("body closed: %v; GetBody called %d times, want 2; bodies %q", body.closed.Load(), gets, bodies)
 	}
 
-	for _, tt := range []struct {
-		name    string
-		getBody bool
-		lastID  string
-		want    error
-	}{
-		{"no GetBody", false, "", ErrBodyNotReplayable},
-		{"a Last-Event-ID that cannot be sent", true, "\x01", ErrInvalidLastEventID},
-	} {
-		req := get(t, srv.URL)
-		req.Method = "POST"
-		body := &closeRecorder{Reader: strings.NewReader("q")}
-		req.Body = body
-		if tt.getBody {
-			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("q")), nil }
-		}
-		req.Header.Set("Last-Event-ID", tt.lastID)
-		c := fast(nil)
-		c.OnRetry = func(error, time.Duration) { t.Fatal("a retry") }
-		if _, err := read(c, req, 1); !errors.Is(err, tt.want) || !body.closed.Load() {
-			t.Errorf("%s: %v, body closed: %v; want %v and the body closed", tt.name, err, body.closed.Load(), tt.want)
-		}
+	// A Last-Event-ID that cannot be sent ends the stream before any
+	// request.
+	req = get(t, srv.URL)
+	req.Method = "POST"
+	body = &closeRecorder{Reader: strings.NewReader("q")}
+	req.Body = body
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("q")), nil }
+	req.Header.Set("Last-Event-ID", "\x01")
+	c := fast(nil)
+	c.OnRetry = func(error, time.Duration) { t.Fatal("a retry") }
+	before := srv.n.Load()
+	if _, err := read(c, req, 1); !errors.Is(err, ErrInvalidLastEventID) || !body.closed.Load() || srv.n.Load() != before {
+		t.Errorf("%v after %d requests, body closed: %v; want %v before any request, and the body closed",
+			err, srv.n.Load()-before, body.closed.Load(), ErrInvalidLastEventID)
 	}
 }
 
@@ -538,7 +685,117 @@ func TestEventTooLargeStops(t *testing.T) {
 	c := fast(nil)
 	c.MaxEventSize = 64
 	got, err := read(c, get(t, srv.URL), 3)
-	if len(got) != 1 || !errors.Is(err, sse.ErrEventTooLarge) || srv.n.Load() != 1 {
+	if len(got) != 1 || !errors.Is(err, ErrEventTooLarge) || srv.n.Load() != 1 {
 		t.Errorf("%+v, %v after %d requests", got, err, srv.n.Load())
+	}
+}
+
+// Done ends the stream for good after the event it picks, which the caller
+// gets first: the connection is closed, no request follows (the server here
+// would answer one, with more events), and the iterator ends without an
+// error; the stream's last event ID counts that event. It ends a POST whose
+// server sent no id without ErrStreamCut, and a GET, which would reconnect.
+func TestDoneEndsTheStream(t *testing.T) {
+	for _, method := range []string{"GET", "POST"} {
+		t.Run(method, func(t *testing.T) {
+			left := make(chan bool, 1)
+			srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+				if n > 1 {
+					respond(w, "data: a new completion\n\n")
+					return
+				}
+				respond(w, "data: a\n\n", "id: 9\ndata: [DONE]\n\n")
+				select { // hold the response open, for the client to leave
+				case <-r.Context().Done():
+					left <- true
+				case <-time.After(5 * time.Second): // a client that stays: a failure, not a hang
+					left <- false
+				}
+			})
+			req := post(t, srv.URL, `{"q":1}`)
+			if method == "GET" {
+				req = get(t, srv.URL)
+			}
+			c := fast(nil)
+			var done []string
+			c.Done = func(ev sse.Event) bool {
+				done = append(done, ev.Data)
+				return ev.Data == "[DONE]"
+			}
+			s := c.Stream(req)
+			var got []sse.Event
+			var err error
+			for ev, e := range s.Events() {
+				if err = e; e != nil || len(got) == 5 {
+					break
+				}
+				got = append(got, ev)
+			}
+			want := []sse.Event{{Data: "a"}, {ID: "9", Data: "[DONE]"}}
+			if !slices.Equal(got, want) || err != nil || !slices.Equal(done, []string{"a", "[DONE]"}) {
+				t.Errorf("events %+v, %v, Done asked about %q\nwant   %+v, nil, and asked about both", got, err, done, want)
+			}
+			if !<-left {
+				t.Error("the connection is still open after Done")
+			}
+			if n := srv.n.Load(); n != 1 || s.LastEventID() != "9" {
+				t.Errorf("%d requests, LastEventID %q; want 1 and 9", n, s.LastEventID())
+			}
+		})
+	}
+}
+
+// newBroker returns ssebroker.New(opts), and fails the test if New refuses
+// opts.
+func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
+	tb.Helper()
+	b, err := ssebroker.New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// The options rule: a negative value where no off exists ends the stream
+// before any request, with an error that names the field; a negative
+// IdleTimeout is off, as 0 is.
+func TestClientOptionsRule(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: x\n\n")
+	}))
+	defer srv.Close()
+	for _, tt := range []struct {
+		c     Client
+		field string
+	}{
+		{Client{Retry: -1}, "Retry"},
+		{Client{MaxDelay: -1}, "MaxDelay"},
+		{Client{MaxEventSize: -1}, "MaxEventSize"},
+	} {
+		req, _ := http.NewRequest("GET", srv.URL, nil)
+		for _, err := range tt.c.Events(req) {
+			if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), tt.field) {
+				t.Errorf("%+v: %v, want ErrInvalidOptions naming %s", tt.c, err, tt.field)
+			}
+			break
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("%d requests sent with options refused", n)
+	}
+	c := Client{IdleTimeout: -1, Done: func(sse.Event) bool { return true }}
+	req, _ := http.NewRequest("GET", srv.URL, nil)
+	for ev, err := range c.Events(req) {
+		if err != nil || ev.Data != "x" {
+			t.Errorf("IdleTimeout -1: %+v, %v; want the event", ev, err)
+		}
+	}
+	r := NewReader(strings.NewReader("data: x\n\n"))
+	r.MaxEventSize = -1
+	if _, err := r.Next(); !errors.Is(err, ErrInvalidOptions) {
+		t.Errorf("a Reader with MaxEventSize -1: %v, want ErrInvalidOptions", err)
 	}
 }

@@ -2,10 +2,13 @@ package sseclient_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -90,4 +93,59 @@ func ExampleClient_Stream() {
 	// request with Last-Event-ID "42"
 	// sseclient: 204 No Content: the server asks not to reconnect
 	// resume from "42"
+}
+
+// An LLM API streams its answer to a POST and ends it with data: [DONE]:
+// Done ends the stream there, without an error, where the Client would
+// otherwise end it with ErrStreamCut (it does not send a POST again, and
+// so ask for a new completion, unless the server sent ids to resume from).
+// A status error carries what the API said.
+func ExampleClient_post() {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer key" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":{"message":"invalid key"}}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
+		io.WriteString(w, "data: {\"text\":\"Hel\"}\n\ndata: {\"text\":\"lo\"}\n\ndata: [DONE]\n\n")
+	}))
+	defer srv.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := sseclient.Client{Done: func(ev sse.Event) bool { return ev.Data == "[DONE]" }}
+	complete := func(key string) (string, error) {
+		req, err := http.NewRequestWithContext(ctx, "POST", srv.URL, strings.NewReader(`{"prompt":"hi"}`))
+		if err != nil {
+			return "", err
+		}
+		req.Header.Set("Authorization", "Bearer "+key)
+		var answer strings.Builder
+		for ev, err := range client.Events(req) {
+			if err != nil {
+				return answer.String(), err
+			}
+			if ev.Data == "[DONE]" {
+				continue // the loop ends after it
+			}
+			var chunk struct{ Text string }
+			if err := json.Unmarshal([]byte(ev.Data), &chunk); err != nil {
+				return answer.String(), err
+			}
+			answer.WriteString(chunk.Text)
+		}
+		return answer.String(), nil
+	}
+
+	fmt.Println(complete("key"))
+	_, err := complete("wrong")
+	var se *sseclient.StatusError
+	if errors.As(err, &se) {
+		fmt.Println(se.StatusCode, string(se.Body))
+	}
+	// Output:
+	// Hello <nil>
+	// 401 {"error":{"message":"invalid key"}}
 }

@@ -1,5 +1,5 @@
 // Command chat serves a chat room that any number of browser tabs can watch at
-// once: a message posted from one tab goes through one sse.Broker to the
+// once: a message posted from one tab goes through one ssebroker.Broker to the
 // EventSource of every tab.
 //
 //	go run ./examples/chat         # then open http://localhost:8080 in two tabs
@@ -25,7 +25,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/lightsse/sse/examples/chat/room"
 )
 
@@ -38,7 +39,10 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	broker := sse.NewBroker(nil)
+	broker, err := ssebroker.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
 	srv := &http.Server{Handler: room.Handler(broker), ReadHeaderTimeout: 10 * time.Second}
 	// Shutdown waits for open responses but does not end them, and a stream
 	// never ends by itself. Closing the Broker ends every stream, each after

@@ -18,7 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/lightsse/sse/examples/chat/room"
 	"github.com/lightsse/sse/internal/leakcheck"
 	"github.com/lightsse/sse/internal/ssetest"
@@ -29,8 +30,8 @@ func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 // newServer serves the demo's mux on a new Broker until the test ends, when
 // it closes the Broker (ending the streams) and then the server.
-func newServer(t *testing.T) (*httptest.Server, *sse.Broker) {
-	b := sse.NewBroker(nil)
+func newServer(t *testing.T) (*httptest.Server, *ssebroker.Broker) {
+	b := newBroker(t, nil)
 	srv := httptest.NewServer(room.Handler(b))
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { b.Close() })
@@ -236,7 +237,7 @@ func TestTLSServesHTTP2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := sse.NewBroker(nil)
+	b := newBroker(t, nil)
 	srv := httptest.NewUnstartedServer(room.Handler(b))
 	srv.EnableHTTP2 = true
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
@@ -274,7 +275,7 @@ func TestStats(t *testing.T) {
 	send(t, ctx, client, srv.URL, "ann", "counted")
 	nextChat(t, events, "ann", "counted")
 	resp, body := get(t, client, srv.URL+"/stats")
-	var got sse.Stats
+	var got ssebroker.Stats
 	if err := json.Unmarshal([]byte(body), &got); err != nil || resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("GET /stats: %v, %q: %s", err, resp.Header.Get("Content-Type"), body)
 	}
@@ -352,4 +353,15 @@ func TestBaseURL(t *testing.T) {
 			t.Errorf("baseURL(%q) = %q, want %q", addr, got, want)
 		}
 	}
+}
+
+// newBroker returns ssebroker.New(opts), and fails the test if New refuses
+// opts.
+func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
+	tb.Helper()
+	b, err := ssebroker.New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }

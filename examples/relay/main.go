@@ -1,6 +1,6 @@
 // Command relay fronts an event stream: an sseclient.Client reads the
 // upstream stream, resuming it with Last-Event-ID whenever it breaks, and
-// publishes each of its events to an sse.Broker that browsers subscribe to.
+// publishes each of its events to an ssebroker.Broker that browsers subscribe to.
 // It is the pattern of putting one connection to an API's stream in front of
 // many clients, which get the replay and the heartbeats of a Broker.
 //
@@ -8,7 +8,7 @@
 //	go run ./examples/relay -upstream https://host/events    # relays another stream
 //
 // Then open http://localhost:8080: the page shows the events as they are
-// relayed, and the state of its connection. The relay logs each time it
+// relayed, whatever their types, and the state of its connection. The relay logs each time it
 // reconnects to the upstream, and, when it stops, the upstream's last event
 // ID: -resume with that ID makes the next run go on from there, so that the
 // upstream replays what the relay missed while it was down (the clock this
@@ -17,7 +17,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"io"
@@ -29,8 +31,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
 	"github.com/lightsse/sse/sseclient"
+
+	"github.com/lightsse/sse"
 )
 
 func main() {
@@ -46,14 +50,19 @@ func main() {
 		log.Fatal(err)
 	}
 
-	var upstream *sse.Broker
+	var upstream *ssebroker.Broker
 	if *upstreamURL == "" {
-		upstream = sse.NewBroker(nil)
+		if upstream, err = ssebroker.New(nil); err != nil {
+			log.Fatal(err)
+		}
 		defer upstream.Close()
 		go clock(ctx, upstream, time.Second)
 		*upstreamURL = "http://" + ln.Addr().String() + "/upstream"
 	}
-	downstream := sse.NewBroker(nil)
+	downstream, err := ssebroker.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
 	srv := &http.Server{
 		Handler:           newMux(downstream, upstream),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -115,26 +124,40 @@ func openUpstream(ctx context.Context, c *sseclient.Client, url, resume string) 
 // until s ends for good (its request's context is done, say); it returns
 // why. s's LastEventID then says where to resume the upstream from.
 //
-// An event keeps its type and data. Its id is left for b to give, so that a
-// browser resumes from b's history, while s resumes the upstream from the
-// upstream's own ids. A reset from the upstream (it could not resume from the
-// id s sent) is relayed like any other event: the browsers have missed what
-// the relay missed.
-func relay(s *sseclient.Stream, b *sse.Broker) error {
+// An event is relayed as a message (an event of the default type) whose data
+// is a relayed value: its type and its data. An EventSource hears only the
+// types it names, and the relay cannot know the upstream's in advance (the
+// chat's are "chat"), so the page listens to messages alone and reads the type
+// from the data. Its id is left for b to give, so that a browser resumes from
+// b's history, while s resumes the upstream from the upstream's own ids. A
+// reset from the upstream (it could not resume from the id s sent) is relayed
+// like any other event: the browsers have missed what the relay missed.
+func relay(s *sseclient.Stream, b *ssebroker.Broker) error {
 	for ev, err := range s.Events() {
 		if err != nil {
 			return err
 		}
-		if err := b.Publish(sse.Event{Type: ev.Type, Data: ev.Data}); err != nil {
+		data, err := json.Marshal(relayed{Type: cmp.Or(ev.Type, "message"), Data: ev.Data})
+		if err != nil {
+			return err
+		}
+		if err := b.Publish(sse.Event{Data: string(data)}); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// relayed is the data of a relayed event, in JSON: the upstream event's type
+// ("message" for the default) and data.
+type relayed struct {
+	Type string `json:"type"`
+	Data string `json:"data"`
+}
+
 // clock publishes the time to b as a "time" event every period, until ctx
 // is done: the upstream when none is given.
-func clock(ctx context.Context, b *sse.Broker, period time.Duration) {
+func clock(ctx context.Context, b *ssebroker.Broker, period time.Duration) {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
@@ -149,7 +172,7 @@ func clock(ctx context.Context, b *sse.Broker, period time.Duration) {
 
 // newMux returns the page at /, the relayed stream at /events, and, if
 // upstream is not nil, its stream at /upstream.
-func newMux(downstream, upstream *sse.Broker) http.Handler {
+func newMux(downstream, upstream *ssebroker.Broker) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -162,8 +185,9 @@ func newMux(downstream, upstream *sse.Broker) http.Handler {
 	return mux
 }
 
-// page lists the relayed events, newest first: "message" and "time" events,
-// and the "reset" a Broker sends a browser it cannot resume.
+// page lists the relayed events, newest first, with their upstream types:
+// every relayed event is a message whose data carries its type. A "reset" is
+// the relay's own Broker telling a browser it could not resume it.
 const page = `<!doctype html>
 <html lang="en">
 <meta charset="utf-8">
@@ -186,9 +210,9 @@ const page = `<!doctype html>
     statusEl.textContent = text;
     statusEl.className = text;
   }
-  function show(e) {
+  function show(type, id, data) {
     const li = document.createElement("li");
-    li.textContent = e.type + " " + e.lastEventId + ": " + e.data;
+    li.textContent = type + " " + id + ": " + data;
     list.prepend(li);
     while (list.children.length > 20) list.lastChild.remove();
   }
@@ -196,7 +220,12 @@ const page = `<!doctype html>
   source.onopen = () => showStatus("open");
   source.onerror = () =>
     showStatus(source.readyState === EventSource.CONNECTING ? "reconnecting" : "closed");
-  for (const type of ["message", "time", "reset"]) source.addEventListener(type, show);
+  // Every relayed event, whatever its upstream type, is a message.
+  source.addEventListener("message", (e) => {
+    const r = JSON.parse(e.data);
+    show(r.type, e.lastEventId, r.data);
+  });
+  source.addEventListener("reset", (e) => show("reset (from the relay)", e.lastEventId, e.data));
 </script>
 </html>
 `

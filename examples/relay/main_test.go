@@ -1,19 +1,24 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/ssebroker"
+	"github.com/lightsse/sse/sseclient"
+
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/internal/leakcheck"
-	"github.com/lightsse/sse/sseclient"
 )
 
 // TestMain fails the run if the relay, a stream or a connection outlives its
@@ -21,7 +26,7 @@ import (
 func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 func TestPage(t *testing.T) {
-	srv := httptest.NewServer(newMux(sse.NewBroker(nil), nil))
+	srv := httptest.NewServer(newMux(newBroker(t, nil), nil))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
 	if err != nil {
@@ -38,7 +43,7 @@ func TestPage(t *testing.T) {
 // data, under the relay's own ids; when the relay's upstream connection is
 // cut, it resumes, and nothing is lost or doubled.
 func TestRelay(t *testing.T) {
-	upstream, downstream := sse.NewBroker(nil), sse.NewBroker(nil)
+	upstream, downstream := newBroker(t, nil), newBroker(t, nil)
 	defer upstream.Close()
 	defer downstream.Close()
 	cuts := make(chan context.CancelFunc, 10)
@@ -64,7 +69,7 @@ func TestRelay(t *testing.T) {
 	}
 	waitFor(t, "the probe", func() bool { return upstream.Subscribers() == 1 })
 	upstream.Publish(sse.Event{Data: "probe"})
-	probe, err := sse.NewReader(resp.Body).Next()
+	probe, err := sseclient.NewReader(resp.Body).Next()
 	resp.Body.Close()
 	<-cuts
 	upstreamEpoch, _, _ := strings.Cut(probe.ID, "-")
@@ -73,7 +78,7 @@ func TestRelay(t *testing.T) {
 	}
 	waitFor(t, "the probe to leave", func() bool { return upstream.Subscribers() == 0 })
 
-	_, relayed := startRelay(t, ctx, srv.URL+"/upstream", "", downstream)
+	_, relayDone := startRelay(t, ctx, srv.URL+"/upstream", "", downstream)
 	const events = 100
 	got := browser(ctx, srv.URL+"/events", events)
 	waitFor(t, "the relay and the browser", func() bool { return upstream.Subscribers() == 1 && downstream.Subscribers() == 1 })
@@ -93,19 +98,19 @@ func TestRelay(t *testing.T) {
 	for i := 1; i <= events; i++ {
 		select {
 		case ev := <-got:
-			wantType := ""
+			want := relayed{Type: "message", Data: strconv.Itoa(i)}
 			if i%2 == 0 {
-				wantType = "even"
+				want.Type = "even"
 			}
-			if ev.Data != strconv.Itoa(i) || ev.Type != wantType || ev.ID == "" || strings.HasPrefix(ev.ID, upstreamEpoch) {
-				t.Fatalf("event %d is %+v: want data %d, type %q, and an id of the relay's Broker", i, ev, i, wantType)
+			if got := unwrap(t, ev); got != want || ev.ID == "" || strings.HasPrefix(ev.ID, upstreamEpoch) {
+				t.Fatalf("event %d is %+v: want a message relaying %+v, with an id of the relay's Broker", i, ev, want)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatalf("event %d did not arrive", i)
 		}
 	}
 	cancel()
-	if err := <-relayed; !errors.Is(err, context.Canceled) {
+	if err := <-relayDone; !errors.Is(err, context.Canceled) {
 		t.Errorf("relay returned %v, want context.Canceled", err)
 	}
 }
@@ -114,7 +119,7 @@ func TestRelay(t *testing.T) {
 // event ID when it stopped (what main logs, and -resume takes), relays what
 // was published upstream in between: nothing is lost.
 func TestRelayResumes(t *testing.T) {
-	upstream, downstream := sse.NewBroker(nil), sse.NewBroker(nil)
+	upstream, downstream := newBroker(t, nil), newBroker(t, nil)
 	defer upstream.Close()
 	defer downstream.Close()
 	srv := httptest.NewServer(newMux(downstream, upstream))
@@ -137,8 +142,8 @@ func TestRelayResumes(t *testing.T) {
 		for i := from; i <= to; i++ {
 			select {
 			case ev := <-got:
-				if ev.Data != strconv.Itoa(i) || ev.Type != "" {
-					t.Fatalf("event %+v, want data %d", ev, i)
+				if got := unwrap(t, ev); got != (relayed{"message", strconv.Itoa(i)}) {
+					t.Fatalf("event %+v, want a message relaying data %d", ev, i)
 				}
 			case <-time.After(10 * time.Second):
 				t.Fatalf("event %d did not arrive", i)
@@ -147,12 +152,12 @@ func TestRelayResumes(t *testing.T) {
 	}
 
 	relayCtx, stopRelay := context.WithCancel(ctx)
-	stream, relayed := startRelay(t, relayCtx, srv.URL+"/upstream", "", downstream)
+	stream, relayDone := startRelay(t, relayCtx, srv.URL+"/upstream", "", downstream)
 	waitFor(t, "the relay", func() bool { return upstream.Subscribers() == 1 })
 	publish(5)
 	receive(1, 5)
 	stopRelay()
-	if err := <-relayed; !errors.Is(err, context.Canceled) {
+	if err := <-relayDone; !errors.Is(err, context.Canceled) {
 		t.Errorf("relay returned %v", err)
 	}
 	resume := stream.LastEventID()
@@ -162,26 +167,103 @@ func TestRelayResumes(t *testing.T) {
 	waitFor(t, "the relay to leave", func() bool { return upstream.Subscribers() == 0 })
 
 	publish(3) // while no relay runs
-	_, relayed = startRelay(t, ctx, srv.URL+"/upstream", resume, downstream)
+	_, relayDone = startRelay(t, ctx, srv.URL+"/upstream", resume, downstream)
 	waitFor(t, "the relay", func() bool { return upstream.Subscribers() == 1 })
 	publish(2)
 	receive(6, 10)
 	cancel()
-	<-relayed
+	<-relayDone
+}
+
+// Events of any type, the chat's "chat" among them, reach the page: each is a
+// message, the one type the page listens to besides the relay's own reset,
+// and its data names the upstream event's type. (The page used to listen to
+// message, time and reset alone, and showed nothing of the chat.)
+func TestRelayEveryType(t *testing.T) {
+	listens := pageListensTo(t)
+	upstream, downstream := newBroker(t, nil), newBroker(t, nil)
+	defer upstream.Close()
+	defer downstream.Close()
+	srv := httptest.NewServer(newMux(downstream, upstream))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sent := []sse.Event{
+		{Type: "chat", Data: `{"from":"ann","text":"hi"}`},
+		{Data: "a message"},
+		{Type: "time", Data: "2026-12-07T03:40:00Z"},
+		{Type: "join", Data: "bob"},
+		{Type: "message", Data: "named message"},
+		{Type: "reset", Data: "an upstream's reset"},
+		{Type: "x.y-z_1", Data: "line one\nline two"},
+	}
+	got := browser(ctx, srv.URL+"/events", len(sent))
+	waitFor(t, "the browser", func() bool { return downstream.Subscribers() == 1 })
+	_, done := startRelay(t, ctx, srv.URL+"/upstream", "", downstream)
+	waitFor(t, "the relay", func() bool { return upstream.Subscribers() == 1 })
+	for _, e := range sent {
+		if err := upstream.Publish(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, e := range sent {
+		select {
+		case ev := <-got:
+			if !listens[cmp.Or(ev.Type, "message")] {
+				t.Errorf("event %+v: the page does not listen to its type (it listens to %v)", ev, listens)
+			}
+			if r, want := unwrap(t, ev), (relayed{cmp.Or(e.Type, "message"), e.Data}); r != want {
+				t.Errorf("event %+v relays %+v, want %+v", ev, r, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%+v did not arrive", e)
+		}
+	}
+	cancel()
+	<-done
+}
+
+// pageListensTo returns the event types the page's script listens to.
+func pageListensTo(t *testing.T) map[string]bool {
+	t.Helper()
+	types := map[string]bool{}
+	for _, m := range regexp.MustCompile(`addEventListener\("([^"]+)"`).FindAllStringSubmatch(page, -1) {
+		types[m[1]] = true
+	}
+	if strings.Contains(page, "source.onmessage") {
+		types["message"] = true
+	}
+	if !types["message"] || !types["reset"] {
+		t.Fatalf("the page listens to %v; want message and reset at least", types)
+	}
+	return types
+}
+
+// unwrap returns what ev relays: the upstream event's type and data.
+func unwrap(t *testing.T, ev sse.Event) relayed {
+	t.Helper()
+	var r relayed
+	if ev.Type != "" {
+		t.Errorf("relayed event %+v has type %q; the page listens to messages", ev, ev.Type)
+	}
+	if err := json.Unmarshal([]byte(ev.Data), &r); err != nil {
+		t.Errorf("relayed event %+v: %v", ev, err)
+	}
+	return r
 }
 
 // startRelay relays the stream at url to b, resuming it from the Last-Event-ID
 // resume unless it is "", until ctx is done; it returns the stream, and a
 // channel that gets what relay returned.
-func startRelay(t *testing.T, ctx context.Context, url, resume string, b *sse.Broker) (*sseclient.Stream, chan error) {
+func startRelay(t *testing.T, ctx context.Context, url, resume string, b *ssebroker.Broker) (*sseclient.Stream, chan error) {
 	t.Helper()
 	s, err := openUpstream(ctx, &sseclient.Client{Retry: time.Millisecond}, url, resume)
 	if err != nil {
 		t.Fatal(err)
 	}
-	relayed := make(chan error, 1)
-	go func() { relayed <- relay(s, b) }()
-	return s, relayed
+	done := make(chan error, 1)
+	go func() { done <- relay(s, b) }()
+	return s, done
 }
 
 // browser reads the stream at url until ctx is done, and sends each event
@@ -202,7 +284,7 @@ func browser(ctx context.Context, url string, n int) chan sse.Event {
 
 // The clock publishes a time event each period.
 func TestClock(t *testing.T) {
-	b := sse.NewBroker(nil)
+	b := newBroker(t, nil)
 	defer b.Close()
 	srv := httptest.NewServer(b)
 	defer srv.Close()
@@ -237,4 +319,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// newBroker returns ssebroker.New(opts), and fails the test if New refuses
+// opts.
+func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
+	tb.Helper()
+	b, err := ssebroker.New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/lightsse/sse"
 )
 
@@ -30,11 +32,11 @@ watch(es, ['message', %q, 'end']);
 es.addEventListener('message', e => { if (marks.has(e.data)) report('got' + e.data, e.lastEventId); });
 await new Promise(done => es.addEventListener('end', () => { es.close(); done(); }));
 await report('done', seen);
-`, strings.Join(q, ", "), sse.ResetEvent)
+`, strings.Join(q, ", "), ssebroker.ResetEvent)
 }
 
 // publish publishes events whose data are the numbers from..to.
-func publish(t *testing.T, b *sse.Broker, from, to int) {
+func publish(t *testing.T, b *ssebroker.Broker, from, to int) {
 	for i := from; i <= to; i++ {
 		if err := b.Publish(sse.Event{Data: strconv.Itoa(i)}); err != nil {
 			t.Errorf("Publish(%d): %v", i, err)
@@ -84,7 +86,7 @@ type cuttable struct {
 	conn   net.Conn
 }
 
-func (c *cuttable) handler(b *sse.Broker) http.HandlerFunc {
+func (c *cuttable) handler(b *ssebroker.Broker) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		n := c.reqs.add(r)
 		defer c.reqs.end(n)
@@ -117,7 +119,7 @@ func (c *cuttable) drop() {
 // exactly once, in order.
 func TestBrokerResume(t *testing.T) {
 	p := newPage(t)
-	b := sse.NewBroker(&sse.BrokerOptions{Stream: sse.Options{Retry: 100 * time.Millisecond}})
+	b := newBroker(t, &ssebroker.Options{Stream: sse.Options{Retry: 100 * time.Millisecond}})
 	t.Cleanup(func() { b.Close() })
 	var c cuttable
 	p.Mux.Handle("GET /stream", c.handler(b))
@@ -182,7 +184,7 @@ func TestBrokerTooOldID(t *testing.T) {
 	p := newPage(t)
 	// History for 10 events; a stream that falls more than 5 behind is ended
 	// as too slow, so publish at most that many at once while it is open.
-	b := sse.NewBroker(&sse.BrokerOptions{HistoryLen: 10, Stream: sse.Options{Retry: 100 * time.Millisecond}})
+	b := newBroker(t, &ssebroker.Options{HistoryLen: 10, Stream: sse.Options{Retry: 100 * time.Millisecond}})
 	t.Cleanup(func() { b.Close() })
 	var c cuttable
 	p.Mux.Handle("GET /stream", c.handler(b))
@@ -209,7 +211,7 @@ func TestBrokerTooOldID(t *testing.T) {
 		[]record{failed(connecting), opened()},
 		// The reset carries the newest id, so a later reconnection resumes
 		// from the point where the page was reset.
-		[]record{ev(sse.ResetEvent, id(epoch, 3), id(epoch, 23))},
+		[]record{ev(ssebroker.ResetEvent, id(epoch, 3), id(epoch, 23))},
 		numbered(epoch, 24, 25),
 		[]record{ev(endEvent, "", id(epoch, 26))},
 	))
@@ -226,15 +228,15 @@ func TestBrokerTooOldID(t *testing.T) {
 func TestBrokerCloseComesBack(t *testing.T) {
 	p := newPage(t)
 	const closeRetry = 300 * time.Millisecond
-	first := sse.NewBroker(&sse.BrokerOptions{CloseRetry: closeRetry})
-	second := sse.NewBroker(nil)
+	first := newBroker(t, &ssebroker.Options{CloseRetry: closeRetry})
+	second := newBroker(t, nil)
 	t.Cleanup(func() { first.Close(); second.Close() })
-	var current atomic.Pointer[sse.Broker]
+	var current atomic.Pointer[ssebroker.Broker]
 	current.Store(first)
 	var (
 		reqs     arrivals
 		mu       sync.Mutex
-		served   []*sse.Broker // the Broker that served each request
+		served   []*ssebroker.Broker // the Broker that served each request
 		closedAt time.Time
 	)
 	p.Mux.HandleFunc("GET /stream", func(w http.ResponseWriter, r *http.Request) {
@@ -295,7 +297,7 @@ func TestBrokerCloseComesBack(t *testing.T) {
 		want = append(want, opened(), failed(connecting))
 	}
 	want = append(want, opened(),
-		ev(sse.ResetEvent, id(epoch, 2), id(newEpoch, 0)),
+		ev(ssebroker.ResetEvent, id(epoch, 2), id(newEpoch, 0)),
 		ev("message", "1", id(newEpoch, 1)),
 		ev(endEvent, "", id(newEpoch, 2)))
 	checkSeq(t, "page", got, want)
@@ -318,4 +320,15 @@ func TestBrokerCloseComesBack(t *testing.T) {
 		}
 		prev = r.ended
 	}
+}
+
+// newBroker returns ssebroker.New(opts), and fails the test if New refuses
+// opts.
+func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
+	tb.Helper()
+	b, err := ssebroker.New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }

@@ -70,6 +70,10 @@ var chromiumFlags = []string{
 	"--disable-renderer-backgrounding",
 	"--disable-backgrounding-occluded-windows",
 	"--mute-audio",
+	// Console messages go to stderr, where pageOutput picks out the page's
+	// record of what it saw (see pageLib's note).
+	"--enable-logging=stderr",
+	"--v=0",
 }
 
 // reaperOnce makes this process the subreaper of its descendants, so that
@@ -85,7 +89,7 @@ type browserProc struct {
 	cmd    *exec.Cmd
 	pgid   int
 	dir    string // the fresh --user-data-dir
-	out    *tailBuffer
+	out    *pageOutput
 	exited chan struct{} // closed once cmd.Wait has returned
 }
 
@@ -109,7 +113,7 @@ func launchChromium(t *testing.T, bin, url string, extra ...string) *browserProc
 	args = append(args, extra...)
 	args = append(args, url)
 
-	b := &browserProc{dir: dir, out: &tailBuffer{max: 16 << 10}, exited: make(chan struct{})}
+	b := &browserProc{dir: dir, out: &pageOutput{}, exited: make(chan struct{})}
 	b.cmd = exec.Command(bin, args...)
 	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	b.cmd.Stdout = b.out
@@ -190,7 +194,7 @@ func (b *browserProc) stop(t *testing.T) {
 		t.Errorf("remove user-data-dir: %v", err)
 	}
 	if t.Failed() {
-		t.Logf("Chromium's output (last %d bytes):\n%s", b.out.max, b.out.String())
+		t.Logf("%s", b.out.report())
 	}
 }
 
@@ -211,27 +215,80 @@ func pgrep(t *testing.T, args ...string) string {
 	}
 }
 
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
+// pageOutput takes Chromium's stdout and stderr. It keeps the page's own
+// record of what it saw, the lines the page's note writes to the console
+// (Chromium logs each as `[...:INFO:CONSOLE:N] "sse-record {...}", source:
+// ...`), the last recordsKept of them; and of everything else, which is
+// mostly Chromium complaining that there is no D-Bus, only the last
+// otherKept lines.
+type pageOutput struct {
+	mu      sync.Mutex
+	partial []byte   // a line not ended yet
+	records []string // the last recordsKept records, oldest first
+	total   int      // records seen in all
+	other   []string // the last otherKept other lines
 }
 
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if over := len(b.buf) - b.max; over > 0 {
-		b.buf = append(b.buf[:0], b.buf[over:]...)
+const (
+	recordsKept = 40
+	otherKept   = 5
+	recordMark  = `"sse-record `
+)
+
+func (o *pageOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.partial = append(o.partial, p...)
+	for {
+		i := bytes.IndexByte(o.partial, '\n')
+		if i < 0 {
+			break
+		}
+		o.line(string(o.partial[:i]))
+		o.partial = o.partial[i+1:]
 	}
+	o.partial = bytes.Clone(o.partial) // let the consumed bytes go
 	return len(p), nil
 }
 
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(bytes.Clone(b.buf))
+// line files one line of output.
+func (o *pageOutput) line(l string) {
+	if _, rec, ok := strings.Cut(l, recordMark); ok {
+		if i := strings.LastIndex(rec, `", source: `); i >= 0 {
+			rec = rec[:i]
+		}
+		o.total++
+		o.records = append(o.records, rec)
+		if len(o.records) > recordsKept {
+			o.records = o.records[1:]
+		}
+		return
+	}
+	o.other = append(o.other, l)
+	if len(o.other) > otherKept {
+		o.other = o.other[1:]
+	}
+}
+
+// report says what the page had seen, newest last, and Chromium's last few
+// other lines.
+func (o *pageOutput) report() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var b strings.Builder
+	if o.total == 0 {
+		b.WriteString("The page recorded nothing (did it load?).\n")
+	} else {
+		fmt.Fprintf(&b, "What the page had seen (its last %d records of %d):\n", len(o.records), o.total)
+		for _, r := range o.records {
+			b.WriteString("  " + r + "\n")
+		}
+	}
+	fmt.Fprintf(&b, "Chromium's last %d lines of other output:\n", len(o.other))
+	for _, l := range o.other {
+		b.WriteString("  " + l + "\n")
+	}
+	return b.String()
 }
 
 // TestChromiumLeavesNothing checks the driver itself: a launch on a page

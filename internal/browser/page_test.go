@@ -147,19 +147,9 @@ func (p *page) await(name string, v any) {
 			p.t.Fatalf("report %q: %v", name, err)
 		}
 	case msg := <-p.jsErr:
-		p.t.Fatalf("the page threw, awaiting report %q: %s", name, msg)
+		p.t.Fatalf("the page threw, awaiting report %q: %s (what it had seen follows)", name, msg)
 	case <-p.ctx.Done():
-		p.t.Fatalf("no report %q from the page: %v", name, context.Cause(p.ctx))
-	}
-}
-
-// sleep waits for d, or fails the test at its deadline.
-func (p *page) sleep(d time.Duration) {
-	p.t.Helper()
-	select {
-	case <-time.After(d):
-	case <-p.ctx.Done():
-		p.t.Fatalf("deadline while sleeping: %v", context.Cause(p.ctx))
+		p.t.Fatalf("no report %q from the page by the test's deadline: %v (what it had seen follows)", name, context.Cause(p.ctx))
 	}
 }
 
@@ -170,7 +160,7 @@ func (p *page) waitFor(what string, cond func() bool) {
 		select {
 		case <-time.After(5 * time.Millisecond):
 		case <-p.ctx.Done():
-			p.t.Fatalf("deadline waiting for %s", what)
+			p.t.Fatalf("deadline waiting for %s (what the page had seen follows)", what)
 		}
 	}
 }
@@ -185,7 +175,7 @@ func pageHTML(script string) string {
 ` + pageLib + `
 (async () => {
 ` + script + `
-})().catch(e => report('jserror', String(e && e.stack || e)));
+})().catch(e => { note({kind: 'jserror', data: String(e && e.stack || e)}); report('jserror', String(e && e.stack || e)); });
 </script></body></html>
 `
 }
@@ -195,33 +185,47 @@ func pageHTML(script string) string {
 //	watch(es, types, src) records into seen, in order: "open" and "error"
 //	  with the readyState at that moment, and each event of the listed types
 //	  with its type, data and lastEventId; src tags the records when the page
-//	  has several sources.
-//	report(name, value) POSTs value as JSON to /report/name.
-//	until(cond, ms) resolves once cond() is true, rejects after ms.
+//	  has several sources. Each record is noted too.
+//	note(r) writes r to the console, shortened, where the test finds it
+//	  (pageOutput): the page's own record of what it saw, printed when a
+//	  test fails. It takes no connection, so it works when the page's
+//	  connections are all held by streams.
+//	report(name, value) POSTs value as JSON to /report/name, and notes it.
+//	until(cond) resolves once cond() is true. It has no time limit of its
+//	  own: the test's deadline is the one limit, and its failure shows the
+//	  page's record.
 //	sleep(ms) resolves after ms.
 const pageLib = `
 const seen = [];
+function note(r) {
+  const short = {...r};
+  if (typeof short.data === 'string' && short.data.length > 60) {
+    short.data = short.data.slice(0, 60) + '...(' + r.data.length + ' chars)';
+  }
+  console.log('sse-record ' + JSON.stringify(short));
+}
 function watch(es, types, src) {
   const tag = src === undefined ? {} : {src: String(src)};
-  es.addEventListener('open', () => seen.push({kind: 'open', state: es.readyState, ...tag}));
-  es.addEventListener('error', () => seen.push({kind: 'error', state: es.readyState, ...tag}));
+  const record = r => { seen.push(r); note(r); };
+  es.addEventListener('open', () => record({kind: 'open', state: es.readyState, ...tag}));
+  es.addEventListener('error', () => record({kind: 'error', state: es.readyState, ...tag}));
   for (const t of types) {
-    es.addEventListener(t, e => seen.push({kind: 'event', type: e.type, data: e.data, lastEventId: e.lastEventId, ...tag}));
+    es.addEventListener(t, e => record({kind: 'event', type: e.type, data: e.data, lastEventId: e.lastEventId, ...tag}));
   }
 }
 async function report(name, value) {
+  note({kind: 'report', name});
   const r = await fetch('/report/' + name, {method: 'POST', body: JSON.stringify(value)});
   if (!r.ok) throw new Error('report ' + name + ': HTTP ' + r.status);
 }
 function sleep(ms) { return new Promise(resolve => setTimeout(resolve, ms)); }
-async function until(cond, ms) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('until: timed out after ' + ms + ' ms: ' + cond);
-    await sleep(5);
-  }
+async function until(cond) {
+  while (!cond()) await sleep(5);
 }
-window.addEventListener('error', e => report('jserror', e.message + ' (line ' + e.lineno + ')'));
+window.addEventListener('error', e => {
+  note({kind: 'jserror', data: e.message + ' (line ' + e.lineno + ')'});
+  report('jserror', e.message + ' (line ' + e.lineno + ')');
+});
 `
 
 // record is one thing the page saw, as watch records it.

@@ -155,9 +155,9 @@ func writerCases() []writerCase {
 		},
 		{
 			name:   "heartbeats",
-			opts:   &sse.Options{Heartbeat: sse.MinHeartbeat},
+			opts:   &sse.Options{Heartbeat: time.Second},
 			events: []sse.Event{{Data: "before"}, {ID: "h", Data: "between"}, {Data: "after"}},
-			pause:  sse.MinHeartbeat + 300*time.Millisecond,
+			pause:  time.Second + 300*time.Millisecond,
 			want: []record{
 				ev("message", "before", ""),
 				ev("message", "between", "h"),

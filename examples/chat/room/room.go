@@ -18,13 +18,15 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/lightsse/sse"
 )
 
 // Handler returns the chat page at /, the connection demo at /many, the form
 // handler at /send, the event stream of broker at /events, and the broker's
-// counters (sse.Stats, as JSON) at /stats.
-func Handler(broker *sse.Broker) http.Handler {
+// counters (ssebroker.Stats, as JSON) at /stats.
+func Handler(broker *ssebroker.Broker) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", serveChat)
 	mux.HandleFunc("GET /many", serveMany)
@@ -57,7 +59,7 @@ type Message struct {
 // sendHandler publishes the message in a posted form (fields name and text)
 // as a "chat" event, and answers 204. A form that is too large or holds an
 // invalid message gets 400 and publishes nothing.
-func sendHandler(broker *sse.Broker) http.HandlerFunc {
+func sendHandler(broker *ssebroker.Broker) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, MaxForm)
 		if err := r.ParseForm(); err != nil {

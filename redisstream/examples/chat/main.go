@@ -41,7 +41,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/lightsse/sse/examples/chat/room"
 	"github.com/lightsse/sse/redisstream"
 	"github.com/redis/go-redis/v9"
@@ -98,7 +99,7 @@ func main() {
 
 // newBroker returns a Broker on the Redis Log of topic, and the Streams
 // that serves it, to be closed after the Broker.
-func newBroker(client redis.UniversalClient, topic string) (*sse.Broker, *redisstream.Streams, error) {
+func newBroker(client redis.UniversalClient, topic string) (*ssebroker.Broker, *redisstream.Streams, error) {
 	streams, err := redisstream.New(client, nil)
 	if err != nil {
 		return nil, nil, err
@@ -108,7 +109,12 @@ func newBroker(client redis.UniversalClient, topic string) (*sse.Broker, *rediss
 		streams.Close()
 		return nil, nil, err
 	}
-	return sse.NewBroker(&sse.BrokerOptions{Log: tp}), streams, nil
+	b, err := ssebroker.New(&ssebroker.Options{Log: tp})
+	if err != nil {
+		streams.Close()
+		return nil, nil, err
+	}
+	return b, streams, nil
 }
 
 // newClient returns a go-redis client for spec: a host:port, or a redis://,

@@ -49,6 +49,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lightsse/sse/ssebroker"
+
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/redisstream"
 	"github.com/redis/go-redis/v9"
@@ -287,7 +289,7 @@ func appendRate(rs *redisServer, topics int, dur time.Duration, minReplicas int)
 		ft, _ := sub.Topic(name)
 		heads.Add(1)
 		var once sync.Once
-		stop := ft.Follow(func(pos sse.Position, w []byte) {
+		stop := ft.Follow(func(pos ssebroker.Position, w []byte) {
 			if w == nil {
 				once.Do(heads.Done)
 				return
@@ -359,12 +361,15 @@ func (t tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // servers, and the Broker to publish on.
 type server struct {
 	urls    []string
-	publish *sse.Broker
+	publish *ssebroker.Broker
 	close   func()
 }
 
 func inProcess() *server {
-	b := sse.NewBroker(nil)
+	b, err := ssebroker.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
 	hs, url := serve(b)
 	return &server{urls: []string{url}, publish: b, close: func() { b.Close(); hs.Close() }}
 }
@@ -379,7 +384,10 @@ func onRedis(rs *redisServer, instances int, prefix string) *server {
 			log.Fatal(err)
 		}
 		tp, _ := st.Topic("room")
-		b := sse.NewBroker(&sse.BrokerOptions{Log: tp})
+		b, err := ssebroker.New(&ssebroker.Options{Log: tp})
+		if err != nil {
+			log.Fatal(err)
+		}
 		hs, url := serve(b)
 		s.urls = append(s.urls, url)
 		if i == 0 {

@@ -1,0 +1,181 @@
+package ssebroker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/internal/ssetest"
+)
+
+func BenchmarkPublish(b *testing.B) {
+	for _, subs := range []int{0, 100, 1000} {
+		b.Run(fmt.Sprintf("subscribers=%d", subs), func(b *testing.B) {
+			br := newBroker(b, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			for range subs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					br.ServeHTTP(&ssetest.Discard{Head: http.Header{}}, httptest.NewRequestWithContext(ctx, "GET", "/", nil))
+				}()
+			}
+			for br.Subscribers() < subs {
+				time.Sleep(time.Millisecond)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = br.Publish(typical)
+			}
+			b.StopTimer()
+			cancel()
+			br.Close()
+			wg.Wait()
+		})
+	}
+}
+
+// BenchmarkFanOut: one op publishes an event carrying its publish time and
+// waits until every loopback client has parsed it; clients record latency.
+// Reported: deliveries/s, and p50/p99 latency from Publish to a client
+// having read the whole event.
+func BenchmarkFanOut(b *testing.B) {
+	for _, clients := range []int{1000, fdBound(10000)} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			raiseFileLimit(b, clients)
+			br := newBroker(b, nil)
+			srv := httptest.NewServer(br)
+			defer srv.Close()
+			defer br.Close()
+			addr := srv.Listener.Addr().String()
+			var got atomic.Int64
+			all := make(chan struct{}, 1)
+			latencies := make([][]time.Duration, clients)
+			var wg sync.WaitGroup
+			for c := range clients {
+				s, err := dialStream(addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer s.conn.Close()
+					for {
+						line, err := s.body.ReadSlice('\n')
+						if err != nil {
+							return
+						}
+						if ts, ok := bytes.CutPrefix(line, []byte("data: ")); ok {
+							sent, _ := strconv.ParseInt(string(bytes.TrimSpace(ts)), 10, 64)
+							latencies[c] = append(latencies[c], time.Since(time.Unix(0, sent)))
+							if got.Add(1) == int64(clients) {
+								all <- struct{}{}
+							}
+						}
+					}
+				}()
+			}
+			for br.Subscribers() < clients {
+				time.Sleep(time.Millisecond)
+			}
+			b.ResetTimer()
+			start := time.Now()
+			for b.Loop() {
+				got.Store(0)
+				_ = br.Publish(sse.Event{Type: "t", Data: strconv.FormatInt(time.Now().UnixNano(), 10)})
+				<-all
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			br.Close()
+			wg.Wait()
+			var lat []time.Duration
+			for _, l := range latencies {
+				lat = append(lat, l...)
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "deliveries/s")
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}
+
+// BenchmarkIdleStream: memory (heap and goroutine stacks, both ends of the
+// loopback connection, in one process) per open idle stream: the Broker's,
+// next to a bare net/http handler that only waits on its context (the floor).
+// The figure is per stream; the op is opening 2,000 streams.
+func BenchmarkIdleStream(b *testing.B) {
+	const streams = 2000
+	var started atomic.Int64
+	bare := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		http.NewResponseController(w).Flush()
+		started.Add(1)
+		<-r.Context().Done()
+	})
+	for _, tt := range []struct {
+		name string
+		h    func() (http.Handler, func() int, func())
+	}{
+		{"bare-handler", func() (http.Handler, func() int, func()) {
+			started.Store(0)
+			return bare, func() int { return int(started.Load()) }, func() {}
+		}},
+		{"Broker", func() (http.Handler, func() int, func()) {
+			br := newBroker(b, nil)
+			return br, br.Subscribers, func() { br.Close() }
+		}},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			raiseFileLimit(b, streams)
+			var perStream float64
+			for b.Loop() {
+				b.StopTimer()
+				h, open, closeAll := tt.h()
+				srv := httptest.NewServer(h)
+				before := memInUse()
+				b.StartTimer()
+				conns := make([]*rawStream, streams)
+				for i := range conns {
+					s, err := dialStream(srv.Listener.Addr().String())
+					if err != nil {
+						b.Fatal(err)
+					}
+					conns[i] = s
+				}
+				for open() < streams {
+					time.Sleep(time.Millisecond)
+				}
+				b.StopTimer()
+				perStream = float64(memInUse()-before) / streams / 1024
+				closeAll()
+				for _, s := range conns {
+					s.conn.Close()
+				}
+				srv.Close()
+				b.StartTimer()
+			}
+			b.ReportMetric(perStream, "KiB/stream")
+		})
+	}
+}
+
+// typical is the event the benchmarks publish: an id, a type and a 200-byte
+// JSON line.
+var typical = sse.Event{
+	ID:   "1f3a-42",
+	Type: "price",
+	Data: `{"symbol":"ACME","price":1234.56,"currency":"USD","venue":"XNAS","ts":"2026-11-24T12:00:00.000Z","bid":1234.5,"ask":1234.6,"volume":1200345,"note":"a typical JSON payload of about two hundred bytes!"}`,
+}

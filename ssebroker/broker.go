@@ -1,0 +1,567 @@
+package ssebroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/internal/wire"
+)
+
+// Defaults used when Options leaves a field zero.
+const (
+	DefaultHistoryLen   = 16384
+	DefaultHistoryBytes = 16 << 20
+	DefaultCloseRetry   = 5 * time.Second
+)
+
+// Options configure a Broker. A nil *Options, and any zero field, means the
+// default; a negative value means off where the field says so, and New
+// refuses it (ErrInvalidOptions) where it does not.
+type Options struct {
+	// HistoryLen and HistoryBytes bound the history: the most recent events, in
+	// their encoded form, that serve both replay and live delivery. The oldest
+	// event is dropped when either bound is passed (the newest event is always
+	// kept). 0 means DefaultHistoryLen and DefaultHistoryBytes. The history
+	// grows as events come, so an idle Broker holds little; one Broker per
+	// user wants a small HistoryLen.
+	HistoryLen   int
+	HistoryBytes int
+	// MaxSubscribers caps the open streams. 0 means no cap. A request over
+	// the cap is answered as one after Close is.
+	MaxSubscribers int
+	// CloseRetry bounds the reconnection delay a Broker gives each stream when
+	// it closes: every client is told to wait a random time in (0, CloseRetry],
+	// so that they do not all come back in the same instant. 0 means
+	// DefaultCloseRetry; negative means no retry field (each client waits its
+	// own reconnection time); a positive value under a millisecond is refused.
+	CloseRetry time.Duration
+	// Stream configures each stream's Writer: write timeout and retry as for
+	// sse.NewWriter, whose rules they follow (a Retry NewWriter refuses, New
+	// refuses). Its Heartbeat is kept by the Broker for all streams at once:
+	// after that long without an event, every stream gets a comment line.
+	Stream sse.Options
+	// Log, if set, owns the Broker's history: Publish appends to it, events
+	// reach the streams as the Log hands them back, and replay older than
+	// the Broker's own history is read from it. Brokers in several processes
+	// that share a Log serve one stream. See Log.
+	Log Log
+	// OnIdle, if set, is called each time the Broker's last open stream ends,
+	// on the goroutine of that stream's request, before ServeHTTP returns.
+	// It lets an application drop a Broker that nobody listens to (see
+	// Broker's doc, "One Broker per user"). A new stream may open at any
+	// moment, even while OnIdle runs: check Subscribers under the lock that
+	// guards the application's own map.
+	OnIdle func()
+}
+
+// A Broker is an http.Handler that streams the events given to Publish to
+// every client connected to it, and lets reconnecting clients resume. Make
+// one with New (the zero Broker is not ready for use); all its methods
+// are safe to call from many goroutines at once.
+//
+// It answers GET with a stream, HEAD with the stream's headers alone, and any
+// other method with 405 Method Not Allowed. A GET that declares a body (which
+// EventSource never sends) gets 400 Bad Request.
+//
+// # Delivery
+//
+// Publish encodes an event once and appends it to the Broker's history,
+// bounded by Options.HistoryLen and HistoryBytes; each stream is a position
+// in that history, and gets everything between its position and the newest
+// event in one write. Publish never writes to a connection and never waits
+// for a stream, so no client can slow it or another client. Clients that
+// stopped reading hold no copies of large events.
+//
+// A stream is ended when its client cannot keep up: when a write does not
+// finish within the stream's WriteTimeout (a client that stopped reading), or
+// when, after having caught up once, it falls more than half the history
+// behind (by count or by bytes). The client reconnects by itself and resumes
+// from its last id, losing nothing while the events it missed are still in the
+// history. The defaults hold a burst of 8192 events or 8 MiB per stream: a
+// burst larger than half the history, published faster than clients read it,
+// ends even healthy streams, so size the history to twice your largest burst.
+// A stream ended this way gets no retry field: its client reconnects after
+// its reconnection time (Options.Retry, or the browser's default of 3 to 5 s).
+//
+// # Ids and replay
+//
+// An event published with an empty ID gets its Position as its id,
+// "<epoch>-<offset>": without a Log, the epoch is a random word chosen by
+// New and the offset counts events from 1. A client that reconnects
+// with such an id gets every event after it, then live events, with no gap
+// and no duplicate. An event published with its own ID keeps it, and a
+// client reconnecting with it resumes the same way while the event is in the
+// history, provided no other event in the history has the same ID. Any other
+// Last-Event-ID (unknown, repeated, from another Broker or an earlier
+// process, older than the history and the Log, or one that sse.LastEventID
+// refuses) gets a first event of type ResetEvent, then live events.
+//
+// A client without a Last-Event-ID gets live events only. Its stream opens
+// with an id line alone, which sets its last event ID and dispatches nothing,
+// so that it resumes from there even if the stream ends before its first
+// event.
+//
+// # Several processes
+//
+// With Options.Log, the Log numbers the events instead and owns the
+// epoch, and Brokers in several processes that share it serve one stream (a
+// Redis implementation is the module github.com/lightsse/sse/redisstream).
+// The Broker then follows the Log while it has open streams, delivers what
+// the Log hands it, in the Log's order, and serves replay beyond its own
+// history from the Log. Publish returns once the Log has the event; this
+// Broker's streams get it when the Log hands it back, as every other
+// process's do.
+//
+// # One Broker per user
+//
+// Every stream of a Broker gets every event: to send events to one user or
+// topic only, give each its own Broker, in a map guarded by a mutex. Their
+// epochs differ, so an id from one topic's stream resumes nothing of
+// another's. Set a small HistoryLen, and drop a Broker that has had no
+// stream for a grace period, starting it with Options.OnIdle (see
+// ExampleOptions_onIdle). Drop it at once, in OnIdle, and every reconnection
+// (a network blip, a deploy, a stream ended for falling behind) finds a new
+// Broker: a reset, and what was published in between is lost; a grace of
+// 30 s fixed that, measured. Any client that may subscribe to a Broker can
+// replay its whole history, since the epoch is in every id: check who may
+// subscribe before ServeHTTP, per Broker.
+//
+// # Closing
+//
+// Close ends every stream after it has sent what was published before Close,
+// and a retry field telling its client to wait a random time up to
+// CloseRetry before reconnecting; a request after Close gets the retry and no
+// events (a 200, since a browser would not retry after a 503). To end streams
+// when the server shuts down:
+//
+//	srv.RegisterOnShutdown(func() { broker.Close() })
+//
+// # Goroutines
+//
+// Each stream waits in its request's handler goroutine, on a small stack; the
+// writing is done by goroutines the Broker shares among its streams, about
+// as many as writes in progress, which exit soon after they have nothing to
+// write, when the last stream ends, or at Close. A panic while a stream is
+// written (in a Log, say) is raised again on that stream's handler
+// goroutine, where net/http reports it: an error wrapping the value, with
+// the stack where it happened, or http.ErrAbortHandler unchanged; a
+// runtime.Goexit likewise. Besides, a Broker runs a heartbeat timer while
+// streams are open, and, with a Log, the Log's Follow. No goroutine of a
+// Broker outlives its last stream after Close.
+type Broker struct {
+	// Settings, fixed by New.
+	historyLen   int
+	historyBytes int
+	maxSubs      int64
+	closeRetry   time.Duration
+	opts         sse.Options // each stream's Writer's; the Broker keeps the heartbeat
+	heartbeat    time.Duration
+	log          Log
+	onIdle       func()
+
+	ctx    context.Context // ends at Close: bounds every call to the Log
+	cancel context.CancelFunc
+
+	// Streams read these without a lock, so that no stream, however it is
+	// scheduled, can make Publish wait.
+	hist   atomic.Pointer[ring] // the history; with a Log, nil until its head is known
+	wake   broadcast            // notified when a stream may have something new to send
+	closed atomic.Bool
+	beats  atomic.Uint64 // heartbeats so far
+	open   atomic.Int64  // open streams
+	subs   atomic.Int64  // open streams whose start is fixed (Subscribers)
+	pumps  pumpPool
+	counts counters
+
+	// mu is held briefly by Publish, the Log's deliveries, subscribe, the
+	// heartbeat and Close, never across a call to the Log or a write.
+	mu        sync.Mutex
+	last      time.Time   // when the last event was published, or beat sent
+	beatTimer *time.Timer // nil without a heartbeat
+	beating   bool        // beatTimer is armed
+
+	closing closeFill // with a Log: reading in, at Close, what the feed had not delivered
+
+	feedMu   sync.Mutex // serializes starting and stopping the Log's Follow
+	stopFeed func()     // stops the Log's Follow; nil when not following
+}
+
+// ErrInvalidOptions is returned by New for an Options field it cannot take;
+// the error's text names the field.
+var ErrInvalidOptions = errors.New("ssebroker: invalid options")
+
+// New returns a Broker with an empty history: a new epoch, or with a
+// Log, the Log's. It returns an error matching ErrInvalidOptions, and no
+// Broker, for a field of opts that Options' rules refuse.
+func New(opts *Options) (*Broker, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	if o.HistoryLen == 0 {
+		o.HistoryLen = DefaultHistoryLen
+	}
+	if o.HistoryBytes == 0 {
+		o.HistoryBytes = DefaultHistoryBytes
+	}
+	b := &Broker{
+		historyLen:   o.HistoryLen,
+		historyBytes: o.HistoryBytes,
+		maxSubs:      int64(o.MaxSubscribers),
+		closeRetry:   wire.Duration(o.CloseRetry, DefaultCloseRetry),
+		opts:         o.Stream,
+		heartbeat:    wire.HeartbeatOf(o.Stream.Heartbeat, sse.DefaultHeartbeat),
+		log:          o.Log,
+		onIdle:       o.OnIdle,
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.wake.init()
+	b.pumps.init(&b.open)
+	if b.log == nil {
+		b.hist.Store(b.newRing(newEpoch(), 0))
+	} else {
+		b.closing.done = make(chan struct{})
+	}
+	if b.heartbeat > 0 {
+		b.beatTimer = time.AfterFunc(b.heartbeat, b.beat)
+		b.beatTimer.Stop() // armed by the first stream
+	}
+	return b, nil
+}
+
+// Publish sends e to every open stream and keeps it for replay. It encodes e
+// once, never waits for a client, and is safe to call from many goroutines;
+// streams receive events in the order their Publish calls took effect.
+//
+// It returns the error from [Event.AppendText] for an event that cannot be
+// written faithfully, or sse.ErrInvalidID for an ID that a client could not
+// resume from: longer than sse.MaxLastEventIDLen, beginning or ending with a
+// space or tab (which net/http trims from the header that brings it back),
+// holding a control byte other than tab (net/http answers a header that holds
+// one with 400, and a browser then gives up), or shaped as the ids the Broker
+// gives, "<epoch>-<offset>" (16 lowercase hex
+// digits, a dash, decimal digits), which resume by position. After Close it
+// returns sse.ErrClosed. The event is then neither delivered nor kept.
+//
+// With a Log, Publish waits for the Log's Append, which Close cancels, and
+// returns its error; as the Log's doc says, an error then means the event may
+// not be in the Log, and so may still reach the streams. PublishContext
+// bounds that wait with a context.
+func (b *Broker) Publish(e sse.Event) error { return b.PublishContext(b.ctx, e) }
+
+// PublishContext is Publish, with ctx bounding the wait for the Broker's Log:
+// when ctx ends first, it returns ctx's error. Without a Log, Publish never
+// waits, and ctx is not used.
+func (b *Broker) PublishContext(ctx context.Context, e sse.Event) error {
+	err := checkID(e.ID)
+	if err == nil {
+		if b.log != nil {
+			err = b.publishToLog(ctx, &e)
+		} else {
+			err = b.publishHere(&e)
+		}
+	}
+	if err != nil {
+		b.counts.publishErrors.Add(1)
+		return err
+	}
+	b.counts.published.Add(1)
+	return nil
+}
+
+// checkID returns why Publish refuses id, an Event's ID that AppendText
+// accepts, or nil.
+func checkID(id string) error {
+	switch {
+	case id == "":
+		return nil
+	case len(id) > sse.MaxLastEventIDLen:
+		return idError("%d bytes, over sse.MaxLastEventIDLen: a client could not resume from it", len(id))
+	case isBlank(id[0]) || isBlank(id[len(id)-1]):
+		return idError("%q begins or ends with a space or tab, which the Last-Event-ID header loses", id)
+	}
+	if i := wire.HeaderUnsafe(id); i >= 0 {
+		return idError("byte %d is %q: net/http answers 400 to a Last-Event-ID that holds it, and a browser then gives up", i, id[i])
+	}
+	if _, ok := parsePosition(id); ok {
+		return idError("%q has the shape of the ids a Broker gives, which resume by position", id)
+	}
+	return nil
+}
+
+// idError wraps sse.ErrInvalidID with what is wrong in the ID.
+func idError(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{sse.ErrInvalidID}, args...)...)
+}
+
+func isBlank(c byte) bool { return c == ' ' || c == '\t' }
+
+// encodePool holds Publish's encoding buffers.
+var encodePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// maxKeptBuffer is the largest encoding buffer Publish puts back in the pool.
+const maxKeptBuffer = 64 << 10
+
+// publishHere numbers e itself, the Broker having no Log. It encodes e
+// before it takes the mutex, which it holds only to number and append.
+func (b *Broker) publishHere(e *sse.Event) error {
+	bp := encodePool.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= maxKeptBuffer {
+			encodePool.Put(bp)
+		}
+	}()
+	buf, err := e.AppendText((*bp)[:0])
+	*bp = buf
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed.Load() {
+		return sse.ErrClosed
+	}
+	r := b.hist.Load()
+	var line [64]byte // an id line: "id: ", 16 hex digits, "-", at most 20 digits, LF
+	id := line[:0]
+	if e.ID == "" {
+		id = wire.AppendIDLine(id, r.epoch, r.head.Load()+1)
+	}
+	w := make([]byte, len(id)+len(buf))
+	copy(w[copy(w, id):], buf)
+	b.pushLocked(r, w, e.ID)
+	return nil
+}
+
+// publishToLog appends e to the Log, where the Broker's feed finds it. The
+// call ends with ctx, or at Close.
+func (b *Broker) publishToLog(ctx context.Context, e *sse.Event) error {
+	if b.closed.Load() {
+		return sse.ErrClosed
+	}
+	w, err := e.AppendText(nil)
+	if err != nil {
+		return err
+	}
+	if ctx != b.ctx {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(b.ctx, cancel)()
+	}
+	if _, err := b.log.Append(ctx, w); err != nil {
+		if b.closed.Load() {
+			return sse.ErrClosed
+		}
+		if ctx.Err() == nil {
+			b.counts.logErrors.Add(1)
+		}
+		return err
+	}
+	return nil
+}
+
+// pushLocked appends wire, whose publisher ID is id, to r and wakes the
+// streams. b.mu is held.
+func (b *Broker) pushLocked(r *ring, w []byte, id string) {
+	r.push(&entry{wire: w, id: id}, b.historyLen, b.historyBytes)
+	if b.beatTimer != nil {
+		b.last = time.Now()
+	}
+	b.wake.notify()
+}
+
+// Subscribers returns the number of open streams that every later Publish
+// reaches: once it counts a stream, an event published after it returned
+// reaches that stream (or its client gets a ResetEvent saying it was lost).
+// A stream counts from the moment its place in the history is fixed, which
+// is as it opens, or with a Log whose head the Broker does not know yet,
+// once the Log has told it.
+func (b *Broker) Subscribers() int { return int(b.subs.Load()) }
+
+// Close ends every stream, each after the events published before Close and
+// a retry field with a random delay up to Options.CloseRetry, and makes
+// later requests get only such a retry and Publish return sse.ErrClosed. It
+// cancels the Broker's calls to its Log. It returns at once, without waiting
+// for streams to end, and always returns nil. It is safe to call at any
+// time, from any goroutine, more than once.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed.Swap(true) {
+		return nil
+	}
+	b.cancel()
+	b.wake.notify() // after closed: a stream that misses it sees closed
+	b.pumps.close()
+	if b.beatTimer != nil {
+		b.beatTimer.Stop()
+	}
+	return nil
+}
+
+// ServeHTTP streams events to the client until it leaves, falls behind, or
+// the Broker closes. It resumes from the request's Last-Event-ID as described
+// on Broker. HEAD gets the stream's headers and no body; a method other than
+// GET and HEAD gets 405 with an Allow header, and a GET with a body 400. If
+// the ResponseWriter cannot flush, it answers 500.
+func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+	case http.MethodHead:
+		wire.WriteHeader(w)
+		return
+	default:
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "sse: an event stream is read with GET", http.StatusMethodNotAllowed)
+		return
+	}
+	if r.ContentLength != 0 {
+		// A declared body that never comes would block the stream's first
+		// write inside net/http, past every write deadline: net/http reads
+		// what is left of a body before it answers on a connection it
+		// keeps, so this answer closes the connection instead.
+		// (HTTP/1 only: over HTTP/2, Connection: close would end every
+		// stream of the connection.)
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		http.Error(w, "sse: a request for an event stream has no body", http.StatusBadRequest)
+		return
+	}
+	out, err := wire.NewStream(w, r, wire.Duration(b.opts.WriteTimeout, sse.DefaultWriteTimeout))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	s := &stream{b: b, wr: out, req: r, beats: b.beats.Load()}
+	if refused := b.subscribe(s); refused != endNone {
+		b.refuse(w, r, refused)
+		return
+	}
+	end := endFailed // unless serve returns: a pump's panic or Goexit
+	defer func() {
+		out.Finish()
+		b.unsubscribe(s, end)
+	}()
+	end = s.serve()
+}
+
+// subscribe counts a new stream in, or says why it is refused. Where the
+// history is known, it fixes the stream's start here, under the mutex that
+// Publish holds to append, so that every event published after it reaches
+// the stream: a pump places the stream later, from this start.
+func (b *Broker) subscribe(s *stream) endReason {
+	b.mu.Lock()
+	switch {
+	case b.closed.Load():
+		b.mu.Unlock()
+		return endRefusedClosed
+	case b.maxSubs > 0 && b.open.Load() >= b.maxSubs:
+		b.mu.Unlock()
+		return endRefusedFull
+	}
+	b.open.Add(1)
+	if r := b.hist.Load(); r != nil {
+		s.fix(r)
+	}
+	b.counts.opened.Add(1)
+	if b.beatTimer != nil && !b.beating {
+		b.beating = true
+		b.beatTimer.Reset(b.heartbeat)
+	}
+	b.mu.Unlock()
+	if b.log != nil {
+		b.syncFeed()
+	}
+	return endNone
+}
+
+// unsubscribe counts s out, for the reason it ended. When none is left, the
+// idle pumps exit, the Log is no longer followed, and OnIdle runs.
+func (b *Broker) unsubscribe(s *stream, end endReason) {
+	b.counts.ended[end].Add(1)
+	if s.start != nil {
+		b.subs.Add(-1)
+	}
+	if b.open.Add(-1) != 0 {
+		return
+	}
+	b.pumps.release.notify()
+	if b.log != nil {
+		b.syncFeed()
+	}
+	if b.onIdle != nil {
+		b.onIdle()
+	}
+}
+
+// refuse answers a request the Broker cannot serve (closed or full) with a
+// retry and no events, so the browser comes back later.
+func (b *Broker) refuse(w http.ResponseWriter, r *http.Request, why endReason) {
+	b.counts.opened.Add(1)
+	b.counts.ended[why].Add(1)
+	sw, err := sse.NewWriter(w, r, &sse.Options{Retry: b.jitter(), Heartbeat: -1, WriteTimeout: b.opts.WriteTimeout})
+	if err == nil {
+		sw.Close()
+	}
+}
+
+// jitter returns a random delay in (0, closeRetry], in whole milliseconds.
+func (b *Broker) jitter() time.Duration {
+	ms := int64(b.closeRetry / time.Millisecond)
+	if ms <= 0 {
+		return 0 // no retry field
+	}
+	return time.Duration(1+rand.Int64N(ms)) * time.Millisecond
+}
+
+// check returns why New refuses o, or nil.
+func (o *Options) check() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...)
+	}
+	switch {
+	case o.HistoryLen < 0:
+		return bad("HistoryLen %d is negative", o.HistoryLen)
+	case o.HistoryBytes < 0:
+		return bad("HistoryBytes %d is negative", o.HistoryBytes)
+	case o.MaxSubscribers < 0:
+		return bad("MaxSubscribers %d is negative", o.MaxSubscribers)
+	case o.CloseRetry > 0 && o.CloseRetry < time.Millisecond:
+		return bad("CloseRetry %v is under a millisecond", o.CloseRetry)
+	}
+	if _, err := (sse.Event{Retry: o.Stream.Retry}).AppendText(nil); err != nil {
+		return bad("Stream.Retry: %w", err)
+	}
+	return nil
+}
+
+// beat runs when the heartbeat timer fires. After a whole period without an
+// event it has every stream send a comment; otherwise it waits out the rest
+// of the period. It lets the timer rest while no stream is open.
+func (b *Broker) beat() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed.Load() || wire.WaitRest(b.beatTimer, b.heartbeat, time.Since(b.last)) {
+		return
+	}
+	if b.open.Load() == 0 {
+		b.beating = false // no stream subscribes while mu is held: the next re-arms it
+		return
+	}
+	b.beats.Add(1)
+	b.last = time.Now()
+	b.wake.notify()
+	b.beatTimer.Reset(b.heartbeat)
+}

@@ -1,0 +1,386 @@
+package ssebroker
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"sync"
+
+	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/internal/wire"
+)
+
+// maxBatch is how many bytes a stream gathers for one write; bigEvent is the
+// size from which an event is written from the history's own bytes rather
+// than copied into a batch, so that streams stuck in a write hold no copies
+// of large events.
+const (
+	maxBatch = 32 << 10
+	bigEvent = maxBatch / 2
+)
+
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch); return &b }}
+
+// A stream is one client's position in a Broker's history. Its handler
+// goroutine waits in serve while one of the Broker's pumps writes it (see
+// pumpPool for why).
+type stream struct {
+	b   *Broker
+	wr  *wire.Stream
+	req *http.Request
+
+	mode   mode   // where it reads: which of ring and epoch says where cursor is
+	ring   *ring  // inRing: the history it reads
+	epoch  string // inLog: the epoch of the Log it reads
+	cursor uint64 // offset of the next event to send, in ring or in epoch
+	start  *ring  // the history when the stream's start was fixed; nil before
+	from   uint64 // start's head then: the stream sends every event after it
+	beats  uint64 // the Broker's heartbeats this stream has sent, or skipped
+
+	slowReads int // reads of the Log in a row that ran out of time
+
+	opened   bool // the headers are written
+	sent     bool // an event has been sent: a reset is no longer possible at the start
+	caughtUp bool // the stream has reached the newest event once
+	resumed  bool // its resume is counted
+
+	handoff
+}
+
+// A mode is where a stream reads its next event.
+type mode uint8
+
+const (
+	unplaced mode = iota // not yet known: it waits for the history (with a Log, its head)
+	inRing               // in the Broker's ring
+	inLog                // in the Log: older than the ring holds, or of an epoch the ring is not
+)
+
+// serve has pumps write the stream, and waits between their turns for
+// something new to send, until the stream ends. It returns why it ended, and
+// only when no pump holds the stream, so nothing writes to the response
+// after the handler returns.
+func (s *stream) serve() endReason {
+	for {
+		s.b.pumps.give(s)
+		out := s.take()
+		switch {
+		case out.fault != nil:
+			out.fault.raise() // where net/http recovers it, as from any handler
+		case out.wake == nil:
+			return out.end
+		}
+		select {
+		case <-out.wake:
+		case <-s.wr.Done():
+			return endClientLeft
+		}
+	}
+}
+
+// turn writes what the stream has to send, until it catches up or ends, and
+// hands the stream back with the outcome. It runs on a pump.
+func (s *stream) turn() {
+	var out outcome
+	finished := false
+	defer func() {
+		if !finished {
+			// A panic (in a Log, say) or runtime.Goexit is the handler's to
+			// report: serve raises it again there.
+			out = outcome{end: endFailed, fault: &fault{panicked: pumpPanic(recover())}}
+		}
+		s.back(out)
+	}()
+	out = s.writeAll()
+	finished = true
+}
+
+// pumpPanic returns what to panic with on the handler's goroutine for p, a
+// pump's panic: an error wrapping p with the pump's stack, or
+// http.ErrAbortHandler unchanged, which net/http treats as a quiet abort. It
+// returns nil for nil, which is a runtime.Goexit.
+func pumpPanic(p any) any {
+	if p == nil || p == http.ErrAbortHandler {
+		return p
+	}
+	err, ok := p.(error)
+	if !ok {
+		err = fmt.Errorf("%v", p)
+	}
+	return fmt.Errorf("sse: panic while writing a stream: %w\n%s", err, debug.Stack())
+}
+
+// A step is what a stream's read found: bytes to write, then whether to go
+// on, wait, or end.
+type step struct {
+	batch []byte          // whole events, or lines of the stream's own, copied
+	big   []byte          // then one large event, from the history's own bytes
+	wake  <-chan struct{} // nothing more to send now: wait on this
+	end   endReason       // the stream ends once batch is written
+}
+
+// writeAll is turn's work: it reads and writes until the stream has caught up
+// or ended.
+func (s *stream) writeAll() outcome {
+	for {
+		bp := batchPool.Get().(*[]byte)
+		dst := (*bp)[:0]
+		if !s.opened {
+			dst = wire.AppendRetry(dst, s.b.opts.Retry)
+		}
+		own := len(dst) // the opening retry, not yet written
+		st := s.next(dst)
+		var err error
+		switch {
+		case !s.opened && (s.mode != unplaced || len(st.batch) > own || len(st.big) > 0 || st.end != endNone):
+			// The headers go out once the stream knows where it starts (or
+			// has something to say before: a heartbeat), even with nothing
+			// else to send, so that the client's open event fires: an event
+			// published after open reaches it.
+			s.opened = true
+			s.wr.WriteHeader()
+			fallthrough
+		case s.opened && (len(st.batch) > 0 || len(st.big) > 0):
+			if err = s.wr.Write(st.batch, st.big); err == nil {
+				s.b.counts.bytes.Add(uint64(len(st.batch) + len(st.big)))
+			}
+		}
+		if cap(st.batch) <= 2*maxBatch {
+			*bp = st.batch[:0]
+			batchPool.Put(bp)
+		}
+		switch {
+		case err != nil:
+			return outcome{end: writeEnd(err)}
+		case st.end != endNone:
+			return outcome{end: st.end}
+		case st.wake != nil:
+			return outcome{wake: st.wake}
+		}
+	}
+}
+
+// writeEnd returns why a failed write ended a stream.
+func writeEnd(err error) endReason {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return endWriteTimeout
+	}
+	return endClientLeft // sse.ErrClosed (the request ended), or a broken connection
+}
+
+// next appends to dst what the stream has to send now, from its cursor on,
+// and advances the cursor: events (up to maxBatch bytes, or one large event),
+// a heartbeat, or the closing retry. It takes no lock. With nothing to send
+// it returns the channel to wait on, or, if something came in as it looked,
+// nothing at all, and the caller reads again.
+func (s *stream) next(dst []byte) step {
+	switch s.mode {
+	case unplaced:
+		return s.place(dst)
+	case inLog:
+		return s.readLog(dst)
+	}
+	b, r := s.b, s.ring
+	closed := b.closed.Load() // before head: once closed, head moves no more
+	if head := r.head.Load(); s.cursor <= head {
+		tail := r.tail.Load()
+		switch {
+		case s.cursor < tail:
+			return s.leaveRing(dst)
+		case s.caughtUp && r.lagging(s.cursor, head, max(b.historyLen/2, 1), max(b.historyBytes/2, 1)):
+			return step{batch: dst, end: endFellBehind}
+		}
+		return s.gather(dst, head)
+	}
+	if cur := b.hist.Load(); cur != r && cur != nil {
+		// The Log's history was replaced: say so, then go on with every event
+		// of the new one.
+		b.counts.resets[resetNewHistory].Add(1)
+		return s.resetTo(dst, cur, cur.tail.Load()-1, s.lastSent(r))
+	}
+	if closed {
+		if b.log != nil {
+			// Events published before Close may still be on their way back
+			// from the Log: the first stream here reads them in.
+			if wait := b.fillAtClose(r); wait != nil {
+				return step{batch: dst, wake: wait}
+			}
+			if r.head.Load() >= s.cursor {
+				return step{batch: dst} // filled: read again
+			}
+		}
+		return step{batch: wire.AppendRetry(dst, b.jitter()), end: endClosed}
+	}
+	if beats := b.beats.Load(); s.beats != beats {
+		s.beats = beats
+		b.counts.heartbeats.Add(1)
+		return step{batch: append(dst, wire.Heartbeat...)}
+	}
+	wake := b.wake.wait()
+	if r.head.Load() >= s.cursor || b.beats.Load() != s.beats || b.closed.Load() || b.hist.Load() != r {
+		return step{batch: dst} // came in as we looked: read again
+	}
+	s.caughtUp = true
+	return step{batch: dst, wake: wake}
+}
+
+// gather appends the events from the cursor to head, up to maxBatch bytes; or,
+// when the next is a large one, returns it to be written from the ring.
+func (s *stream) gather(dst []byte, head uint64) step {
+	r, n := s.ring, 0
+	for ; s.cursor <= head; s.cursor++ {
+		e := r.get(s.cursor)
+		if e == nil { // dropped as we read: send what we have, then see
+			if n > 0 {
+				break
+			}
+			return s.leaveRing(dst)
+		}
+		if len(e.wire) >= bigEvent {
+			if n == 0 {
+				s.cursor++
+				s.sent = true
+				return step{batch: dst, big: e.wire}
+			}
+			break
+		}
+		if n > 0 && len(dst)+len(e.wire) > maxBatch {
+			break
+		}
+		dst = append(dst, e.wire...)
+		n++
+	}
+	s.sent = true
+	s.beats = s.b.beats.Load() // the events just read are traffic enough
+	return step{batch: dst}
+}
+
+// leaveRing handles a stream whose next event the ring no longer holds: with
+// a Log it reads on from the Log; without, it has fallen behind for good.
+func (s *stream) leaveRing(dst []byte) step {
+	if s.b.log == nil {
+		return step{batch: dst, end: endFellBehind}
+	}
+	s.toLog(s.ring.epoch, s.cursor)
+	return s.readLog(dst)
+}
+
+// place finds where in the history a new stream starts, from its request's
+// Last-Event-ID, and appends what it sends first: nothing for a client that
+// resumes, an id line alone for a new client, a ResetEvent for one that
+// cannot resume. With a Log it may wait for the Log's head; a resume from
+// older than the ring, or from an epoch it is not, goes on in the Log.
+func (s *stream) place(dst []byte) step {
+	b := s.b
+	if b.closed.Load() {
+		return step{batch: wire.AppendRetry(dst, b.jitter()), end: endClosed}
+	}
+	r := b.hist.Load()
+	if r == nil { // with a Log whose head is not known yet
+		return s.idle(dst, nil)
+	}
+	if s.start == nil {
+		s.fix(r)
+	}
+	lastID := sse.LastEventID(s.req)
+	if lastID == "" {
+		if s.req.Header.Get("Last-Event-ID") != "" {
+			// A header LastEventID refuses (too long, not UTF-8) is an id we
+			// cannot resume from, not the absence of one.
+			b.counts.resets[resetUnknownID].Add(1)
+			return s.resetTo(dst, r, s.startIn(r), "")
+		}
+		head := s.startIn(r)
+		if s.opened {
+			// The client saw its stream open (a heartbeat went out) before
+			// the Log's history was known: events published in between,
+			// elsewhere, are behind this point, so say so.
+			b.counts.resets[resetLogFailed].Add(1)
+			return s.resetTo(dst, r, head, "")
+		}
+		s.toRing(r, head+1)
+		return step{batch: wire.AppendPlace(dst, r.epoch, head)}
+	}
+	if p, ok := parsePosition(lastID); ok {
+		head, tail := r.head.Load(), r.tail.Load()
+		if p.Epoch == r.epoch && p.Offset <= head && p.Offset+1 >= tail {
+			s.countResume(fromHistory)
+			s.toRing(r, p.Offset+1)
+			return step{batch: dst}
+		}
+		if b.log != nil {
+			// Read from the Log next time round, once the headers are out:
+			// the Log may be slow, and the client should see its stream open.
+			s.toLog(p.Epoch, p.Offset+1)
+			return step{batch: dst}
+		}
+		cause := resetUnknownID
+		if p.Epoch == r.epoch && p.Offset < head {
+			cause = resetTooOld
+		}
+		b.counts.resets[cause].Add(1)
+		return s.resetTo(dst, r, s.startIn(r), lastID)
+	}
+	ref, ok := r.lookup(lastID)
+	if ok && ref.count == 1 {
+		s.countResume(fromHistory)
+		s.toRing(r, ref.offset+1)
+		return step{batch: dst}
+	}
+	b.counts.resets[resetUnknownID].Add(1)
+	return s.resetTo(dst, r, s.startIn(r), lastID)
+}
+
+// toRing has the stream read r from offset cursor on.
+func (s *stream) toRing(r *ring, cursor uint64) {
+	s.mode, s.ring, s.epoch, s.cursor = inRing, r, "", cursor
+}
+
+// toLog has the stream read the Log's epoch from offset cursor on.
+func (s *stream) toLog(epoch string, cursor uint64) {
+	s.mode, s.ring, s.epoch, s.cursor = inLog, nil, epoch, cursor
+}
+
+// fix fixes the stream's start at r's head and counts the stream in
+// Subscribers: every event published from now on is at a later offset, in r
+// or in a history that replaces it (whose streams get a ResetEvent).
+func (s *stream) fix(r *ring) {
+	s.start, s.from = r, r.head.Load()
+	s.b.subs.Add(1)
+}
+
+// startIn returns the offset after which a stream that does not resume
+// starts in r: its fixed start, or r's head if r replaced that history.
+func (s *stream) startIn(r *ring) uint64 {
+	if r == s.start {
+		return s.from
+	}
+	return r.head.Load()
+}
+
+// countResume counts the stream's resume, once, as beginning in from.
+func (s *stream) countResume(from int) {
+	if !s.resumed {
+		s.resumed = true
+		s.b.counts.resumed[from].Add(1)
+	}
+}
+
+// lastSent returns the id of the last event the stream sent from r, which
+// it read up to its cursor.
+func (s *stream) lastSent(r *ring) string {
+	if e := r.get(s.cursor - 1); e != nil && e.id != "" {
+		return e.id
+	}
+	return Position{r.epoch, s.cursor - 1}.String()
+}
+
+// resetTo appends a ResetEvent and places the stream in r after offset at:
+// after is the id after which the client lost events.
+func (s *stream) resetTo(dst []byte, r *ring, at uint64, after string) step {
+	s.toRing(r, at+1)
+	s.sent = true
+	return step{batch: wire.AppendReset(dst, r.epoch, at, after)}
+}
