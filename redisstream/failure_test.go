@@ -964,3 +964,23 @@ func TestTLS(t *testing.T) {
 		t.Error("a client without TLS was answered")
 	}
 }
+
+// A Streams that follows again, after a while with nothing followed, keeps
+// its Pub/Sub connection: the probe channel, unsubscribed meanwhile, is not
+// taken for a node that stopped answering.
+func TestProbeAfterIdle(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStreams(t, srv, nil)
+	r, stop := follow(t, topic(t, s, "room"))
+	r.wait("the head", 10*time.Second, (*reader).started)
+	stop()
+	time.Sleep(max(probeTimeout, s.timeout) + 500*time.Millisecond)
+	r2, _ := follow(t, topic(t, s, "room"))
+	r2.wait("the head", 10*time.Second, (*reader).started)
+	appendN(t, topic(t, s, "room"), 1, 1)
+	r2.wait("an event", 10*time.Second, func(r *reader) bool { return len(r.got) == 1 })
+	time.Sleep(probeEvery + probeTimeout) // a probe, answered
+	if n := s.subs.replaced.Load(); n != 0 {
+		t.Errorf("the Pub/Sub connection was replaced %d times, with Redis up", n)
+	}
+}

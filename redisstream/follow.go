@@ -156,6 +156,7 @@ type feeds struct {
 
 	heads       atomic.Int64 // calls of deliver(head, nil) so far, for tests
 	replyErrors atomic.Int64 // error replies read on the Pub/Sub connection, for tests
+	replaced    atomic.Int64 // Pub/Sub connections replaced, for tests
 	count       atomic.Int64 // len(feeds), for the reader
 
 	// The loop's own.
@@ -183,9 +184,10 @@ type probe struct {
 	channel   string        // the Streams' own channel, under its Prefix
 	confirmed bool          // subscribed to on the current connection
 	allowed   bool          // Redis has confirmed a subscription to it once: no ACL refuses it
+	pending   bool          // a SUBSCRIBE was sent since the last unconfirm
 	resend    time.Time     // when unconfirmed: when to send SUBSCRIBE again
 	wait      time.Duration // how long the next SUBSCRIBE waits for its confirmation
-	since     time.Time     // when unconfirmed: since when
+	since     time.Time     // when unconfirmed: since the first SUBSCRIBE, or the break
 	next      time.Time     // when to send the next probe
 	seq       int
 	token     string // of the probe under way
@@ -314,9 +316,9 @@ func (fs *feeds) handleRequests() {
 			fs.count.Store(int64(len(fs.feeds)))
 			if fs.ps != nil {
 				channels := []string{f.topic.channel}
-				if len(fs.feeds) == 0 && fs.probe.confirmed {
+				if len(fs.feeds) == 0 {
 					channels = append(channels, fs.probe.channel)
-					fs.probe.confirmed = false
+					fs.probe.unconfirm(time.Time{})
 				}
 				ctx, cancel := context.WithTimeout(fs.s.ctx, fs.s.timeout)
 				// An error means a broken connection, which forgets
@@ -433,6 +435,9 @@ func (fs *feeds) resubscribe() {
 		// Sent again as a feed's SUBSCRIBE is: an ACL may refuse it.
 		pr.wait = min(max(2*pr.wait, fs.s.timeout), maxSubscribeWait)
 		pr.resend = now.Add(pr.wait)
+		if !pr.pending {
+			pr.pending, pr.since = true, now
+		}
 		if err := fs.ps.Subscribe(ctx, pr.channel); err != nil {
 			pr.resend = now.Add(time.Second)
 		}
@@ -548,6 +553,7 @@ func (fs *feeds) check() {
 // replace closes the Pub/Sub connection and opens a new one, which
 // subscribes to every feed; the followers get their heads again.
 func (fs *feeds) replace() {
+	fs.replaced.Add(1)
 	_ = fs.ps.Close()
 	fs.connect()
 	for _, fd := range fs.feeds {
@@ -557,7 +563,7 @@ func (fs *feeds) replace() {
 }
 
 func (pr *probe) unconfirm(resend time.Time) {
-	pr.confirmed, pr.resend, pr.since = false, resend, time.Now()
+	pr.confirmed, pr.pending, pr.resend, pr.since = false, false, resend, time.Now()
 	pr.call, pr.echoed = nil, false
 	pr.next = time.Now().Add(probeEvery)
 }
@@ -576,7 +582,7 @@ func (fs *feeds) checkProbe() {
 	}
 	now := time.Now()
 	if !pr.confirmed {
-		if pr.allowed && now.Sub(pr.since) >= max(probeTimeout, fs.s.timeout) {
+		if pr.allowed && pr.pending && now.Sub(pr.since) >= max(probeTimeout, fs.s.timeout) {
 			fs.replace()
 		}
 		return
@@ -626,7 +632,7 @@ func (fs *feeds) nextCheck() time.Duration {
 	if !fs.pingSent.IsZero() {
 		next = fs.pingSent.Add(pingTimeout)
 	}
-	if pr := &fs.probe; !pr.confirmed && pr.allowed {
+	if pr := &fs.probe; !pr.confirmed && pr.allowed && pr.pending {
 		next = minTime(next, pr.since.Add(max(probeTimeout, fs.s.timeout)))
 	} else if pr.confirmed && pr.call == nil {
 		next = minTime(next, pr.next)
