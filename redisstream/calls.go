@@ -205,6 +205,55 @@ func (s *Streams) do(ctx context.Context, c *call) error {
 	}
 }
 
+// doAll queues every call, ahead of those waiting (a follower that lags
+// behind Appends may find the events it lacks trimmed), and waits, for
+// Options.Timeout at most, until all are answered; those unanswered by then
+// are abandoned. It reports false if quit closed first, or the Streams is
+// closed.
+func (s *Streams) doAll(cs []*call, quit <-chan struct{}) bool {
+	deadline := time.Now().Add(s.timeout)
+	for i := len(cs) - 1; i >= 0; i-- {
+		c := cs[i]
+		c.done = make(chan struct{})
+		c.deadline = deadline
+		if !s.calls.put(c, true) {
+			return false
+		}
+	}
+	timer := time.NewTimer(s.timeout)
+	defer timer.Stop()
+	for _, c := range cs {
+		select {
+		case <-c.done:
+		case <-timer.C:
+			for _, c := range cs {
+				c.abandoned.Store(true)
+			}
+			return true
+		case <-quit:
+			return false
+		}
+	}
+	return true
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// answered reports whether c has its answer.
+func answered(c *call) bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // start queues c, with a deadline Options.Timeout away, and returns at
 // once; c.done closes once it is answered. It reports false after Close.
 func (s *Streams) start(c *call) bool {
@@ -291,7 +340,7 @@ func (s *Streams) roundTrip(batch []*call) {
 			r = &scriptCall{
 				script: appendScript,
 				keys:   c.topic.keys,
-				args:   []any{newEpoch(), mark.Epoch, mark.Offset, s.maxLen, s.ttlMS, c.topic.channel},
+				args:   []any{ssebroker.NewEpoch(), mark.Epoch, mark.Offset, s.maxLen, s.ttlMS, c.topic.channel},
 			}
 			byTopic[c.topic.channel] = r
 			runs = append(runs, r)
@@ -394,7 +443,7 @@ func (s *Streams) reload(ctx context.Context) {
 func (s *Streams) readRun(c *call) *scriptCall {
 	mark := s.marks.get(c.topic.channel)
 	r := &scriptCall{calls: []*call{c}, script: readScript, keys: c.topic.keys}
-	r.args = []any{newEpoch(), mark.Epoch, mark.Offset, max(s.ttlMS, readTTL.Milliseconds())}
+	r.args = []any{ssebroker.NewEpoch(), mark.Epoch, mark.Offset, max(s.ttlMS, readTTL.Milliseconds())}
 	switch c.kind {
 	case readCall:
 		r.args = append(r.args, c.after.Epoch, c.after.Offset, max(c.max, 1))

@@ -210,7 +210,7 @@ func newFeeds(s *Streams) *feeds {
 		quit:  make(chan struct{}),
 		inbox: make(chan item, inboxLen),
 		feeds: make(map[string]*feed),
-		probe: probe{channel: s.prefix + "probe:" + newEpoch()},
+		probe: probe{channel: s.prefix + "probe:" + ssebroker.NewEpoch()},
 	}
 }
 
@@ -764,55 +764,6 @@ func (fd *feed) unstart() {
 	fd.hasPos, fd.dirty, fd.odd = false, false, false
 	for _, f := range fd.followers {
 		f.started = false
-	}
-}
-
-// doAll queues every call, ahead of those waiting (a follower that lags
-// behind Appends may find the events it lacks trimmed), and waits, for
-// Options.Timeout at most, until all are answered; those unanswered by then
-// are abandoned. It reports false if quit closed first, or the Streams is
-// closed.
-func (s *Streams) doAll(cs []*call, quit <-chan struct{}) bool {
-	deadline := time.Now().Add(s.timeout)
-	for i := len(cs) - 1; i >= 0; i-- {
-		c := cs[i]
-		c.done = make(chan struct{})
-		c.deadline = deadline
-		if !s.calls.put(c, true) {
-			return false
-		}
-	}
-	timer := time.NewTimer(s.timeout)
-	defer timer.Stop()
-	for _, c := range cs {
-		select {
-		case <-c.done:
-		case <-timer.C:
-			for _, c := range cs {
-				c.abandoned.Store(true)
-			}
-			return true
-		case <-quit:
-			return false
-		}
-	}
-	return true
-}
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-// answered reports whether c has its answer.
-func answered(c *call) bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
 	}
 }
 

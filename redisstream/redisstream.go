@@ -193,8 +193,6 @@ package redisstream
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"reflect"
@@ -454,9 +452,6 @@ type Topic struct {
 
 var _ ssebroker.Log = (*Topic)(nil)
 
-// Name returns the topic's name.
-func (t *Topic) Name() string { return t.name }
-
 // Append adds wire to the topic's log as its newest event, and publishes it
 // to every process that follows the topic, in one atomic step, and returns
 // the event's Position. Appends that arrive together, for any topics of the
@@ -516,12 +511,4 @@ func (t *Topic) Head(ctx context.Context) (ssebroker.Position, error) {
 		return ssebroker.Position{}, err
 	}
 	return c.head, nil
-}
-
-// newEpoch returns 64 random bits as 16 lowercase hex digits: the epoch a
-// script gives a topic that has none.
-func newEpoch() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
-	return hex.EncodeToString(b[:])
 }

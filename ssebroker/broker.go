@@ -228,7 +228,7 @@ func New(opts *Options) (*Broker, error) {
 	b.wake.init()
 	b.pumps.init(&b.open)
 	if b.log == nil {
-		b.hist.Store(b.newRing(newEpoch(), 0))
+		b.hist.Store(b.newRing(NewEpoch(), 0))
 	} else {
 		b.closing.done = make(chan struct{})
 	}
