@@ -78,7 +78,9 @@ type Options struct {
 	// in this process's memory.
 	NewLog func(runID string) (ssebroker.Log, error)
 	// Stream configures each stream as ssebroker.Options.Stream does: write
-	// timeout, heartbeat, and the retry sent first.
+	// timeout, heartbeat, and the retry sent first (1 s if zero: a viewer
+	// whose stream broke, or fell more than 128 events behind a burst, comes
+	// back after it, and resumes where it was).
 	Stream sse.Options
 }
 
@@ -120,6 +122,9 @@ func New(opts *Options) *Runs {
 	}
 	if o.RunID == nil {
 		o.RunID = defaultRunID
+	}
+	if o.Stream.Retry == 0 {
+		o.Stream.Retry = defaultStreamRetry
 	}
 	return &Runs{
 		retention: o.Retention, maxBytes: o.MaxBytes, notFound: o.NotFound,
@@ -197,18 +202,29 @@ func (rs *Runs) sweepLocked(now time.Time) {
 // newBroker returns the Broker that streams st's live events.
 func (rs *Runs) newBroker(st *run) *ssebroker.Broker {
 	return ssebroker.New(&ssebroker.Options{
-		HistoryLen: liveHistory,
-		FromStart:  true,
-		CloseRetry: endRetry,
-		Stream:     rs.stream,
-		Log:        &feedLog{Log: st.log, rs: rs, st: st},
-		OnIdle:     func() { rs.idle(st) },
+		HistoryLen:   liveHistory,
+		HistoryBytes: liveHistoryBytes,
+		FromStart:    true,
+		CloseRetry:   endRetry,
+		Stream:       rs.stream,
+		Log:          &feedLog{Log: st.log, rs: rs, st: st},
+		OnIdle:       func() { rs.idle(st) },
 	})
 }
 
-// liveHistory is how many recent events a live run's Broker keeps in its
-// own history, for live delivery; replay comes from the run's Log.
-const liveHistory = 128
+// liveHistory and liveHistoryBytes bound the recent events a live run's
+// Broker keeps in its own history, for live delivery; replay comes from the
+// run's Log. A viewer that falls half of them behind (a burst of 128
+// events, or 32 KiB, published faster than it reads) has its stream ended,
+// and resumes from the run's Log after its retry.
+const (
+	liveHistory      = 256
+	liveHistoryBytes = 64 << 10
+)
+
+// defaultStreamRetry is the retry each stream of a run opens with, unless
+// Options.Stream sets one: a viewer whose stream broke comes back after it.
+const defaultStreamRetry = time.Second
 
 // endRetry bounds the delay before a client whose stream a run's end
 // closed reconnects, to be answered 204.

@@ -2,6 +2,7 @@ package sserun
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -126,6 +127,11 @@ func (rs *Runs) serveFinished(w http.ResponseWriter, r *http.Request, st *run, e
 	}
 	for next := after.Offset + 1; ; {
 		n := min(uint64(len(wires)), end.Offset+1-next)
+		size := len(buf) + len(endRetryLine) + int(n)*wire.IDLineLen(len(end.Epoch))
+		for _, w := range wires[:n] {
+			size += len(w)
+		}
+		buf = slices.Grow(buf, size-len(buf))
 		for i, w := range wires[:n] {
 			buf = wire.AppendIDLine(buf, end.Epoch, next+uint64(i))
 			buf = append(buf, w...)
