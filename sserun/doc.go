@@ -36,7 +36,9 @@
 // no ID of their own. Run.Finish adds the terminal event, which the
 // application chooses (done, an error, a cancellation); after it, Publish
 // and Finish return ErrFinished. A finished run is kept for
-// Options.Retention (10 minutes by default), then forgotten.
+// Options.Retention (10 minutes by default), then forgotten. A run that is
+// never finished is kept for as long as the process runs: finish every run,
+// with an event that says so when its work fails or is cancelled.
 //
 // # What a viewer gets
 //
