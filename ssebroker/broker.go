@@ -52,6 +52,14 @@ type Options struct {
 	// the Broker's own history is read from it. Brokers in several processes
 	// that share a Log serve one stream. See Log.
 	Log Log
+	// FromStart has a client without a Last-Event-ID start from the first
+	// event of the current epoch, as if it resumed from "<epoch>-0",
+	// instead of with live events only. It suits a stream that has a
+	// beginning, like one run of a job. Its replay comes from the history,
+	// or with a Log, from the Log; where neither holds the first event any
+	// more, the client gets a ResetEvent (with empty Data) and live events,
+	// as for an id too old. It does not count in Stats.Resumed.
+	FromStart bool
 	// OnIdle, if set, is called each time the Broker's last open stream ends,
 	// on the goroutine of that stream's request, before ServeHTTP returns.
 	// It lets an application drop a Broker that nobody listens to (see
@@ -103,10 +111,11 @@ type Options struct {
 // process, older than the history and the Log, or one that sse.LastEventID
 // refuses) gets a first event of type ResetEvent, then live events.
 //
-// A client without a Last-Event-ID gets live events only. Its stream opens
-// with an id line alone, which sets its last event ID and dispatches nothing,
-// so that it resumes from there even if the stream ends before its first
-// event.
+// A client without a Last-Event-ID gets live events only, or with
+// Options.FromStart, every event of the epoch from its first. A live-only
+// stream opens with an id line alone, which sets its last event ID and
+// dispatches nothing, so that it resumes from there even if the stream ends
+// before its first event.
 //
 // # Several processes
 //
@@ -165,6 +174,7 @@ type Broker struct {
 	heartbeat    time.Duration
 	log          Log
 	onIdle       func()
+	fromStart    bool
 
 	ctx    context.Context // ends at Close: bounds every call to the Log
 	cancel context.CancelFunc
@@ -223,6 +233,7 @@ func New(opts *Options) (*Broker, error) {
 		heartbeat:    wire.HeartbeatOf(o.Stream.Heartbeat, sse.DefaultHeartbeat),
 		log:          o.Log,
 		onIdle:       o.OnIdle,
+		fromStart:    o.FromStart,
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.wake.init()
