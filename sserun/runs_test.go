@@ -6,13 +6,17 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/internal/leakcheck"
 	"github.com/lightsse/sse/internal/ssetest"
+	"github.com/lightsse/sse/sseclient"
 )
 
 // TestMain fails the run if any goroutine outlives the tests.
@@ -418,4 +422,53 @@ func TestMethods(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Errorf("HEAD: %d, %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
+}
+
+// A Go client (sseclient) reading a run gets it whole, then, when it comes
+// back after the terminal event, the 204 that ends its stream for good, as
+// EventSource does: no reconnection loop.
+func TestGoClientStopsAfterTheRun(t *testing.T) {
+	leakcheck.Check(t)
+	rs := newRuns(t, nil)
+	srv := serve(t, rs)
+	r, err := rs.Start(t.Context(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, r, 1, 3)
+	if err := r.Finish(done); err != nil {
+		t.Fatal(err)
+	}
+	var requests atomic.Int32
+	client := sseclient.Client{
+		HTTPClient: &http.Client{Transport: countingTransport{&requests, srv.Client().Transport}},
+		Retry:      time.Millisecond,
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/runs/a", nil)
+	var got []string
+	var end error
+	for ev, err := range client.Events(req) {
+		if err != nil {
+			end = err
+			break
+		}
+		got = append(got, ev.Data)
+	}
+	if want := []string{tok(1), tok(2), tok(3), done.Data}; !slices.Equal(got, want) || !errors.Is(end, sseclient.ErrNoContent) {
+		t.Errorf("events %q, then %v; want %q, then ErrNoContent", got, end, want)
+	}
+	if n := requests.Load(); n != 2 {
+		t.Errorf("%d requests, want 2: the run, then the reconnection that got 204", n)
+	}
+}
+
+// countingTransport counts the requests it sends.
+type countingTransport struct {
+	n    *atomic.Int32
+	next http.RoundTripper
+}
+
+func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.next.RoundTrip(r)
 }
