@@ -317,23 +317,11 @@ func idError(format string, args ...any) error {
 
 func isBlank(c byte) bool { return c == ' ' || c == '\t' }
 
-// encodePool holds Publish's encoding buffers.
-var encodePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-
-// maxKeptBuffer is the largest encoding buffer Publish puts back in the pool.
-const maxKeptBuffer = 64 << 10
-
 // publishHere numbers e itself, the Broker having no Log. It encodes e
 // before it takes the mutex, which it holds only to number and append.
 func (b *Broker) publishHere(e *sse.Event) error {
-	bp := encodePool.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= maxKeptBuffer {
-			encodePool.Put(bp)
-		}
-	}()
-	buf, err := e.AppendText((*bp)[:0])
-	*bp = buf
+	var scratch [512]byte // most events fit: no allocation but the kept copy
+	buf, err := e.AppendText(scratch[:0])
 	if err != nil {
 		return err
 	}
