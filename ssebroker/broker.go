@@ -144,9 +144,10 @@ type Options struct {
 //
 // # Closing
 //
-// Close ends every stream after it has sent what was published before Close,
-// and a retry field telling its client to wait a random time up to
-// CloseRetry before reconnecting; a request after Close gets the retry and no
+// Close ends every stream after it has sent what was published before Close
+// (a stream still replaying from a Log ends where it is, and its client
+// resumes from there), and a retry field telling its client to wait a random
+// time up to CloseRetry before reconnecting; a request after Close gets the retry and no
 // events (a 200, since a browser would not retry after a 503). To end streams
 // when the server shuts down:
 //
@@ -388,8 +389,9 @@ func (b *Broker) pushLocked(r *ring, w []byte, id string) {
 // once the Log has told it.
 func (b *Broker) Subscribers() int { return int(b.subs.Load()) }
 
-// Close ends every stream, each after the events published before Close and
-// a retry field with a random delay up to Options.CloseRetry, and makes
+// Close ends every stream, each after the events published before Close (a
+// stream replaying from a Log: where it is) and a retry field with a random
+// delay up to Options.CloseRetry (none if it is negative), and makes
 // later requests get only such a retry and Publish return sse.ErrClosed. It
 // cancels the Broker's calls to its Log. It returns at once, without waiting
 // for streams to end, and always returns nil. It is safe to call at any

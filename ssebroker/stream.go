@@ -297,11 +297,18 @@ func (s *stream) place(dst []byte) step {
 			return s.placeAt(dst, r, Position{r.epoch, 0}, "")
 		}
 		head := s.startIn(r)
-		if s.opened {
+		switch {
+		case s.opened:
 			// The client saw its stream open (a heartbeat went out) before
 			// the Log's history was known: events published in between,
 			// elsewhere, are behind this point, so say so.
 			b.counts.resets[resetLogFailed].Add(1)
+			return s.resetTo(dst, r, head, "")
+		case s.start != r:
+			// The history the stream was counted in is gone (the feed
+			// stopped and started again, or the Log's history changed):
+			// events published since may be behind r's head.
+			b.counts.resets[resetNewHistory].Add(1)
 			return s.resetTo(dst, r, head, "")
 		}
 		s.toRing(r, head+1)
@@ -336,6 +343,11 @@ func (s *stream) toLog(epoch string, cursor uint64) {
 func (s *stream) placeAt(dst []byte, r *ring, p Position, lastID string) step {
 	b := s.b
 	head, tail := r.head.Load(), r.tail.Load()
+	if p.Epoch == r.epoch && r.contests(p.Offset) {
+		// An earlier history of this epoch gave the id to another event.
+		b.counts.resets[resetUnknownID].Add(1)
+		return s.resetTo(dst, r, s.startIn(r), lastID)
+	}
 	if p.Epoch == r.epoch && p.Offset <= head && p.Offset+1 >= tail {
 		s.countResume(fromHistory)
 		s.toRing(r, p.Offset+1)
