@@ -494,8 +494,8 @@ func (t *Topic) Append(ctx context.Context, wire []byte) (ssebroker.Position, er
 //
 // It returns the same errors as Append, except that a failed ReadAfter
 // changed nothing but, perhaps, the creation of the topic's epoch.
-func (t *Topic) ReadAfter(ctx context.Context, after ssebroker.Position, max int) ([][]byte, ssebroker.Position, error) {
-	c := &call{topic: t, kind: readCall, after: after, max: max}
+func (t *Topic) ReadAfter(ctx context.Context, after ssebroker.Position, limit int) ([][]byte, ssebroker.Position, error) {
+	c := &call{topic: t, kind: readCall, after: after, max: limit}
 	if err := t.s.do(ctx, c); err != nil {
 		return nil, ssebroker.Position{}, err
 	}

@@ -27,8 +27,14 @@ func Check(t testing.TB) {
 
 // Main runs the tests and then fails the run if any goroutine other than the
 // test binary's own is still running, after the same grace period.
-func Main(m *testing.M) {
+func Main(m *testing.M) { MainAfter(m, func() {}) }
+
+// MainAfter is Main, but calls after once the tests have run and before it
+// looks for goroutines left: to stop what all the tests of a package
+// shared (a database server, say), whatever their outcome.
+func MainAfter(m *testing.M, after func()) {
 	code := m.Run()
+	after()
 	if code == 0 {
 		if left := wait(func(string) bool { return true }, grace); len(left) > 0 {
 			fmt.Fprintf(os.Stderr, "leakcheck: %d goroutine(s) outlived the tests:\n\n%s\n", len(left), strings.Join(left, "\n\n"))

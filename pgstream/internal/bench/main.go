@@ -1,0 +1,725 @@
+// Command bench measures the PostgreSQL Log against pgbench and against the
+// in-process Broker, on this machine, in one run, and prints Markdown.
+//
+//	go -C pgstream run ./internal/bench            # both workloads (about 4 minutes)
+//	go -C pgstream run ./internal/bench -quick     # smaller (about a minute)
+//	go -C pgstream run ./internal/bench -workload throughput
+//
+// It starts its own PostgreSQL cluster (internal/pgtest: a temporary folder,
+// a free loopback port; fsync off unless -fsync), and, for the latency
+// workload, runs the SSE clients in a child process (this binary again, with
+// -role clients), so that the server's CPU is its own.
+//
+// throughput: pgbench on the same server (its TPC-B-like default, then the
+// statement an Append sends, one event per transaction), then Topic.Append
+// from 256 goroutines for one topic and for 1,000 topics, with a second
+// Streams following every topic and counting what it is handed, and one
+// Trim and one VACUUM at the end, whose work counts in PostgreSQL's CPU
+// (the trimmer is off during the run: trimming in its middle would make the
+// figure depend on when it falls, and cut the follower's history short).
+// Each measurement starts once no autovacuum worker runs.
+//
+// latency: 1,000 SSE clients, 100 events of 200 bytes per second for a
+// fixed time, each event carrying its publish time; p50 and p99 of publish to
+// parse, for the in-process Broker, a Broker on the PostgreSQL Log (one
+// instance), and three instances sharing the Log (a third of the clients on
+// each).
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/pgstream"
+	"github.com/lightsse/sse/pgstream/internal/pgtest"
+	"github.com/lightsse/sse/ssebroker"
+)
+
+func main() {
+	role := flag.String("role", "bench", "internal: bench or clients")
+	workload := flag.String("workload", "throughput,latency", "comma-separated: throughput, latency")
+	quick := flag.Bool("quick", false, "smaller runs")
+	fsync := flag.Bool("fsync", false, "run PostgreSQL with fsync on (and synchronous_commit on, its default)")
+	clients := flag.Int("clients", 1000, "latency: SSE clients")
+	rate := flag.Int("rate", 100, "latency: events per second")
+	rounds := flag.Int("rounds", 3, "latency: rounds of the three variants (quick: 1)")
+	urls := flag.String("urls", "", "internal, clients: stream URLs, comma-separated")
+	flag.StringVar(&clientCPUs, "client-cpus", "", "latency: run the clients' process on these CPUs (a taskset list, e.g. 1); run this command under taskset -c for the server's")
+	flag.Parse()
+	log.SetFlags(0)
+	if *role == "clients" {
+		runClients(strings.Split(*urls, ","), *clients)
+		return
+	}
+	var settings []string
+	if *fsync {
+		settings = append(settings, "fsync=on", "full_page_writes=on")
+	}
+	cluster, err := pgtest.New(settings...)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Stop()
+	db := &database{cluster: cluster}
+	fmt.Printf("# pgstream benchmarks\n\n%s\n\n", machine(cluster, *fsync))
+	for _, w := range strings.Split(*workload, ",") {
+		switch w {
+		case "throughput":
+			throughput(db, *quick)
+		case "latency":
+			latency(db, *quick, *clients, *rate, *rounds)
+		default:
+			log.Fatalf("unknown workload %q", w)
+		}
+	}
+}
+
+// ---- PostgreSQL --------------------------------------------------------------
+
+// A database is one fresh database of the cluster per measurement.
+type database struct {
+	cluster *pgtest.Cluster
+}
+
+// fresh makes a new database with pgstream's tables, and returns its URL.
+func (d *database) fresh() string {
+	ctx := context.Background()
+	name, err := d.cluster.CreateDB(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	url := d.cluster.URL(name)
+	p := d.pool(url, 4)
+	defer p.Close()
+	if err := pgstream.Migrate(ctx, p, nil); err != nil {
+		log.Fatal(err)
+	}
+	return url
+}
+
+func (d *database) pool(url string, maxConns int32) *pgxpool.Pool {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg.MaxConns = maxConns
+	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return p
+}
+
+// quiet waits until no autovacuum worker runs (a minute at most), so that
+// a measurement does not pay for vacuuming what the one before it left.
+func (d *database) quiet() {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, d.cluster.URL("postgres"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'").Scan(&n); err != nil {
+			log.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// cpu returns the CPU time the server has used: the postmaster's, its
+// live children's, and that of the children it has reaped.
+func (d *database) cpu() time.Duration {
+	pm := d.cluster.PID()
+	var ticks int64
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		f := procStat(pid)
+		if len(f) < 15 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		switch {
+		case pid == pm:
+			for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime
+				n, _ := strconv.ParseInt(f[i], 10, 64)
+				ticks += n
+			}
+		case ppid == pm:
+			for _, i := range []int{11, 12} {
+				n, _ := strconv.ParseInt(f[i], 10, 64)
+				ticks += n
+			}
+		}
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+}
+
+// procStat returns the fields of /proc/pid/stat after the command's name:
+// state, ppid, ... (so utime is [11]).
+func procStat(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 > len(s) {
+		return nil
+	}
+	return strings.Fields(s[i+2:])
+}
+
+// selfCPU returns this process's CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func machine(c *pgtest.Cluster, fsync bool) string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		if m := regexp.MustCompile(`model name\s*:\s*(.*)`).FindSubmatch(b); m != nil {
+			model = string(m[1])
+		}
+	}
+	v, _ := exec.Command(c.Bin("postgres"), "--version").Output()
+	sync := "fsync off"
+	if fsync {
+		sync = "fsync on"
+	}
+	return fmt.Sprintf("Machine: %d cores (%s), %s, %s (%s, synchronous_commit on, loopback), %s, %s.",
+		runtime.NumCPU(), model, runtime.Version(), strings.TrimSpace(string(v)), sync, runtime.GOOS+"/"+runtime.GOARCH, time.Now().UTC().Format("2006-01-02"))
+}
+
+// ---- throughput -------------------------------------------------------------
+
+var payload = strings.Repeat("x", 200)
+
+func throughput(d *database, quick bool) {
+	dur := 5 * time.Second
+	if quick {
+		dur = 2 * time.Second
+	}
+	fmt.Printf("## Throughput through one PostgreSQL\n\n")
+	fmt.Printf("| what | events/s | PostgreSQL CPU per event | Go CPU per event | events per round trip |\n|---|--:|--:|--:|--:|\n")
+	pgbenchTPCB(d, dur)
+	for _, topics := range []int{1, 1000} {
+		pgbenchAppend(d, topics, dur)
+	}
+	for _, topics := range []int{1, 1000} {
+		appendRate(d, topics, dur)
+	}
+	fmt.Println()
+}
+
+// pgbenchArgs returns pgbench's arguments for url, 50 clients on 2
+// threads, for dur.
+func pgbenchArgs(url string, dur time.Duration, more ...string) []string {
+	return append([]string{"-n", "-c", "50", "-j", "2", "-M", "prepared", "-T", strconv.Itoa(int(dur.Seconds()))}, append(more, url)...)
+}
+
+// runPgbench runs pgbench and returns its rate (tps) and the server's CPU.
+func runPgbench(d *database, args []string) (float64, time.Duration) {
+	d.quiet()
+	before := d.cpu()
+	out, err := exec.Command(d.cluster.Bin("pgbench"), args...).CombinedOutput()
+	cpu := d.cpu() - before
+	if err != nil {
+		log.Fatalf("pgbench %v: %v\n%s", args, err, out)
+	}
+	m := regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`).FindSubmatch(out)
+	if m == nil {
+		log.Fatalf("pgbench said: %s", out)
+	}
+	tps, _ := strconv.ParseFloat(string(m[1]), 64)
+	return tps, cpu
+}
+
+// pgbenchTPCB runs pgbench's default script (five statements per
+// transaction), scale 10.
+func pgbenchTPCB(d *database, dur time.Duration) {
+	url := d.fresh()
+	if out, err := exec.Command(d.cluster.Bin("pgbench"), "-i", "-q", "-s", "10", url).CombinedOutput(); err != nil {
+		log.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+	tps, cpu := runPgbench(d, pgbenchArgs(url, dur))
+	fmt.Printf("| pgbench, its TPC-B-like default (5 statements per transaction), scale 10, 50 clients | %.0f transactions/s | %s per transaction | – | – |\n",
+		tps, perEvent(cpu, int(tps*dur.Seconds())))
+}
+
+// pgbenchAppend runs, from 50 clients, the statement an Append sends, with
+// one event per transaction: what pgstream would reach with no batching.
+func pgbenchAppend(d *database, topics int, dur time.Duration) {
+	url := d.fresh()
+	script := fmt.Sprintf(`\set t random(1, %d)
+WITH t AS (
+	INSERT INTO sse_topics AS t (name, epoch, head) VALUES ('t' || :t, '0123456789abcdef', 1)
+	ON CONFLICT (name) DO UPDATE SET head = t.head + EXCLUDED.head
+	RETURNING t.id, t.epoch, t.head
+), e AS (
+	INSERT INTO sse_events (topic_id, "offset", wire) SELECT t.id, t.head, convert_to(E'data: %s\n\n', 'UTF8') FROM t
+)
+SELECT t.epoch, t.head, pg_notify('public.sse_events', t.epoch || ' ' || t.head || ' t' || :t) FROM t;
+`, topics, payload)
+	f := filepath.Join(os.TempDir(), fmt.Sprintf("pgstream-bench-%d.sql", os.Getpid()))
+	if err := os.WriteFile(f, []byte(script), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	defer os.Remove(f)
+	tps, cpu := runPgbench(d, pgbenchArgs(url, dur, "-f", f))
+	fmt.Printf("| pgbench, the statement of one Append (one event per transaction), %d topic(s), 50 clients, 200 B | %.0f | %s | – | 1 |\n",
+		topics, tps, perEvent(cpu, int(tps*dur.Seconds())))
+}
+
+// appendRate appends from 256 goroutines to topics topics for dur, with a
+// second Streams following them all, and prints the rates.
+func appendRate(d *database, topics int, dur time.Duration) {
+	ctx := context.Background()
+	url := d.fresh()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var trips atomic.Int64
+	cfg.ConnConfig.Tracer = tripCounter{&trips}
+	pubPool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pubPool.Close()
+	subPool := d.pool(url, 4)
+	defer subPool.Close()
+	pub, err := pgstream.New(pubPool, &pgstream.Options{MaxLen: 1000, TrimInterval: -1}) // trimmed once, below
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pub.Close()
+	sub, err := pgstream.New(subPool, &pgstream.Options{MaxLen: 1000, TrimInterval: -1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Close()
+	var delivered atomic.Int64
+	var heads sync.WaitGroup
+	var pubs []*pgstream.Topic
+	for i := range topics {
+		name := fmt.Sprint("t", i)
+		tp, _ := pub.Topic(name)
+		pubs = append(pubs, tp)
+		ft, _ := sub.Topic(name)
+		heads.Add(1)
+		var once sync.Once
+		stop := ft.Follow(func(pos ssebroker.Position, w []byte) {
+			if w == nil {
+				once.Do(heads.Done)
+				return
+			}
+			delivered.Add(1)
+		})
+		defer stop()
+	}
+	heads.Wait()
+	wire := []byte("data: " + payload + "\n\n")
+	var appended, failed atomic.Int64
+	d.quiet()
+	stopAt := time.Now().Add(dur)
+	pgBefore, goBefore := d.cpu(), selfCPU()
+	trips.Store(0)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for g := range 256 {
+		wg.Go(func() {
+			for i := g; time.Now().Before(stopAt); i += 256 {
+				if _, err := pubs[i%topics].Append(ctx, wire); err != nil {
+					failed.Add(1)
+					continue
+				}
+				appended.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	// Wait for the feed to hand over what is in flight.
+	for deadline := time.Now().Add(30 * time.Second); delivered.Load() < appended.Load() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Retention's cost, counted: delete what MaxLen no longer keeps, as
+	// the trimmer would have (at steady state, every event is deleted).
+	trimmed, err := pub.Trim(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := pubPool.Exec(ctx, "VACUUM sse_events, sse_topics"); err != nil {
+		log.Fatal(err)
+	}
+	pgCPU, goCPU := d.cpu()-pgBefore, selfCPU()-goBefore
+	var autovacuums int
+	if err := pubPool.QueryRow(ctx, `SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)
+		FROM pg_stat_user_tables WHERE relname IN ('sse_events', 'sse_topics')`).Scan(&autovacuums); err != nil {
+		log.Fatal(err)
+	}
+	n := appended.Load()
+	fmt.Printf("| Topic.Append, %d topic(s), 256 goroutines, 200 B; a second Streams follows all (%d of %d handed over, %d errors); then Trim (%d deleted) and VACUUM; %d autovacuum or autoanalyze runs | %.0f | %s | %s (both Streams) | %.1f |\n",
+		topics, delivered.Load(), n, failed.Load(), trimmed, autovacuums, float64(n)/elapsed.Seconds(), perEvent(pgCPU, int(n)), perEvent(goCPU, int(n)), float64(n)/float64(max(trips.Load(), 1)))
+}
+
+func perEvent(cpu time.Duration, n int) string {
+	if n == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f µs", float64(cpu.Nanoseconds())/float64(n)/1000)
+}
+
+// tripCounter counts the batches a pool sends: the Appends' round trips.
+type tripCounter struct{ n *atomic.Int64 }
+
+func (tripCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+func (tripCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (t tripCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	t.n.Add(1)
+	return ctx
+}
+func (tripCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (tripCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+
+// ---- latency ------------------------------------------------------------
+
+// A server is what the clients connect to: one or more Brokers behind HTTP
+// servers, and the Broker to publish on.
+type server struct {
+	urls    []string
+	publish *ssebroker.Broker
+	close   func()
+}
+
+func inProcess() *server {
+	b, err := ssebroker.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	hs, url := serve(b)
+	return &server{urls: []string{url}, publish: b, close: func() { b.Close(); hs.Close() }}
+}
+
+func onPostgres(d *database, instances int) *server {
+	url := d.fresh()
+	s := &server{}
+	var closers []func()
+	for i := range instances {
+		p := d.pool(url, 8)
+		st, err := pgstream.New(p, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		tp, _ := st.Topic("room")
+		b, err := ssebroker.New(&ssebroker.Options{Log: tp})
+		if err != nil {
+			log.Fatal(err)
+		}
+		hs, url := serve(b)
+		s.urls = append(s.urls, url)
+		if i == 0 {
+			s.publish = b
+		}
+		closers = append(closers, func() { b.Close(); hs.Close(); st.Close(); p.Close() })
+	}
+	s.close = func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	return s
+}
+
+func serve(h http.Handler) (*http.Server, string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	hs := &http.Server{Handler: h}
+	go hs.Serve(ln)
+	return hs, "http://" + ln.Addr().String()
+}
+
+// A report is what the clients process prints at the end.
+type report struct {
+	Received int64   `json:"received"`
+	Lost     int64   `json:"lost"`
+	P50      float64 `json:"p50_ms"`
+	P99      float64 `json:"p99_ms"`
+	Max      float64 `json:"max_ms"`
+	CPU      float64 `json:"cpu_s"`
+}
+
+func latency(d *database, quick bool, clients, rate, rounds int) {
+	dur := 10 * time.Second
+	if quick {
+		dur, rounds = 4*time.Second, 1
+	}
+	events := int(dur.Seconds()) * rate
+	fmt.Printf("## Publish to delivery, %d clients, %d events of 200 B per second\n\n", clients, rate)
+	where := "on the same cores"
+	if clientCPUs != "" {
+		where = "pinned to CPUs " + clientCPUs + " (taskset), the server and PostgreSQL on the CPUs this command was given"
+	}
+	fmt.Printf("Latency runs from just before Publish to the client's parse of the event; the clients run in a child process "+where+". "+
+		"Each run: 1 s of warm-up events, then %v measured. The variants take turns, %d round(s); each cell is the median over the rounds, with the range.\n\n", dur, rounds)
+	variants := []struct {
+		name string
+		make func() *server
+	}{
+		{"in-process Broker (no Log)", inProcess},
+		{"Broker on the PostgreSQL Log, 1 instance", func() *server { return onPostgres(d, 1) }},
+		{"Brokers on the PostgreSQL Log, 3 instances", func() *server { return onPostgres(d, 3) }},
+	}
+	type result struct {
+		p50, p99, max, goCPU, pgCPU, clientCPU []float64
+		lost                                   int64
+	}
+	results := make([]result, len(variants))
+	for round := range rounds {
+		for i, v := range variants {
+			srv := v.make()
+			r, goCPU, pgCPU := runLatency(d, srv, clients, rate, events, fmt.Sprintf("%s:%d", v.name, round))
+			srv.close()
+			d := float64(r.Received)
+			res := &results[i]
+			res.p50 = append(res.p50, r.P50)
+			res.p99 = append(res.p99, r.P99)
+			res.max = append(res.max, r.Max)
+			res.goCPU = append(res.goCPU, goCPU.Seconds()*1e6/d)
+			res.pgCPU = append(res.pgCPU, pgCPU.Seconds()*1e6/d)
+			res.clientCPU = append(res.clientCPU, r.CPU*1e6/d)
+			res.lost += r.Lost
+		}
+	}
+	fmt.Printf("| server | p50 | p99 | max | lost | server CPU per delivery: Go + PostgreSQL | client CPU per delivery |\n|---|--:|--:|--:|--:|--:|--:|\n")
+	for i, v := range variants {
+		r := results[i]
+		fmt.Printf("| %s | %s ms | %s ms | %s ms | %d | %.2f + %.2f µs | %.2f µs |\n", v.name,
+			medianRange(r.p50), medianRange(r.p99), medianRange(r.max), r.lost, median(r.goCPU), median(r.pgCPU), median(r.clientCPU))
+	}
+	fmt.Println()
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func medianRange(v []float64) string {
+	if len(v) == 1 {
+		return fmt.Sprintf("%.1f", v[0])
+	}
+	return fmt.Sprintf("%.1f (%.1f–%.1f)", median(v), slices.Min(v), slices.Max(v))
+}
+
+// clientCPUs, if set, pins the clients' process to these CPUs (taskset).
+var clientCPUs string
+
+func runLatency(d *database, srv *server, clients, rate, events int, label string) (report, time.Duration, time.Duration) {
+	d.quiet()
+	args := []string{os.Args[0], "-role", "clients", "-clients", strconv.Itoa(clients), "-urls", strings.Join(srv.urls, ",")}
+	if clientCPUs != "" {
+		args = append([]string{"taskset", "-c", clientCPUs}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	ready := make(chan struct{})
+	go func() {
+		// The clients say "ready" once each has seen a sync event.
+		if lines.Scan() && lines.Text() == "ready" {
+			close(ready)
+		}
+	}()
+	tick := time.NewTicker(50 * time.Millisecond)
+wait:
+	for {
+		select {
+		case <-ready:
+			break wait
+		case <-tick.C:
+			_ = srv.publish.Publish(sse.Event{Type: "sync", Data: "sync"})
+		}
+	}
+	tick.Stop()
+	interval := time.Second / time.Duration(rate)
+	next := time.Now()
+	for range rate { // warm-up, not measured
+		time.Sleep(time.Until(next))
+		next = next.Add(interval)
+		_ = srv.publish.Publish(sse.Event{Type: "sync", Data: "sync"})
+	}
+	goBefore, pgBefore := selfCPU(), d.cpu()
+	for i := 1; i <= events; i++ {
+		time.Sleep(time.Until(next))
+		next = next.Add(interval)
+		data := fmt.Sprintf(`{"seq":%d,"t":%d,"pad":"%s"}`, i, time.Now().UnixNano(), payload[:150])
+		if err := srv.publish.Publish(sse.Event{Data: data}); err != nil {
+			log.Printf("Publish: %v", err)
+		}
+	}
+	fmt.Fprintf(stdin, "%d\n", events) // the last seq: the clients wait for it, then report
+	var r report
+	if !lines.Scan() || json.Unmarshal(lines.Bytes(), &r) != nil {
+		log.Fatalf("clients: no report (%q)", lines.Text())
+	}
+	goCPU, pgCPU := selfCPU()-goBefore, d.cpu()-pgBefore
+	_ = cmd.Wait()
+	if os.Getenv("BENCH_DEBUG") != "" {
+		log.Printf("%s: %+v", label, r)
+	}
+	return r, goCPU, pgCPU
+}
+
+// runClients is the clients process: it opens n streams over urls, says
+// "ready" once every stream has had a sync event, records the latency of
+// every numbered event, and, once told the last number and every stream has
+// it (or 30 s have passed), prints a report.
+func runClients(urls []string, n int) {
+	var synced sync.WaitGroup
+	synced.Add(n)
+	var received, lost atomic.Int64
+	lastSeq := make([]atomic.Int64, n)
+	tr := &http.Transport{MaxIdleConnsPerHost: n}
+	hc := &http.Client{Transport: tr}
+	cpu0 := selfCPU()
+	for i := range n {
+		go func() {
+			resp, err := hc.Get(urls[i%len(urls)])
+			if err != nil {
+				log.Fatal(err)
+			}
+			defer resp.Body.Close()
+			rd := bufio.NewReaderSize(resp.Body, 16<<10)
+			var once sync.Once
+			var data string
+			for {
+				line, err := rd.ReadString('\n')
+				if err != nil {
+					if err != io.EOF {
+						log.Print(err)
+					}
+					return
+				}
+				switch {
+				case strings.HasPrefix(line, "data: "):
+					data = line[6 : len(line)-1]
+				case line == "\n" && data == "sync":
+					once.Do(synced.Done)
+					data = ""
+				case line == "\n" && data != "":
+					now := time.Now().UnixNano()
+					var ev struct{ Seq, T int64 }
+					if json.Unmarshal([]byte(data), &ev) == nil {
+						hist.add(now - ev.T)
+						received.Add(1)
+						if prev := lastSeq[i].Swap(ev.Seq); ev.Seq != prev+1 {
+							lost.Add(ev.Seq - prev - 1)
+						}
+					}
+					data = ""
+				}
+			}
+		}()
+		if i%100 == 99 {
+			time.Sleep(10 * time.Millisecond) // not all at once: the listen backlog
+		}
+	}
+	synced.Wait()
+	fmt.Println("ready")
+	var last int64
+	fmt.Scan(&last)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		done := true
+		for i := range lastSeq {
+			if lastSeq[i].Load() < last {
+				done = false
+				break
+			}
+		}
+		if done {
+			break
+		}
+	}
+	var tail int64
+	for i := range lastSeq {
+		tail += last - lastSeq[i].Load()
+	}
+	r := report{Received: received.Load(), Lost: lost.Load() + tail,
+		P50: hist.quantile(0.5), P99: hist.quantile(0.99), Max: float64(hist.max.Load()) / 1e6,
+		CPU: (selfCPU() - cpu0).Seconds()}
+	b, _ := json.Marshal(r)
+	fmt.Println(string(b))
+}
+
+// hist is a histogram of latencies in buckets of 50 µs, up to 10 s.
+var hist histogram
+
+type histogram struct {
+	buckets [200001]atomic.Int64
+	max     atomic.Int64
+}
+
+func (h *histogram) add(ns int64) {
+	h.buckets[min(max(ns, 0)/50000, int64(len(h.buckets)-1))].Add(1)
+	for m := h.max.Load(); ns > m && !h.max.CompareAndSwap(m, ns); m = h.max.Load() {
+	}
+}
+
+// quantile returns the q quantile in milliseconds (the bucket's upper bound).
+func (h *histogram) quantile(q float64) float64 {
+	var total int64
+	for i := range h.buckets {
+		total += h.buckets[i].Load()
+	}
+	want, seen := int64(q*float64(total)), int64(0)
+	for i := range h.buckets {
+		if seen += h.buckets[i].Load(); seen > want {
+			return float64(i+1) * 0.05
+		}
+	}
+	return 0
+}

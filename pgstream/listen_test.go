@@ -1,0 +1,281 @@
+package pgstream
+
+import (
+	"context"
+	"errors"
+	"net"
+	neturl "net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// waitListening waits until s's listener has made its first connection.
+func waitListening(t *testing.T, s *Streams) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); s.subs.listener.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the listener has not connected after 10 s")
+		}
+	}
+}
+
+// killListener ends the backend of s's listener, as an administrator (or
+// an idle-session timeout, or a pooler) would, and waits until it has. It
+// waits first for the listener's first connection, if need be.
+func killListener(t *testing.T, s *Streams) {
+	t.Helper()
+	waitListening(t, s)
+	pid := s.subs.listener.Load()
+	var ok bool
+	if err := s.pool.QueryRow(t.Context(), "SELECT pg_terminate_backend($1, 5000)", pid).Scan(&ok); err != nil || !ok {
+		t.Fatalf("pg_terminate_backend(%d): %v, %v", pid, ok, err)
+	}
+}
+
+// The listener's connection killed: the listener connects again, and its
+// followers get, with no gap, what was appended while it was down.
+func TestListenerKilled(t *testing.T) {
+	url := newDB(t)
+	s := newStreams(t, url, &Options{PollInterval: time.Hour}) // no polling: catching up alone
+	r, _ := follow(t, topic(t, s, "room"))
+	r.wait("the head", 10*time.Second, (*reader).started)
+	pub := topic(t, newStreams(t, url, nil), "room")
+	appendN(t, pub, 1, 3)
+	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	for round := range 3 {
+		killListener(t, s)
+		appendN(t, pub, 10*round+4, 10*round+13) // while it is down, and as it comes back
+		r.wait("10 more events", 20*time.Second, func(r *reader) bool { return len(r.got) == 3+10*(round+1) })
+	}
+	r.checkLog(0)
+	if n := s.subs.connects.Load(); n != 4 {
+		t.Errorf("the listener connected %d times, want 4", n)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gaps > 0 || r.heads != 4 {
+		t.Errorf("follower had %d gaps and %d heads; want none, and 4 (the first, and one after each reconnection)", r.gaps, r.heads)
+	}
+}
+
+// refusingListener returns a Streams on url whose listener connects only
+// while refuse is false.
+func refusingListener(t *testing.T, url string, o *Options) (*Streams, *atomic.Bool) {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refuse := new(atomic.Bool)
+	cfg.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+		if refuse.Load() && cc.RuntimeParams["application_name"] == listenerName {
+			return errors.New("refused by the test")
+		}
+		return nil
+	}
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s, err := New(pool, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, refuse
+}
+
+// Events appended while the listener was down, and not polled (PollInterval
+// is an hour), come with no notification: once it LISTENs again, it reads
+// them.
+func TestListenerCatchesUpOnReconnect(t *testing.T) {
+	url := newDB(t)
+	s, refuse := refusingListener(t, url, &Options{PollInterval: time.Hour})
+	r, _ := follow(t, topic(t, s, "room"))
+	r.wait("the head", 10*time.Second, (*reader).started)
+	pub := topic(t, newStreams(t, url, nil), "room")
+	appendN(t, pub, 1, 3)
+	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	refuse.Store(true)
+	polls := s.subs.polls.Load()
+	killListener(t, s)
+	for deadline := time.Now().Add(10 * time.Second); s.subs.polls.Load() == polls; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) { // the poll the loop makes when the listener goes down
+			t.Fatal("no poll after the listener went down")
+		}
+	}
+	appendN(t, pub, 4, 6)
+	time.Sleep(200 * time.Millisecond)
+	if r.mu.Lock(); len(r.got) != 3 {
+		t.Errorf("with no listener and no poll, the follower got %v", r.got)
+	}
+	r.mu.Unlock()
+	refuse.Store(false)
+	r.wait("the 3 events appended while down", 10*time.Second, func(r *reader) bool { return len(r.got) == 6 })
+	r.checkLog(0)
+}
+
+// While the listener cannot connect, followers still get every event, by
+// polling, every PollInterval; once it can, it listens again.
+func TestPollsWhileListenerDown(t *testing.T) {
+	url := newDB(t)
+	const poll = 100 * time.Millisecond
+	s, refuse := refusingListener(t, url, &Options{PollInterval: poll})
+	r, _ := follow(t, topic(t, s, "room"))
+	r.wait("the head", 10*time.Second, (*reader).started)
+	pub := topic(t, newStreams(t, url, nil), "room")
+	appendN(t, pub, 1, 3)
+	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	refuse.Store(true)
+	killListener(t, s)
+	polls := s.subs.polls.Load()
+	for i := 4; i <= 8; i++ {
+		appendN(t, pub, i, i)
+		start := time.Now()
+		r.wait("the event, by polling", 10*time.Second, func(r *reader) bool { return len(r.got) == i })
+		if d := time.Since(start); d > poll+time.Second {
+			t.Errorf("event %d came %v after its Append, want about PollInterval (%v)", i, d, poll)
+		}
+	}
+	if n := s.subs.polls.Load() - polls; n < 3 {
+		t.Errorf("%d polls while the listener was down, want several", n)
+	}
+	if n := s.subs.connects.Load(); n != 1 {
+		t.Errorf("the listener connected %d times while refused, want only the first", n)
+	}
+	refuse.Store(false)
+	for deadline := time.Now().Add(10 * time.Second); s.subs.connects.Load() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the listener did not connect again within 10 s")
+		}
+	}
+	time.Sleep(poll) // the loop has its up
+	polls = s.subs.polls.Load()
+	appendN(t, pub, 9, 9)
+	r.wait("event 9", 10*time.Second, func(r *reader) bool { return len(r.got) == 9 })
+	time.Sleep(3 * poll)
+	if n := s.subs.polls.Load() - polls; n > 0 {
+		t.Errorf("%d polls once the listener was back, want none", n)
+	}
+	r.checkLog(0)
+}
+
+// A listening connection on which nothing, not even the answer to a query,
+// comes for pingAfter+Timeout is replaced: a peer lost without a reset (a
+// dead host, a dropped route) would otherwise leave it silent for good.
+func TestDeadConnectionReplaced(t *testing.T) {
+	after := pingAfter
+	t.Cleanup(func() { pingAfter = after }) // after the Streams has closed
+	pingAfter = 100 * time.Millisecond
+	url := newDB(t)
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := newProxy(t, u.Host)
+	u.Host = px.addr()
+	s := newStreams(t, u.String(), &Options{Timeout: 300 * time.Millisecond})
+	t.Cleanup(px.close) // before the pool's, which would wait for its frozen connections
+	r, _ := follow(t, topic(t, s, "room"))
+	r.wait("the head", 10*time.Second, (*reader).started)
+	px.freeze() // every connection so far now carries nothing, and never closes
+	pub := topic(t, newStreams(t, url, nil), "room")
+	appendN(t, pub, 1, 3)
+	r.wait("3 events, on new connections", 20*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	r.checkLog(0)
+	for deadline := time.Now().Add(10 * time.Second); s.subs.connects.Load() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the listener has not connected again after 10 s")
+		}
+	}
+}
+
+// A proxy forwards TCP connections to a server until frozen: then the
+// connections it has stop carrying bytes, without closing, as if the peer
+// had vanished; new ones work.
+type proxy struct {
+	close func() // closes the listener and every connection, and waits for its goroutines
+	ln    net.Listener
+	mu    sync.Mutex
+	up    chan struct{} // closed to stop what clients send, on the connections of before
+	down  chan struct{} // closed to stop what the server sends, likewise
+	conns []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, up: make(chan struct{}), down: make(chan struct{})}
+	var wg sync.WaitGroup
+	p.close = sync.OnceFunc(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		wg.Wait()
+	})
+	t.Cleanup(p.close)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			up, down := p.up, p.down
+			p.mu.Unlock()
+			wg.Go(func() { p.pipe(s, c, up) })
+			wg.Go(func() { p.pipe(c, s, down) })
+		}
+	})
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+// pipe copies from src to dst until either closes, or frozen: then it
+// reads on and drops what it reads, so that the sender sees nothing wrong.
+func (p *proxy) pipe(dst, src net.Conn, frozen chan struct{}) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			dst.Close()
+			return
+		}
+		select {
+		case <-frozen:
+			continue
+		default:
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			src.Close()
+			return
+		}
+	}
+}
+
+// freeze stops every connection made so far, both ways.
+func (p *proxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	close(p.up)
+	close(p.down)
+	p.up, p.down = make(chan struct{}), make(chan struct{})
+}
