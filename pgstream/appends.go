@@ -343,7 +343,7 @@ func (s *Streams) sendRuns(ctx context.Context, runs []*run, deadline time.Time)
 		for i, c := range r.calls {
 			wires[i] = c.wire
 		}
-		b.Queue(s.appendSQL(), r.topic, newEpoch(), wires, s.n.channel)
+		b.Queue(s.appendSQL(), r.topic, ssebroker.NewEpoch(), wires, s.n.channel)
 	}
 	br := s.pool.SendBatch(ctx, b)
 	heads := make([]head, len(runs))

@@ -127,8 +127,6 @@ package pgstream
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -371,11 +369,3 @@ var _ ssebroker.Log = (*Topic)(nil)
 
 // Name returns the topic's name.
 func (t *Topic) Name() string { return t.name }
-
-// newEpoch returns 64 random bits as 16 lowercase hex digits: the epoch of a
-// new topic row.
-func newEpoch() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
-	return hex.EncodeToString(b[:])
-}

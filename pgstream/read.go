@@ -31,7 +31,7 @@ const readRows = 4096
 const readTopicBytes = 256 << 10
 
 // ReadAfter returns the events of the topic that follow after, in order and
-// without a gap, until they hold at least max bytes or reach the head (4096
+// without a gap, until they hold at least limit bytes or reach the head (4096
 // events at most); and the head, the Position of the topic's newest event.
 // It returns no events when after is the head or past it, when after.Epoch
 // is not the topic's epoch, or when the log no longer holds the event at
@@ -41,11 +41,11 @@ const readTopicBytes = 256 << 10
 // It returns ErrTimeout when PostgreSQL has not answered within
 // Options.Timeout, the context's error when ctx ends first, ErrClosed
 // after Close, and PostgreSQL's or the connection's error otherwise.
-func (t *Topic) ReadAfter(ctx context.Context, after ssebroker.Position, max int) ([][]byte, ssebroker.Position, error) {
+func (t *Topic) ReadAfter(ctx context.Context, after ssebroker.Position, limit int) ([][]byte, ssebroker.Position, error) {
 	ctx, cancel := t.s.callContext(ctx)
 	defer cancel()
 	for made := false; ; made = true {
-		wires, head, found, err := t.read(ctx, after, max)
+		wires, head, found, err := t.read(ctx, after, limit)
 		if err != nil {
 			return nil, ssebroker.Position{}, t.s.callError(ctx, err)
 		}
@@ -78,7 +78,7 @@ func (s *Streams) callContext(ctx context.Context) (context.Context, context.Can
 
 // read runs readSQL. found is false when the topic has no row: a read
 // made after someone deleted the row finds none again, and makes it again.
-func (t *Topic) read(ctx context.Context, after ssebroker.Position, max int) (wires [][]byte, head ssebroker.Position, found bool, err error) {
+func (t *Topic) read(ctx context.Context, after ssebroker.Position, limit int) (wires [][]byte, head ssebroker.Position, found bool, err error) {
 	if s := t.s; s.ctx.Err() != nil {
 		return nil, ssebroker.Position{}, false, ErrClosed
 	}
@@ -86,7 +86,7 @@ func (t *Topic) read(ctx context.Context, after ssebroker.Position, max int) (wi
 	if after.Offset > 1<<62 {
 		from = 1 << 62 // past any head; and beyond, PostgreSQL's bigint ends
 	}
-	rows, err := t.s.pool.Query(ctx, t.s.readSQL(), t.name, after.Epoch, from, max, readRows)
+	rows, err := t.s.pool.Query(ctx, t.s.readSQL(), t.name, after.Epoch, from, limit, readRows)
 	if err != nil {
 		return nil, ssebroker.Position{}, false, err
 	}
@@ -140,7 +140,7 @@ ORDER BY e."offset"`)
 func (s *Streams) makeRows(ctx context.Context, topics []string) error {
 	epochs := make([]string, len(topics))
 	for i := range epochs {
-		epochs[i] = newEpoch()
+		epochs[i] = ssebroker.NewEpoch()
 	}
 	_, err := s.pool.Exec(ctx, s.n.expand(`INSERT INTO {topics} (name, epoch)
 SELECT * FROM unnest($1::text[], $2::text[]) AS u(name, epoch) ORDER BY u.name COLLATE "C"

@@ -42,7 +42,7 @@ func (t *Topic) AppendTx(ctx context.Context, tx pgx.Tx, wire []byte) (ssebroker
 		return ssebroker.Position{}, ErrClosed
 	}
 	var h head
-	err := tx.QueryRow(ctx, t.s.appendSQL(), t.name, newEpoch(), [][]byte{wire}, t.s.n.channel).Scan(&h.epoch, &h.offset, nil)
+	err := tx.QueryRow(ctx, t.s.appendSQL(), t.name, ssebroker.NewEpoch(), [][]byte{wire}, t.s.n.channel).Scan(&h.epoch, &h.offset, nil)
 	if err != nil {
 		return ssebroker.Position{}, err
 	}

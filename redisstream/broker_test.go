@@ -108,6 +108,7 @@ type client struct {
 
 	mu     sync.Mutex
 	events []ssetest.Event
+	at     []time.Time  // when each event came
 	ends   []error      // why each session ended
 	bytes  atomic.Int64 // bytes read, heartbeats included
 	change chan struct{}
@@ -163,6 +164,7 @@ func (c *client) session(ctx context.Context, in *instance, keep func(n int, ev 
 		}
 		c.mu.Lock()
 		c.events = append(c.events, ev)
+		c.at = append(c.at, time.Now())
 		close(c.change)
 		c.change = make(chan struct{})
 		c.mu.Unlock()
@@ -659,7 +661,7 @@ func TestBrokersManyTopics(t *testing.T) {
 			t.Errorf("%s got %v, want [%d]", c.name, got, i)
 		}
 	}
-	chans, err := a.PubSubChannels(ctx, "*").Result()
+	chans, err := a.PubSubChannels(ctx, "sse:{*}:live").Result()
 	if err != nil {
 		t.Fatal(err)
 	}

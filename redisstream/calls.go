@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,7 +36,8 @@ const callers = 2
 // one at each read. An Append makes it last as IdleTTL says.
 const readTTL = time.Hour
 
-// Bounds on one round trip, and on one script call of Appends.
+// Bounds on one round trip, and on one script call of Appends. An event
+// larger than maxCallBytes makes a round trip of its own.
 const (
 	maxCalls       = 1024
 	maxCallBytes   = 1 << 20
@@ -46,6 +50,8 @@ const (
 	appendCall callKind = iota
 	readCall
 	headCall
+	probeCall
+	tailCall
 )
 
 // A call is one request to Redis and its answer.
@@ -53,11 +59,15 @@ type call struct {
 	topic *Topic
 	kind  callKind
 	wire  []byte             // appendCall: the event
-	after ssebroker.Position // readCall
-	max   int                // readCall
+	after ssebroker.Position // readCall, tailCall
+	max   int                // readCall: bytes; tailCall: events
+	probe string             // probeCall: the channel
+	token string             // probeCall: what to publish
 
 	head  ssebroker.Position // the answer: the event's Position, or the head
-	wires [][]byte           // readCall: the events
+	wires [][]byte           // readCall, tailCall: the events
+	count int64              // probeCall: the receivers
+	odd   bool               // tailCall: the topic is not as after expects; read it with the script
 	err   error
 
 	done      chan struct{} // closed once the answer is set
@@ -85,13 +95,20 @@ func (q *calls) signal() {
 }
 
 // add queues c, or reports false after close.
-func (q *calls) add(c *call) bool {
+func (q *calls) add(c *call) bool { return q.put(c, false) }
+
+// put queues c, at the front if first, or reports false after close.
+func (q *calls) put(c *call, first bool) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
 		return false
 	}
-	q.queue = append(q.queue, c)
+	if first {
+		q.queue = slices.Insert(q.queue, 0, c)
+	} else {
+		q.queue = append(q.queue, c)
+	}
 	q.signal()
 	return true
 }
@@ -102,10 +119,20 @@ func (q *calls) add(c *call) bool {
 func (q *calls) take(quit <-chan struct{}) []*call {
 	for {
 		q.mu.Lock()
+		// An event over maxCallBytes travels alone: should Redis refuse
+		// it (over its proto-max-bulk-len), it drops the connection, and
+		// every call sent on it would fail.
 		n, size := 0, 0
-		for n < len(q.queue) && n < maxCalls && (n == 0 || size < maxCallBytes) {
-			size += len(q.queue[n].wire)
+		for n < len(q.queue) && n < maxCalls {
+			w := len(q.queue[n].wire)
+			if n > 0 && (size >= maxCallBytes || w > maxCallBytes) {
+				break
+			}
+			size += w
 			n++
+			if w > maxCallBytes {
+				break
+			}
 		}
 		batch := make([]*call, 0, n)
 		for _, c := range q.queue[:n] {
@@ -178,6 +205,63 @@ func (s *Streams) do(ctx context.Context, c *call) error {
 	}
 }
 
+// doAll queues every call, ahead of those waiting (a follower that lags
+// behind Appends may find the events it lacks trimmed), and waits, for
+// Options.Timeout at most, until all are answered; those unanswered by then
+// are abandoned. It reports false if quit closed first, or the Streams is
+// closed.
+func (s *Streams) doAll(cs []*call, quit <-chan struct{}) bool {
+	deadline := time.Now().Add(s.timeout)
+	for i := len(cs) - 1; i >= 0; i-- {
+		c := cs[i]
+		c.done = make(chan struct{})
+		c.deadline = deadline
+		if !s.calls.put(c, true) {
+			return false
+		}
+	}
+	timer := time.NewTimer(s.timeout)
+	defer timer.Stop()
+	for _, c := range cs {
+		select {
+		case <-c.done:
+		case <-timer.C:
+			for _, c := range cs {
+				c.abandoned.Store(true)
+			}
+			return true
+		case <-quit:
+			return false
+		}
+	}
+	return true
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// answered reports whether c has its answer.
+func answered(c *call) bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// start queues c, with a deadline Options.Timeout away, and returns at
+// once; c.done closes once it is answered. It reports false after Close.
+func (s *Streams) start(c *call) bool {
+	c.done = make(chan struct{})
+	c.deadline = time.Now().Add(s.timeout)
+	return s.calls.add(c)
+}
+
 // call sends the queued calls to Redis until the Streams closes.
 func (s *Streams) call() {
 	defer s.wg.Done()
@@ -190,14 +274,29 @@ func (s *Streams) call() {
 	}
 }
 
-// A scriptCall is one script run: the Appends of one topic, or one read.
+// A scriptCall is one script run: the Appends of one topic, or one read;
+// or, with script nil, a tail read (tailCall), which runs no script.
 type scriptCall struct {
 	calls  []*call
 	script *script
 	keys   []string
 	args   []any
 	cmd    *redis.Cmd
+	meta   *redis.Cmd // a tail read's HMGET
 }
+
+// err returns the error of r's commands.
+func (r *scriptCall) err() error {
+	if err := r.cmd.Err(); err != nil || r.meta == nil {
+		return err
+	}
+	return r.meta.Err()
+}
+
+// maxTail bounds the events of one tail read; a tail read asks for as many
+// as make about maxCallBytes at the mean size of the events its feed has
+// read so far (call.max), and 100 at first.
+const maxTail = 4096
 
 // noRetry marks a command that go-redis must not send again after a
 // timeout or a broken connection: Redis may have run it already, and an
@@ -224,8 +323,15 @@ func (s *Streams) roundTrip(batch []*call) {
 		if c.deadline.After(deadline) {
 			deadline = c.deadline
 		}
-		if c.kind != appendCall {
+		switch c.kind {
+		case readCall, headCall:
 			runs = append(runs, s.readRun(c))
+			continue
+		case probeCall:
+			runs = append(runs, &scriptCall{calls: []*call{c}, script: probeScript, keys: []string{c.probe}, args: []any{c.token}})
+			continue
+		case tailCall:
+			runs = append(runs, &scriptCall{calls: []*call{c}, keys: c.topic.keys})
 			continue
 		}
 		r := byTopic[c.topic.channel]
@@ -234,7 +340,7 @@ func (s *Streams) roundTrip(batch []*call) {
 			r = &scriptCall{
 				script: appendScript,
 				keys:   c.topic.keys,
-				args:   []any{newEpoch(), mark.Epoch, mark.Offset, s.maxLen, s.ttlMS, c.topic.channel},
+				args:   []any{ssebroker.NewEpoch(), mark.Epoch, mark.Offset, s.maxLen, s.ttlMS, c.topic.channel},
 			}
 			byTopic[c.topic.channel] = r
 			runs = append(runs, r)
@@ -259,15 +365,85 @@ func (s *Streams) roundTrip(batch []*call) {
 		// sends the scripts and caches them again.
 		s.exec(ctx, again, true)
 	}
+	var retry []*call
 	for _, r := range runs {
+		err := r.err()
+		if err != nil && s.ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+			s.reload(ctx)
+		}
+		if err != nil && notRun(err) && s.ctx.Err() == nil && r.timeLeft(retryAfter) {
+			retry = append(retry, r.calls...)
+			continue
+		}
 		s.answer(r)
+	}
+	if len(retry) > 0 {
+		time.AfterFunc(retryAfter, func() {
+			for _, c := range retry {
+				if !s.calls.add(c) {
+					c.err = ErrClosed
+					close(c.done)
+				}
+			}
+		})
+	}
+}
+
+// retryAfter is how long a call that Redis did not run waits before it is
+// sent again.
+const retryAfter = 100 * time.Millisecond
+
+// timeLeft reports whether every call of r has d left before its deadline.
+func (r *scriptCall) timeLeft(d time.Duration) bool {
+	for _, c := range r.calls {
+		if time.Until(c.deadline) < d {
+			return false
+		}
+	}
+	return true
+}
+
+// notRun reports an error that shows Redis did not run the command: it was
+// never sent (no connection could be made), or Redis refused it before
+// running it (a node that no longer serves the slot, or is no longer a
+// master, or is loading, or has too few replicas for its
+// min-replicas-to-write; a Cluster down or migrating the slot; a script
+// running). Sending such a call again cannot make an Append happen twice. A
+// script that fails at its first write on a node that has become a replica
+// (READONLY) has written nothing either.
+func notRun(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" || errors.Is(err, redis.ErrPoolTimeout) {
+		return true
+	}
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := rerr.Error()
+	for _, prefix := range []string{"MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS", "BUSY "} {
+		if strings.HasPrefix(msg, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// reload has a Cluster client reload its map of the slots, after a round
+// trip that failed: a master may have failed over, or its slots moved.
+// go-redis otherwise reloads it only every minute, or on a MOVED reply,
+// which a dead master never sends. Reloads are asynchronous, and go-redis
+// makes one at a time.
+func (s *Streams) reload(ctx context.Context) {
+	if c, ok := s.client.(interface{ ReloadState(context.Context) }); ok {
+		c.ReloadState(ctx)
 	}
 }
 
 func (s *Streams) readRun(c *call) *scriptCall {
 	mark := s.marks.get(c.topic.channel)
 	r := &scriptCall{calls: []*call{c}, script: readScript, keys: c.topic.keys}
-	r.args = []any{newEpoch(), mark.Epoch, mark.Offset, max(s.ttlMS, readTTL.Milliseconds())}
+	r.args = []any{ssebroker.NewEpoch(), mark.Epoch, mark.Offset, max(s.ttlMS, readTTL.Milliseconds())}
 	switch c.kind {
 	case readCall:
 		r.args = append(r.args, c.after.Epoch, c.after.Offset, max(c.max, 1))
@@ -278,9 +454,52 @@ func (s *Streams) readRun(c *call) *scriptCall {
 }
 
 // exec runs every script of runs in one pipeline, as EVALSHA, or as EVAL.
+// With Options.MinReplicas, a WAIT follows the scripts of each master, on
+// its connection: in a Cluster, one pipeline per master.
 func (s *Streams) exec(ctx context.Context, runs []*scriptCall, eval bool) {
-	pipe := s.client.Pipeline()
+	if s.wait == 0 {
+		s.execOn(ctx, s.client, runs, eval)
+		return
+	}
+	cc, ok := s.client.(*redis.ClusterClient)
+	if !ok {
+		s.execOn(ctx, s.client, runs, eval)
+		return
+	}
+	byNode := make(map[*redis.Client][]*scriptCall)
 	for _, r := range runs {
+		node, err := cc.MasterForKey(ctx, r.keys[0])
+		if err != nil {
+			r.cmd = redis.NewCmd(ctx)
+			r.cmd.SetErr(err)
+			continue
+		}
+		byNode[node] = append(byNode[node], r)
+	}
+	var wg sync.WaitGroup
+	for node, runs := range byNode {
+		wg.Go(func() { s.execOn(ctx, node, runs, eval) })
+	}
+	wg.Wait()
+}
+
+// execOn runs runs in one pipeline of client, followed by a WAIT if the
+// Streams has MinReplicas and runs hold Appends.
+func (s *Streams) execOn(ctx context.Context, client redis.Cmdable, runs []*scriptCall, eval bool) {
+	pipe := client.Pipeline()
+	appends := false
+	for _, r := range runs {
+		if r.script == nil {
+			// The events after, then the head: any epoch that the HMGET
+			// finds was already the topic's at the XRANGE, since a topic
+			// never goes back to an epoch.
+			after := r.calls[0].after
+			r.cmd = redis.NewCmd(ctx, "xrange", r.keys[0], strconv.FormatUint(after.Offset+1, 10), "+", "count", r.calls[0].max)
+			r.meta = redis.NewCmd(ctx, "hmget", r.keys[1], "epoch", "offset")
+			_ = pipe.Process(ctx, noRetry{r.cmd})
+			_ = pipe.Process(ctx, noRetry{r.meta})
+			continue
+		}
 		args := make([]any, 0, 3+len(r.keys)+len(r.args))
 		if eval {
 			args = append(args, "eval", r.script.src)
@@ -294,13 +513,60 @@ func (s *Streams) exec(ctx context.Context, runs []*scriptCall, eval bool) {
 		args = append(args, r.args...)
 		r.cmd = redis.NewCmd(ctx, args...)
 		_ = pipe.Process(ctx, noRetry{r.cmd})
+		appends = appends || r.calls[0].kind == appendCall
+	}
+	var wait *redis.IntCmd
+	if s.wait > 0 && appends {
+		ms := int64(1)
+		if d, ok := ctx.Deadline(); ok {
+			ms = max(ms, time.Until(d).Milliseconds()*3/4)
+		}
+		wait = redis.NewIntCmd(ctx, "wait", s.wait, ms)
+		_ = pipe.Process(ctx, noRetryInt{wait})
 	}
 	_, _ = pipe.Exec(ctx) // each command holds its own error
+	if wait == nil {
+		return
+	}
+	n, err := wait.Result()
+	if err == nil && n >= int64(s.wait) {
+		return
+	}
+	if err == nil {
+		err = fmt.Errorf("%w: %d of %d replicas acknowledged", ErrNotReplicated, n, s.wait)
+	} else {
+		err = fmt.Errorf("%w: WAIT: %v", ErrNotReplicated, err)
+	}
+	for _, r := range runs {
+		if r.calls[0].kind == appendCall && r.cmd.Err() == nil {
+			r.cmd.SetErr(err)
+		}
+	}
 }
+
+// noRetryInt is noRetry for WAIT.
+type noRetryInt struct{ *redis.IntCmd }
+
+func (noRetryInt) NoRetry() bool { return true }
 
 // answer sets the answer of each call of r from its script's reply, and
 // wakes their callers.
 func (s *Streams) answer(r *scriptCall) {
+	switch c := r.calls[0]; c.kind {
+	case probeCall:
+		c.count, c.err = r.cmd.Int64()
+		close(c.done)
+		return
+	case tailCall:
+		c.err = r.err()
+		if c.err == nil {
+			s.answerTail(c, r)
+		} else if s.ctx.Err() != nil {
+			c.err = ErrClosed
+		}
+		close(c.done)
+		return
+	}
 	reply, err := r.cmd.Slice()
 	var head ssebroker.Position
 	if err == nil {
@@ -339,6 +605,42 @@ func (s *Streams) answer(r *scriptCall) {
 		}
 		close(c.done)
 	}
+}
+
+// answerTail sets the answer of a tail read from its replies: the events
+// that follow c.after without a gap, and the head. A topic that is not as
+// c.after expects (no meta hash, another epoch, a head behind it or behind
+// the Streams' mark) is odd: the script read, which gives it a new epoch if
+// need be, must read it.
+func (s *Streams) answerTail(c *call, r *scriptCall) {
+	meta, _ := r.meta.Slice()
+	entries, _ := r.cmd.Slice()
+	epoch, _ := meta[0].(string)
+	offset, _ := meta[1].(string)
+	head, err := strconv.ParseUint(offset, 10, 64)
+	mark := s.marks.get(c.topic.channel)
+	if epoch != c.after.Epoch || err != nil || head < c.after.Offset || mark.Epoch == epoch && head < mark.Offset {
+		c.odd = true
+		return
+	}
+	c.head = ssebroker.Position{Epoch: epoch, Offset: head}
+	want := c.after.Offset + 1
+	for _, e := range entries {
+		e, _ := e.([]any)
+		if len(e) != 2 || want > head {
+			break
+		}
+		id, _ := e[0].(string)
+		fields, _ := e[1].([]any)
+		n, _, _ := strings.Cut(id, "-")
+		if n != strconv.FormatUint(want, 10) || len(fields) != 2 || fields[0] != "w" {
+			break
+		}
+		w, _ := fields[1].(string)
+		c.wires = append(c.wires, []byte(w))
+		want++
+	}
+	s.marks.see(c.topic.channel, c.head)
 }
 
 // parseHead reads the {epoch, offset} that begins a script's reply.

@@ -18,8 +18,15 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// admin returns a client for the test's own commands to srv.
-func admin(t *testing.T, srv *redistest.Server) *redis.Client { return newClient(t, srv) }
+// admin returns a client for the test's own commands to srv, as its default
+// user, which may run any command; closed when the test ends.
+func admin(t *testing.T, srv *redistest.Server) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1,
+		DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
 
 func TestThreeInstancesOneOrder(t *testing.T) {
 	srv := redistest.Start(t)
@@ -279,11 +286,15 @@ func TestStopEndsDeliveriesAndUnsubscribes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if subs[tp.channel] == 0 {
+		probes, err := a.PubSubChannels(t.Context(), "sse:probe:*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if subs[tp.channel] == 0 && len(probes) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d subscriptions to %s left after every Follow stopped", subs[tp.channel], tp.channel)
+			t.Fatalf("%d subscriptions to %s, and to the probe channels %v, left after every Follow stopped", subs[tp.channel], tp.channel, probes)
 		}
 	}
 }
@@ -329,12 +340,15 @@ func TestManyTopicsFewFollowed(t *testing.T) {
 	if n := runtime.NumGoroutine() - before; n > callers+2+8 {
 		t.Errorf("%d goroutines more than before the Streams; want at most %d", n, callers+2+8)
 	}
-	chans, err := a.PubSubChannels(t.Context(), "*").Result()
+	chans, err := a.PubSubChannels(t.Context(), "sse:{*}:live").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(chans) != followed {
-		t.Errorf("%d channels subscribed, want %d (the followed topics)", len(chans), followed)
+		t.Errorf("%d topics' channels subscribed, want %d (the followed topics)", len(chans), followed)
+	}
+	if probes, err := a.PubSubChannels(t.Context(), "sse:probe:*").Result(); err != nil || len(probes) != 1 {
+		t.Errorf("probe channels subscribed: %v, %v; want the Streams' one", probes, err)
 	}
 	list, err := a.ClientList(t.Context()).Result()
 	if err != nil {
@@ -762,5 +776,211 @@ func TestRefusedChannelStopsNoOther(t *testing.T) {
 	defer bad.mu.Unlock()
 	if bad.heads != 0 {
 		t.Errorf("the refused topic's follower got %d heads, want none", bad.heads)
+	}
+}
+
+// An event too large for Redis (over its proto-max-bulk-len, here set to its
+// least, 1 MB) makes Redis drop the connection it came on. It travels in a
+// round trip of its own, so that it fails no other Append.
+func TestLargeEventTravelsAlone(t *testing.T) {
+	srv := redistest.Start(t, "--proto-max-bulk-len", "1mb")
+	s := newStreams(t, srv, &Options{Timeout: 20 * time.Second})
+	small1, big, small2 := topic(t, s, "a"), topic(t, s, "big"), topic(t, s, "b")
+	appendN(t, small1, 1, 1) // a connection, and the script loaded
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	appendAsync := func(tp *Topic, w []byte) {
+		wg.Go(func() {
+			_, err := tp.Append(t.Context(), w)
+			if tp == big {
+				if err == nil {
+					t.Error("the event over proto-max-bulk-len was appended")
+				}
+				return
+			}
+			errs <- err
+		})
+	}
+	// With Redis paused, the first Appends hold up the callers' round
+	// trips, and the rest wait in the queue, in this order: a's, the large
+	// one, b's.
+	s.calls.mu.Lock()
+	taken0 := s.calls.taken
+	s.calls.mu.Unlock()
+	srv.Pause()
+	for i := range callers { // one round trip each
+		appendAsync(small1, wire(100+i))
+		waitQueue(t, s, func(_, taken int) bool { return taken == taken0+i+1 })
+	}
+	base := 0
+	for i := range 5 {
+		appendAsync(small1, wire(10+i))
+	}
+	waitQueue(t, s, func(queued, _ int) bool { return queued == base+5 })
+	appendAsync(big, []byte("data: "+strings.Repeat("x", 2<<20)+"\n\n"))
+	waitQueue(t, s, func(queued, _ int) bool { return queued == base+6 })
+	for i := range 5 {
+		appendAsync(small2, wire(20+i))
+	}
+	waitQueue(t, s, func(queued, _ int) bool { return queued == base+11 })
+	srv.Resume()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("a small Append failed beside the large event: %v", err)
+		}
+	}
+}
+
+// waitQueue waits until cond holds of the calls waiting in s's queue and of
+// those taken so far.
+func waitQueue(t *testing.T, s *Streams, cond func(queued, taken int) bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.calls.mu.Lock()
+		ok := cond(len(s.calls.queue), s.calls.taken)
+		s.calls.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.calls.mu.Lock()
+			defer s.calls.mu.Unlock()
+			t.Fatalf("the queue is not as expected after 10 s: %d queued, %d taken", len(s.calls.queue), s.calls.taken)
+		}
+	}
+}
+
+// A Redis user allowed only to PUBLISH on a topic's channel, with no access
+// to its keys, sends a message in the feed's format with a huge offset. The
+// feed is no more than a hint: what a follower is handed comes from the
+// stream, so the forged event reaches no follower, raises no high-water
+// mark, and starts no epoch; the topic's events stay, and it goes on.
+func TestForgedMessageIgnored(t *testing.T) {
+	srv := redistest.Start(t)
+	a := admin(t, srv)
+	if err := a.Do(t.Context(), "ACL", "SETUSER", "mallory", "on", ">pw", "resetkeys", "resetchannels",
+		"&sse:{room}:live", "-@all", "+publish", "+hello", "+auth").Err(); err != nil {
+		t.Fatal(err)
+	}
+	mallory := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "mallory", Password: "pw"})
+	t.Cleanup(func() { mallory.Close() })
+	s := newStreams(t, srv, nil)
+	tp := topic(t, s, "room")
+	r, _ := follow(t, tp)
+	r.wait("the head", 10*time.Second, (*reader).started)
+	epoch := appendN(t, tp, 1, 3)[0].Epoch
+	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	forged := "data: 666\n\n"
+	for _, first := range []string{"4", "1000000"} {
+		msg := fmt.Sprintf("%s %s %d\n%s", epoch, first, len(forged), forged)
+		if err := mallory.Publish(t.Context(), tp.channel, msg).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := topic(t, newStreams(t, srv, nil), "room")
+	appendN(t, other, 4, 4)
+	r.wait("event 4", 10*time.Second, func(r *reader) bool { return r.last >= 4 })
+	if m := s.marks.get(tp.channel); m != (ssebroker.Position{Epoch: epoch, Offset: 4}) {
+		t.Errorf("the follower's Streams has the mark %v, want %s-4", m, epoch)
+	}
+	if p := appendN(t, tp, 5, 5)[0]; p != (ssebroker.Position{Epoch: epoch, Offset: 5}) {
+		t.Errorf("Append after the forged messages: %v, want %s-5", p, epoch)
+	}
+	r.wait("event 5", 10*time.Second, func(r *reader) bool { return r.last >= 5 })
+	r.checkLog(0)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if fmt.Sprint(r.got) != "[1 2 3 4 5]" || len(r.resets) != 0 {
+		t.Errorf("the follower got %v, resets %v; want [1 2 3 4 5] and none", r.got, r.resets)
+	}
+}
+
+// With MinReplicas, an Append succeeds once the replica has the event, and
+// fails with ErrNotReplicated when it does not answer; the event is in the
+// master's log all the same.
+func TestMinReplicas(t *testing.T) {
+	master := redistest.Start(t, "--repl-diskless-sync-delay", "0")
+	replica := redistest.Start(t, "--replicaof", "127.0.0.1", fmt.Sprint(master.Port()))
+	// A replica acknowledges writes once its master has had its first ACK
+	// after the sync, up to a second later.
+	adm := admin(t, master)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		adm.Set(t.Context(), "other", "x", 0)
+		if n, _ := adm.Wait(t.Context(), 1, 100*time.Millisecond).Result(); n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the replica acknowledges nothing after 20 s")
+		}
+	}
+	const timeout = 500 * time.Millisecond
+	tp := topic(t, newStreams(t, master, &Options{MinReplicas: 1, Timeout: timeout}), "room")
+	onReplica := admin(t, replica)
+	for i := 1; i <= 3; i++ {
+		p := appendN(t, tp, i, i)[0]
+		if n, err := onReplica.XLen(t.Context(), tp.keys[0]).Result(); err != nil || n != int64(i) {
+			t.Errorf("after Append %v returned, the replica holds %d events, %v; want %d", p, n, err, i)
+		}
+	}
+	replica.Pause()
+	defer replica.Resume()
+	start := time.Now()
+	_, err := tp.Append(t.Context(), wire(4))
+	within(t, "Append with the replica paused", time.Since(start), timeout)
+	if !errors.Is(err, ErrNotReplicated) {
+		t.Errorf("Append with the replica paused: %v, want ErrNotReplicated", err)
+	}
+	if h, err := tp.Head(t.Context()); err != nil || h.Offset != 4 {
+		t.Errorf("Head %v, %v; want offset 4: the event is in the master's log", h, err)
+	}
+	wantTwo := topic(t, newStreams(t, master, &Options{MinReplicas: 2, Timeout: timeout}), "room")
+	replica.Resume()
+	if _, err := wantTwo.Append(t.Context(), wire(5)); !errors.Is(err, ErrNotReplicated) {
+		t.Errorf("Append with MinReplicas 2 and one replica: %v, want ErrNotReplicated", err)
+	}
+}
+
+// Over TLS (a client with the TLSConfig that trusts the server's
+// certificate), a Streams appends and follows as over TCP.
+func TestTLS(t *testing.T) {
+	srv, conf := redistest.StartTLS(t)
+	newTLS := func() *redis.Client {
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr(), TLSConfig: conf,
+			Username: redistest.User, Password: redistest.Password,
+			ContextTimeoutEnabled: true, MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	r, _ := follow(t, topic(t, streamsOn(t, newTLS(), nil), "room"))
+	r.wait("the head", 10*time.Second, (*reader).started)
+	appendN(t, topic(t, streamsOn(t, newTLS(), nil), "room"), 1, 3)
+	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	r.checkLog(0)
+	plain := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: time.Second})
+	defer plain.Close()
+	if err := plain.Ping(t.Context()).Err(); err == nil {
+		t.Error("a client without TLS was answered")
+	}
+}
+
+// A Streams that follows again, after a while with nothing followed, keeps
+// its Pub/Sub connection: the probe channel, unsubscribed meanwhile, is not
+// taken for a node that stopped answering.
+func TestProbeAfterIdle(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStreams(t, srv, nil)
+	r, stop := follow(t, topic(t, s, "room"))
+	r.wait("the head", 10*time.Second, (*reader).started)
+	stop()
+	time.Sleep(max(probeTimeout, s.timeout) + 500*time.Millisecond)
+	r2, _ := follow(t, topic(t, s, "room"))
+	r2.wait("the head", 10*time.Second, (*reader).started)
+	appendN(t, topic(t, s, "room"), 1, 1)
+	r2.wait("an event", 10*time.Second, func(r *reader) bool { return len(r.got) == 1 })
+	time.Sleep(probeEvery + probeTimeout) // a probe, answered
+	if n := s.subs.replaced.Load(); n != 0 {
+		t.Errorf("the Pub/Sub connection was replaced %d times, with Redis up", n)
 	}
 }

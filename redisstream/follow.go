@@ -3,7 +3,6 @@ package redisstream
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,9 +19,17 @@ import (
 // describes. Its first call, once Redis has confirmed the subscription and
 // answered a read of the head, is deliver(head, nil); it makes that call
 // again whenever the feed may have missed events (the Pub/Sub connection
-// broke, and is back). Calls to deliver, for all topics of a Streams, are
-// made one at a time from one goroutine: a deliver that blocks delays the
-// others. deliver must not call stop, nor Close.
+// broke, and is back), when the topic has a new epoch, and when the log no
+// longer holds the events after those it handed over. Calls to deliver, for
+// all topics of a Streams, are made one at a time from one goroutine: a
+// deliver that blocks delays the others. deliver must not call stop, nor
+// Close.
+//
+// The messages on the topic's channel are only hints that the log has new
+// events: what deliver is handed comes from the topic's stream, read after
+// the last event handed over. So anyone allowed to PUBLISH on the channel,
+// but not to write the topic's keys, can make a Streams read the stream
+// again, and nothing more.
 //
 // stop returns once no call to deliver is running, and none is made after
 // it; it is safe to call more than once. After Close, Follow returns a stop
@@ -63,7 +70,10 @@ func (f *follower) call(pos ssebroker.Position, wire []byte) {
 	}
 }
 
-// A feed is one subscribed channel: a topic that some follower follows.
+// A feed is one subscribed channel: a topic that some follower follows. Its
+// followers that have had their head (started) have been handed every event
+// of the log up to pos; a message on the channel (a hint) marks the feed
+// dirty, and the loop reads the events after pos from the stream.
 //
 // A feed stays unconfirmed until Redis confirms its SUBSCRIBE; if no
 // confirmation has come by resend, the loop sends SUBSCRIBE again, for that
@@ -77,6 +87,13 @@ type feed struct {
 	resend    time.Time     // when unconfirmed: when to send SUBSCRIBE (again); zero: at once
 	wait      time.Duration // how long the next SUBSCRIBE waits for its confirmation
 	retry     time.Time     // when to read the head again after a failed read
+
+	pos    ssebroker.Position // the started followers have every event up to pos
+	hasPos bool               // some follower has started since the feed last broke
+	dirty  bool               // the log may hold events after pos
+	odd    bool               // the last tail read found the topic not as pos expects
+
+	events, read int // events read, and their bytes: sizes the tail reads
 }
 
 // maxSubscribeWait bounds how long a feed waits for a confirmation before
@@ -139,6 +156,7 @@ type feeds struct {
 
 	heads       atomic.Int64 // calls of deliver(head, nil) so far, for tests
 	replyErrors atomic.Int64 // error replies read on the Pub/Sub connection, for tests
+	replaced    atomic.Int64 // Pub/Sub connections replaced, for tests
 	count       atomic.Int64 // len(feeds), for the reader
 
 	// The loop's own.
@@ -147,7 +165,43 @@ type feeds struct {
 	feeds    map[string]*feed
 	lastRead time.Time // something came on ps
 	pingSent time.Time // zero when no ping awaits an answer
+	probe    probe
 }
+
+// A probe checks, every probeEvery while something is followed, that the
+// Pub/Sub connection gets what is published on the master: it PUBLISHes a
+// token to a channel of the Streams' own through a script (which runs on a
+// master, as Appends do), and expects to be among its receivers, or, in a
+// Cluster, where the master it reached may be another node, to receive the
+// token within probeTimeout. go-redis moves its command connections to a new
+// master after a failover, but not its Pub/Sub connection: one left on the
+// old master, still running, gets nothing more (a Sentinel failover, until
+// the Sentinels make it a replica, 10 s or more), and one left on a node
+// that stopped answering (a paused master of a Cluster) gets nothing either.
+// When a probe fails, the loop replaces the connection; the new one goes to
+// the master, and the followers get their heads again.
+type probe struct {
+	channel   string        // the Streams' own channel, under its Prefix
+	confirmed bool          // subscribed to on the current connection
+	allowed   bool          // Redis has confirmed a subscription to it once: no ACL refuses it
+	pending   bool          // a SUBSCRIBE was sent since the last unconfirm
+	resend    time.Time     // when unconfirmed: when to send SUBSCRIBE again
+	wait      time.Duration // how long the next SUBSCRIBE waits for its confirmation
+	since     time.Time     // when unconfirmed: since the first SUBSCRIBE, or the break
+	next      time.Time     // when to send the next probe
+	seq       int
+	token     string // of the probe under way
+	sent      time.Time
+	call      *call // the probe under way; nil when none
+	echoed    bool  // its token came back on the connection
+}
+
+// How often the loop probes the Pub/Sub connection, and how long a probe
+// may wait for its token. (Variables, for tests.)
+var (
+	probeEvery   = time.Second
+	probeTimeout = time.Second
+)
 
 func newFeeds(s *Streams) *feeds {
 	return &feeds{
@@ -156,6 +210,7 @@ func newFeeds(s *Streams) *feeds {
 		quit:  make(chan struct{}),
 		inbox: make(chan item, inboxLen),
 		feeds: make(map[string]*feed),
+		probe: probe{channel: s.prefix + "probe:" + ssebroker.NewEpoch()},
 	}
 }
 
@@ -200,9 +255,14 @@ func (fs *feeds) loop() {
 	timer := time.NewTimer(pingAfter)
 	defer timer.Stop()
 	for {
+		var probed <-chan struct{} // closed once the probe under way is answered
+		if c := fs.probe.call; c != nil && !answered(c) {
+			probed = c.done
+		}
 		select {
 		case <-fs.quit:
 			return
+		case <-probed:
 		case <-fs.kick:
 			fs.handleRequests()
 		case it := <-fs.inbox:
@@ -221,6 +281,7 @@ func (fs *feeds) loop() {
 		}
 		fs.resubscribe()
 		fs.startWaiting()
+		fs.checkProbe()
 		timer.Reset(fs.nextCheck())
 	}
 }
@@ -254,10 +315,15 @@ func (fs *feeds) handleRequests() {
 			delete(fs.feeds, f.topic.channel)
 			fs.count.Store(int64(len(fs.feeds)))
 			if fs.ps != nil {
+				channels := []string{f.topic.channel}
+				if len(fs.feeds) == 0 {
+					channels = append(channels, fs.probe.channel)
+					fs.probe.unconfirm(time.Time{})
+				}
 				ctx, cancel := context.WithTimeout(fs.s.ctx, fs.s.timeout)
 				// An error means a broken connection, which forgets
-				// the channel anyway.
-				_ = fs.ps.Unsubscribe(ctx, f.topic.channel)
+				// the channels anyway.
+				_ = fs.ps.Unsubscribe(ctx, channels...)
 				cancel()
 			}
 		}
@@ -283,26 +349,31 @@ func (fs *feeds) handle(it item) {
 	fs.lastRead, fs.pingSent = time.Now(), time.Time{}
 	switch m := it.msg.(type) {
 	case *redis.Message:
+		if m.Channel == fs.probe.channel {
+			if fs.probe.call != nil && m.Payload == fs.probe.token {
+				fs.probe.echoed = true
+			}
+			return
+		}
 		fd := fs.feeds[m.Channel]
 		if fd == nil {
 			return
 		}
-		epoch, first, wires, err := parseMessage(m.Payload)
-		if err != nil {
-			// Not ours, or damaged: what it held, the log has. The
-			// next event will show the followers the gap.
-			return
-		}
-		fs.s.marks.see(m.Channel, ssebroker.Position{Epoch: epoch, Offset: first + uint64(len(wires)) - 1})
-		for _, f := range fd.followers {
-			if !f.started {
-				continue // its head, read later, covers this
-			}
-			for i, w := range wires {
-				f.call(ssebroker.Position{Epoch: epoch, Offset: first + uint64(i)}, w)
-			}
+		// A hint, which anyone allowed to PUBLISH could have sent: it
+		// can make the loop read the stream, and do nothing else. One
+		// that shows only events the followers have spares the read.
+		epoch, last, ok := parseHint(m.Payload)
+		if !ok || !fd.hasPos || epoch != fd.pos.Epoch || last > fd.pos.Offset {
+			fd.dirty = true
 		}
 	case *redis.Subscription:
+		if m.Channel == fs.probe.channel {
+			fs.probe.confirmed = m.Kind == "subscribe" && len(fs.feeds) > 0
+			if fs.probe.confirmed {
+				fs.probe.allowed, fs.probe.wait = true, 0
+			}
+			return
+		}
 		fd := fs.feeds[m.Channel]
 		if fd == nil {
 			return
@@ -317,9 +388,7 @@ func (fs *feeds) handle(it item) {
 		} else {
 			fd.resend = time.Now().Add(fd.wait) // unless the SUBSCRIBE behind it comes
 		}
-		for _, f := range fd.followers {
-			f.started = false
-		}
+		fd.unstart()
 	case *redis.Pong:
 	case redis.Error:
 		// Redis refused a command, but the connection is fine. Which
@@ -333,10 +402,9 @@ func (fs *feeds) handle(it item) {
 		for _, fd := range fs.feeds {
 			fd.confirmed = false
 			fd.resend = now.Add(fd.wait)
-			for _, f := range fd.followers {
-				f.started = false
-			}
+			fd.unstart()
 		}
+		fs.probe.unconfirm(now.Add(fs.s.timeout))
 	}
 }
 
@@ -353,7 +421,9 @@ func (fs *feeds) resubscribe() {
 			due = append(due, fd)
 		}
 	}
-	if len(due) == 0 {
+	pr := &fs.probe
+	probeDue := len(fs.feeds) > 0 && !pr.confirmed && !now.Before(pr.resend)
+	if len(due) == 0 && !probeDue {
 		return
 	}
 	if fs.ps == nil {
@@ -361,6 +431,17 @@ func (fs *feeds) resubscribe() {
 	}
 	ctx, cancel := context.WithTimeout(fs.s.ctx, fs.s.timeout)
 	defer cancel()
+	if probeDue {
+		// Sent again as a feed's SUBSCRIBE is: an ACL may refuse it.
+		pr.wait = min(max(2*pr.wait, fs.s.timeout), maxSubscribeWait)
+		pr.resend = now.Add(pr.wait)
+		if !pr.pending {
+			pr.pending, pr.since = true, now
+		}
+		if err := fs.ps.Subscribe(ctx, pr.channel); err != nil {
+			pr.resend = now.Add(time.Second)
+		}
+	}
 	for i, fd := range due {
 		if err := fs.ps.Subscribe(ctx, fd.topic.channel); err != nil {
 			// The connection failed (a refusal comes later, as a reply):
@@ -380,6 +461,7 @@ func (fs *feeds) connect() {
 	fs.gen++
 	fs.ps = fs.s.client.Subscribe(fs.s.ctx)
 	fs.lastRead, fs.pingSent = time.Now(), time.Time{}
+	fs.probe.unconfirm(time.Time{})
 	fs.s.wg.Add(1)
 	go fs.read(fs.ps, fs.gen)
 }
@@ -453,15 +535,8 @@ func (fs *feeds) check() {
 		// handled yet (a PONG, perhaps): the connection is alive.
 	case !fs.pingSent.IsZero() && now.Sub(fs.pingSent) >= pingTimeout:
 		// No answer: the connection may be dead without knowing it (a
-		// lost peer sends no reset). A new one subscribes to every feed.
-		_ = fs.ps.Close()
-		fs.connect()
-		for _, fd := range fs.feeds {
-			fd.confirmed, fd.resend = false, time.Time{}
-			for _, f := range fd.followers {
-				f.started = false
-			}
-		}
+		// lost peer sends no reset).
+		fs.replace()
 	case fs.pingSent.IsZero() && now.Sub(fs.lastRead) >= pingAfter:
 		ctx, cancel := context.WithTimeout(fs.s.ctx, fs.s.timeout)
 		_ = fs.ps.Ping(ctx)
@@ -472,6 +547,77 @@ func (fs *feeds) check() {
 		if !fd.retry.IsZero() && !now.Before(fd.retry) {
 			fd.retry = time.Time{}
 		}
+	}
+}
+
+// replace closes the Pub/Sub connection and opens a new one, which
+// subscribes to every feed; the followers get their heads again.
+func (fs *feeds) replace() {
+	fs.replaced.Add(1)
+	_ = fs.ps.Close()
+	fs.connect()
+	for _, fd := range fs.feeds {
+		fd.confirmed, fd.resend = false, time.Time{}
+		fd.unstart()
+	}
+}
+
+func (pr *probe) unconfirm(resend time.Time) {
+	pr.confirmed, pr.pending, pr.resend, pr.since = false, false, resend, time.Now()
+	pr.call, pr.echoed = nil, false
+	pr.next = time.Now().Add(probeEvery)
+}
+
+// checkProbe sends a probe when one is due, and replaces the Pub/Sub
+// connection when the probe under way shows it does not get what the master
+// publishes: the master counted no receiver (outside a Cluster), or the
+// token has not come back within probeTimeout. A probe whose PUBLISH failed
+// shows nothing (Redis is down, or failing over): the next one will. A
+// connection on which the probe channel, once allowed, stays unconfirmed
+// for probeTimeout is replaced too: its node does not answer.
+func (fs *feeds) checkProbe() {
+	pr := &fs.probe
+	if fs.ps == nil || len(fs.feeds) == 0 {
+		return
+	}
+	now := time.Now()
+	if !pr.confirmed {
+		if pr.allowed && pr.pending && now.Sub(pr.since) >= max(probeTimeout, fs.s.timeout) {
+			fs.replace()
+		}
+		return
+	}
+	if pr.call == nil {
+		if now.Before(pr.next) {
+			return
+		}
+		pr.seq++
+		pr.token = strconv.Itoa(fs.gen) + "-" + strconv.Itoa(pr.seq)
+		pr.sent, pr.echoed = now, false
+		pr.call = &call{kind: probeCall, probe: pr.channel, token: pr.token}
+		if !fs.s.start(pr.call) {
+			pr.call = nil
+		}
+		return
+	}
+	stale := false
+	switch c := pr.call; {
+	case pr.echoed || answered(c) && c.err == nil && c.count > 0:
+	case answered(c) && c.err != nil, !answered(c) && now.Sub(pr.sent) >= fs.s.timeout:
+		c.abandoned.Store(true) // shows nothing
+	case answered(c) && !fs.s.cluster:
+		stale = true // the master has other subscribers: not this connection
+	case now.Sub(pr.sent) >= probeTimeout:
+		stale = answered(c) // the token has not come back
+		if !stale {
+			return
+		}
+	default:
+		return // waiting for the answer, or the token
+	}
+	pr.call, pr.next = nil, pr.sent.Add(probeEvery)
+	if stale {
+		fs.replace()
 	}
 }
 
@@ -486,7 +632,17 @@ func (fs *feeds) nextCheck() time.Duration {
 	if !fs.pingSent.IsZero() {
 		next = fs.pingSent.Add(pingTimeout)
 	}
+	if pr := &fs.probe; !pr.confirmed && pr.allowed && pr.pending {
+		next = minTime(next, pr.since.Add(max(probeTimeout, fs.s.timeout)))
+	} else if pr.confirmed && pr.call == nil {
+		next = minTime(next, pr.next)
+	} else if pr.call != nil {
+		next = minTime(next, pr.sent.Add(min(probeTimeout, fs.s.timeout)))
+	}
 	for _, fd := range fs.feeds {
+		if fd.dirty && fd.confirmed && fd.retry.IsZero() {
+			return time.Millisecond // events left to read
+		}
 		if !fd.retry.IsZero() && fd.retry.Before(next) {
 			next = fd.retry
 		}
@@ -497,13 +653,23 @@ func (fs *feeds) nextCheck() time.Duration {
 	return max(next.Sub(now), time.Millisecond)
 }
 
-// startWaiting reads the head of each confirmed feed that has followers
-// waiting for theirs, all in one round trip, and calls deliver(head, nil)
-// for each of them. A feed whose read fails is tried again a little later.
+// startWaiting reads, in one round trip, each confirmed feed that has
+// followers waiting for their head, or that is dirty: the events after its
+// pos, and the head. A dirty feed is read with XRANGE and HMGET, which cost
+// Redis a fraction of a script; one whose topic is not as its pos expects
+// (no epoch, another one, or a head behind pos), with the read script,
+// which gives the topic a new epoch if need be. It hands the events to the started followers, and the
+// head to those waiting for it; and deliver(head, nil) to the started ones
+// too when the topic has a new epoch, or the log no longer holds the events
+// after pos. A feed whose read fails is tried again a little later.
 func (fs *feeds) startWaiting() {
 	var waiting []*feed
 	for _, fd := range fs.feeds {
 		if !fd.confirmed || !fd.retry.IsZero() {
+			continue
+		}
+		if fd.dirty && fd.hasPos {
+			waiting = append(waiting, fd)
 			continue
 		}
 		for _, f := range fd.followers {
@@ -516,19 +682,31 @@ func (fs *feeds) startWaiting() {
 	if len(waiting) == 0 {
 		return
 	}
-	heads := make([]*call, len(waiting))
+	reads := make([]*call, len(waiting))
 	for i, fd := range waiting {
-		heads[i] = &call{topic: fd.topic, kind: headCall}
+		switch {
+		case fd.hasPos && !fd.odd:
+			n := 100
+			if fd.read > 0 {
+				n = min(max(fd.events*maxCallBytes/fd.read, 1), maxTail)
+			}
+			reads[i] = &call{topic: fd.topic, kind: tailCall, after: fd.pos, max: n}
+		case fd.hasPos:
+			reads[i] = &call{topic: fd.topic, kind: readCall, after: fd.pos, max: maxCallBytes}
+		default:
+			reads[i] = &call{topic: fd.topic, kind: headCall}
+		}
 	}
-	if !fs.s.doAll(heads, fs.quit) {
+	if !fs.s.doAll(reads, fs.quit) {
 		return
 	}
 	for i, fd := range waiting {
-		c := heads[i]
+		c := reads[i]
 		if !answered(c) || c.err != nil {
 			fd.retry = time.Now().Add(500 * time.Millisecond)
 			continue
 		}
+		fd.take(c)
 		for _, f := range fd.followers {
 			if !f.started {
 				f.started = true
@@ -539,68 +717,71 @@ func (fs *feeds) startWaiting() {
 	}
 }
 
-// doAll queues every call and waits, for Options.Timeout at most, until all
-// are answered; those unanswered by then are abandoned. It reports false if
-// quit closed first, or the Streams is closed.
-func (s *Streams) doAll(cs []*call, quit <-chan struct{}) bool {
-	deadline := time.Now().Add(s.timeout)
-	for _, c := range cs {
-		c.done = make(chan struct{})
-		c.deadline = deadline
-		if !s.calls.add(c) {
-			return false
-		}
+// take hands the answer of a read of the feed (c) to its started followers.
+func (fd *feed) take(c *call) {
+	if fd.odd = c.odd; c.odd {
+		fd.dirty = true // read again, with the script
+		return
 	}
-	timer := time.NewTimer(s.timeout)
-	defer timer.Stop()
-	for _, c := range cs {
-		select {
-		case <-c.done:
-		case <-timer.C:
-			for _, c := range cs {
-				c.abandoned.Store(true)
+	head := c.head
+	if !fd.hasPos {
+		fd.pos, fd.hasPos, fd.dirty = head, true, false
+		return
+	}
+	if fd.read > 1<<30 { // keep the mean recent
+		fd.events, fd.read = fd.events/2, fd.read/2
+	}
+	for _, w := range c.wires {
+		fd.events, fd.read = fd.events+1, fd.read+len(w)
+		fd.pos.Offset++
+		for _, f := range fd.followers {
+			if f.started {
+				f.call(fd.pos, w)
 			}
-			return true
-		case <-quit:
-			return false
 		}
 	}
-	return true
-}
-
-// answered reports whether c has its answer.
-func answered(c *call) bool {
-	select {
-	case <-c.done:
-		return true
+	switch {
+	case head.Epoch == fd.pos.Epoch && head.Offset == fd.pos.Offset:
+		fd.dirty = false
+	case head.Epoch == fd.pos.Epoch && head.Offset > fd.pos.Offset && len(c.wires) > 0:
+		fd.dirty = true // more to read
 	default:
-		return false
+		// A new epoch; a log that no longer holds the events after pos
+		// (trimmed); or a head behind pos (Redis went back). Followers
+		// learn it from the head.
+		fd.pos, fd.dirty = head, false
+		for _, f := range fd.followers {
+			if f.started {
+				f.call(head, nil)
+			}
+		}
 	}
 }
 
-// parseMessage reads a message that appendScript published.
-func parseMessage(payload string) (epoch string, first uint64, wires [][]byte, err error) {
-	header, body, ok := strings.Cut(payload, "\n")
+// unstart makes every follower of fd wait for a head again: the feed broke,
+// and may have missed hints.
+func (fd *feed) unstart() {
+	fd.hasPos, fd.dirty, fd.odd = false, false, false
+	for _, f := range fd.followers {
+		f.started = false
+	}
+}
+
+// parseHint reads the header of a message that appendScript published:
+//
+//	<epoch> <offset of the first event> <length of each event>...\n<the events>
+//
+// and returns the epoch and the offset of its last event. The events are
+// there for Streams of earlier versions; this one reads them from the stream.
+func parseHint(payload string) (epoch string, last uint64, ok bool) {
+	header, _, ok := strings.Cut(payload, "\n")
 	fields := strings.Fields(header)
 	if !ok || len(fields) < 3 {
-		return "", 0, nil, fmt.Errorf("redisstream: malformed message %.40q", payload)
+		return "", 0, false
 	}
-	epoch = fields[0]
-	if first, err = strconv.ParseUint(fields[1], 10, 64); err != nil {
-		return "", 0, nil, fmt.Errorf("redisstream: malformed message %.40q", payload)
+	first, err := strconv.ParseUint(fields[1], 10, 64)
+	if err != nil || first == 0 {
+		return "", 0, false
 	}
-	buf := []byte(body) // one copy for every event: the Broker keeps them
-	wires = make([][]byte, 0, len(fields)-2)
-	for _, f := range fields[2:] {
-		n, err := strconv.Atoi(f)
-		if err != nil || n < 0 || n > len(buf) {
-			return "", 0, nil, fmt.Errorf("redisstream: malformed message %.40q", payload)
-		}
-		wires = append(wires, buf[:n:n])
-		buf = buf[n:]
-	}
-	if len(buf) != 0 {
-		return "", 0, nil, fmt.Errorf("redisstream: malformed message %.40q", payload)
-	}
-	return epoch, first, wires, nil
+	return fields[0], first + uint64(len(fields)-3), true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -19,14 +20,26 @@ import (
 )
 
 // TestMain fails the run if any goroutine, of a Streams or of a go-redis
-// client, outlives the tests.
-func TestMain(m *testing.M) { leakcheck.Main(m) }
+// client, outlives the tests. It silences go-redis's log of failovers, which
+// the topology tests cause on purpose.
+func TestMain(m *testing.M) {
+	redis.SetLogger(quiet{})
+	leakcheck.Main(m)
+}
 
-// newClient returns a go-redis client of srv, closed when the test ends.
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
+// newClient returns a go-redis client of srv, closed when the test ends. It
+// logs in as redistest.User, whose ACL is the least privilege that the
+// package doc documents.
 func newClient(t *testing.T, srv *redistest.Server) *redis.Client {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{
 		Addr:                  srv.Addr(),
+		Username:              redistest.User,
+		Password:              redistest.Password,
 		ContextTimeoutEnabled: true,
 		DialTimeout:           time.Second,
 		ReadTimeout:           2 * time.Second,
@@ -155,11 +168,12 @@ type reader struct {
 	mu     sync.Mutex
 	epoch  string
 	last   uint64
-	got    []int    // the events, in the order received
-	resets []string // the epochs it started over in, after the first
-	heads  int      // calls of deliver(head, nil)
-	start  uint64   // the offset of the first head
-	gaps   int      // gaps it filled with ReadAfter
+	got    []int              // the events, in the order received
+	resets []string           // the epochs it started over in, after the first
+	heads  int                // calls of deliver(head, nil)
+	start  uint64             // the offset of the first head
+	gaps   int                // gaps it filled with ReadAfter
+	live   ssebroker.Position // where the last event deliver was handed was
 	errs   []error
 	change chan struct{} // closed and replaced at each change
 }
@@ -189,6 +203,8 @@ func (r *reader) deliver(pos ssebroker.Position, wire []byte) {
 		r.heads++
 	} else if r.heads == 0 {
 		r.errs = append(r.errs, fmt.Errorf("deliver(%v, event) before any deliver(head, nil)", pos))
+	} else {
+		r.live = pos
 	}
 	if pos.Epoch != r.epoch {
 		if r.epoch != "" {
@@ -450,6 +466,7 @@ func TestEpochSharedAndKept(t *testing.T) {
 
 func TestNewEpochWhenKeysLost(t *testing.T) {
 	srv := redistest.Start(t)
+	a := admin(t, srv)
 	s := newStreams(t, srv, nil)
 	tp := topic(t, s, "room")
 	old := appendN(t, tp, 1, 3)[0].Epoch
@@ -457,8 +474,8 @@ func TestNewEpochWhenKeysLost(t *testing.T) {
 		name string
 		do   func() error
 	}{
-		{"FLUSHALL", func() error { return s.client.FlushAll(t.Context()).Err() }},
-		{"meta deleted (eviction, IdleTTL)", func() error { return s.client.Del(t.Context(), tp.keys[1]).Err() }},
+		{"FLUSHALL", func() error { return a.FlushAll(t.Context()).Err() }},
+		{"meta deleted (eviction, IdleTTL)", func() error { return a.Del(t.Context(), tp.keys[1]).Err() }},
 	} {
 		t.Run(lose.name, func(t *testing.T) {
 			appendN(t, tp, 1, 3)
@@ -473,7 +490,7 @@ func TestNewEpochWhenKeysLost(t *testing.T) {
 			if err != nil || len(wires) != 0 || head != p {
 				t.Errorf("ReadAfter in the old epoch: %d events, head %v, %v; want none, head %v", len(wires), head, err, p)
 			}
-			if n, err := s.client.XLen(t.Context(), tp.keys[0]).Result(); err != nil || n != 1 {
+			if n, err := a.XLen(t.Context(), tp.keys[0]).Result(); err != nil || n != 1 {
 				t.Errorf("the stream holds %d entries, %v; want only the new epoch's one", n, err)
 			}
 			old = p.Epoch
@@ -481,25 +498,65 @@ func TestNewEpochWhenKeysLost(t *testing.T) {
 	}
 }
 
-// A Redis that goes back in time (here, restarted from an older snapshot)
-// keeps the topic's epoch, and would give the lost offsets again, to other
-// events. A Streams that saw an offset Redis no longer holds, in an
-// Append's reply or a read's head, starts a new epoch instead; one that
-// never saw it cannot know.
+// A Redis restarted from an older snapshot keeps the topic's epoch, and
+// would give the lost offsets again, to other events. But a restarted Redis
+// has a new replication id: the topic was numbered by another history, and
+// the first Append after the restart starts a new epoch, whichever Streams
+// makes it, even one that never saw the lost offsets. Until then, reads see
+// what the snapshot holds: events the old history numbered.
+func TestNewEpochWhenRedisRestarts(t *testing.T) {
+	srv := redistest.Start(t)
+	a := topic(t, newStreams(t, srv, nil), "a")
+	old := appendN(t, a, 1, 3)[0].Epoch
+	srv.Save()
+	appendN(t, a, 4, 5)
+	srv.Restart() // back to offset 3, in the same epoch
+	blind := topic(t, newStreams(t, srv, nil), "a")
+	if h, err := blind.Head(t.Context()); err != nil || h != (ssebroker.Position{Epoch: old, Offset: 3}) {
+		t.Errorf("Head after the restart: %v, %v; want %s-3, what the snapshot holds", h, err, old)
+	}
+	p := appendN(t, blind, 6, 6)[0]
+	if p.Epoch == old || p.Offset != 1 {
+		t.Errorf("Append after the restart, by a Streams that never saw a-4: %v; want a new epoch, offset 1", p)
+	}
+	if h, err := a.Head(t.Context()); err != nil || h != p {
+		t.Errorf("Head after that Append: %v, %v; want %v", h, err, p)
+	}
+	if got := numbersIn(t, a, p.Epoch); fmt.Sprint(got) != "[6]" {
+		t.Errorf("the new epoch holds %v, want [6]: the old history's events are deleted", got)
+	}
+}
+
+// A Redis that goes back in time in the same history (here, an older DUMP of
+// the topic's keys RESTOREd) keeps the topic's epoch. A Streams that saw an
+// offset Redis no longer holds, in an Append's reply or a read's head, starts
+// a new epoch instead; one that never saw it cannot know.
 func TestNewEpochWhenRedisGoesBack(t *testing.T) {
 	srv := redistest.Start(t)
+	adm := admin(t, srv)
 	s := newStreams(t, srv, nil)
 	a, b := topic(t, s, "a"), topic(t, s, "b")
 	readsB := topic(t, newStreams(t, srv, nil), "b")
 	oldA := appendN(t, a, 1, 3)[0].Epoch
 	oldB := appendN(t, b, 1, 3)[0].Epoch
-	srv.Save()
+	dumps := make(map[string]string)
+	for _, key := range append(append([]string{}, a.keys...), b.keys...) {
+		d, err := adm.Dump(t.Context(), key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dumps[key] = d
+	}
 	appendN(t, a, 4, 5)
 	appendN(t, b, 4, 5)
 	if h, err := readsB.Head(t.Context()); err != nil || h != (ssebroker.Position{Epoch: oldB, Offset: 5}) {
 		t.Fatalf("Head of b: %v, %v; want %s-5", h, err, oldB)
 	}
-	srv.Restart() // back to offset 3 of both topics, in the same epochs
+	for key, d := range dumps { // back to offset 3 of both topics, in the same epochs
+		if err := adm.RestoreReplace(t.Context(), key, 0, d).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	blind := topic(t, newStreams(t, srv, nil), "a")
 	if h, err := blind.Head(t.Context()); err != nil || h != (ssebroker.Position{Epoch: oldA, Offset: 3}) {
 		t.Errorf("Head of a from a Streams that never saw a-4: %v, %v; want %s-3", h, err, oldA)
@@ -511,14 +568,54 @@ func TestNewEpochWhenRedisGoesBack(t *testing.T) {
 	if err != nil || h.Epoch == oldB || h.Offset != 0 {
 		t.Errorf("Head of b by the Streams that saw b-5: %v, %v; want a new epoch, offset 0", h, err)
 	}
-	if n, err := s.client.XLen(t.Context(), b.keys[0]).Result(); err != nil || n != 0 {
+	if n, err := adm.XLen(t.Context(), b.keys[0]).Result(); err != nil || n != 0 {
 		t.Errorf("b's stream holds %d entries, %v; want none: they belong to the lost history", n, err)
 	}
 }
 
-// Likewise for a Streams that only follows the topic: the offsets in the
-// messages of its feed are its mark, and the head it reads once its
-// Pub/Sub connection is back starts a new epoch, before any Append.
+// A replica promoted to master (a failover) holds the history the old master
+// had sent it, and perhaps not the newest events: replication is
+// asynchronous, and the old master may even go on taking Appends (paused
+// past the failover, then resumed; or a Sentinel failover, which does not
+// stop it). So the new master's first Append, whichever Streams makes it,
+// starts a new epoch: the same offsets never name two events. Until then,
+// reads on it see the events the old master numbered, and sent it.
+func TestNewEpochAfterPromotion(t *testing.T) {
+	master := redistest.Start(t, "--repl-diskless-sync-delay", "0")
+	replica := redistest.Start(t, "--replicaof", "127.0.0.1", fmt.Sprint(master.Port()))
+	onMaster := topic(t, newStreams(t, master, nil), "room")
+	old := appendN(t, onMaster, 1, 3)[0].Epoch
+	if n, err := admin(t, master).Wait(t.Context(), 1, 10*time.Second).Result(); err != nil || n != 1 {
+		t.Fatalf("WAIT 1: %d, %v", n, err)
+	}
+	replica.Must("REPLICAOF", "NO", "ONE")
+	onReplica := topic(t, newStreams(t, replica, nil), "room")
+	r, _ := follow(t, onReplica)
+	r.wait("the head", 10*time.Second, (*reader).started)
+	if got := numbersIn(t, onReplica, old); fmt.Sprint(got) != "[1 2 3]" {
+		t.Errorf("the promoted replica holds %v in the old epoch, want [1 2 3]", got)
+	}
+	// Both now take Appends: the old master goes on in its epoch, the new
+	// one in its own.
+	pm := appendN(t, onMaster, 4, 4)[0]
+	pr := appendN(t, topic(t, newStreams(t, replica, nil), "room"), 104, 104)[0]
+	if pm != (ssebroker.Position{Epoch: old, Offset: 4}) || pr.Epoch == old || pr.Offset != 1 {
+		t.Errorf("Appends to the old master and to the promoted replica: %v and %v; want %s-4, and a new epoch at 1", pm, pr, old)
+	}
+	r.wait("the new epoch", 10*time.Second, func(r *reader) bool { return r.epoch == pr.Epoch && r.last == 1 })
+	r.mu.Lock()
+	if len(r.resets) != 1 {
+		t.Errorf("the follower on the promoted replica had the resets %v, want one, to %s", r.resets, pr.Epoch)
+	}
+	r.mu.Unlock()
+	wires, head, err := onReplica.ReadAfter(t.Context(), ssebroker.Position{Epoch: old, Offset: 1}, 1<<20)
+	if err != nil || len(wires) != 0 || head != pr {
+		t.Errorf("ReadAfter(%s-1) on the promoted replica: %d events, head %v, %v; want none, head %v", old, len(wires), head, err, pr)
+	}
+}
+
+// Likewise for a Streams that only follows the topic: the head it reads once
+// its Pub/Sub connection is back starts a new epoch, before any Append.
 func TestFollowNewEpochWhenRedisGoesBack(t *testing.T) {
 	srv := redistest.Start(t)
 	pub := topic(t, newStreams(t, srv, nil), "room")
@@ -540,11 +637,12 @@ func TestFollowNewEpochWhenRedisGoesBack(t *testing.T) {
 
 func TestIdleTTL(t *testing.T) {
 	srv := redistest.Start(t)
+	a := admin(t, srv)
 	s := newStreams(t, srv, &Options{IdleTTL: time.Hour})
 	tp := topic(t, s, "room")
 	appendN(t, tp, 1, 1)
 	for _, key := range tp.keys {
-		ttl, err := s.client.PTTL(t.Context(), key).Result()
+		ttl, err := a.PTTL(t.Context(), key).Result()
 		if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
 			t.Errorf("PTTL %s = %v, %v; want about an hour", key, ttl, err)
 		}
@@ -553,7 +651,7 @@ func TestIdleTTL(t *testing.T) {
 	tp2 := topic(t, plain, "other")
 	appendN(t, tp2, 1, 1)
 	for _, key := range tp2.keys {
-		if ttl, err := s.client.PTTL(t.Context(), key).Result(); err != nil || ttl != -1 {
+		if ttl, err := a.PTTL(t.Context(), key).Result(); err != nil || ttl != -1 {
 			t.Errorf("without IdleTTL, PTTL %s = %v, %v; want none (-1)", key, ttl, err)
 		}
 	}
@@ -565,6 +663,7 @@ func TestIdleTTL(t *testing.T) {
 // as any topic's keys do.
 func TestReadMakesNoLastingKey(t *testing.T) {
 	srv := redistest.Start(t)
+	a := admin(t, srv)
 	for _, tt := range []struct {
 		idle, want time.Duration
 	}{
@@ -585,18 +684,18 @@ func TestReadMakesNoLastingKey(t *testing.T) {
 				if err := read(tp); err != nil {
 					t.Fatal(err)
 				}
-				ttl, err := s.client.PTTL(t.Context(), tp.keys[1]).Result()
+				ttl, err := a.PTTL(t.Context(), tp.keys[1]).Result()
 				if err != nil || ttl <= tt.want-time.Minute || ttl > tt.want {
 					t.Errorf("read %d: PTTL of the meta hash = %v, %v; want about %v", i, ttl, err, tt.want)
 				}
-				if n, err := s.client.Exists(t.Context(), tp.keys[0]).Result(); err != nil || n != 0 {
+				if n, err := a.Exists(t.Context(), tp.keys[0]).Result(); err != nil || n != 0 {
 					t.Errorf("read %d: the stream exists (%d, %v)", i, n, err)
 				}
 			}
 			tp := topic(t, s, fmt.Sprint("read-", tt.idle, "-0"))
 			appendN(t, tp, 1, 1)
 			for _, key := range tp.keys {
-				ttl, err := s.client.PTTL(t.Context(), key).Result()
+				ttl, err := a.PTTL(t.Context(), key).Result()
 				if tt.idle == 0 && (err != nil || ttl != -1) {
 					t.Errorf("after an Append, PTTL %s = %v, %v; want none (-1)", key, ttl, err)
 				}
@@ -642,6 +741,7 @@ func TestNewRefusesOptions(t *testing.T) {
 		{Timeout: -time.Second},
 		{IdleTTL: -time.Second},
 		{IdleTTL: time.Microsecond},
+		{MaxEventBytes: -1},
 	} {
 		if s, err := New(client, &o); !errors.Is(err, ErrInvalidOptions) {
 			t.Errorf("New(%+v): %v, want ErrInvalidOptions", o, err)
@@ -680,4 +780,99 @@ func TestClosed(t *testing.T) {
 		t.Error("Follow after Close called deliver")
 	}
 	s.Close() // again: no effect
+}
+
+// Another client's XADD to a topic's stream, with an automatic id (a
+// timestamp) or one of its own, leaves an entry past the topic's head, which
+// the next Append's id would have to follow. The Append deletes such entries,
+// which are none of the topic's events, and goes on in the same epoch.
+func TestForeignEntriesRemoved(t *testing.T) {
+	srv := redistest.Start(t)
+	a := admin(t, srv)
+	tp := topic(t, newStreams(t, srv, nil), "room")
+	epoch := appendN(t, tp, 1, 2)[0].Epoch
+	for i, id := range []string{"*", "4-0", "99-0"} {
+		if err := a.XAdd(t.Context(), &redis.XAddArgs{Stream: tp.keys[0], ID: id, Values: []string{"x", "y"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		n := 3 + i
+		p, err := tp.Append(t.Context(), wire(n))
+		if err != nil || p != (ssebroker.Position{Epoch: epoch, Offset: uint64(n)}) {
+			t.Fatalf("Append after another client's XADD %s: %v, %v; want %s-%d", id, p, err, epoch, n)
+		}
+	}
+	if got := numbersIn(t, tp, epoch); fmt.Sprint(got) != "[1 2 3 4 5]" {
+		t.Errorf("the log holds %v, want [1 2 3 4 5]", got)
+	}
+	if n, err := a.XLen(t.Context(), tp.keys[0]).Result(); err != nil || n != 5 {
+		t.Errorf("the stream holds %d entries, %v; want only the topic's 5", n, err)
+	}
+}
+
+func TestEventTooLargeRefused(t *testing.T) {
+	srv := redistest.Start(t)
+	tp := topic(t, newStreams(t, srv, &Options{MaxEventBytes: 100}), "room")
+	epoch := appendN(t, tp, 1, 1)[0].Epoch
+	if p, err := tp.Append(t.Context(), []byte("data: "+strings.Repeat("x", 93)+"\n\n")); !errors.Is(err, ErrEventTooLarge) {
+		t.Errorf("Append of 101 bytes with MaxEventBytes 100: %v, %v; want ErrEventTooLarge", p, err)
+	}
+	if p, err := tp.Append(t.Context(), []byte("data: "+strings.Repeat("x", 92)+"\n\n")); err != nil || p.Offset != 2 {
+		t.Errorf("Append of 100 bytes with MaxEventBytes 100: %v, %v; want offset 2", p, err)
+	}
+	if h, err := tp.Head(t.Context()); err != nil || h != (ssebroker.Position{Epoch: epoch, Offset: 2}) {
+		t.Errorf("Head %v, %v; want %s-2: the event refused is not in the log", h, err, epoch)
+	}
+}
+
+// A followed topic whose keys are deleted (eviction, IdleTTL, by hand) while
+// its feed stays up gets a new epoch at the next Append; the follower reads
+// it, and starts over there.
+func TestFollowTopicDeleted(t *testing.T) {
+	srv := redistest.Start(t)
+	tp := topic(t, newStreams(t, srv, nil), "room")
+	r, _ := follow(t, tp)
+	r.wait("the head", 10*time.Second, (*reader).started)
+	pub := topic(t, newStreams(t, srv, nil), "room")
+	old := appendN(t, pub, 1, 3)[0].Epoch
+	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	if err := admin(t, srv).Del(t.Context(), tp.keys...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p := appendN(t, pub, 4, 5)[0]
+	if p.Epoch == old || p.Offset != 1 {
+		t.Fatalf("Append after the keys were deleted: %v, want a new epoch at 1", p)
+	}
+	r.wait("the new epoch's events", 10*time.Second, func(r *reader) bool { return r.epoch == p.Epoch && r.last == 2 })
+	appendN(t, pub, 6, 6)
+	r.wait("event 6", 10*time.Second, func(r *reader) bool { return r.last == 3 })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.resets) != 1 || len(r.errs) > 0 {
+		t.Errorf("resets %v, errors %v; want one reset, no error", r.resets, r.errs)
+	}
+}
+
+// The package doc shows the ACL that every test's Streams logs in with.
+func TestACLDocumented(t *testing.T) {
+	src, err := os.ReadFile("redisstream.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc []string
+	in := false
+	for _, line := range strings.Split(string(src), "\n") {
+		switch {
+		case strings.HasPrefix(line, "//\tACL SETUSER "):
+			in = true
+		case in && !strings.HasPrefix(line, "//\t  "):
+			in = false
+		}
+		if in {
+			doc = append(doc, strings.Fields(strings.TrimPrefix(line, "//"))...)
+		}
+	}
+	want := append(strings.Fields("ACL SETUSER sse on >secret"), strings.Fields(redistest.ACL)...)
+	if strings.Join(doc, " ") != strings.Join(want, " ") {
+		t.Errorf("the package doc's ACL:\n%s\nthe tests' (redistest.ACL):\n%s", strings.Join(doc, " "), strings.Join(want, " "))
+	}
 }

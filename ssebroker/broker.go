@@ -52,6 +52,14 @@ type Options struct {
 	// the Broker's own history is read from it. Brokers in several processes
 	// that share a Log serve one stream. See Log.
 	Log Log
+	// FromStart has a client without a Last-Event-ID start from the first
+	// event of the current epoch, as if it resumed from "<epoch>-0",
+	// instead of with live events only. It suits a stream that has a
+	// beginning, like one run of a job. Its replay comes from the history,
+	// or with a Log, from the Log; where neither holds the first event any
+	// more, the client gets a ResetEvent (with empty Data) and live events,
+	// as for an id too old. It does not count in Stats.Resumed.
+	FromStart bool
 	// OnIdle, if set, is called each time the Broker's last open stream ends,
 	// on the goroutine of that stream's request, before ServeHTTP returns.
 	// It lets an application drop a Broker that nobody listens to (see
@@ -103,10 +111,11 @@ type Options struct {
 // process, older than the history and the Log, or one that sse.LastEventID
 // refuses) gets a first event of type ResetEvent, then live events.
 //
-// A client without a Last-Event-ID gets live events only. Its stream opens
-// with an id line alone, which sets its last event ID and dispatches nothing,
-// so that it resumes from there even if the stream ends before its first
-// event.
+// A client without a Last-Event-ID gets live events only, or with
+// Options.FromStart, every event of the epoch from its first. A live-only
+// stream opens with an id line alone, which sets its last event ID and
+// dispatches nothing, so that it resumes from there even if the stream ends
+// before its first event.
 //
 // # Several processes
 //
@@ -135,9 +144,10 @@ type Options struct {
 //
 // # Closing
 //
-// Close ends every stream after it has sent what was published before Close,
-// and a retry field telling its client to wait a random time up to
-// CloseRetry before reconnecting; a request after Close gets the retry and no
+// Close ends every stream after it has sent what was published before Close
+// (a stream still replaying from a Log ends where it is, and its client
+// resumes from there), and a retry field telling its client to wait a random
+// time up to CloseRetry before reconnecting; a request after Close gets the retry and no
 // events (a 200, since a browser would not retry after a 503). To end streams
 // when the server shuts down:
 //
@@ -165,6 +175,7 @@ type Broker struct {
 	heartbeat    time.Duration
 	log          Log
 	onIdle       func()
+	fromStart    bool
 
 	ctx    context.Context // ends at Close: bounds every call to the Log
 	cancel context.CancelFunc
@@ -223,12 +234,13 @@ func New(opts *Options) (*Broker, error) {
 		heartbeat:    wire.HeartbeatOf(o.Stream.Heartbeat, sse.DefaultHeartbeat),
 		log:          o.Log,
 		onIdle:       o.OnIdle,
+		fromStart:    o.FromStart,
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.wake.init()
 	b.pumps.init(&b.open)
 	if b.log == nil {
-		b.hist.Store(b.newRing(newEpoch(), 0))
+		b.hist.Store(b.newRing(NewEpoch(), 0))
 	} else {
 		b.closing.done = make(chan struct{})
 	}
@@ -306,23 +318,11 @@ func idError(format string, args ...any) error {
 
 func isBlank(c byte) bool { return c == ' ' || c == '\t' }
 
-// encodePool holds Publish's encoding buffers.
-var encodePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-
-// maxKeptBuffer is the largest encoding buffer Publish puts back in the pool.
-const maxKeptBuffer = 64 << 10
-
 // publishHere numbers e itself, the Broker having no Log. It encodes e
 // before it takes the mutex, which it holds only to number and append.
 func (b *Broker) publishHere(e *sse.Event) error {
-	bp := encodePool.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= maxKeptBuffer {
-			encodePool.Put(bp)
-		}
-	}()
-	buf, err := e.AppendText((*bp)[:0])
-	*bp = buf
+	var scratch [512]byte // most events fit: no allocation but the kept copy
+	buf, err := e.AppendText(scratch[:0])
 	if err != nil {
 		return err
 	}
@@ -389,8 +389,9 @@ func (b *Broker) pushLocked(r *ring, w []byte, id string) {
 // once the Log has told it.
 func (b *Broker) Subscribers() int { return int(b.subs.Load()) }
 
-// Close ends every stream, each after the events published before Close and
-// a retry field with a random delay up to Options.CloseRetry, and makes
+// Close ends every stream, each after the events published before Close (a
+// stream replaying from a Log: where it is) and a retry field with a random
+// delay up to Options.CloseRetry (none if it is negative), and makes
 // later requests get only such a retry and Publish return sse.ErrClosed. It
 // cancels the Broker's calls to its Log. It returns at once, without waiting
 // for streams to end, and always returns nil. It is safe to call at any

@@ -30,12 +30,16 @@ import (
 // shape, a wire form that is not one event, or events past the head that
 // ReadAfter reports count as errors of the Log (Stats.Log.Errors), and a
 // client is told of what they cost it with a ResetEvent, never left with a
-// silent gap. What Follow delivers is taken as a hint and checked against
-// ReadAfter: an event past the Log's head, or of an epoch the Log does not
-// have, is dropped, so a feed that others can write to (a Pub/Sub channel)
-// can neither forge an event nor move the history. Two different events
-// are never sent under one id: an event at an offset the Broker has sent,
-// with other bytes, starts a new history.
+// silent gap. What Follow delivers past a gap is checked against ReadAfter:
+// an event past the Log's head, or of an epoch the Log does not have, is
+// dropped, and a history the Log no longer holds goes on from the Log's own
+// head, never from the feed's word alone. The event at the offset right
+// after the Broker's newest is taken as Follow hands it: a Log whose feed
+// others can write to (a Pub/Sub channel) must check what it hands over, as
+// redisstream reads its events back from the stream. An event at an offset
+// the Broker has sent, with other bytes, starts a new history, and the ids
+// it had given from there resume nothing; still, a Log that gives an offset
+// to a second event should start a new epoch.
 //
 // Its methods must be safe for concurrent use, and must return, with an
 // error, when their context ends.
@@ -113,11 +117,10 @@ const fillBatch = 1 << 20
 // If the Log fails while it fills a gap, it drops the delivery: the next one
 // finds the gap again. ctx ends with the feed.
 //
-// The feed is a hint, never the truth: an event past the Log's own head, an
-// event of an epoch the Log does not have, or a first delivery that is not a
-// head is dropped (and counted as a Log error), and an event that is not one
-// encoded event is read again from the Log. So a peer that can only publish
-// to the feed can neither forge an event nor move the history.
+// Past a gap the feed is a hint, never the truth: an event past the Log's
+// own head, an event of an epoch the Log does not have, or a first delivery
+// that is not a head is dropped (and counted as a Log error), and an event
+// that is not one encoded event is read again from the Log (see Log).
 func (b *Broker) deliver(ctx context.Context, pos Position, w []byte) {
 	if b.closed.Load() {
 		return
@@ -142,26 +145,23 @@ func (b *Broker) deliver(ctx context.Context, pos Position, w []byte) {
 		b.counts.logErrors.Add(1) // Follow's first call is a head
 		return
 	case r == nil:
-		r = b.replace(pos.Epoch, last)
+		r = b.replace(pos.Epoch, last, 0)
 	case r.epoch != pos.Epoch:
-		if event && !b.confirmEpoch(ctx, pos.Epoch) {
+		if event && !b.confirmEpoch(ctx, pos) {
 			return
 		}
 		b.counts.newHistories.Add(1)
-		r = b.replace(pos.Epoch, last)
+		r = b.replace(pos.Epoch, last, 0)
 	case !event && last < r.head.Load():
 		b.counts.newHistories.Add(1)
-		r = b.replace(pos.Epoch, last)
-	case last > r.head.Load() || (hint && last == r.head.Load()+1):
-		if hint {
-			last = pos.Offset
-		}
-		switch b.fill(ctx, r, last) {
+		r = b.replace(pos.Epoch, last, 0)
+	case last > r.head.Load():
+		switch out, at := b.fill(ctx, r, last); out {
 		case fillFailed:
 			return
 		case fillLost:
 			b.counts.newHistories.Add(1)
-			r = b.replace(pos.Epoch, last)
+			r = b.replace(pos.Epoch, at, 0)
 		}
 	}
 	if r == nil || w == nil {
@@ -171,9 +171,10 @@ func (b *Broker) deliver(ctx context.Context, pos Position, w []byte) {
 		if b.differs(r, pos, w) {
 			// The Log numbered another event at an offset this history
 			// has sent (a master that lost its writes, say): go on from the
-			// Log's, after a ResetEvent.
+			// Log's, after a ResetEvent; an id this history gave from there
+			// to its head names another event now, and resumes nothing.
 			b.counts.newHistories.Add(1)
-			r = b.replace(pos.Epoch, pos.Offset-1)
+			r = b.replace(pos.Epoch, pos.Offset-1, head)
 		} else {
 			return // a repeat
 		}
@@ -199,12 +200,12 @@ func (b *Broker) differs(r *ring, pos Position, w []byte) bool {
 	return !bytes.Equal(e.wire, kept)
 }
 
-// confirmEpoch reports whether the Log's history is epoch, as an event the
-// feed handed over says: a feed whose event alone says so could be a peer
-// that can publish but not write the Log.
-func (b *Broker) confirmEpoch(ctx context.Context, epoch string) bool {
-	_, head, err := b.log.ReadAfter(ctx, Position{epoch, 0}, 1)
-	if err != nil || head.Epoch != epoch {
+// confirmEpoch reports whether the Log's history holds the event at pos, of
+// an epoch this Broker has not seen, as the feed says: a feed whose event
+// alone says so could be a peer that can publish but not write the Log.
+func (b *Broker) confirmEpoch(ctx context.Context, pos Position) bool {
+	_, head, err := b.log.ReadAfter(ctx, Position{pos.Epoch, 0}, 1)
+	if err != nil || head.Epoch != pos.Epoch || pos.Offset > head.Offset {
 		if ctx.Err() == nil {
 			b.counts.logErrors.Add(1)
 		}
@@ -226,8 +227,9 @@ func numbered(pos Position, w []byte) ([]byte, string) {
 // replace starts a new history at head, the position before its first event.
 // It returns nil, and changes nothing, once the Broker is closed: streams
 // then end with what they have.
-func (b *Broker) replace(epoch string, head uint64) *ring {
+func (b *Broker) replace(epoch string, head, contested uint64) *ring {
 	r := b.newRing(epoch, head)
+	r.contested = contested
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed.Load() {
@@ -245,13 +247,15 @@ const (
 	fillLost          // the Log no longer holds the events
 )
 
-// fill reads the events after r's head up to last from the Log into r.
-func (b *Broker) fill(ctx context.Context, r *ring, last uint64) int {
+// fill reads the events after r's head up to last from the Log into r. When
+// the Log has lost them (fillLost), it also returns the offset after which a
+// new history goes on: the Log's own word, never the feed's alone.
+func (b *Broker) fill(ctx context.Context, r *ring, last uint64) (int, uint64) {
 	for {
 		after := Position{r.epoch, r.head.Load()}
 		if after.Offset >= last {
 			b.counts.gapsFilled.Add(1)
-			return fillDone
+			return fillDone, 0
 		}
 		wires, head, err := b.log.ReadAfter(ctx, after, fillBatch)
 		switch {
@@ -259,25 +263,31 @@ func (b *Broker) fill(ctx context.Context, r *ring, last uint64) int {
 			if ctx.Err() == nil {
 				b.counts.logErrors.Add(1)
 			}
-			return fillFailed
+			return fillFailed, 0
+		case head.Epoch != after.Epoch:
+			// The Log is on another history, which its feed's head brings.
+			if !validEpoch(head.Epoch) {
+				b.counts.logErrors.Add(1)
+			}
+			return fillFailed, 0
+		case len(wires) == 0 && head.Offset < last:
+			// The feed said the Log holds events past its own head.
+			b.counts.logErrors.Add(1)
+			return fillFailed, 0
 		case checkRead(after, wires, head) != nil:
 			// The Log answers what cannot be right (a damaged event, say),
 			// and will answer it again: asking again would stall every
 			// stream for good, so the history goes on past it.
 			b.counts.logErrors.Add(1)
-			return fillLost
-		case len(wires) == 0 && head.Epoch == after.Epoch && head.Offset < last:
-			// The feed said the Log holds events past its own head.
-			b.counts.logErrors.Add(1)
-			return fillFailed
+			return fillLost, max(after.Offset, min(last, head.Offset))
 		case len(wires) == 0:
-			return fillLost
+			return fillLost, head.Offset // trimmed: it goes on from the Log's head
 		}
 		wires = wires[:min(uint64(len(wires)), last-after.Offset)]
 		b.mu.Lock()
 		if b.closed.Load() {
 			b.mu.Unlock()
-			return fillFailed
+			return fillFailed, 0
 		}
 		for i, w := range wires {
 			w, id := numbered(Position{r.epoch, after.Offset + 1 + uint64(i)}, w)

@@ -368,7 +368,8 @@ func (h *handFed) Follow(deliver func(Position, []byte)) (stop func()) {
 }
 
 // fedBroker returns a Broker on a handFed Log holding n events, a client
-// that has caught up with them, and the Follow's deliver.
+// placed in the Broker's history after them (so that it reads the ring, not
+// the Log), and the Follow's deliver.
 func fedBroker(t *testing.T, n int) (*handFed, *Broker, *client, func(Position, []byte)) {
 	t.Helper()
 	log := newHandFed()
@@ -379,11 +380,9 @@ func fedBroker(t *testing.T, n int) (*handFed, *Broker, *client, func(Position, 
 	}
 	b := newBroker(t, &Options{Log: log})
 	srv := brokerServer(t, b)
-	cl := connect(t, srv.Client(), srv.URL, log.head().Epoch+"-0")
+	cl := connect(t, srv.Client(), srv.URL, log.head().String())
 	deliver := <-log.deliver
-	for i := range n {
-		cl.expect(t, fmt.Sprint(i+1))
-	}
+	waitFor(t, "the client's stream", func() bool { return b.Subscribers() == 1 })
 	return log, b, cl, deliver
 }
 
@@ -603,4 +602,140 @@ func TestBrokerStreamOpenedWhileLogDownResets(t *testing.T) {
 	}
 	_ = b.Publish(sse.Event{Data: "live"})
 	cl.expect(t, "live")
+}
+
+// After a gap the Log no longer holds, the history goes on from the Log's
+// head, not from where the feed says: an event the feed hands over at an
+// offset the Log holds another event at is not sent under that id.
+func TestBrokerFeedAfterATrimmedGap(t *testing.T) {
+	leakcheck.Check(t)
+	log, b, cl, deliver := fedBroker(t, 2)
+	log.mu.Lock()
+	log.keep = 3
+	log.mu.Unlock()
+	for range 8 { // offsets 3 to 10, appended elsewhere: the feed missed them
+		if _, err := log.Append(context.Background(), []byte("data: real\n\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deliver(Position{log.head().Epoch, 9}, []byte("data: forged\n\n")) // the Log holds "real" at 9
+	if ev := cl.next(t); ev.Type != ResetEvent || ev.LastEventID != log.head().String() {
+		t.Fatalf("after a gap the Log lost: %+v, want a reset at the Log's head %v", ev, log.head())
+	}
+	eleven := appendAndFeed(t, log, deliver, "11")
+	if ev := cl.next(t); ev.Data != "11" || ev.LastEventID != eleven.String() {
+		t.Fatalf("then %+v, want event 11 (stats %+v)", ev, b.Stats().Log)
+	}
+}
+
+// An event of an epoch the Log had, handed over after the Log started
+// another, is not delivered: the feed's head brings the new history.
+func TestBrokerFeedOfALostEpochIsDropped(t *testing.T) {
+	leakcheck.Check(t)
+	log, _, cl, deliver := fedBroker(t, 2)
+	old := log.head().Epoch
+	log.lose()
+	for range 8 { // the new epoch's, which the feed has not handed over yet
+		if _, err := log.Append(context.Background(), []byte("data: new\n\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deliver(Position{old, 7}, []byte("data: stale\n\n")) // past a gap: read from the Log
+	deliver(log.head(), nil)
+	if ev := cl.next(t); ev.Type != ResetEvent || ev.LastEventID != log.head().String() {
+		t.Fatalf("after the Log's new epoch: %+v, want a reset at %v", ev, log.head())
+	}
+	nine := appendAndFeed(t, log, deliver, "new 9")
+	if ev := cl.next(t); ev.Data != "new 9" || ev.LastEventID != nine.String() {
+		t.Fatalf("then %+v, want the new epoch's next event", ev)
+	}
+}
+
+// An id that a replaced history gave to another event resumes nothing: a
+// client that saw the old event at an offset gets a reset, not the events
+// after the Log's new one.
+func TestBrokerIDOfAReplacedEventResets(t *testing.T) {
+	leakcheck.Check(t)
+	log, b, cl, deliver := fedBroker(t, 2)
+	pos := appendAndFeed(t, log, deliver, "3")
+	cl.expect(t, "3")
+	log.mu.Lock()
+	log.events[2] = []byte("data: another 3\n\n") // the Log's master lost "3"
+	log.mu.Unlock()
+	deliver(pos, []byte("data: another 3\n\n"))
+	if ev := cl.next(t); ev.Type != ResetEvent {
+		t.Fatalf("want a reset, got %+v", ev)
+	}
+	cl.expect(t, "another 3")
+	srv := brokerServer(t, b)
+	saw := connect(t, srv.Client(), srv.URL, pos.String()) // it had the old "3"
+	if ev := saw.next(t); ev.Type != ResetEvent || ev.Data != pos.String() {
+		t.Fatalf("a client that saw the old event at %v: %+v, want a reset", pos, ev)
+	}
+}
+
+// stopGate is a memLog whose Follow's stop, once it has stopped, waits for
+// proceed: a Broker that lost its last stream, still stopping its feed.
+type stopGate struct {
+	*memLog
+	stopping, proceed chan struct{}
+	once              sync.Once
+}
+
+func (g *stopGate) Follow(deliver func(Position, []byte)) (stop func()) {
+	inner := g.memLog.Follow(deliver)
+	return func() {
+		inner()
+		g.once.Do(func() {
+			close(g.stopping)
+			<-g.proceed
+		})
+	}
+}
+
+// A stream counted while the Broker's last one stops its feed, in the
+// history that goes with the feed, gets a reset in the next: an event
+// published after it was counted is not missed in silence.
+func TestBrokerStreamCountedAsTheFeedStops(t *testing.T) {
+	leakcheck.Check(t)
+	log := &stopGate{memLog: newMemLog(), stopping: make(chan struct{}), proceed: make(chan struct{})}
+	b := newBroker(t, &Options{Log: log})
+	srv := brokerServer(t, b)
+	a := connect(t, srv.Client(), srv.URL, "")
+	waitFor(t, "the first stream", func() bool { return b.Subscribers() == 1 })
+	a.cancel()
+	<-log.stopping
+	got := make(chan ssetest.Event, 1)
+	go func() {
+		defer close(got)
+		resp, err := srv.Client().Get(srv.URL)
+		if err != nil {
+			return
+		}
+		defer resp.Body.Close()
+		if ev, err := ssetest.NewReader(resp.Body).Next(); err == nil {
+			got <- ev
+		}
+	}()
+	waitFor(t, "the second stream to count", func() bool { return b.Subscribers() == 1 })
+	_ = b.Publish(sse.Event{Data: "after it was counted"})
+	close(log.proceed)
+	// Without the reset, the stream's first event is one published once the
+	// new feed runs: publish one then, and read what comes first.
+	published := false
+	for deadline := time.Now().Add(patience); time.Now().Before(deadline); {
+		select {
+		case ev := <-got:
+			if ev.Type != ResetEvent && ev.Data != "after it was counted" {
+				t.Fatalf("first event %+v: the event published after the stream counted was missed", ev)
+			}
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		if !published && log.follows.Load() == 1 && b.hist.Load() != nil {
+			_ = b.Publish(sse.Event{Data: "later"})
+			published = true
+		}
+	}
+	t.Fatal("no event")
 }

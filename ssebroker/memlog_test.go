@@ -29,7 +29,7 @@ type memLog struct {
 }
 
 func newMemLog() *memLog {
-	return &memLog{epoch: newEpoch(), first: 1, changed: make(chan struct{})}
+	return &memLog{epoch: NewEpoch(), first: 1, changed: make(chan struct{})}
 }
 
 // headLocked returns the position of the newest event.
@@ -132,7 +132,7 @@ func (m *memLog) trim(from uint64) {
 func (m *memLog) lose() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.epoch, m.events, m.first = newEpoch(), nil, 1
+	m.epoch, m.events, m.first = NewEpoch(), nil, 1
 	m.notifyLocked()
 }
 

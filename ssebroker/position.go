@@ -42,8 +42,9 @@ func (p Position) String() string { return string(wire.AppendPosition(nil, p.Epo
 // under 3%, and two of a million under one in 30 million.
 const epochLen = 16
 
-// newEpoch returns a new random epoch.
-func newEpoch() string {
+// NewEpoch returns a new random epoch: 64 bits from crypto/rand, as 16
+// lowercase hexadecimal digits. A Log calls it when it starts a history.
+func NewEpoch() string {
 	var b [epochLen / 2]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
 	return hex.EncodeToString(b[:])

@@ -14,7 +14,7 @@ import (
 func TestEpochsAreWide(t *testing.T) {
 	seen := make(map[string]bool, 200_000)
 	for range 200_000 {
-		e := newEpoch()
+		e := NewEpoch()
 		if !validEpoch(e) || seen[e] {
 			t.Fatalf("epoch %q: repeated, or not 16 lowercase hex digits", e)
 		}

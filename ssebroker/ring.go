@@ -21,9 +21,14 @@ type entry struct {
 // little.
 type ring struct {
 	epoch string
-	slots atomic.Pointer[[]atomic.Pointer[entry]]
-	head  atomic.Uint64 // offset of the newest event; tail-1 when none
-	tail  atomic.Uint64 // offset of the oldest event held; head+1 when none
+	// contested, when above the ring's first head, is the end of a range of
+	// offsets after it that an earlier history of this epoch gave to other
+	// events: their ids resume nothing. Fixed at creation.
+	contested uint64
+	first     uint64 // the head the ring started at
+	slots     atomic.Pointer[[]atomic.Pointer[entry]]
+	head      atomic.Uint64 // offset of the newest event; tail-1 when none
+	tail      atomic.Uint64 // offset of the oldest event held; head+1 when none
 
 	// Under the Broker's mutex.
 	bytes int    // bytes held
@@ -31,6 +36,12 @@ type ring struct {
 
 	idMu sync.Mutex       // guards byID, which streams look up
 	byID map[string]idRef // events held that carry their publisher's own ID
+}
+
+// contests reports whether an id at offset, in r's epoch, names an event of
+// an earlier history of the epoch rather than r's (see contested).
+func (r *ring) contests(offset uint64) bool {
+	return offset > r.first && offset <= r.contested
 }
 
 // lookup returns the index entry of the events in r that carry the
@@ -55,7 +66,7 @@ const initialSlots = 8
 
 // newRing returns an empty ring of epoch whose first event will be at head+1.
 func (b *Broker) newRing(epoch string, head uint64) *ring {
-	r := &ring{epoch: epoch}
+	r := &ring{epoch: epoch, first: head}
 	slots := make([]atomic.Pointer[entry], min(b.historyLen, initialSlots))
 	r.slots.Store(&slots)
 	r.head.Store(head)

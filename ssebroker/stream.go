@@ -44,7 +44,7 @@ type stream struct {
 	opened   bool // the headers are written
 	sent     bool // an event has been sent: a reset is no longer possible at the start
 	caughtUp bool // the stream has reached the newest event once
-	resumed  bool // its resume is counted
+	resumed  bool // its resume is counted, or it is not a resume
 
 	handoff
 }
@@ -286,42 +286,36 @@ func (s *stream) place(dst []byte) step {
 	}
 	lastID := sse.LastEventID(s.req)
 	if lastID == "" {
-		if s.req.Header.Get("Last-Event-ID") != "" {
+		switch {
+		case s.req.Header.Get("Last-Event-ID") != "":
 			// A header LastEventID refuses (too long, not UTF-8) is an id we
 			// cannot resume from, not the absence of one.
 			b.counts.resets[resetUnknownID].Add(1)
 			return s.resetTo(dst, r, s.startIn(r), "")
+		case b.fromStart:
+			s.resumed = true // a start, not a resume: nothing to count
+			return s.placeAt(dst, r, Position{r.epoch, 0}, "")
 		}
 		head := s.startIn(r)
-		if s.opened {
+		switch {
+		case s.opened:
 			// The client saw its stream open (a heartbeat went out) before
 			// the Log's history was known: events published in between,
 			// elsewhere, are behind this point, so say so.
 			b.counts.resets[resetLogFailed].Add(1)
+			return s.resetTo(dst, r, head, "")
+		case s.start != r:
+			// The history the stream was counted in is gone (the feed
+			// stopped and started again, or the Log's history changed):
+			// events published since may be behind r's head.
+			b.counts.resets[resetNewHistory].Add(1)
 			return s.resetTo(dst, r, head, "")
 		}
 		s.toRing(r, head+1)
 		return step{batch: wire.AppendPlace(dst, r.epoch, head)}
 	}
 	if p, ok := parsePosition(lastID); ok {
-		head, tail := r.head.Load(), r.tail.Load()
-		if p.Epoch == r.epoch && p.Offset <= head && p.Offset+1 >= tail {
-			s.countResume(fromHistory)
-			s.toRing(r, p.Offset+1)
-			return step{batch: dst}
-		}
-		if b.log != nil {
-			// Read from the Log next time round, once the headers are out:
-			// the Log may be slow, and the client should see its stream open.
-			s.toLog(p.Epoch, p.Offset+1)
-			return step{batch: dst}
-		}
-		cause := resetUnknownID
-		if p.Epoch == r.epoch && p.Offset < head {
-			cause = resetTooOld
-		}
-		b.counts.resets[cause].Add(1)
-		return s.resetTo(dst, r, s.startIn(r), lastID)
+		return s.placeAt(dst, r, p, lastID)
 	}
 	ref, ok := r.lookup(lastID)
 	if ok && ref.count == 1 {
@@ -341,6 +335,36 @@ func (s *stream) toRing(r *ring, cursor uint64) {
 // toLog has the stream read the Log's epoch from offset cursor on.
 func (s *stream) toLog(epoch string, cursor uint64) {
 	s.mode, s.ring, s.epoch, s.cursor = inLog, nil, epoch, cursor
+}
+
+// placeAt places a new stream after p, a position that lastID named (or, from
+// the start, that no id named): in r when r holds what follows, else in the
+// Log, else after a ResetEvent.
+func (s *stream) placeAt(dst []byte, r *ring, p Position, lastID string) step {
+	b := s.b
+	head, tail := r.head.Load(), r.tail.Load()
+	if p.Epoch == r.epoch && r.contests(p.Offset) {
+		// An earlier history of this epoch gave the id to another event.
+		b.counts.resets[resetUnknownID].Add(1)
+		return s.resetTo(dst, r, s.startIn(r), lastID)
+	}
+	if p.Epoch == r.epoch && p.Offset <= head && p.Offset+1 >= tail {
+		s.countResume(fromHistory)
+		s.toRing(r, p.Offset+1)
+		return step{batch: dst}
+	}
+	if b.log != nil {
+		// Read from the Log next time round, once the headers are out:
+		// the Log may be slow, and the client should see its stream open.
+		s.toLog(p.Epoch, p.Offset+1)
+		return step{batch: dst}
+	}
+	cause := resetUnknownID
+	if p.Epoch == r.epoch && p.Offset < head {
+		cause = resetTooOld
+	}
+	b.counts.resets[cause].Add(1)
+	return s.resetTo(dst, r, s.startIn(r), lastID)
 }
 
 // fix fixes the stream's start at r's head and counts the stream in

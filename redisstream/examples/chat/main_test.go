@@ -21,10 +21,13 @@ import (
 // outlives its test.
 func TestMain(m *testing.M) { leakcheck.Main(m) }
 
-// process starts what one chat process serves, on Redis srv, until the test
-// ends.
-func process(t *testing.T, srv *redistest.Server) *httptest.Server {
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+// process starts what one chat process serves, on the Redis that spec
+// names (as -redis does), until the test ends.
+func process(t *testing.T, spec string) *httptest.Server {
+	client, _, err := newClient(spec, false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { client.Close() })
 	broker, streams, err := newBroker(client, "chat")
 	if err != nil {
@@ -37,11 +40,33 @@ func process(t *testing.T, srv *redistest.Server) *httptest.Server {
 	return hs
 }
 
+// userinfo is the credentials of redistest.User in a URL: the chat runs with
+// the least privilege the package doc documents.
+var userinfo = url.UserPassword(redistest.User, redistest.Password).String()
+
 // A message posted to one process reaches a tab served by the other, with
-// the same id there as in a tab of the first.
+// the same id there as in a tab of the first: on one Redis, a Sentinel
+// deployment, and a Cluster, each named by a URL.
 func TestTwoProcessesOneRoom(t *testing.T) {
-	srv := redistest.Start(t)
-	a, b := process(t, srv), process(t, srv)
+	t.Run("one node", func(t *testing.T) {
+		srv := redistest.Start(t)
+		twoProcesses(t, "redis://"+userinfo+"@"+srv.Addr()+"/0")
+	})
+	t.Run("Sentinel", func(t *testing.T) {
+		d := redistest.StartSentinel(t)
+		addrs := d.Addrs()
+		twoProcesses(t, "redis://"+addrs[0]+"?master_name="+d.Name+"&addr="+addrs[1]+"&addr="+addrs[2]+
+			"&username="+redistest.User+"&password="+url.QueryEscape(redistest.Password))
+	})
+	t.Run("Cluster", func(t *testing.T) {
+		c := redistest.StartCluster(t, 3, 0)
+		addrs := c.Addrs()
+		twoProcesses(t, "redis://"+userinfo+"@"+addrs[0]+"?addr="+addrs[1])
+	})
+}
+
+func twoProcesses(t *testing.T, spec string) {
+	a, b := process(t, spec), process(t, spec)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	tr := &http.Transport{}
@@ -100,4 +125,52 @@ func open(t *testing.T, ctx context.Context, hc *http.Client, base string) *sset
 func next(r *ssetest.Reader) ssetest.Event {
 	ev, _ := r.Next()
 	return ev
+}
+
+func TestNewClient(t *testing.T) {
+	for _, tt := range []struct {
+		spec    string
+		cluster bool
+		check   func(redis.UniversalClient) bool
+		where   string
+	}{
+		{"10.0.0.5:6379", false, func(c redis.UniversalClient) bool {
+			o := c.(*redis.Client).Options()
+			return o.Addr == "10.0.0.5:6379" && o.ContextTimeoutEnabled
+		}, "Redis at 10.0.0.5:6379"},
+		{"redis://sse:secret@10.0.0.5:6379/2", false, func(c redis.UniversalClient) bool {
+			o := c.(*redis.Client).Options()
+			return o.Addr == "10.0.0.5:6379" && o.Username == "sse" && o.Password == "secret" && o.DB == 2 && o.TLSConfig == nil && o.ContextTimeoutEnabled
+		}, "Redis at redis://sse:xxxxx@10.0.0.5:6379/2"},
+		{"rediss://sse:secret@redis.example.com:6380", false, func(c redis.UniversalClient) bool {
+			o := c.(*redis.Client).Options()
+			return o.TLSConfig != nil && o.TLSConfig.ServerName == "redis.example.com"
+		}, "Redis at rediss://sse:xxxxx@redis.example.com:6380"},
+		{"redis://10.0.0.7:26379?master_name=mymaster&addr=10.0.0.8:26379&username=sse&password=secret", false, func(c redis.UniversalClient) bool {
+			o := c.(*redis.Client).Options()
+			return o.Username == "sse" && o.Password == "secret" && o.ContextTimeoutEnabled
+		}, `the Redis master "mymaster" of the Sentinels at 10.0.0.7:26379, 10.0.0.8:26379`},
+		{"redis://sse:secret@10.0.0.5:7000?addr=10.0.0.6:7000", false, func(c redis.UniversalClient) bool {
+			o := c.(*redis.ClusterClient).Options()
+			return len(o.Addrs) == 2 && o.Username == "sse" && o.Password == "secret" && o.ContextTimeoutEnabled
+		}, "the Redis Cluster at 10.0.0.5:7000, 10.0.0.6:7000"},
+		{"10.0.0.5:7000", true, func(c redis.UniversalClient) bool {
+			o := c.(*redis.ClusterClient).Options()
+			return len(o.Addrs) == 1 && o.ContextTimeoutEnabled
+		}, "the Redis Cluster at 10.0.0.5:7000"},
+	} {
+		c, where, err := newClient(tt.spec, tt.cluster)
+		if err != nil {
+			t.Errorf("newClient(%q): %v", tt.spec, err)
+			continue
+		}
+		if !tt.check(c) || where != tt.where {
+			t.Errorf("newClient(%q, %v): %T, %q; not as expected (want %q)", tt.spec, tt.cluster, c, where, tt.where)
+		}
+		c.Close()
+	}
+	if c, _, err := newClient("redis://10.0.0.5:6379?bogus=1", false); err == nil {
+		c.Close()
+		t.Error("newClient with an unknown URL parameter: no error")
+	}
 }

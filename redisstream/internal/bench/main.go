@@ -4,6 +4,7 @@
 //	go -C redisstream run ./internal/bench            # both workloads (about 3 minutes)
 //	go -C redisstream run ./internal/bench -quick     # smaller (under a minute)
 //	go -C redisstream run ./internal/bench -workload throughput
+//	go -C redisstream run ./internal/bench -workload replicated -min-replicas 1
 //
 // It starts its own redis-server (persistence off) on a free loopback port,
 // and, for the latency workload, runs the SSE clients in a child process (this
@@ -13,6 +14,10 @@
 // clients, no pipelining, as its default; then -P 16), then Topic.Append
 // from 256 goroutines for one topic and for 1,000 topics, with a second
 // Streams following every topic and counting what it is handed.
+//
+// replicated: Topic.Append as in throughput, with replicas of the server
+// attached (-min-replicas of them), first without Options.MinReplicas, then
+// with it: what acknowledged-means-replicated costs.
 //
 // latency: 1,000 SSE clients, 100 events of 200 bytes per second for a
 // fixed time, each event carrying its publish time; p50 and p99 of publish to
@@ -53,7 +58,9 @@ import (
 
 func main() {
 	role := flag.String("role", "bench", "internal: bench or clients")
-	workload := flag.String("workload", "throughput,latency", "comma-separated: throughput, latency")
+	workload := flag.String("workload", "throughput,latency", "comma-separated: throughput, latency, replicated")
+	minReplicas := flag.Int("min-replicas", 1, "replicated: replicas to start, and Options.MinReplicas")
+	flag.IntVar(&appenders, "appenders", appenders, "throughput, replicated: goroutines that append")
 	quick := flag.Bool("quick", false, "smaller runs")
 	clients := flag.Int("clients", 1000, "latency: SSE clients")
 	rate := flag.Int("rate", 100, "latency: events per second")
@@ -78,6 +85,8 @@ func main() {
 			throughput(rs, *quick)
 		case "latency":
 			latency(rs, *quick, *clients, *rate, *rounds)
+		case "replicated":
+			replicated(rs, *quick, *minReplicas)
 		default:
 			log.Fatalf("unknown workload %q", w)
 		}
@@ -93,7 +102,7 @@ type redisServer struct {
 	dir  string
 }
 
-func startRedis() (*redisServer, error) {
+func startRedis(args ...string) (*redisServer, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -104,8 +113,9 @@ func startRedis() (*redisServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	cmd := exec.Command("redis-server", append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"),
+		"--repl-diskless-sync-delay", "0"}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("redis-server (apt-get install redis-server): %w", err)
@@ -205,21 +215,61 @@ func throughput(rs *redisServer, quick bool) {
 		_ = elapsed
 	}
 	for _, topics := range []int{1, 1000} {
-		appendRate(rs, topics, dur)
+		appendRate(rs, topics, dur, 0)
 	}
 	fmt.Println()
 }
 
-// appendRate appends from 256 goroutines to topics topics for dur, with a
-// second Streams following them all, and prints the rates.
-func appendRate(rs *redisServer, topics int, dur time.Duration) {
+// replicated measures Appends with n replicas of rs attached, without and
+// with Options.MinReplicas n.
+func replicated(rs *redisServer, quick bool, n int) {
+	dur := 5 * time.Second
+	if quick {
+		dur = 2 * time.Second
+	}
+	for range n {
+		r, err := startRedis("--replicaof", "127.0.0.1", strconv.Itoa(rs.port))
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer r.stop()
+	}
+	// Replicas acknowledge once the master has their first ACK after the
+	// sync.
+	c := rs.client()
+	defer c.Close()
+	for i := 0; ; i++ {
+		c.Set(context.Background(), "bench:ready", "x", 0)
+		if got, _ := c.Wait(context.Background(), n, 100*time.Millisecond).Result(); got >= int64(n) {
+			break
+		}
+		if i == 200 {
+			log.Fatalf("%d replicas do not acknowledge", n)
+		}
+	}
+	fmt.Printf("## Acknowledged means replicated: %d replica(s) attached\n\n", n)
+	fmt.Printf("| what | events/s | Redis CPU per event | Go CPU per event | events per round trip |\n|---|--:|--:|--:|--:|\n")
+	for _, topics := range []int{1, 1000} {
+		appendRate(rs, topics, dur, 0)
+		appendRate(rs, topics, dur, n)
+	}
+	fmt.Println()
+}
+
+// appenders is how many goroutines appendRate appends from.
+var appenders = 256
+
+// appendRate appends from appenders goroutines to topics topics for dur, with
+// Options.MinReplicas minReplicas and a second Streams following them all,
+// and prints the rates.
+func appendRate(rs *redisServer, topics int, dur time.Duration, minReplicas int) {
 	ctx := context.Background()
 	pubClient, subClient := rs.client(), rs.client()
 	defer pubClient.Close()
 	defer subClient.Close()
 	var trips atomic.Int64
 	pubClient.AddHook(tripCounter{&trips})
-	pub, err := redisstream.New(pubClient, &redisstream.Options{MaxLen: 1000, Prefix: fmt.Sprintf("b%d:", topics)})
+	pub, err := redisstream.New(pubClient, &redisstream.Options{MaxLen: 1000, Prefix: fmt.Sprintf("b%d:", topics), MinReplicas: minReplicas})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -257,9 +307,9 @@ func appendRate(rs *redisServer, topics int, dur time.Duration) {
 	trips.Store(0)
 	start := time.Now()
 	var wg sync.WaitGroup
-	for g := range 256 {
+	for g := range appenders {
 		wg.Go(func() {
-			for i := g; time.Now().Before(stopAt); i += 256 {
+			for i := g; time.Now().Before(stopAt); i += appenders {
 				if _, err := pubs[i%topics].Append(ctx, wire); err != nil {
 					failed.Add(1)
 					continue
@@ -276,8 +326,12 @@ func appendRate(rs *redisServer, topics int, dur time.Duration) {
 	}
 	redisCPU, goCPU := rs.cpu()-redisBefore, selfCPU()-goBefore
 	n := appended.Load()
-	fmt.Printf("| Topic.Append, %d topic(s), 256 goroutines, 200 B; a second Streams follows all (%d of %d handed over, %d errors) | %.0f | %s | %s (both Streams) | %.1f |\n",
-		topics, delivered.Load(), n, failed.Load(), float64(n)/elapsed.Seconds(), perEvent(redisCPU, int(n)), perEvent(goCPU, int(n)), float64(n)/float64(max(trips.Load(), 1)))
+	with := ""
+	if minReplicas > 0 {
+		with = fmt.Sprintf(", MinReplicas %d", minReplicas)
+	}
+	fmt.Printf("| Topic.Append, %d topic(s)%s, %d goroutines, 200 B; a second Streams follows all (%d of %d handed over, %d errors) | %.0f | %s | %s (both Streams) | %.1f |\n",
+		topics, with, appenders, delivered.Load(), n, failed.Load(), float64(n)/elapsed.Seconds(), perEvent(redisCPU, int(n)), perEvent(goCPU, int(n)), float64(n)/float64(max(trips.Load(), 1)))
 }
 
 func perEvent(cpu time.Duration, n int) string {
