@@ -52,7 +52,9 @@
 // notification carries a topic's name, epoch and new head, and no event: it
 // only wakes the processes that follow the topic, which read what is new
 // from the table (through the pool), from the last event they handed over,
-// and hand it to their Brokers. PostgreSQL sends notifications once their
+// and hand it to their Brokers. (So a NOTIFY from elsewhere, which any role
+// that can connect may send, can wake a follower but never hand it an
+// event.) PostgreSQL sends notifications once their
 // transaction has committed, in commit order. (What a Streams appends
 // itself through Append, its own followers get once the round trip has
 // committed, without waiting for the notification.)
