@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/internal/brokertest"
+
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lightsse/sse"
@@ -45,7 +47,7 @@ func newInstance(t *testing.T, name, url string, o *Options, bo *ssebroker.Optio
 		opts = *bo
 	}
 	opts.Log = in.topic
-	in.broker = newBroker(t, &opts)
+	in.broker = brokertest.New(t, &opts)
 	in.srv = httptest.NewServer(in.broker)
 	t.Cleanup(in.srv.Close)                 // after the Broker's streams have ended
 	t.Cleanup(func() { in.broker.Close() }) // first
@@ -58,16 +60,6 @@ func newInstances(t *testing.T, n int, url string, o *Options, bo *ssebroker.Opt
 		ins = append(ins, newInstance(t, string(rune('A'+i)), url, o, bo))
 	}
 	return ins
-}
-
-// newBroker returns a new Broker, failing the test if it cannot.
-func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
-	tb.Helper()
-	b, err := ssebroker.New(opts)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b
 }
 
 // waitFollowing waits until every instance's Broker follows the Log (its
@@ -565,7 +557,7 @@ func TestBrokersManyTopics(t *testing.T) {
 		defer mu.Unlock()
 		b := brokers[name]
 		if b == nil {
-			b = newBroker(t, &ssebroker.Options{Log: topic(t, s, name), HistoryLen: 16, OnIdle: func() {
+			b = brokertest.New(t, &ssebroker.Options{Log: topic(t, s, name), HistoryLen: 16, OnIdle: func() {
 				mu.Lock()
 				defer mu.Unlock()
 				if b := brokers[name]; b != nil && b.Subscribers() == 0 {

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/internal/brokertest"
+
 	"github.com/lightsse/sse/ssebroker"
 
 	"github.com/lightsse/sse"
@@ -48,7 +50,7 @@ func newInstance(t *testing.T, name string, srv *redistest.Server, o *Options, b
 		opts = *bo
 	}
 	opts.Log = in.topic
-	in.broker = newBroker(t, &opts)
+	in.broker = brokertest.New(t, &opts)
 	in.srv = httptest.NewServer(in.broker)
 	t.Cleanup(in.srv.Close)                 // after the Broker's streams have ended
 	t.Cleanup(func() { in.broker.Close() }) // first
@@ -599,7 +601,7 @@ func TestBrokersManyTopics(t *testing.T) {
 		b := brokers[name]
 		if b == nil {
 			tp := topic(t, s, name)
-			b = newBroker(t, &ssebroker.Options{Log: tp, HistoryLen: 16, OnIdle: func() {
+			b = brokertest.New(t, &ssebroker.Options{Log: tp, HistoryLen: 16, OnIdle: func() {
 				mu.Lock()
 				defer mu.Unlock()
 				if b := brokers[name]; b != nil && b.Subscribers() == 0 {
@@ -691,15 +693,4 @@ func TestBrokersManyTopics(t *testing.T) {
 		t.Errorf("%d Brokers, want %d", n, open)
 	}
 	mu.Unlock()
-}
-
-// newBroker returns ssebroker.New(opts), and fails the test if New refuses
-// opts.
-func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
-	tb.Helper()
-	b, err := ssebroker.New(opts)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b
 }

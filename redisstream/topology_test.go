@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/internal/brokertest"
 	"github.com/lightsse/sse/redisstream/internal/redistest"
 	"github.com/lightsse/sse/ssebroker"
 	"github.com/redis/go-redis/v9"
@@ -211,7 +212,7 @@ func (n *dnode) broker(t *testing.T, name string) *ssebroker.Broker {
 	defer n.mu.Unlock()
 	b := n.brokers[name]
 	if b == nil {
-		b = newBroker(t, &ssebroker.Options{Log: topic(t, n.streams, name), HistoryLen: 256})
+		b = brokertest.New(t, &ssebroker.Options{Log: topic(t, n.streams, name), HistoryLen: 256})
 		n.brokers[name] = b
 	}
 	return b

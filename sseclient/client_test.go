@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/internal/brokertest"
+
 	"github.com/lightsse/sse/ssebroker"
 
 	"github.com/lightsse/sse"
@@ -149,7 +151,7 @@ func TestWriterStreamResumes(t *testing.T) {
 // Against our Broker: a client whose connection is cut, while events are
 // published, gets every event once and in order.
 func TestBrokerStreamResumesAcrossCuts(t *testing.T) {
-	b := newBroker(t, nil)
+	b := brokertest.New(t, nil)
 	defer b.Close()
 	cuts := make(chan context.CancelFunc, 10)
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
@@ -186,7 +188,7 @@ func TestBrokerStreamResumesAcrossCuts(t *testing.T) {
 // A Last-Event-ID the Broker cannot resume from gets a reset event first,
 // which reaches the caller like any other.
 func TestBrokerResetReachesCaller(t *testing.T) {
-	b := newBroker(t, nil)
+	b := brokertest.New(t, nil)
 	defer b.Close()
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) { b.ServeHTTP(w, r) })
 	req := get(t, srv.URL)
@@ -743,17 +745,6 @@ func TestDoneEndsTheStream(t *testing.T) {
 			}
 		})
 	}
-}
-
-// newBroker returns ssebroker.New(opts), and fails the test if New refuses
-// opts.
-func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
-	tb.Helper()
-	b, err := ssebroker.New(opts)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b
 }
 
 // The options rule: a negative value where no off exists ends the stream

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/internal/brokertest"
 	"github.com/lightsse/sse/internal/leakcheck"
 	"github.com/lightsse/sse/internal/ssetest"
 )
@@ -445,7 +446,7 @@ func TestReaderReadsWriterAndBroker(t *testing.T) {
 		t.Errorf("Retry() = %v, want the last one, 1s", d)
 	}
 
-	b := newBroker(t, nil)
+	b := brokertest.New(t, nil)
 	bsrv := httptest.NewServer(b)
 	defer bsrv.Close()
 	defer b.Close()

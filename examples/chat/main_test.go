@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/internal/brokertest"
+
 	"github.com/lightsse/sse/ssebroker"
 
 	"github.com/lightsse/sse/examples/chat/room"
@@ -31,7 +33,7 @@ func TestMain(m *testing.M) { leakcheck.Main(m) }
 // newServer serves the demo's mux on a new Broker until the test ends, when
 // it closes the Broker (ending the streams) and then the server.
 func newServer(t *testing.T) (*httptest.Server, *ssebroker.Broker) {
-	b := newBroker(t, nil)
+	b := brokertest.New(t, nil)
 	srv := httptest.NewServer(room.Handler(b))
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { b.Close() })
@@ -237,7 +239,7 @@ func TestTLSServesHTTP2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := newBroker(t, nil)
+	b := brokertest.New(t, nil)
 	srv := httptest.NewUnstartedServer(room.Handler(b))
 	srv.EnableHTTP2 = true
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
@@ -353,15 +355,4 @@ func TestBaseURL(t *testing.T) {
 			t.Errorf("baseURL(%q) = %q, want %q", addr, got, want)
 		}
 	}
-}
-
-// newBroker returns ssebroker.New(opts), and fails the test if New refuses
-// opts.
-func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
-	tb.Helper()
-	b, err := ssebroker.New(opts)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b
 }

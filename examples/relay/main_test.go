@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/internal/brokertest"
+
 	"github.com/lightsse/sse/ssebroker"
 	"github.com/lightsse/sse/sseclient"
 
@@ -26,7 +28,7 @@ import (
 func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 func TestPage(t *testing.T) {
-	srv := httptest.NewServer(newMux(newBroker(t, nil), nil))
+	srv := httptest.NewServer(newMux(brokertest.New(t, nil), nil))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
 	if err != nil {
@@ -43,7 +45,7 @@ func TestPage(t *testing.T) {
 // data, under the relay's own ids; when the relay's upstream connection is
 // cut, it resumes, and nothing is lost or doubled.
 func TestRelay(t *testing.T) {
-	upstream, downstream := newBroker(t, nil), newBroker(t, nil)
+	upstream, downstream := brokertest.New(t, nil), brokertest.New(t, nil)
 	defer upstream.Close()
 	defer downstream.Close()
 	cuts := make(chan context.CancelFunc, 10)
@@ -119,7 +121,7 @@ func TestRelay(t *testing.T) {
 // event ID when it stopped (what main logs, and -resume takes), relays what
 // was published upstream in between: nothing is lost.
 func TestRelayResumes(t *testing.T) {
-	upstream, downstream := newBroker(t, nil), newBroker(t, nil)
+	upstream, downstream := brokertest.New(t, nil), brokertest.New(t, nil)
 	defer upstream.Close()
 	defer downstream.Close()
 	srv := httptest.NewServer(newMux(downstream, upstream))
@@ -181,7 +183,7 @@ func TestRelayResumes(t *testing.T) {
 // message, time and reset alone, and showed nothing of the chat.)
 func TestRelayEveryType(t *testing.T) {
 	listens := pageListensTo(t)
-	upstream, downstream := newBroker(t, nil), newBroker(t, nil)
+	upstream, downstream := brokertest.New(t, nil), brokertest.New(t, nil)
 	defer upstream.Close()
 	defer downstream.Close()
 	srv := httptest.NewServer(newMux(downstream, upstream))
@@ -284,7 +286,7 @@ func browser(ctx context.Context, url string, n int) chan sse.Event {
 
 // The clock publishes a time event each period.
 func TestClock(t *testing.T) {
-	b := newBroker(t, nil)
+	b := brokertest.New(t, nil)
 	defer b.Close()
 	srv := httptest.NewServer(b)
 	defer srv.Close()
@@ -319,15 +321,4 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-}
-
-// newBroker returns ssebroker.New(opts), and fails the test if New refuses
-// opts.
-func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
-	tb.Helper()
-	b, err := ssebroker.New(opts)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b
 }

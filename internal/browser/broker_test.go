@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/internal/brokertest"
+
 	"github.com/lightsse/sse/ssebroker"
 
 	"github.com/lightsse/sse"
@@ -119,7 +121,7 @@ func (c *cuttable) drop() {
 // exactly once, in order.
 func TestBrokerResume(t *testing.T) {
 	p := newPage(t)
-	b := newBroker(t, &ssebroker.Options{Stream: sse.Options{Retry: 100 * time.Millisecond}})
+	b := brokertest.New(t, &ssebroker.Options{Stream: sse.Options{Retry: 100 * time.Millisecond}})
 	t.Cleanup(func() { b.Close() })
 	var c cuttable
 	p.Mux.Handle("GET /stream", c.handler(b))
@@ -184,7 +186,7 @@ func TestBrokerTooOldID(t *testing.T) {
 	p := newPage(t)
 	// History for 10 events; a stream that falls more than 5 behind is ended
 	// as too slow, so publish at most that many at once while it is open.
-	b := newBroker(t, &ssebroker.Options{HistoryLen: 10, Stream: sse.Options{Retry: 100 * time.Millisecond}})
+	b := brokertest.New(t, &ssebroker.Options{HistoryLen: 10, Stream: sse.Options{Retry: 100 * time.Millisecond}})
 	t.Cleanup(func() { b.Close() })
 	var c cuttable
 	p.Mux.Handle("GET /stream", c.handler(b))
@@ -228,8 +230,8 @@ func TestBrokerTooOldID(t *testing.T) {
 func TestBrokerCloseComesBack(t *testing.T) {
 	p := newPage(t)
 	const closeRetry = 300 * time.Millisecond
-	first := newBroker(t, &ssebroker.Options{CloseRetry: closeRetry})
-	second := newBroker(t, nil)
+	first := brokertest.New(t, &ssebroker.Options{CloseRetry: closeRetry})
+	second := brokertest.New(t, nil)
 	t.Cleanup(func() { first.Close(); second.Close() })
 	var current atomic.Pointer[ssebroker.Broker]
 	current.Store(first)
@@ -320,15 +322,4 @@ func TestBrokerCloseComesBack(t *testing.T) {
 		}
 		prev = r.ended
 	}
-}
-
-// newBroker returns ssebroker.New(opts), and fails the test if New refuses
-// opts.
-func newBroker(tb testing.TB, opts *ssebroker.Options) *ssebroker.Broker {
-	tb.Helper()
-	b, err := ssebroker.New(opts)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b
 }
