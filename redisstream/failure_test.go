@@ -897,24 +897,31 @@ func TestForgedMessageIgnored(t *testing.T) {
 	}
 }
 
+// waitReplica waits until master's replica acknowledges its writes: a
+// replica does so once its master has had its first ACK after the sync, up
+// to a second later. (The master's replication id changes as its first
+// replica syncs: a topic numbered before then starts a new epoch after.)
+func waitReplica(t *testing.T, master *redistest.Server) {
+	t.Helper()
+	adm := admin(t, master)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		adm.Set(t.Context(), "other", "x", 0)
+		if n, _ := adm.Wait(t.Context(), 1, 100*time.Millisecond).Result(); n == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the replica acknowledges nothing after 20 s")
+		}
+	}
+}
+
 // With MinReplicas, an Append succeeds once the replica has the event, and
 // fails with ErrNotReplicated when it does not answer; the event is in the
 // master's log all the same.
 func TestMinReplicas(t *testing.T) {
 	master := redistest.Start(t, "--repl-diskless-sync-delay", "0")
 	replica := redistest.Start(t, "--replicaof", "127.0.0.1", fmt.Sprint(master.Port()))
-	// A replica acknowledges writes once its master has had its first ACK
-	// after the sync, up to a second later.
-	adm := admin(t, master)
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		adm.Set(t.Context(), "other", "x", 0)
-		if n, _ := adm.Wait(t.Context(), 1, 100*time.Millisecond).Result(); n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the replica acknowledges nothing after 20 s")
-		}
-	}
+	waitReplica(t, master)
 	const timeout = 500 * time.Millisecond
 	tp := topic(t, newStreams(t, master, &Options{MinReplicas: 1, Timeout: timeout}), "room")
 	onReplica := admin(t, replica)

@@ -583,6 +583,7 @@ func TestNewEpochWhenRedisGoesBack(t *testing.T) {
 func TestNewEpochAfterPromotion(t *testing.T) {
 	master := redistest.Start(t, "--repl-diskless-sync-delay", "0")
 	replica := redistest.Start(t, "--replicaof", "127.0.0.1", fmt.Sprint(master.Port()))
+	waitReplica(t, master) // its replication id is the one that numbers the topic
 	onMaster := topic(t, newStreams(t, master, nil), "room")
 	old := appendN(t, onMaster, 1, 3)[0].Epoch
 	if n, err := admin(t, master).Wait(t.Context(), 1, 10*time.Second).Result(); err != nil || n != 1 {
