@@ -134,7 +134,8 @@
 //   - when the Redis that runs an Append is not the one that numbered the
 //     topic's events. The topic's meta hash records the replication id
 //     (master_replid) of the master that last numbered it, and Redis draws a
-//     new one at every start and at every promotion of a replica. So after a
+//     new one at every start, at every promotion of a replica, and when a
+//     master without a replica gets its first one. So after a
 //     restart, whatever the persistence, and after a failover of any kind
 //     (Sentinel or Cluster, a crash, a pause, or an operator's), the first
 //     Append to each topic starts a new epoch. A promoted replica holds only
