@@ -169,6 +169,8 @@ func TestPollsWhileListenerDown(t *testing.T) {
 // A listening connection on which nothing, not even the answer to a query,
 // comes for pingAfter+Timeout is replaced: a peer lost without a reset (a
 // dead host, a dropped route) would otherwise leave it silent for good.
+// (Timeout also bounds the new connection's dial, authentication and
+// LISTEN: 300 ms was too short for that beside two CPU burners.)
 func TestDeadConnectionReplaced(t *testing.T) {
 	after := pingAfter
 	t.Cleanup(func() { pingAfter = after }) // after the Streams has closed
@@ -180,7 +182,7 @@ func TestDeadConnectionReplaced(t *testing.T) {
 	}
 	px := newProxy(t, u.Host)
 	u.Host = px.addr()
-	s := newStreams(t, u.String(), &Options{Timeout: 300 * time.Millisecond})
+	s := newStreams(t, u.String(), &Options{Timeout: 2 * time.Second})
 	t.Cleanup(px.close) // before the pool's, which would wait for its frozen connections
 	r, _ := follow(t, topic(t, s, "room"))
 	r.wait("the head", 10*time.Second, (*reader).started)
