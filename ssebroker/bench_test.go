@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -114,7 +115,10 @@ func BenchmarkFanOut(b *testing.B) {
 
 // BenchmarkIdleStream: memory (heap and goroutine stacks, both ends of the
 // loopback connection, in one process) per open idle stream: the Broker's,
-// next to a bare net/http handler that only waits on its context (the floor).
+// next to a bare net/http handler that only waits on its context (net/http's
+// floor), and detached (Options.Detach), next to a handler that hijacks the
+// connection and holds it (the floor of any stream outside net/http, both
+// ends: what is above it is the Broker's).
 // The figure is per stream; the op is opening 2,000 streams.
 func BenchmarkIdleStream(b *testing.B) {
 	const streams = 2000
@@ -135,6 +139,31 @@ func BenchmarkIdleStream(b *testing.B) {
 		}},
 		{"Broker", func() (http.Handler, func() int, func()) {
 			br := newBroker(b, nil)
+			return br, br.Subscribers, func() { br.Close() }
+		}},
+		{"hijacked-conn", func() (http.Handler, func() int, func()) {
+			// The floor of a detached stream: the connection alone, held.
+			var mu sync.Mutex
+			var held []net.Conn
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					panic(err)
+				}
+				_, _ = conn.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"))
+				mu.Lock()
+				held = append(held, conn)
+				mu.Unlock()
+			})
+			count := func() int { mu.Lock(); defer mu.Unlock(); return len(held) }
+			return h, count, func() {
+				for _, c := range held {
+					c.Close()
+				}
+			}
+		}},
+		{"Broker-detached", func() (http.Handler, func() int, func()) {
+			br := newBroker(b, &Options{Detach: true})
 			return br, br.Subscribers, func() { br.Close() }
 		}},
 	} {

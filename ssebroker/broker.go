@@ -61,12 +61,34 @@ type Options struct {
 	// as for an id too old. It does not count in Stats.Resumed.
 	FromStart bool
 	// OnIdle, if set, is called each time the Broker's last open stream ends,
-	// on the goroutine of that stream's request, before ServeHTTP returns.
+	// on the goroutine of that stream's request, before ServeHTTP returns
+	// (for a detached stream, on the Broker's goroutine that ended it).
 	// It lets an application drop a Broker that nobody listens to (see
 	// Broker's doc, "One Broker per user"). A new stream may open at any
 	// moment, even while OnIdle runs: check Subscribers under the lock that
 	// guards the application's own map.
 	OnIdle func()
+	// Detach has each HTTP/1.x stream leave net/http once it is accepted:
+	// ServeHTTP takes the connection (http.ResponseController.Hijack),
+	// returns, and the Broker writes the response itself, the same bytes
+	// with Connection: close. An idle stream then costs a few KiB instead of
+	// net/http's 20 or so: its connection, its place in the history, and one
+	// goroutine on a small stack reading the connection, to learn at once
+	// when the client leaves. Streams over HTTP/2, and where the
+	// ResponseWriter cannot hijack (a middleware's wrapper without Unwrap,
+	// http.TimeoutHandler), are served as without it.
+	//
+	// What changes for the code around ServeHTTP: a middleware sees it
+	// return as the stream starts, with no status written through its
+	// wrapper; the request's context ends then; http.Server's Shutdown and
+	// Close neither wait for nor close detached streams (end them with
+	// Close, as RegisterOnShutdown in Broker's doc shows); the server's
+	// ConnState hook sees the connection StateHijacked; a listener that
+	// limits connections counts a detached stream until it ends, since the
+	// Broker closes the connection then. OnIdle runs on a Broker goroutine,
+	// and a panic while a detached stream is written is logged, as net/http
+	// logs a handler's (to the server's ErrorLog), and ends that stream.
+	Detach bool
 }
 
 // A Broker is an http.Handler that streams the events given to Publish to
@@ -162,20 +184,24 @@ type Options struct {
 // written (in a Log, say) is raised again on that stream's handler
 // goroutine, where net/http reports it: an error wrapping the value, with
 // the stack where it happened, or http.ErrAbortHandler unchanged; a
-// runtime.Goexit likewise. Besides, a Broker runs a heartbeat timer while
-// streams are open, and, with a Log, the Log's Follow. No goroutine of a
-// Broker outlives its last stream after Close.
+// runtime.Goexit likewise. A detached stream (Options.Detach) has no handler
+// goroutine: between writes it waits parked in the Broker, and a goroutine
+// on a small stack reads its connection to learn when the client leaves.
+// Besides, a Broker runs a heartbeat timer while streams are open, and,
+// with a Log, the Log's Follow. No goroutine of a Broker outlives its last
+// stream after Close.
 type Broker struct {
 	// Settings, fixed by New.
-	historyLen   int
-	historyBytes int
-	maxSubs      int64
-	closeRetry   time.Duration
-	opts         sse.Options // each stream's Writer's; the Broker keeps the heartbeat
-	heartbeat    time.Duration
-	log          Log
-	onIdle       func()
-	fromStart    bool
+	historyLen    int
+	historyBytes  int
+	maxSubs       int64
+	closeRetry    time.Duration
+	opts          sse.Options // each stream's Writer's; the Broker keeps the heartbeat
+	heartbeat     time.Duration
+	log           Log
+	onIdle        func()
+	fromStart     bool
+	detachStreams bool
 
 	ctx    context.Context // ends at Close: bounds every call to the Log
 	cancel context.CancelFunc
@@ -199,6 +225,13 @@ type Broker struct {
 	beating   bool        // beatTimer is armed
 
 	closing closeFill // with a Log: reading in, at Close, what the feed had not delivered
+
+	// Detached streams waiting for something to send (see detach.go).
+	parkMu      sync.Mutex
+	parked      []*stream
+	spare       []*stream // parked's last backing array, for reuse
+	nparked     atomic.Int64
+	dispatching atomic.Bool // a dispatch goroutine is on its way
 
 	feedMu   sync.Mutex // serializes starting and stopping the Log's Follow
 	stopFeed func()     // stops the Log's Follow; nil when not following
@@ -226,15 +259,16 @@ func New(opts *Options) (*Broker, error) {
 		o.HistoryBytes = DefaultHistoryBytes
 	}
 	b := &Broker{
-		historyLen:   o.HistoryLen,
-		historyBytes: o.HistoryBytes,
-		maxSubs:      int64(o.MaxSubscribers),
-		closeRetry:   wire.Duration(o.CloseRetry, DefaultCloseRetry),
-		opts:         o.Stream,
-		heartbeat:    wire.HeartbeatOf(o.Stream.Heartbeat, sse.DefaultHeartbeat),
-		log:          o.Log,
-		onIdle:       o.OnIdle,
-		fromStart:    o.FromStart,
+		historyLen:    o.HistoryLen,
+		historyBytes:  o.HistoryBytes,
+		maxSubs:       int64(o.MaxSubscribers),
+		closeRetry:    wire.Duration(o.CloseRetry, DefaultCloseRetry),
+		opts:          o.Stream,
+		heartbeat:     wire.HeartbeatOf(o.Stream.Heartbeat, sse.DefaultHeartbeat),
+		log:           o.Log,
+		onIdle:        o.OnIdle,
+		fromStart:     o.FromStart,
+		detachStreams: o.Detach,
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.wake.init()
@@ -378,7 +412,7 @@ func (b *Broker) pushLocked(r *ring, w []byte, id string) {
 	if b.beatTimer != nil {
 		b.last = time.Now()
 	}
-	b.wake.notify()
+	b.notify()
 }
 
 // Subscribers returns the number of open streams that every later Publish
@@ -403,7 +437,7 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.cancel()
-	b.wake.notify() // after closed: a stream that misses it sees closed
+	b.notify() // after closed: a stream that misses it sees closed
 	b.pumps.close()
 	if b.beatTimer != nil {
 		b.beatTimer.Stop()
@@ -445,9 +479,15 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	s := &stream{b: b, wr: out, req: r, beats: b.beats.Load()}
+	s := &stream{b: b, wr: out, ctx: r.Context(), beats: b.beats.Load(), parkAt: -1}
+	if s.lastID = sse.LastEventID(r); s.lastID == "" && r.Header.Get("Last-Event-ID") != "" {
+		s.badLastID = true
+	}
 	if refused := b.subscribe(s); refused != endNone {
 		b.refuse(w, r, refused)
+		return
+	}
+	if b.detach(s, r) {
 		return
 	}
 	end := endFailed // unless serve returns: a pump's panic or Goexit
@@ -563,6 +603,6 @@ func (b *Broker) beat() {
 	}
 	b.beats.Add(1)
 	b.last = time.Now()
-	b.wake.notify()
+	b.notify()
 	b.beatTimer.Reset(b.heartbeat)
 }

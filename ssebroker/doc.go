@@ -40,6 +40,15 @@
 // WriteTimeout and Heartbeat), and New refuses it, with an error matching
 // ErrInvalidOptions that names the field, where it does not.
 //
+// # Many idle streams
+//
+// A stream served through net/http costs about 22 KiB while it waits: most
+// of it net/http's per-connection buffers and the handler goroutine's
+// stack. With Options.Detach, an HTTP/1.1 stream (most of them, behind a
+// load balancer that ends TLS) leaves net/http once it starts and costs a
+// few KiB; Options.Detach says what that changes for middleware and
+// http.Server's Shutdown.
+//
 // # Testing a handler
 //
 // Serve the Broker with httptest.NewServer and read its stream with

@@ -3,6 +3,7 @@ package ssebroker
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -31,9 +32,21 @@ func brokerServer(t *testing.T, b *Broker) *httptest.Server {
 	return srv
 }
 
+// detachAll runs the package's tests with every Broker's streams detached
+// (go test ./ssebroker -detach): .ci/run runs them both ways.
+var detachAll = flag.Bool("detach", false, "give every Broker the tests make Options.Detach")
+
 // newBroker returns New(opts), and fails the test if New refuses opts.
 func newBroker(tb testing.TB, opts *Options) *Broker {
 	tb.Helper()
+	if *detachAll {
+		o := Options{}
+		if opts != nil {
+			o = *opts
+		}
+		o.Detach = true
+		opts = &o
+	}
 	b, err := New(opts)
 	if err != nil {
 		tb.Fatal(err)

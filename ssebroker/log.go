@@ -236,7 +236,7 @@ func (b *Broker) replace(epoch string, head, contested uint64) *ring {
 		return nil
 	}
 	b.hist.Store(r)
-	b.wake.notify()
+	b.notify()
 	return r
 }
 
@@ -313,7 +313,10 @@ func (b *Broker) fillAtClose(r *ring) <-chan struct{} {
 			return c.done
 		}
 	}
-	defer close(c.done)
+	defer func() {
+		close(c.done)
+		b.notify() // for the streams parked waiting on done
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), b.logLimit())
 	defer cancel()
 	until := uint64(0) // the Log's head when first read: later events came after Close
@@ -380,7 +383,7 @@ func checkRead(after Position, wires [][]byte, head Position) error {
 // twice the time, then four times (a Log that answers, but slower than a
 // heartbeat, still gets to answer).
 func (s *stream) logContext() (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(s.req.Context(), s.b.logLimit()<<min(s.slowReads, 2))
+	ctx, cancel := context.WithTimeout(s.ctx, s.b.logLimit()<<min(s.slowReads, 2))
 	stop := context.AfterFunc(s.b.ctx, cancel)
 	return ctx, func() { stop(); cancel() }
 }

@@ -10,8 +10,14 @@ import (
 )
 
 // pumpIdle is how long a pump waits for another stream to write before it
-// exits.
-const pumpIdle = time.Second
+// exits; lingerFrom is how many open streams a Broker needs for its pumps to
+// wait at all. A few streams, or one per user's Broker, write seldom enough
+// that a new goroutine for each turn costs less than idle ones kept (a pump's
+// stack, grown by its writes, is some KiB).
+const (
+	pumpIdle   = time.Second
+	lingerFrom = 8
+)
 
 // A pumpPool runs the goroutines that write a Broker's streams.
 //
@@ -45,7 +51,9 @@ func (p *pumpPool) close() { close(p.quit) }
 
 // give has a pump write s: an idle one, or a new one.
 func (p *pumpPool) give(s *stream) {
-	s.lend()
+	if !s.detached {
+		s.lend()
+	}
 	select {
 	case p.idle <- s:
 	default:
@@ -58,18 +66,23 @@ func (p *pumpPool) pump(s *stream) {
 	idle := time.NewTimer(pumpIdle)
 	defer idle.Stop()
 	for s != nil {
-		s.turn()
+		if s.detached {
+			s.turnDetached()
+		} else {
+			s.turn()
+		}
 		s = p.next(idle, time.Now())
 	}
 }
 
 // next waits for another stream for a pump that finished one at since. It
 // returns nil, for the pump to exit, after pumpIdle without one, at Close, or
-// when no stream is open (so that no goroutine of the Broker outlives its
-// streams for long, which a testing/synctest bubble also requires).
+// when fewer than lingerFrom streams are open (so that no goroutine of the
+// Broker outlives its streams for long, which a testing/synctest bubble
+// also requires).
 func (p *pumpPool) next(idle *time.Timer, since time.Time) *stream {
 	release := p.release.wait()
-	if p.open.Load() == 0 {
+	if p.open.Load() < lingerFrom {
 		return nil // unsubscribe notifies release after the count drops to 0
 	}
 	for {

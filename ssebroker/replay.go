@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 
-	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/internal/wire"
 )
 
@@ -151,7 +150,7 @@ func (s *stream) logFailed(dst []byte, head, after Position) step {
 // event, or, before the ring is known, to the Log's head (the stream then
 // joins the ring when it comes).
 func (s *stream) resetToLog(dst []byte, head Position, after Position) step {
-	from := sse.LastEventID(s.req)
+	from := s.lastID
 	if r := s.b.hist.Load(); r != nil {
 		return s.resetTo(dst, r, s.startIn(r), from)
 	}

@@ -1,14 +1,15 @@
 package ssebroker
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net/http"
 	"os"
 	"runtime/debug"
 	"sync"
 
-	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/internal/wire"
 )
 
@@ -25,11 +26,18 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch); retu
 
 // A stream is one client's position in a Broker's history. Its handler
 // goroutine waits in serve while one of the Broker's pumps writes it (see
-// pumpPool for why).
+// pumpPool for why); a detached stream has no handler goroutine, and waits
+// parked in the Broker between its turns on the pumps (see detach.go).
 type stream struct {
 	b   *Broker
 	wr  *wire.Stream
-	req *http.Request
+	ctx context.Context // bounds calls to the Log on its behalf: the request's, or none once detached
+
+	lastID    string      // the request's Last-Event-ID, as sse.LastEventID reads it
+	badLastID bool        // the request has a Last-Event-ID that LastEventID refuses
+	detached  bool        // its connection left net/http: pumps end it (see detach.go)
+	parkAt    int         // detached: its index in the Broker's parked streams, -1, or finished
+	errorLog  *log.Logger // detached: where a panic on a pump is reported (nil: package log)
 
 	mode   mode   // where it reads: which of ring and epoch says where cursor is
 	ring   *ring  // inRing: the history it reads
@@ -284,10 +292,10 @@ func (s *stream) place(dst []byte) step {
 	if s.start == nil {
 		s.fix(r)
 	}
-	lastID := sse.LastEventID(s.req)
+	lastID := s.lastID
 	if lastID == "" {
 		switch {
-		case s.req.Header.Get("Last-Event-ID") != "":
+		case s.badLastID:
 			// A header LastEventID refuses (too long, not UTF-8) is an id we
 			// cannot resume from, not the absence of one.
 			b.counts.resets[resetUnknownID].Add(1)

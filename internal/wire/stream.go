@@ -49,6 +49,7 @@ type Stream struct {
 	timeout time.Duration // 0: no deadline (none wanted, or not supported)
 	renew   time.Duration // when the deadline is next moved forward; renewNow: at the next write
 	h2      bool          // HTTP/2: a pending deadline resets the stream even when idle
+	d       *detached     // after Hijack: the connection, written directly; w and rc are unset
 
 	// Wrote is when the last write began, as Monotonic returns it.
 	Wrote time.Duration
@@ -71,15 +72,25 @@ func NewStream(w http.ResponseWriter, r *http.Request, timeout time.Duration) (*
 func (s *Stream) Done() <-chan struct{} { return s.done }
 
 // WriteHeader sets an event stream's headers and writes status 200, which
-// the first Write sends.
-func (s *Stream) WriteHeader() { WriteHeader(s.w) }
+// the first Write sends. On a detached Stream the head is ready since
+// Hijack, and the first Write sends it.
+func (s *Stream) WriteHeader() {
+	if s.d == nil {
+		WriteHeader(s.w)
+	}
+}
 
 // WriteHeader sets an event stream's headers on w and writes status 200:
 // Content-Type: text/event-stream, Cache-Control: no-cache and
 // X-Accel-Buffering: no unless the handler set them, and no Content-Length,
 // Connection or Keep-Alive (the last two make an HTTP/2 response malformed).
 func WriteHeader(w http.ResponseWriter) {
-	h := w.Header()
+	setHeaders(w.Header())
+	w.WriteHeader(http.StatusOK)
+}
+
+// setHeaders sets WriteHeader's headers on h.
+func setHeaders(h http.Header) {
 	h.Set("Content-Type", "text/event-stream")
 	if h.Get("Cache-Control") == "" {
 		h.Set("Cache-Control", "no-cache")
@@ -90,7 +101,6 @@ func WriteHeader(w http.ResponseWriter) {
 	h.Del("Content-Length")
 	h.Del("Connection")
 	h.Del("Keep-Alive")
-	w.WriteHeader(http.StatusOK)
 }
 
 // Write writes p and then q, and flushes once, under the write deadline. It
@@ -110,13 +120,20 @@ func (s *Stream) Write(p, q []byte) error {
 		// Moving a deadline updates a runtime timer, which costs more than
 		// encoding an event; doing it once per eighth of the timeout still
 		// gives every write at least 7/8 of it.
-		switch err := s.rc.SetWriteDeadline(now.Add(s.timeout)); {
+		switch err := s.setWriteDeadline(now.Add(s.timeout)); {
 		case errors.Is(err, http.ErrNotSupported):
 			s.timeout = 0 // stream without deadlines
 		case err != nil:
 			return err
 		}
 		s.renew = mono + s.timeout/8
+	}
+	if s.d != nil {
+		if err := s.d.write(p, q); err != nil {
+			return err
+		}
+		s.Wrote = mono
+		return nil
 	}
 	for _, b := range [2][]byte{p, q} {
 		if len(b) == 0 {
@@ -140,12 +157,26 @@ func (s *Stream) Write(p, q []byte) error {
 }
 
 // Finish gives the response's final bytes, which net/http writes when the
-// handler returns, one more write timeout. Call it only on a Stream whose
-// writes have not failed.
+// handler returns, one more write timeout. A detached Stream writes them
+// itself (unless a write failed) and closes the connection. Call it once,
+// when the stream is over.
 func (s *Stream) Finish() {
+	if s.d != nil {
+		s.d.finish(s.timeout)
+		return
+	}
 	if s.timeout > 0 {
 		_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
 	}
+}
+
+// setWriteDeadline sets the write deadline of the response, or of the
+// detached connection.
+func (s *Stream) setWriteDeadline(t time.Time) error {
+	if s.d != nil {
+		return s.d.conn.SetWriteDeadline(t)
+	}
+	return s.rc.SetWriteDeadline(t)
 }
 
 // clockOrigin is the origin of Monotonic.
