@@ -118,7 +118,8 @@ func BenchmarkFanOut(b *testing.B) {
 // next to a bare net/http handler that only waits on its context (net/http's
 // floor), and detached (Options.Detach), next to a handler that hijacks the
 // connection and holds it (the floor of any stream outside net/http, both
-// ends: what is above it is the Broker's).
+// ends: what is above it is the Broker's); and each stream with a Broker of
+// its own (one Broker per user), both ways.
 // The figure is per stream; the op is opening 2,000 streams.
 func BenchmarkIdleStream(b *testing.B) {
 	const streams = 2000
@@ -166,6 +167,8 @@ func BenchmarkIdleStream(b *testing.B) {
 			br := newBroker(b, &Options{Detach: true})
 			return br, br.Subscribers, func() { br.Close() }
 		}},
+		{"Broker-per-stream", perStreamBrokers(b, false)},
+		{"Broker-per-stream-detached", perStreamBrokers(b, true)},
 	} {
 		b.Run(tt.name, func(b *testing.B) {
 			raiseFileLimit(b, streams)
@@ -198,6 +201,36 @@ func BenchmarkIdleStream(b *testing.B) {
 			}
 			b.ReportMetric(perStream, "KiB/stream")
 		})
+	}
+}
+
+// perStreamBrokers serves each stream from a Broker of its own, as one
+// Broker per user does (ExampleOptions_onIdle), with HistoryLen 16.
+func perStreamBrokers(b *testing.B, detach bool) func() (http.Handler, func() int, func()) {
+	return func() (http.Handler, func() int, func()) {
+		var mu sync.Mutex
+		var brokers []*Broker
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			br := newBroker(b, &Options{HistoryLen: 16, Detach: detach})
+			mu.Lock()
+			brokers = append(brokers, br)
+			mu.Unlock()
+			br.ServeHTTP(w, r)
+		})
+		open := func() int {
+			mu.Lock()
+			defer mu.Unlock()
+			n := 0
+			for _, br := range brokers {
+				n += br.Subscribers()
+			}
+			return n
+		}
+		return h, open, func() {
+			for _, br := range brokers {
+				br.Close()
+			}
+		}
 	}
 }
 

@@ -229,9 +229,9 @@ type Broker struct {
 	// Detached streams waiting for something to send (see detach.go).
 	parkMu      sync.Mutex
 	parked      []*stream
-	spare       []*stream // parked's last backing array, for reuse
 	nparked     atomic.Int64
 	dispatching atomic.Bool // a dispatch goroutine is on its way
+	dispatcher  func()      // b.dispatch
 
 	feedMu   sync.Mutex // serializes starting and stopping the Log's Follow
 	stopFeed func()     // stops the Log's Follow; nil when not following
@@ -273,6 +273,7 @@ func New(opts *Options) (*Broker, error) {
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.wake.init()
 	b.pumps.init(&b.open)
+	b.dispatcher = b.dispatch
 	if b.log == nil {
 		b.hist.Store(b.newRing(NewEpoch(), 0))
 	} else {

@@ -405,6 +405,7 @@ func TestDetachedStreamSize(t *testing.T) {
 	if ssetest.Race {
 		t.Skip("the race detector adds to every allocation; .ci/run runs this test without it")
 	}
+	leakcheck.Check(t)
 	const n = 2000
 	var mu sync.Mutex
 	var held []net.Conn

@@ -23,25 +23,38 @@ const (
 //
 // A write goes deep into net/http and the kernel and grows the stack of the
 // goroutine that makes it, and a goroutine's stack, once grown, stays grown
-// while the goroutine lives. A stream's handler goroutine lives as long as
-// the stream, and most streams are idle most of the time: so handlers never
-// write. Each hands its stream to a pump, a goroutine shared by all streams,
-// and waits on a small stack. A pump lives only while there is writing to do.
+// while the goroutine lives. Most streams are idle most of the time, so no
+// goroutine is kept per stream for writing: a stream that has something to
+// send is queued for a pump, a goroutine shared by all streams, which
+// writes it until it has caught up and then parks it (see park.go). A pump
+// lives only while there is writing to do.
 //
-// A stream is held by one pump at a time, from give until the pump hands it
-// back (handoff.back); a pump holds one stream at a time. An idle pump
-// waits for the next stream in idle, and exits after pumpIdle without one,
-// when the last stream ends (release), or at Close (quit). So there are about
-// as many pumps as writes in progress.
+// A stream is held by one pump at a time, from the queue until it parks or
+// ends. Whenever a pump takes a stream and more wait in the queue, it
+// wakes a free pump for them, or starts one if none is free: a pump stuck in a
+// write (a client that stopped reading) so never holds up the queue, and a
+// burst of streams to write starts pumps one at a time, as they are needed,
+// not one per stream. A free pump with nothing queued waits for more
+// (wakeup), and exits after pumpIdle without any, at once in a Broker with
+// fewer than lingerFrom open streams, when the last stream ends (release),
+// or at Close (quit). So there are about as many pumps as writes in
+// progress.
 type pumpPool struct {
-	idle    chan *stream  // idle pumps take streams to write from here
+	mu    sync.Mutex
+	queue []*stream // streams to write, from head on
+	head  int
+	free  int // pumps not holding a stream: on their way to the queue, or waiting
+
+	start   func()        // p.pump, as a value made once: go start() allocates nothing
+	wakeup  chan struct{} // holds a token when the queue may have streams for a waiting pump
 	quit    chan struct{} // closed by Close
 	release broadcast     // notified when the last stream ends
 	open    *atomic.Int64 // the Broker's open streams
 }
 
 func (p *pumpPool) init(open *atomic.Int64) {
-	p.idle = make(chan *stream)
+	p.start = p.pump
+	p.wakeup = make(chan struct{}, 1)
 	p.quit = make(chan struct{})
 	p.release.init()
 	p.open = open
@@ -49,76 +62,114 @@ func (p *pumpPool) init(open *atomic.Int64) {
 
 func (p *pumpPool) close() { close(p.quit) }
 
-// give has a pump write s: an idle one, or a new one.
+// give has a pump write s.
 func (p *pumpPool) give(s *stream) {
-	if !s.detached {
-		s.lend()
-	}
-	select {
-	case p.idle <- s:
-	default:
-		go p.pump(s)
-	}
+	p.mu.Lock()
+	p.queue = append(p.queue, s)
+	p.comeLocked()
 }
 
-// pump writes s, then the streams handed to it, until next says to exit.
-func (p *pumpPool) pump(s *stream) {
+// comeLocked sees that a pump comes for the queue: a free one (woken if it
+// waits), or a new one. It unlocks p.mu.
+func (p *pumpPool) comeLocked() {
+	if p.free > 0 {
+		p.mu.Unlock()
+		select {
+		case p.wakeup <- struct{}{}:
+		default: // a token is there already
+		}
+		return
+	}
+	p.free++ // the new pump
+	p.mu.Unlock()
+	go p.start()
+}
+
+// pump writes queued streams, one at a time, until next says to exit.
+func (p *pumpPool) pump() {
 	idle := time.NewTimer(pumpIdle)
 	defer idle.Stop()
-	for s != nil {
-		if s.detached {
-			s.turnDetached()
-		} else {
-			s.turn()
-		}
-		s = p.next(idle, time.Now())
+	for s := p.next(idle, time.Now()); s != nil; s = p.next(idle, time.Now()) {
+		s.turn()
+		p.mu.Lock()
+		p.free++
+		p.mu.Unlock()
 	}
 }
 
-// next waits for another stream for a pump that finished one at since. It
-// returns nil, for the pump to exit, after pumpIdle without one, at Close, or
-// when fewer than lingerFrom streams are open (so that no goroutine of the
-// Broker outlives its streams for long, which a testing/synctest bubble
-// also requires).
+// next takes the next queued stream for a free pump, which finished its
+// last at since, waiting for one if none is queued. It returns nil, for the
+// pump to exit, after pumpIdle without one, at Close, or when fewer than
+// lingerFrom streams are open (so that no goroutine of the Broker outlives
+// its streams for long, which a testing/synctest bubble also requires).
 func (p *pumpPool) next(idle *time.Timer, since time.Time) *stream {
-	release := p.release.wait()
-	if p.open.Load() < lingerFrom {
-		return nil // unsubscribe notifies release after the count drops to 0
-	}
 	for {
-		select {
-		case s := <-p.idle:
+		release := p.release.wait()
+		p.mu.Lock()
+		if p.head < len(p.queue) {
+			s := p.queue[p.head]
+			p.queue[p.head] = nil
+			switch p.head++; {
+			case p.head == len(p.queue):
+				p.queue, p.head = p.queue[:0], 0
+			case p.head >= 1024 && p.head*2 >= len(p.queue):
+				// A queue that never drains keeps to the streams in it.
+				n := copy(p.queue, p.queue[p.head:])
+				clear(p.queue[n:])
+				p.queue, p.head = p.queue[:n], 0
+			}
+			p.free--
+			if p.head < len(p.queue) {
+				// Streams wait behind this one, whose write may get stuck:
+				// another pump comes for them, free or new.
+				p.comeLocked()
+			} else {
+				p.mu.Unlock()
+			}
 			return s
-		case <-release:
-			return nil
-		case <-p.quit:
-			return nil
+		}
+		if p.open.Load() < lingerFrom || p.closed() {
+			p.free--
+			p.mu.Unlock()
+			return nil // unsubscribe notifies release after the count drops to 0
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.wakeup:
+			continue
 		case <-idle.C:
 			// The timer runs from when it was last armed; a pump that has
 			// worked since then waits out the rest of the period.
-			if !wire.WaitRest(idle, pumpIdle, time.Since(since)) {
-				return nil
+			if wire.WaitRest(idle, pumpIdle, time.Since(since)) {
+				continue
 			}
+		case <-release:
+		case <-p.quit:
 		}
+		p.mu.Lock()
+		if p.head < len(p.queue) {
+			p.mu.Unlock()
+			continue // queued as it gave up: take it
+		}
+		p.free--
+		p.mu.Unlock()
+		return nil
 	}
 }
 
-// A handoff passes a stream between its handler goroutine and a pump. The
-// handler lends the stream (in pumpPool.give) and waits in take; the pump
-// writes it and hands it back with an outcome, after which it touches the
-// stream no more.
-type handoff struct {
-	held sync.WaitGroup
-	out  outcome
+// closed reports whether Close has been called.
+func (p *pumpPool) closed() bool {
+	select {
+	case <-p.quit:
+		return true
+	default:
+		return false
+	}
 }
-
-func (h *handoff) lend()            { h.held.Add(1) }
-func (h *handoff) back(out outcome) { h.out = out; h.held.Done() }
-func (h *handoff) take() outcome    { h.held.Wait(); return h.out }
 
 // An outcome is how a pump's turn with a stream ended.
 type outcome struct {
-	wake  <-chan struct{} // the stream caught up: wait on this, then lend it again
+	wake  <-chan struct{} // the stream caught up: park it until this is closed
 	end   endReason       // with wake nil: why the stream ended
 	fault *fault          // a panic or Goexit on the pump, for the handler to repeat
 }

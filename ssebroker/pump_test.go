@@ -129,6 +129,7 @@ func TestBrokerPumpPanicReachesHandler(t *testing.T) {
 	if err, ok := got.(error); !ok || !errors.Is(err, boom) || !strings.Contains(err.Error(), "ReadAfter") {
 		t.Fatalf("handler panicked with %v, want an error wrapping %v, with the Log's stack", got, boom)
 	}
+	log.onRead = nil // the next stream reads the Log at Close
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rec := ssetest.NewRecorder()

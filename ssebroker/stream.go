@@ -24,10 +24,10 @@ const (
 
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch); return &b }}
 
-// A stream is one client's position in a Broker's history. Its handler
-// goroutine waits in serve while one of the Broker's pumps writes it (see
-// pumpPool for why); a detached stream has no handler goroutine, and waits
-// parked in the Broker between its turns on the pumps (see detach.go).
+// A stream is one client's position in a Broker's history. The Broker's
+// pumps write it (see pumpPool for why), and between their turns it waits
+// parked in the Broker (see park.go). Its handler goroutine waits in serve
+// until it ends; a detached stream has none (see detach.go).
 type stream struct {
 	b   *Broker
 	wr  *wire.Stream
@@ -36,7 +36,7 @@ type stream struct {
 	lastID    string      // the request's Last-Event-ID, as sse.LastEventID reads it
 	badLastID bool        // the request has a Last-Event-ID that LastEventID refuses
 	detached  bool        // its connection left net/http: pumps end it (see detach.go)
-	parkAt    int         // detached: its index in the Broker's parked streams, -1, or finished
+	parkAt    int         // its index in the Broker's parked streams, -1, or ended
 	errorLog  *log.Logger // detached: where a panic on a pump is reported (nil: package log)
 
 	mode   mode   // where it reads: which of ring and epoch says where cursor is
@@ -49,12 +49,13 @@ type stream struct {
 
 	slowReads int // reads of the Log in a row that ran out of time
 
+	over chan struct{} // not detached: closed when the stream has ended, with out
+	out  outcome
+
 	opened   bool // the headers are written
 	sent     bool // an event has been sent: a reset is no longer possible at the start
 	caughtUp bool // the stream has reached the newest event once
 	resumed  bool // its resume is counted, or it is not a resume
-
-	handoff
 }
 
 // A mode is where a stream reads its next event.
@@ -66,43 +67,78 @@ const (
 	inLog                // in the Log: older than the ring holds, or of an epoch the ring is not
 )
 
-// serve has pumps write the stream, and waits between their turns for
-// something new to send, until the stream ends. It returns why it ended, and
-// only when no pump holds the stream, so nothing writes to the response
-// after the handler returns.
+// serve has the pumps write the stream, and waits until it has ended: it
+// returns why, and only when no pump holds the stream, so nothing writes
+// to the response after the handler returns. When the request ends first
+// (its client left), it hands the stream to a pump to end it, if parked.
 func (s *stream) serve() endReason {
+	s.over = make(chan struct{})
+	s.b.pumps.give(s)
+	select {
+	case <-s.over:
+	case <-s.wr.Done():
+		s.b.kick(s)
+		<-s.over
+	}
+	if f := s.out.fault; f != nil {
+		f.raise() // where net/http recovers it, as from any handler
+	}
+	return s.out.end
+}
+
+// turn is a pump's turn with a stream: it writes the stream until it
+// catches up, then parks it, or until it ends, and ends it.
+func (s *stream) turn() {
 	for {
-		s.b.pumps.give(s)
-		out := s.take()
-		switch {
-		case out.fault != nil:
-			out.fault.raise() // where net/http recovers it, as from any handler
-		case out.wake == nil:
-			return out.end
-		}
+		var out outcome
 		select {
-		case <-out.wake:
 		case <-s.wr.Done():
-			return endClientLeft
+			out = outcome{end: endClientLeft}
+		default:
+			out = s.writeOnce()
 		}
+		if out.wake == nil {
+			s.finish(out)
+			return
+		}
+		if s.b.park(s, out.wake) {
+			return
+		}
+		// Notified as it parked, or its client left: another round.
 	}
 }
 
-// turn writes what the stream has to send, until it catches up or ends, and
-// hands the stream back with the outcome. It runs on a pump.
-func (s *stream) turn() {
-	var out outcome
-	finished := false
+// writeOnce is writeAll, with a panic or runtime.Goexit of the pump's
+// turned into an outcome, for the handler to raise (a detached stream, to
+// log). On a Goexit, it ends the stream itself, for the pump goes no further.
+func (s *stream) writeOnce() (out outcome) {
+	completed := false
 	defer func() {
-		if !finished {
-			// A panic (in a Log, say) or runtime.Goexit is the handler's to
-			// report: serve raises it again there.
+		if !completed {
 			out = outcome{end: endFailed, fault: &fault{panicked: pumpPanic(recover())}}
+			s.finish(out) // a panic's outcome comes back to turn, which finds it done
 		}
-		s.back(out)
 	}()
 	out = s.writeAll()
-	finished = true
+	completed = true
+	return out
+}
+
+// finish ends the stream with out, once: a detached stream on the pump
+// (see endDetached), any other on its handler, which serve wakes.
+func (s *stream) finish(out outcome) {
+	s.b.parkMu.Lock() // kick reads parkAt, from the request's goroutine or the connection's
+	done := s.parkAt == ended
+	s.parkAt = ended
+	s.b.parkMu.Unlock()
+	switch {
+	case done:
+	case s.detached:
+		s.endDetached(out)
+	default:
+		s.out = out
+		close(s.over)
+	}
 }
 
 // pumpPanic returns what to panic with on the handler's goroutine for p, a

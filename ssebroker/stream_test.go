@@ -50,8 +50,9 @@ func TestBrokerBatchesWaitingEvents(t *testing.T) {
 
 // A Publish and its delivery to every waiting stream allocate about the
 // same with no stream and with 1,000: the encoded event and its entry; with
-// streams waiting, the one channel that wakes them all, and now and then a
-// pump's goroutine. Each round publishes once, waits until every stream has
+// streams parked, the channel a stream waits on while it parks, and now and
+// then a goroutine (the one that hands the parked streams to the pumps, or
+// a pump). Each round publishes once, waits until every stream has
 // written the event and waits again, and counts every goroutine's
 // allocations in between; the figure is the median round, so that a round
 // in which a busy machine collected the pools' buffers or let a pump exit
