@@ -93,6 +93,13 @@ func (s *stream) turn() {
 		var out outcome
 		select {
 		case <-s.wr.Done():
+			if !s.opened {
+				// Still answered as a stream: a client whose request ended
+				// before its stream opened (a proxy that cut it, say) sees
+				// what it asked for, empty, and comes back.
+				s.opened = true
+				s.wr.WriteHeader()
+			}
 			out = outcome{end: endClientLeft}
 		default:
 			out = s.writeOnce()

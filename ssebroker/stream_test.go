@@ -311,3 +311,21 @@ func TestBrokerIdleStreamStack(t *testing.T) {
 		t.Errorf("goroutine stacks per idle stream: %.1f KiB, want at most 7 (4 KiB for the handler, 2 for net/http's reader, and the shared pumps)", ours)
 	}
 }
+
+// A request that ends before its stream opens is still answered as a
+// stream, with its headers and no event: a client that gets anything else
+// (sseclient, a browser) gives up instead of coming back.
+func TestBrokerRequestEndedBeforeOpen(t *testing.T) {
+	b := newBroker(t, nil)
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rec := ssetest.NewRecorder()
+	b.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, "GET", "/", nil))
+	if ct := rec.Header().Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("Content-Type %q, want text/event-stream", ct)
+	}
+	if n := b.Stats().Ended.ClientLeft; n != 1 {
+		t.Errorf("Ended.ClientLeft = %d, want 1", n)
+	}
+}
