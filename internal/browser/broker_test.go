@@ -179,6 +179,48 @@ func TestBrokerResume(t *testing.T) {
 	}
 }
 
+// TestDetachedBrokerResume: the stream of a Broker that detaches streams
+// from net/http (Options.Detach), which writes the HTTP/1.1 response
+// itself: Chromium reads it, and after its connection drops comes back with
+// its Last-Event-ID and gets every event once, in order, while the Broker
+// counts the stream out as soon as the connection is gone. The handler
+// returned while the stream was still open.
+func TestDetachedBrokerResume(t *testing.T) {
+	p := newPage(t)
+	b := brokertest.New(t, &ssebroker.Options{Detach: true, Stream: sse.Options{Retry: 100 * time.Millisecond}})
+	t.Cleanup(func() { b.Close() })
+	var c cuttable
+	p.Mux.Handle("GET /stream", c.handler(b))
+	p.start(brokerScript("5"))
+	subscribers := func(n int) func() bool { return func() bool { return b.Subscribers() == n } }
+
+	p.waitFor("the page to subscribe", subscribers(1))
+	p.waitFor("the handler to return, the stream open", func() bool { return !c.reqs.get()[0].ended.IsZero() })
+	publish(t, b, 1, 5)
+	var at5 string
+	p.await("got5", &at5)
+	epoch := epochOf(t, at5)
+
+	c.drop()
+	p.waitFor("the stream to end", subscribers(0))
+	publish(t, b, 6, 10)
+	p.waitFor("the page to come back", func() bool { return c.reqs.count() == 2 && b.Subscribers() == 1 })
+	publish(t, b, 11, 20)
+	if err := b.Publish(sse.Event{Type: endEvent}); err != nil {
+		t.Fatal(err)
+	}
+	var got []record
+	p.await("done", &got)
+	checkSeq(t, "page", got, concat(
+		[]record{opened()}, numbered(epoch, 1, 5),
+		[]record{failed(connecting), opened()}, numbered(epoch, 6, 20),
+		[]record{ev(endEvent, "", id(epoch, 21))},
+	))
+	if a := c.reqs.get(); len(a) != 2 || a[1].lastEventID != id(epoch, 5) {
+		t.Errorf("requests %+v, want 2, the second with Last-Event-ID %s", a, id(epoch, 5))
+	}
+}
+
 // TestBrokerTooOldID: away while more events were published than the
 // history holds, the page is told so by a "reset" event whose data is the id
 // it came back with, then gets live events.
