@@ -54,13 +54,18 @@ func openStream(t *testing.T, c *http.Client, url string) (*http.Response, *sset
 
 // A detached stream is the same stream on the wire, with Connection: close:
 // the handler's own headers, every event as published, heartbeats, and at
-// Close the retry and a clean end of the body (the last chunk). ServeHTTP
-// has returned, with no goroutine of net/http's left for the connection.
+// Close the retry and a clean end of the body (the last chunk), past the
+// http.Server's ReadTimeout and WriteTimeout. ServeHTTP has returned, with
+// no goroutine of net/http's left for the connection.
 func TestDetachedStream(t *testing.T) {
 	leakcheck.Check(t)
 	b := newBroker(t, &Options{Detach: true, Stream: sse.Options{Heartbeat: time.Second}})
 	mw := &returned{next: b, done: make(chan struct{})}
-	srv := httptest.NewServer(mw)
+	srv := httptest.NewUnstartedServer(mw)
+	// The server's own deadlines end at the hijack: the stream outlives them.
+	srv.Config.ReadTimeout = 100 * time.Millisecond
+	srv.Config.WriteTimeout = 100 * time.Millisecond
+	srv.Start()
 	defer srv.Close()
 	defer b.Close()
 
@@ -102,6 +107,12 @@ func TestDetachedStream(t *testing.T) {
 		}
 	}
 	waitFor(t, "a heartbeat", func() bool { return b.Stats().Heartbeats > 0 })
+	if err := b.Publish(sse.Event{Data: "past the server's timeouts"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := events.Next(); err != nil || got.Data != "past the server's timeouts" {
+		t.Fatalf("after the server's ReadTimeout and WriteTimeout: %+v, %v", got, err)
+	}
 
 	b.Close()
 	if ev, err := events.Next(); err != io.EOF {
