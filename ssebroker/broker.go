@@ -203,7 +203,7 @@ type Broker struct {
 	fromStart     bool
 	detachStreams bool
 
-	ctx    context.Context // ends at Close: bounds every call to the Log
+	ctx    context.Context // with a Log, ends at Close: bounds every call to the Log
 	cancel context.CancelFunc
 
 	// Streams read these without a lock, so that no stream, however it is
@@ -270,9 +270,12 @@ func New(opts *Options) (*Broker, error) {
 		fromStart:     o.FromStart,
 		detachStreams: o.Detach,
 	}
-	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.ctx, b.cancel = context.Background(), func() {}
+	if b.log != nil {
+		b.ctx, b.cancel = context.WithCancel(b.ctx)
+	}
 	b.wake.init()
-	b.pumps.init(&b.open)
+	b.pumps.init(&b.open, &b.closed)
 	b.dispatcher = b.dispatch
 	if b.log == nil {
 		b.hist.Store(b.newRing(NewEpoch(), 0))

@@ -37,7 +37,7 @@ const (
 // not one per stream. A free pump with nothing queued waits for more
 // (wakeup), and exits after pumpIdle without any, at once in a Broker with
 // fewer than lingerFrom open streams, when the last stream ends (release),
-// or at Close (quit). So there are about as many pumps as writes in
+// or at Close (release too). So there are about as many pumps as writes in
 // progress.
 type pumpPool struct {
 	mu    sync.Mutex
@@ -47,20 +47,20 @@ type pumpPool struct {
 
 	start   func()        // p.pump, as a value made once: go start() allocates nothing
 	wakeup  chan struct{} // holds a token when the queue may have streams for a waiting pump
-	quit    chan struct{} // closed by Close
-	release broadcast     // notified when the last stream ends
+	release broadcast     // notified when the last stream ends, and at Close
 	open    *atomic.Int64 // the Broker's open streams
+	closed  *atomic.Bool  // the Broker's: Close was called
 }
 
-func (p *pumpPool) init(open *atomic.Int64) {
+func (p *pumpPool) init(open *atomic.Int64, closed *atomic.Bool) {
 	p.start = p.pump
 	p.wakeup = make(chan struct{}, 1)
-	p.quit = make(chan struct{})
 	p.release.init()
-	p.open = open
+	p.open, p.closed = open, closed
 }
 
-func (p *pumpPool) close() { close(p.quit) }
+// close has the waiting pumps exit, Close having been called.
+func (p *pumpPool) close() { p.release.notify() }
 
 // give has a pump write s.
 func (p *pumpPool) give(s *stream) {
@@ -128,7 +128,7 @@ func (p *pumpPool) next(idle *time.Timer, since time.Time) *stream {
 			}
 			return s
 		}
-		if p.open.Load() < lingerFrom || p.closed() {
+		if p.open.Load() < lingerFrom || p.closed.Load() {
 			p.free--
 			p.mu.Unlock()
 			return nil // unsubscribe notifies release after the count drops to 0
@@ -144,7 +144,6 @@ func (p *pumpPool) next(idle *time.Timer, since time.Time) *stream {
 				continue
 			}
 		case <-release:
-		case <-p.quit:
 		}
 		p.mu.Lock()
 		if p.head < len(p.queue) {
@@ -154,16 +153,6 @@ func (p *pumpPool) next(idle *time.Timer, since time.Time) *stream {
 		p.free--
 		p.mu.Unlock()
 		return nil
-	}
-}
-
-// closed reports whether Close has been called.
-func (p *pumpPool) closed() bool {
-	select {
-	case <-p.quit:
-		return true
-	default:
-		return false
 	}
 }
 
