@@ -4,6 +4,7 @@ import (
 	"context"
 	"log"
 	"net/http"
+	"runtime/debug"
 )
 
 // Detached streams (Options.Detach).
@@ -44,15 +45,28 @@ func (b *Broker) detach(s *stream, r *http.Request) bool {
 // handler's panic, counts the stream out, and finishes the response.
 func (s *stream) endDetached(out outcome) {
 	if f := out.fault; f != nil && f.panicked != nil && f.panicked != http.ErrAbortHandler {
-		logf := log.Printf
-		if s.errorLog != nil {
-			logf = s.errorLog.Printf
-		}
-		logf("%v", f.panicked)
+		s.logf("%v", f.panicked)
 	}
 	// Counted out before the response ends, as ServeHTTP does before net/http
 	// writes a stream's last bytes: a client that sees its stream end finds
-	// it counted.
+	// it counted. The response ends even if unsubscribe panics or calls
+	// runtime.Goexit (in OnIdle, say), and a panic there is logged, as
+	// net/http logs one in a handler: on a pump it would end the process.
+	defer s.wr.Finish()
+	defer func() {
+		if p := recover(); p != nil && p != http.ErrAbortHandler {
+			s.logf("sse: panic ending a detached stream: %v\n%s", p, debug.Stack())
+		}
+	}()
 	s.b.unsubscribe(s, out.end)
-	s.wr.Finish()
+}
+
+// logf logs for a detached stream, as net/http logs for a handler: to the
+// server's ErrorLog, or with package log.
+func (s *stream) logf(format string, args ...any) {
+	if s.errorLog != nil {
+		s.errorLog.Printf(format, args...)
+		return
+	}
+	log.Printf(format, args...)
 }
