@@ -563,3 +563,34 @@ func TestDetachedOnIdlePanicIsLogged(t *testing.T) {
 	_ = b.Publish(sse.Event{Data: "after"})
 	cl.expect(t, "after")
 }
+
+// A pump's panic aborts a detached response as net/http aborts a handler's
+// (http.ErrAbortHandler included, whose whole point that is): the client
+// sees the body cut (io.ErrUnexpectedEOF), not a clean end of the stream.
+func TestDetachedPanicAbortsResponse(t *testing.T) {
+	leakcheck.Check(t)
+	for _, boom := range []any{http.ErrAbortHandler, errors.New("log exploded")} {
+		mlog := newMemLog()
+		b := newBroker(t, &Options{HistoryLen: 2, Log: mlog, Detach: true})
+		srv := httptest.NewUnstartedServer(b)
+		srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+		srv.Start()
+		publishN(t, b, "", 5)
+		mlog.onRead = func(context.Context) error { panic(boom) }
+		req, _ := http.NewRequest("GET", srv.URL, nil)
+		req.Header.Set("Last-Event-ID", mlog.head().Epoch+"-1") // older than the history: asks the Log
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !resp.Close {
+			t.Fatal("not detached")
+		}
+		if _, err := io.ReadAll(resp.Body); err != io.ErrUnexpectedEOF {
+			t.Errorf("panic(%v): the body ended with %v, want io.ErrUnexpectedEOF (aborted)", boom, err)
+		}
+		resp.Body.Close()
+		b.Close()
+		srv.Close()
+	}
+}
