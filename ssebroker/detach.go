@@ -49,16 +49,23 @@ func (s *stream) endDetached(out outcome) {
 	}
 	// Counted out before the response ends, as ServeHTTP does before net/http
 	// writes a stream's last bytes: a client that sees its stream end finds
-	// it counted. The response ends even if unsubscribe panics or calls
-	// runtime.Goexit (in OnIdle, say), and a panic there is logged, as
-	// net/http logs one in a handler: on a pump it would end the process.
-	defer s.wr.Finish()
+	// it counted. A panic or runtime.Goexit while it is counted out (in
+	// OnIdle, say) is treated as net/http treats one in a handler: a panic
+	// is logged (on a pump it would end the process), and the response,
+	// like that of a stream whose pump failed, is aborted.
+	counted := false
 	defer func() {
 		if p := recover(); p != nil && p != http.ErrAbortHandler {
 			s.logf("sse: panic ending a detached stream: %v\n%s", p, debug.Stack())
 		}
+		if out.fault != nil || !counted {
+			s.wr.Abort()
+		} else {
+			s.wr.Finish()
+		}
 	}()
 	s.b.unsubscribe(s, out.end)
+	counted = true
 }
 
 // logf logs for a detached stream, as net/http logs for a handler: to the
