@@ -4,6 +4,7 @@ import (
 	"context"
 	"log"
 	"net/http"
+	"runtime/debug"
 )
 
 // Detached streams (Options.Detach).
@@ -44,15 +45,35 @@ func (b *Broker) detach(s *stream, r *http.Request) bool {
 // handler's panic, counts the stream out, and finishes the response.
 func (s *stream) endDetached(out outcome) {
 	if f := out.fault; f != nil && f.panicked != nil && f.panicked != http.ErrAbortHandler {
-		logf := log.Printf
-		if s.errorLog != nil {
-			logf = s.errorLog.Printf
-		}
-		logf("%v", f.panicked)
+		s.logf("%v", f.panicked)
 	}
 	// Counted out before the response ends, as ServeHTTP does before net/http
 	// writes a stream's last bytes: a client that sees its stream end finds
-	// it counted.
+	// it counted. A panic or runtime.Goexit while it is counted out (in
+	// OnIdle, say) is treated as net/http treats one in a handler: a panic
+	// is logged (on a pump it would end the process), and the response,
+	// like that of a stream whose pump failed, is aborted.
+	counted := false
+	defer func() {
+		if p := recover(); p != nil && p != http.ErrAbortHandler {
+			s.logf("sse: panic ending a detached stream: %v\n%s", p, debug.Stack())
+		}
+		if out.fault != nil || !counted {
+			s.wr.Abort()
+		} else {
+			s.wr.Finish()
+		}
+	}()
 	s.b.unsubscribe(s, out.end)
-	s.wr.Finish()
+	counted = true
+}
+
+// logf logs for a detached stream, as net/http logs for a handler: to the
+// server's ErrorLog, or with package log.
+func (s *stream) logf(format string, args ...any) {
+	if s.errorLog != nil {
+		s.errorLog.Printf(format, args...)
+		return
+	}
+	log.Printf(format, args...)
 }

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -468,5 +470,138 @@ func TestDetachedStreamSize(t *testing.T) {
 		floorHeap, floorStack, heap, stack, extra)
 	if extra > 7<<10 {
 		t.Errorf("a detached stream costs %.0f B over its connection, want at most 7 KiB (with its connection, the 8 KiB of issue #22)", extra)
+	}
+}
+
+// Close ends every detached stream, even one whose client stopped reading
+// on a Broker without a write timeout: http.Server's Close, which ends such
+// a stream served the usual way by closing its connection, cannot reach a
+// detached one, so Close is the only way left to end it.
+func TestDetachedStalledStreamEndsAtClose(t *testing.T) {
+	leakcheck.Check(t)
+	b := newBroker(t, &Options{Detach: true, Stream: sse.Options{WriteTimeout: -1, Heartbeat: -1}})
+	srv := stallingServer(b)
+	conn := dialStalled(t, srv.Listener.Addr().String())
+	defer conn.Close()
+	defer srv.Close()
+	defer b.Close()
+	waitFor(t, "the stream counted", func() bool { return b.Subscribers() == 1 })
+	big := strings.Repeat("x", 64<<10)
+	for range 64 { // 4 MiB: far more than the connection buffers
+		if err := b.Publish(sse.Event{Data: big}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Close() // the stream owes its client all 4 MiB first: its write stalls
+	srv.Close()
+	waitFor(t, "the stalled stream to end after Close", func() bool { return b.Stats().Open == 0 })
+}
+
+// A detached stream writes the handler's headers as net/http would, which
+// drops a header whose name is not a token: written as it is, "X:Colon"
+// would reach the client as a header X, and a name with a space makes the
+// head malformed.
+func TestDetachedDropsInvalidHeaderNames(t *testing.T) {
+	leakcheck.Check(t)
+	b := newBroker(t, &Options{Detach: true})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h["X:Colon"] = []string{"injected"}
+		h["X Space"] = []string{"v"}
+		h["X-Good"] = []string{"kept"}
+		b.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	defer b.Close()
+	resp, _ := openStream(t, srv.Client(), srv.URL)
+	if !resp.Close {
+		t.Fatal("not detached")
+	}
+	if resp.Header.Get("X-Good") != "kept" {
+		t.Errorf("X-Good: %q, want kept", resp.Header.Get("X-Good"))
+	}
+	for k, v := range resp.Header {
+		if k == "X" || strings.HasPrefix(k, "X Space") {
+			t.Errorf("header %q: %q reached the client; net/http drops the invalid name", k, v)
+		}
+	}
+}
+
+// A panic in OnIdle, which runs on a Broker goroutine when the last stream
+// is detached, is logged to the server's ErrorLog as net/http logs a
+// handler's (where OnIdle runs for a stream served the usual way), and the
+// stream still ends: it does not end the process. The process that could
+// die is a child, this test binary again.
+func TestDetachedOnIdlePanicIsLogged(t *testing.T) {
+	if os.Getenv("SSEBROKER_ONIDLE_PANIC") == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestDetachedOnIdlePanicIsLogged$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), "SSEBROKER_ONIDLE_PANIC=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("the child process failed (%v):\n%.3000s", err, out)
+		}
+		return
+	}
+	leakcheck.Check(t)
+	var panicked atomic.Bool
+	b := newBroker(t, &Options{Detach: true, OnIdle: func() {
+		if !panicked.Swap(true) {
+			panic("OnIdle exploded")
+		}
+	}})
+	var logged syncBuffer
+	srv := httptest.NewUnstartedServer(b)
+	srv.Config.ErrorLog = log.New(&logged, "", 0)
+	srv.Start()
+	defer srv.Close()
+	defer b.Close()
+	ctx, leave := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.Close {
+		t.Fatal("not detached")
+	}
+	waitFor(t, "the stream counted", func() bool { return b.Subscribers() == 1 })
+	leave()
+	resp.Body.Close()
+	waitFor(t, "the panic logged", func() bool { return strings.Contains(logged.String(), "OnIdle exploded") })
+	waitFor(t, "the stream counted out", func() bool { return b.Stats().Open == 0 })
+	cl := connect(t, srv.Client(), srv.URL, "")
+	waitFor(t, "the next stream counted", func() bool { return b.Subscribers() == 1 })
+	_ = b.Publish(sse.Event{Data: "after"})
+	cl.expect(t, "after")
+}
+
+// A pump's panic aborts a detached response as net/http aborts a handler's
+// (http.ErrAbortHandler included, whose whole point that is): the client
+// sees the body cut (io.ErrUnexpectedEOF), not a clean end of the stream.
+func TestDetachedPanicAbortsResponse(t *testing.T) {
+	leakcheck.Check(t)
+	for _, boom := range []any{http.ErrAbortHandler, errors.New("log exploded")} {
+		mlog := newMemLog()
+		b := newBroker(t, &Options{HistoryLen: 2, Log: mlog, Detach: true})
+		srv := httptest.NewUnstartedServer(b)
+		srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+		srv.Start()
+		publishN(t, b, "", 5)
+		mlog.onRead = func(context.Context) error { panic(boom) }
+		req, _ := http.NewRequest("GET", srv.URL, nil)
+		req.Header.Set("Last-Event-ID", mlog.head().Epoch+"-1") // older than the history: asks the Log
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !resp.Close {
+			t.Fatal("not detached")
+		}
+		if _, err := io.ReadAll(resp.Body); err != io.ErrUnexpectedEOF {
+			t.Errorf("panic(%v): the body ended with %v, want io.ErrUnexpectedEOF (aborted)", boom, err)
+		}
+		resp.Body.Close()
+		b.Close()
+		srv.Close()
 	}
 }

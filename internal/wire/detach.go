@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -71,8 +72,8 @@ func appendHeader(b []byte, h http.Header) []byte {
 		case "Date", "Connection", "Transfer-Encoding", "Content-Length", "Keep-Alive", "Trailer":
 			continue
 		}
-		if HeaderUnsafe(k) >= 0 {
-			continue
+		if !validHeaderName(k) {
+			continue // as net/http drops it
 		}
 		for _, v := range vs {
 			if HeaderUnsafe(v) >= 0 {
@@ -85,6 +86,23 @@ func appendHeader(b []byte, h http.Header) []byte {
 		}
 	}
 	return b
+}
+
+// validHeaderName reports whether k is a token (RFC 9110, 5.6.2), as a
+// header's name must be: net/http drops a header whose name is not.
+func validHeaderName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		switch c := k[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // watch reads conn until it fails (the client closed it, or Finish did),

@@ -170,6 +170,17 @@ func (s *Stream) Finish() {
 	}
 }
 
+// Abort ends a detached response as net/http ends one whose handler
+// panicked: it closes the connection without the response's last bytes, so
+// that the client sees the body cut. On a Stream not detached it is Finish
+// (net/http aborts the response as the panic reaches it).
+func (s *Stream) Abort() {
+	if s.d != nil {
+		s.d.broken = true
+	}
+	s.Finish()
+}
+
 // setWriteDeadline sets the write deadline of the response, or of the
 // detached connection.
 func (s *Stream) setWriteDeadline(t time.Time) error {
