@@ -82,7 +82,9 @@ type Options struct {
 	// return as the stream starts, with no status written through its
 	// wrapper; the request's context ends then; http.Server's Shutdown and
 	// Close neither wait for nor close detached streams (end them with
-	// Close, as RegisterOnShutdown in Broker's doc shows); the server's
+	// Close, as RegisterOnShutdown in Broker's doc shows: a stream stuck in
+	// a write ends within its write timeout, which Detach therefore
+	// requires: New refuses it with a negative Stream.WriteTimeout); the server's
 	// ConnState hook sees the connection StateHijacked; a listener that
 	// limits connections counts a detached stream until it ends, since the
 	// Broker closes the connection then. OnIdle runs on a Broker goroutine,
@@ -585,6 +587,11 @@ func (o *Options) check() error {
 		return bad("MaxSubscribers %d is negative", o.MaxSubscribers)
 	case o.CloseRetry > 0 && o.CloseRetry < time.Millisecond:
 		return bad("CloseRetry %v is under a millisecond", o.CloseRetry)
+	case o.Detach && o.Stream.WriteTimeout < 0:
+		// A detached stream stuck in a write to a client that stopped reading
+		// would outlive Close and the server's own Close, which cannot reach
+		// a connection that left net/http.
+		return bad("Detach needs a write timeout, and Stream.WriteTimeout %v is off", o.Stream.WriteTimeout)
 	}
 	if _, err := (sse.Event{Retry: o.Stream.Retry}).AppendText(nil); err != nil {
 		return bad("Stream.Retry: %w", err)

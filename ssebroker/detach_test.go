@@ -473,13 +473,16 @@ func TestDetachedStreamSize(t *testing.T) {
 	}
 }
 
-// Close ends every detached stream, even one whose client stopped reading
-// on a Broker without a write timeout: http.Server's Close, which ends such
-// a stream served the usual way by closing its connection, cannot reach a
-// detached one, so Close is the only way left to end it.
-func TestDetachedStalledStreamEndsAtClose(t *testing.T) {
+// A detached stream whose client stopped reading ends within its write
+// timeout, after Close too: http.Server's Close, which ends such a stream
+// served the usual way by closing its connection, cannot reach a detached
+// one. So Detach needs a write timeout, and New refuses it without one.
+func TestDetachedStalledStreamEnds(t *testing.T) {
 	leakcheck.Check(t)
-	b := newBroker(t, &Options{Detach: true, Stream: sse.Options{WriteTimeout: -1, Heartbeat: -1}})
+	if _, err := New(&Options{Detach: true, Stream: sse.Options{WriteTimeout: -1}}); !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "WriteTimeout") {
+		t.Errorf("New with Detach and no write timeout: %v, want ErrInvalidOptions naming WriteTimeout", err)
+	}
+	b := newBroker(t, &Options{Detach: true, Stream: sse.Options{WriteTimeout: 200 * time.Millisecond, Heartbeat: -1}})
 	srv := stallingServer(b)
 	conn := dialStalled(t, srv.Listener.Addr().String())
 	defer conn.Close()
@@ -495,12 +498,15 @@ func TestDetachedStalledStreamEndsAtClose(t *testing.T) {
 	b.Close() // the stream owes its client all 4 MiB first: its write stalls
 	srv.Close()
 	waitFor(t, "the stalled stream to end after Close", func() bool { return b.Stats().Open == 0 })
+	if n := b.Stats().Ended.WriteTimeout; n != 1 {
+		t.Errorf("Ended.WriteTimeout = %d, want 1", n)
+	}
 }
 
 // A detached stream writes the handler's headers as net/http would, which
-// drops a header whose name is not a token: written as it is, "X:Colon"
+// drops a header whose name is not a token (written as it is, "X:Colon"
 // would reach the client as a header X, and a name with a space makes the
-// head malformed.
+// head malformed), trims values, and keeps a Date the handler set.
 func TestDetachedDropsInvalidHeaderNames(t *testing.T) {
 	leakcheck.Check(t)
 	b := newBroker(t, &Options{Detach: true})
@@ -508,7 +514,8 @@ func TestDetachedDropsInvalidHeaderNames(t *testing.T) {
 		h := w.Header()
 		h["X:Colon"] = []string{"injected"}
 		h["X Space"] = []string{"v"}
-		h["X-Good"] = []string{"kept"}
+		h["X-Good"] = []string{" kept\t"}              // trimmed, as net/http trims
+		h.Set("Date", "Mon, 07 Dec 2026 00:00:00 GMT") // kept, as net/http keeps it
 		b.ServeHTTP(w, r)
 	}))
 	defer srv.Close()
@@ -519,6 +526,9 @@ func TestDetachedDropsInvalidHeaderNames(t *testing.T) {
 	}
 	if resp.Header.Get("X-Good") != "kept" {
 		t.Errorf("X-Good: %q, want kept", resp.Header.Get("X-Good"))
+	}
+	if d := resp.Header.Values("Date"); len(d) != 1 || d[0] != "Mon, 07 Dec 2026 00:00:00 GMT" {
+		t.Errorf("Date: %q, want the handler's, once", d)
 	}
 	for k, v := range resp.Header {
 		if k == "X" || strings.HasPrefix(k, "X Space") {

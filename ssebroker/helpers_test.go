@@ -39,7 +39,7 @@ var detachAll = flag.Bool("detach", false, "give every Broker the tests make Opt
 // newBroker returns New(opts), and fails the test if New refuses opts.
 func newBroker(tb testing.TB, opts *Options) *Broker {
 	tb.Helper()
-	if *detachAll {
+	if *detachAll && (opts == nil || opts.Stream.WriteTimeout >= 0) { // Detach needs a write timeout
 		o := Options{}
 		if opts != nil {
 			o = *opts

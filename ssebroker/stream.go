@@ -90,20 +90,7 @@ func (s *stream) serve() endReason {
 // catches up, then parks it, or until it ends, and ends it.
 func (s *stream) turn() {
 	for {
-		var out outcome
-		select {
-		case <-s.wr.Done():
-			if !s.opened {
-				// Still answered as a stream: a client whose request ended
-				// before its stream opened (a proxy that cut it, say) sees
-				// what it asked for, empty, and comes back.
-				s.opened = true
-				s.wr.WriteHeader()
-			}
-			out = outcome{end: endClientLeft}
-		default:
-			out = s.writeOnce()
-		}
+		out := s.writeOnce()
 		if out.wake == nil {
 			s.finish(out)
 			return
@@ -115,9 +102,10 @@ func (s *stream) turn() {
 	}
 }
 
-// writeOnce is writeAll, with a panic or runtime.Goexit of the pump's
-// turned into an outcome, for the handler to raise (a detached stream, to
-// log). On a Goexit, it ends the stream itself, for the pump goes no further.
+// writeOnce is writeAll, or the end of a stream whose request has ended,
+// with a panic or runtime.Goexit of the pump's turned into an outcome, for
+// the handler to raise (a detached stream, to log). On a Goexit, it ends the
+// stream itself, for the pump goes no further.
 func (s *stream) writeOnce() (out outcome) {
 	completed := false
 	defer func() {
@@ -126,7 +114,19 @@ func (s *stream) writeOnce() (out outcome) {
 			s.finish(out) // a panic's outcome comes back to turn, which finds it done
 		}
 	}()
-	out = s.writeAll()
+	select {
+	case <-s.wr.Done():
+		if !s.opened {
+			// Still answered as a stream: a client whose request ended
+			// before its stream opened (a proxy that cut it, say) sees
+			// what it asked for, empty, and comes back.
+			s.opened = true
+			s.wr.WriteHeader()
+		}
+		out = outcome{end: endClientLeft}
+	default:
+		out = s.writeAll()
+	}
 	completed = true
 	return out
 }

@@ -48,9 +48,12 @@ func (s *Stream) Hijack(r *http.Request, left func()) error {
 	}
 	chunked := r.ProtoAtLeast(1, 1)
 	head := append(make([]byte, 0, 256), "HTTP/1.1 200 OK\r\n"...)
-	head = append(head, "Date: "...)
-	head = time.Now().UTC().AppendFormat(head, http.TimeFormat)
-	head = append(head, "\r\nConnection: close\r\n"...)
+	if _, ok := h["Date"]; !ok { // net/http keeps a Date the handler set
+		head = append(head, "Date: "...)
+		head = time.Now().UTC().AppendFormat(head, http.TimeFormat)
+		head = append(head, "\r\n"...)
+	}
+	head = append(head, "Connection: close\r\n"...)
 	if chunked {
 		head = append(head, "Transfer-Encoding: chunked\r\n"...)
 	}
@@ -69,7 +72,7 @@ func (s *Stream) Hijack(r *http.Request, left func()) error {
 func appendHeader(b []byte, h http.Header) []byte {
 	for k, vs := range h {
 		switch http.CanonicalHeaderKey(k) {
-		case "Date", "Connection", "Transfer-Encoding", "Content-Length", "Keep-Alive", "Trailer":
+		case "Connection", "Transfer-Encoding", "Content-Length", "Keep-Alive", "Trailer":
 			continue
 		}
 		if !validHeaderName(k) {
@@ -81,7 +84,7 @@ func appendHeader(b []byte, h http.Header) []byte {
 			}
 			b = append(b, k...)
 			b = append(b, ": "...)
-			b = append(b, v...)
+			b = append(b, strings.Trim(v, " \t")...) // as net/http trims
 			b = append(b, "\r\n"...)
 		}
 	}
