@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"net/http"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lightsse/sse/ssebroker"
@@ -44,6 +47,13 @@ type contenderInfo struct {
 	new   func(Config) Contender
 	typed bool // sends event: tick (the blog handler sends bare data)
 	floor bool // publishes nothing (memory floor): idle workload only
+	// variant marks a variant of ours for the many workload (Detach, one
+	// Broker per user): left out of "all", run only where named, or by
+	// default in the many workload.
+	variant bool
+	// needs, if set, says why this build cannot serve the contender (a
+	// field of ssebroker it lacks); the server role refuses to start then.
+	needs func() error
 	note  string
 }
 
@@ -64,6 +74,12 @@ var contenders = []contenderInfo{
 		note: "hand-written: a mutex-protected map of chan string (buffer 64), Publish sends to each under the lock (blocking), handler does fmt.Fprintf(w, \"data: %s\\n\\n\") + Flush, a per-connection ticker writes \": ping\" comments"},
 	{name: "floor-bare", new: newFloor, floor: true,
 		note: "net/http handler that sets the headers, flushes, and waits on its context (memory floor)"},
+	{name: "ours-detach", new: newOursDetach, typed: true, variant: true, needs: detachAvailable,
+		note: "ours with ssebroker.Options.Detach: an HTTP/1.x stream leaves net/http once accepted (http.Hijacker)"},
+	{name: "ours-users", new: newOursUsers(false), typed: true, variant: true,
+		note: "one ssebroker.New per user (HistoryLen 16), one stream each, at /u/<i>; Publish to all = Publish on every Broker in turn"},
+	{name: "ours-users-detach", new: newOursUsers(true), typed: true, variant: true, needs: detachAvailable,
+		note: "ours-users with Options.Detach on every Broker"},
 	{name: "hub", new: newHub, typed: true,
 		note: "minimal hub (speed ceiling): Publish encodes once and does a non-blocking send of the bytes to each subscriber's channel (buffer max(64, events in the run + 64); full = dropped); the handler drains what is queued into one write and one flush, under a write deadline"},
 }
@@ -123,6 +139,129 @@ func (o *ours) Publish(_, data string) {
 	_ = o.b.Publish(sse.Event{Type: eventType, Data: data})
 }
 func (o *ours) Close() { _ = o.b.Close() }
+func (o *ours) Ends() (open, fellBehind, timedOut int64) {
+	st := o.b.Stats()
+	return st.Open, int64(st.Ended.FellBehind), int64(st.Ended.WriteTimeout)
+}
+
+// An endsCounter tells how many streams a contender has open, and how many
+// it ended itself: for falling behind, and for a write timeout. The server
+// role reports them where the contender has them (ours and the hub).
+type endsCounter interface {
+	Ends() (open, fellBehind, timedOut int64)
+}
+
+func newOursDetach(c Config) Contender {
+	o := ssebroker.Options{Stream: sse.Options{Heartbeat: c.Heartbeat, WriteTimeout: c.WriteTimeout}}
+	if !setDetach(&o) {
+		log.Fatal("this build's ssebroker.Options has no Detach field")
+	}
+	b, err := ssebroker.New(&o)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return &ours{b: b}
+}
+
+// detachAvailable says whether this build's ssebroker has Options.Detach.
+func detachAvailable() error {
+	if !setDetach(&ssebroker.Options{}) {
+		return errors.New("this build's ssebroker.Options has no Detach field")
+	}
+	return nil
+}
+
+// setDetach sets Options.Detach where this build's ssebroker has the field
+// (it is new: the harness builds with and without it), and says whether it
+// did.
+func setDetach(o *ssebroker.Options) bool {
+	f := reflect.ValueOf(o).Elem().FieldByName("Detach")
+	if !f.IsValid() || f.Kind() != reflect.Bool {
+		return false
+	}
+	f.SetBool(true)
+	return true
+}
+
+// ---- ours, one Broker per user ----
+
+// usersHistoryLen is the history of each per-user Broker: a user's stream
+// wants a few events of replay, not the shared default of 16,384.
+const usersHistoryLen = 16
+
+// oursUsers makes one Broker per user, on the user's first request: the
+// path /u/<user> names the user (the many workload's clients ask for
+// /u/<their index>); any other path gets a new user of its own. Publish
+// publishes on every Broker in turn, as an application that tells every
+// user the same thing would. Brokers are kept until Close (no OnIdle).
+type oursUsers struct {
+	opts ssebroker.Options
+	mu   sync.Mutex
+	byID map[string]*ssebroker.Broker
+	list []*ssebroker.Broker // append-only: Publish reads a prefix without the lock
+	anon int
+}
+
+func newOursUsers(detach bool) func(Config) Contender {
+	return func(c Config) Contender {
+		o := ssebroker.Options{HistoryLen: usersHistoryLen, Stream: sse.Options{Heartbeat: c.Heartbeat, WriteTimeout: c.WriteTimeout}}
+		if detach && !setDetach(&o) {
+			log.Fatal("this build's ssebroker.Options has no Detach field")
+		}
+		if _, err := ssebroker.New(&o); err != nil { // check the options once
+			log.Fatal(err)
+		}
+		return &oursUsers{opts: o, byID: make(map[string]*ssebroker.Broker)}
+	}
+}
+
+func (u *oursUsers) Name() string          { return "ours-users" }
+func (u *oursUsers) Handler() http.Handler { return u }
+func (u *oursUsers) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id, ok := strings.CutPrefix(r.URL.Path, "/u/")
+	u.mu.Lock()
+	if !ok || id == "" {
+		u.anon++
+		id = fmt.Sprintf("anon-%d", u.anon)
+	}
+	b := u.byID[id]
+	if b == nil {
+		var err error
+		if b, err = ssebroker.New(&u.opts); err != nil {
+			u.mu.Unlock()
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		u.byID[id] = b
+		u.list = append(u.list, b)
+	}
+	u.mu.Unlock()
+	b.ServeHTTP(w, r)
+}
+func (u *oursUsers) brokers() []*ssebroker.Broker {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.list[:len(u.list):len(u.list)]
+}
+func (u *oursUsers) Publish(_, data string) {
+	for _, b := range u.brokers() {
+		_ = b.Publish(sse.Event{Type: eventType, Data: data})
+	}
+}
+func (u *oursUsers) Close() {
+	for _, b := range u.brokers() {
+		_ = b.Close()
+	}
+}
+func (u *oursUsers) Ends() (open, fellBehind, timedOut int64) {
+	for _, b := range u.brokers() {
+		st := b.Stats()
+		open += st.Open
+		fellBehind += int64(st.Ended.FellBehind)
+		timedOut += int64(st.Ended.WriteTimeout)
+	}
+	return open, fellBehind, timedOut
+}
 
 // ---- github.com/tmaxmax/go-sse ----
 
@@ -318,6 +457,8 @@ func (floor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // ---- speed ceiling: a minimal hub of pre-encoded bytes ----
 
 type hub struct {
+	drops atomic.Int64 // subscribers dropped for a full queue
+	fails atomic.Int64 // handlers ended by a failed write (a deadline, mostly)
 	mu    sync.RWMutex
 	subs  map[*hubSub]struct{}
 	queue int
@@ -356,11 +497,17 @@ func (h *hub) broadcast(b []byte) {
 		select {
 		case s.ch <- b:
 		default:
-			s.once.Do(func() { close(s.dropped) })
+			s.once.Do(func() { close(s.dropped); h.drops.Add(1) })
 		}
 	}
 }
 func (h *hub) Close() { close(h.stop) }
+func (h *hub) Ends() (open, fellBehind, timedOut int64) {
+	h.mu.RLock()
+	open = int64(len(h.subs))
+	h.mu.RUnlock()
+	return open, h.drops.Load(), h.fails.Load()
+}
 func (h *hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -402,9 +549,11 @@ func (h *hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			_ = rc.SetWriteDeadline(time.Now().Add(h.wt))
 		}
 		if _, err := w.Write(buf); err != nil {
+			h.fails.Add(1)
 			return
 		}
 		if rc.Flush() != nil {
+			h.fails.Add(1)
 			return
 		}
 		if cap(buf) > 64<<10 {
@@ -418,7 +567,13 @@ func (h *hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // parseContenders turns "a,b" into infos; "" or "all" means every one.
 func parseContenders(s string) ([]contenderInfo, error) {
 	if s == "" || s == "all" {
-		return contenders, nil
+		var out []contenderInfo
+		for _, c := range contenders {
+			if !c.variant {
+				out = append(out, c)
+			}
+		}
+		return out, nil
 	}
 	var out []contenderInfo
 	for _, n := range strings.Split(s, ",") {

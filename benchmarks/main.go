@@ -42,7 +42,7 @@ func main() {
 	var (
 		all        = flag.Bool("all", false, "run every workload at full size")
 		quick      = flag.Bool("quick", false, "run every workload at a small size (under 2 minutes)")
-		workload   = flag.String("workload", "", "comma-separated: encode, parse, fanout, slow, idle (default: all)")
+		workload   = flag.String("workload", "", "comma-separated: encode, parse, fanout, slow, idle, many (default: all but many)")
 		list       = flag.String("contenders", "all", "comma-separated contenders: "+strings.Join(contenderNames(), ", "))
 		ns         = flag.String("n", "", "fan-out client counts (default 100,1000,5000; quick 100)")
 		idleN      = flag.Int("idle-n", 0, "idle streams (default 19900: the hard RLIMIT_NOFILE here is 20000; quick 1000)")
@@ -54,7 +54,14 @@ func main() {
 		benchtime  = flag.Duration("benchtime", 0, "encode benchmark time per encoder (default 1s; quick 200ms)")
 		profile    = flag.String("profile", "", "directory: each server writes CPU, mutex, block and heap profiles (go tool pprof) and a runtime trace (go tool trace) there")
 		quiet      = flag.Duration("quiet-wait", 0, "longest wait, before each session, for other load on the machine to pass (default 20s; quick 3s)")
-		runs       = flag.Int("runs", 1, "fan-out: interleaved runs of every contender at each N; with 2 or more, a table of medians follows")
+		runs       = flag.Int("runs", 1, "fan-out and slow: interleaved runs of every contender (at each N); with 2 or more, a table of medians (fan-out) or of longest Publish ours / hub per run (slow) follows")
+		manyN      = flag.Int("many-n", 0, "many: streams (default 100000, or what RLIMIT_NOFILE allows one server process; quick 1000)")
+		manyProc   = flag.Int("many-per-proc", 0, "many: most streams per lean client process (default 19000, less where RLIMIT_NOFILE is lower)")
+		manyWin    = flag.Duration("many-window", 0, "many: idle window for the heartbeat CPU (default 30s; quick 2s)")
+		manyHB     = flag.Duration("many-heartbeat", 0, "many: heartbeat interval (default 15s; quick 1s)")
+		manySteady = flag.Duration("many-steady", 0, "many: how long the steady rate runs (default 1m; quick 3s)")
+		manyRate   = flag.Int("many-rate", 0, "many: events per second in the steady phase (default 10)")
+		manyDial   = flag.Int("many-dial", 0, "many: connections being set up at once per client process (default 256)")
 		pin        = flag.Bool("pin", false, "run the server on the first half of the CPU cores and the clients and this orchestrator on the rest (on 2 CPUs: server on CPU 0, clients on CPU 1)")
 		serverCPUs = flag.String("server-cpus", "", "pin the server to these CPUs (a list: 0 or 0-3,8); the clients and this orchestrator get -client-cpus, or the rest")
 		clientCPUs = flag.String("client-cpus", "", "pin the clients and this orchestrator to these CPUs; the server gets -server-cpus, or the rest")
@@ -102,6 +109,26 @@ func main() {
 	}
 	setIf(&o.slowPairs, *slowPairs)
 	setIf(&o.benchtime, *benchtime)
+	if *manyN < 0 || *manyProc < 0 || *manyRate < 0 || *manyDial < 0 {
+		fmt.Fprintln(os.Stderr, "bad -many-n, -many-per-proc, -many-rate or -many-dial")
+		os.Exit(2)
+	}
+	setIf(&o.manyN, *manyN)
+	setIf(&o.manyPerProc, *manyProc)
+	setIf(&o.manyWindow, *manyWin)
+	setIf(&o.manyHB, *manyHB)
+	setIf(&o.manySteady, *manySteady)
+	setIf(&o.manyRate, *manyRate)
+	setIf(&o.manyDial, *manyDial)
+	// The many workload runs its own variants unless -contenders names some.
+	o.manyContenders = o.contenders
+	if *list == "all" {
+		o.manyContenders = nil
+		for _, name := range manyContenders {
+			ci, _ := findContender(name)
+			o.manyContenders = append(o.manyContenders, ci)
+		}
+	}
 	if *profile != "" {
 		if err := os.MkdirAll(*profile, 0o755); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -155,6 +182,9 @@ func runRole(args []string, in io.Reader, out, errw io.Writer) error {
 	size := fs.Int("size", 200, "client: payload size")
 	typ := fs.String("type", eventType, "client: expected event type")
 	phases := fs.String("phases", "0:1", "client: seq ranges from:to,...")
+	addr := fs.String("addr", "", "lean client: server host:port")
+	offset := fs.Int("offset", 0, "lean client: the first stream's user number")
+	dial := fs.Int("dial", 256, "lean client: connections being set up at once")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -169,6 +199,12 @@ func runRole(args []string, in io.Reader, out, errw io.Writer) error {
 			defer stop()
 		}
 		return serverMain(*contender, Config{Heartbeat: *hb, WriteTimeout: *wt, Burst: *burst}, in, out, errw)
+	case "leanclient":
+		a := leanArgs{addr: *addr, n: *n, offset: *offset, size: *size, dial: *dial}
+		if *src != "" {
+			a.src = strings.Split(*src, ",")
+		}
+		return leanMain(a, in, out)
 	case "client":
 		a := clientArgs{url: *url, n: *n, stall: *stall, size: *size, typ: *typ}
 		if *src != "" {
@@ -211,6 +247,18 @@ type options struct {
 	idleWindow    time.Duration
 	idleSettle    time.Duration
 
+	// many: see many.go
+	manyN          int // 0: from RLIMIT_NOFILE, up to 100,000
+	manyPerProc    int // 0: 19,000
+	manyHB         time.Duration
+	manyWindow     time.Duration
+	manySettle     time.Duration
+	manySteady     time.Duration
+	manyRate       int
+	manySize       int
+	manyDial       int
+	manyContenders []contenderInfo
+
 	profileDir string
 
 	runs int     // fan-out: interleaved runs of every contender at each N
@@ -242,6 +290,13 @@ func defaultOptions(quick bool) options {
 		idleHeartbeat:  15 * time.Second,
 		idleWindow:     30 * time.Second,
 		idleSettle:     2 * time.Second,
+		manyHB:         15 * time.Second,
+		manyWindow:     30 * time.Second,
+		manySettle:     2 * time.Second,
+		manySteady:     time.Minute,
+		manyRate:       10,
+		manySize:       100,
+		manyDial:       256,
 	}
 	if quick {
 		o.benchtime = 200 * time.Millisecond
@@ -253,8 +308,20 @@ func defaultOptions(quick bool) options {
 		o.idleHeartbeat = time.Second
 		o.idleWindow = 2 * time.Second
 		o.idleSettle = 500 * time.Millisecond
+		o.manyN = 1000
+		o.manyHB = time.Second
+		o.manyWindow = 2 * time.Second
+		o.manySettle = 500 * time.Millisecond
+		o.manySteady = 3 * time.Second
 	}
 	return o
 }
 
-func (o options) want(w string) bool { return o.workloads == nil || o.workloads[w] }
+// want says whether to run workload w: those named, or every one but many
+// (which needs minutes and a high RLIMIT_NOFILE) with -all and -quick.
+func (o options) want(w string) bool {
+	if o.workloads == nil {
+		return w != "many"
+	}
+	return o.workloads[w]
+}

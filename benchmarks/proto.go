@@ -58,6 +58,12 @@ type response struct {
 	StallDone   int64  `json:"stallDone,omitempty"`   // Unix ns: the stalled stream's handler returned
 	StallClosed int64  `json:"stallClosed,omitempty"` // Unix ns: its connection was closed
 	SchedWait   int64  `json:"schedWait,omitempty"`   // ns: longest run-queue wait (lower bound) since the last publish run started
+	// Streams the contender has open and has ended itself (falling behind,
+	// a write timeout), where it counts them (HasEnds).
+	HasEnds    bool  `json:"hasEnds,omitempty"`
+	Open       int64 `json:"open,omitempty"`
+	FellBehind int64 `json:"fellBehind,omitempty"`
+	TimedOut   int64 `json:"timedOut,omitempty"`
 
 	// client
 	Connected int    `json:"connected,omitempty"`
@@ -68,6 +74,10 @@ type response struct {
 	Recv      int64  `json:"recv,omitempty"` // measured events received by non-stalled streams
 	Bad       int64  `json:"bad,omitempty"`
 	Comments  int64  `json:"comments,omitempty"`
+	// the lean client (many workload): when its last stream got its
+	// response header (Unix ns), and its own memory (KiB)
+	LastConn  int64 `json:"lastConn,omitempty"`
+	ClientRSS int64 `json:"clientRSS,omitempty"`
 	// StalledSeen is how many distinct measured events the stream that
 	// stalls has received (over every phase).
 	StalledSeen int64 `json:"stalledSeen,omitempty"`

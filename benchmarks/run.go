@@ -160,6 +160,8 @@ func mergeStatus(rs []response) response {
 		m.StalledSeen += r.StalledSeen
 		m.Bad += r.Bad
 		m.CPU += r.CPU
+		m.Comments += r.Comments
+		m.ClientRSS += r.ClientRSS
 		if m.FirstErr == "" {
 			m.FirstErr = r.FirstErr
 		}
@@ -179,7 +181,6 @@ func (s *session) report(ph int) (response, error) {
 		m.Complete += r.Complete
 		m.Streams += r.Streams
 		m.StalledRecv += r.StalledRecv
-		m.Comments += r.Comments
 		m.LastRecv = max(m.LastRecv, r.LastRecv)
 		for _, h := range r.Hist {
 			hist[h[0]] += h[1]
@@ -955,9 +956,25 @@ func runAll(o options, out, log io.Writer) error {
 		fmt.Fprintf(out, "\nOther processes on the machine used %.2f cores on average during this workload.\n", meter.other())
 		fmt.Fprintln(out)
 	}
+	if o.want("many") {
+		writeMany(o, out, log)
+	}
 	fmt.Fprintf(out, "Contenders:\n\n")
+	seen := map[string]bool{}
+	onlyMany := len(o.workloads) == 1 && o.workloads["many"]
 	for _, ci := range o.contenders {
+		if onlyMany {
+			break
+		}
+		seen[ci.name] = true
 		fmt.Fprintf(out, "- **%s**: %s\n", ci.name, ci.note)
+	}
+	if o.want("many") {
+		for _, ci := range o.manyContenders {
+			if !seen[ci.name] {
+				fmt.Fprintf(out, "- **%s**: %s\n", ci.name, ci.note)
+			}
+		}
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	rdebug "runtime/debug"
 	"runtime/trace"
 	"slices"
 	"strconv"
@@ -54,6 +55,11 @@ func serverMain(contender string, cfg Config, in io.Reader, out, errw io.Writer)
 	info, ok := findContender(contender)
 	if !ok {
 		return fmt.Errorf("unknown contender %q", contender)
+	}
+	if info.needs != nil {
+		if err := info.needs(); err != nil {
+			return fmt.Errorf("%s: %w", contender, err)
+		}
 	}
 	s := &server{c: info.new(cfg), rep: &replier{enc: json.NewEncoder(out)}, stopSampler: make(chan struct{})}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -157,6 +163,10 @@ func (s *server) stats(resp response) response {
 	resp.InPubSince = s.inPubSince.Load()
 	resp.StallDone = s.stallDone.Load()
 	resp.StallClosed = s.stallClosed.Load()
+	if ec, ok := s.c.(endsCounter); ok {
+		resp.Open, resp.FellBehind, resp.TimedOut = ec.Ends()
+		resp.HasEnds = true
+	}
 	s.schedMu.Lock()
 	if s.schedBase.counts != nil {
 		resp.SchedWait = int64(readSchedHist().longestSince(s.schedBase))
@@ -176,6 +186,16 @@ func (s *server) handle(req request) response {
 		rss, _ := memKiB()
 		s.peak.Store(rss)
 		s.samplerOnce.Do(func() { go s.sample(s.stopSampler) })
+		return s.stats(resp)
+	case "gc":
+		// Settles memory before it is read: three collections (objects
+		// with finalizers take two), then the heap's free pages go back to
+		// the OS, so that RSS counts what is held, not garbage not yet
+		// returned. Stats include the peak (VmHWM) for what it took before.
+		for range 3 {
+			runtime.GC()
+		}
+		rdebug.FreeOSMemory()
 		return s.stats(resp)
 	case "sync":
 		s.c.Publish("", syncData)

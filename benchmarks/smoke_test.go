@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -31,13 +32,18 @@ func smokeOptions() options {
 	o.idleHeartbeat = time.Second // the shortest the package allows
 	o.idleWindow = time.Second + 350*time.Millisecond
 	o.idleSettle = 0
+	o.manyHB = time.Second
+	o.manyWindow = time.Second + 350*time.Millisecond
+	o.manySettle = 0
+	o.manySteady = 500 * time.Millisecond
+	o.manyRate = 20
 	return o
 }
 
 func TestFanoutEveryContender(t *testing.T) {
 	o := smokeOptions()
 	for _, ci := range contenders {
-		if ci.floor {
+		if ci.floor || ci.variant {
 			continue
 		}
 		t.Run(ci.name, func(t *testing.T) {
@@ -90,6 +96,9 @@ func TestSlowConsumer(t *testing.T) {
 func TestIdleHeartbeats(t *testing.T) {
 	o := smokeOptions()
 	for _, ci := range contenders {
+		if ci.variant {
+			continue // TestMany
+		}
 		t.Run(ci.name, func(t *testing.T) {
 			t.Parallel()
 			r := runIdle(o, ci, io.Discard)
@@ -103,6 +112,69 @@ func TestIdleHeartbeats(t *testing.T) {
 				t.Errorf("%.1f heartbeats per stream in %v", r.beats, o.idleWindow)
 			}
 		})
+	}
+}
+
+// The many workload's variants, with 6 streams over two lean client
+// processes: every stream connects, gets heartbeats, the broadcast and
+// every steady event, and none is dropped.
+func TestMany(t *testing.T) {
+	o := smokeOptions()
+	for _, name := range manyContenders {
+		ci, _ := findContender(name)
+		t.Run(name, func(t *testing.T) {
+			if ci.needs != nil {
+				if err := ci.needs(); err != nil {
+					t.Skip(err)
+				}
+			}
+			t.Parallel()
+			const n = 6
+			r := runMany(o, ci, n, 3, io.Discard)
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if r.connected != n || r.failed != 0 {
+				t.Errorf("%d of %d connected, %d failed", r.connected, n, r.failed)
+			}
+			if r.beats < 1 {
+				t.Errorf("%.1f heartbeats per stream in %v", r.beats, o.manyWindow)
+			}
+			if r.bGot != n || r.bDropped != "0" || !(r.bP99 > 0) {
+				t.Errorf("broadcast: %d of %d got it, dropped %s, p99 %v", r.bGot, n, r.bDropped, r.bP99)
+			}
+			if want := int64(n * r.sEvents); r.sEvents != 10 || r.sGot != want || r.sWant != want || r.sLost+r.sDup != 0 || r.sDropped != "0" {
+				t.Errorf("steady: %d events, delivered %d of %d, lost %d, dup %d, dropped %s", r.sEvents, r.sGot, r.sWant, r.sLost, r.sDup, r.sDropped)
+			}
+			if r.note != "" {
+				t.Errorf("note: %s", r.note)
+			}
+		})
+	}
+}
+
+func TestLeanParserChunked(t *testing.T) {
+	c := &leanClient{args: leanArgs{size: 100}, streams: make([]leanStream, 1)}
+	c.arm(0, 3)
+	p := leanParser{c: c, s: &c.streams[0], chunked: true}
+	var body []byte
+	for _, ev := range []string{": hi\n\n", "data: sync\n\n", "id: 1\nevent: tick\ndata: " + makePayload(0, time.Now().UnixNano(), 100) + "\n\n",
+		"data: " + makePayload(2, time.Now().UnixNano(), 100) + "\r\n\r\n", "data: " + makePayload(1, time.Now().UnixNano(), 100) + "\n\n"} {
+		body = fmt.Appendf(body, "%x;ext\r\n%s\r\n", len(ev), ev)
+	}
+	body = append(body, "0\r\n\r\n"...)
+	// Fed a few bytes at a time, so that lines and chunk sizes straddle reads.
+	for i := 0; i < len(body); i += 7 {
+		if !p.feed(body[i:min(i+7, len(body))]) {
+			if i+7 < len(body)-2 {
+				t.Fatalf("ended early at %d of %d", i, len(body))
+			}
+			break
+		}
+	}
+	s := &c.streams[0]
+	if c.beats.Load() != 1 || !s.synced.Load() || s.got.Load() != 2 || s.dup.Load() != 1 || s.lastSeq.Load() != 2 {
+		t.Errorf("beats %d, synced %v, got %d, dup %d, last %d", c.beats.Load(), s.synced.Load(), s.got.Load(), s.dup.Load(), s.lastSeq.Load())
 	}
 }
 
