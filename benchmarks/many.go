@@ -243,6 +243,8 @@ func runMany(o options, ci contenderInfo, n, perProc int, log io.Writer) (row ma
 	if g.HasEnds {
 		row.open = g.Open
 	}
+	fmt.Fprintf(log, "  %s: %d of %d connected in %v; RSS %.2f KiB/stream after GC (peak %.2f), heap %.2f, stacks %.2f, goroutines %.2f\n",
+		ci.name, row.connected, n, took.Round(time.Millisecond), row.rssPer, row.peakPer, row.heapPer, row.stackPer, row.gorPer)
 	cst, err := s.status()
 	if err != nil {
 		row.err = err
@@ -277,6 +279,7 @@ func runMany(o options, ci contenderInfo, n, perProc int, log io.Writer) (row ma
 	row.hbCPU = float64(st1.CPU-st0.CPU) / 1e6 / wall.Seconds()
 	row.beats = float64(c1.Comments-c0.Comments) / N
 	row.hbOther = otherOn(o, busyOn(o.pin.server)-busy0, time.Duration(st1.CPU-st0.CPU), time.Duration(c1.CPU-c0.CPU), wall)
+	fmt.Fprintf(log, "  %s: idle: %.2f ms/s of server CPU, %.2f heartbeats/stream in %v\n", ci.name, row.hbCPU, row.beats, o.manyWindow)
 
 	// One event to every stream.
 	debugf("%s: broadcast", ci.name)
@@ -333,6 +336,8 @@ func runMany(o options, ci contenderInfo, n, perProc int, log io.Writer) (row ma
 	row.bP50, row.bP99 = percentile(br.Hist, 0.50), percentile(br.Hist, 0.99)
 	row.bCPU = time.Duration(b1.CPU - b0.CPU)
 	row.bDropped = dropsSince(b0, b1, br.Closed-cb0.Closed)
+	fmt.Fprintf(log, "  %s: broadcast: %d of %d got it, the last after %v, p99 %s ms, server CPU %v, dropped %s\n",
+		ci.name, row.bGot, cst.Connected, row.bLast.Round(time.Millisecond), ms(row.bP99), row.bCPU.Round(time.Millisecond), row.bDropped)
 
 	// A steady rate to every stream.
 	E := max(1, int(o.manySteady.Seconds()*float64(o.manyRate)))
@@ -400,6 +405,8 @@ func runMany(o options, ci contenderInfo, n, perProc int, log io.Writer) (row ma
 	row.sLate99, row.sMaxPub = time.Duration(pub.LateP99), time.Duration(max(pub.MaxPub, s1.MaxPub))
 	row.sOther = otherOn(o, busyOn(o.pin.server)-busy0, time.Duration(s1.CPU-s0.CPU), time.Duration(sr.CPU-cs0.CPU), sw)
 	row.sDropped = dropsSince(s0, s1, sr.Closed-cs0.Closed)
+	fmt.Fprintf(log, "  %s: steady: %d of %d delivered, %s/s, p99 %s ms, lost %d, server %.2f cores, publisher late p99 %v, dropped %s\n",
+		ci.name, row.sGot, row.sWant, human(row.sPerSec), ms(row.sP99), row.sLost, row.sSrvCores, row.sLate99.Round(time.Millisecond), row.sDropped)
 	return row
 }
 

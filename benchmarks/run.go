@@ -447,6 +447,7 @@ type slowRow struct {
 	dropped                 time.Duration // after the last burst started; -1: not dropped
 	waited                  time.Duration
 	peakMiB                 float64
+	other                   float64 // cores other processes used during the session
 	note                    string
 	err                     error
 }
@@ -893,46 +894,7 @@ func runAll(o options, out, log io.Writer) error {
 		writeFanout(o, out, log)
 	}
 	if o.want("slow") {
-		meter := newLoadMeter()
-		fmt.Fprintf(out, "### Slow consumer: %d clients, %d events of %d B back to back, in pairs: all reading (A), then with client 0 stopped (B)\n\n", o.slowClients, o.slowEvents, o.slowSize)
-		fmt.Fprintf(out, "CPUs: %s.\n\n", o.pin.describe())
-		fmt.Fprintf(out, "The stalled client sets a 4 KiB receive buffer and the server's side of its connection gets a 16 KiB send buffer (SO_SNDBUF, set by the harness for every contender), so that its writes block after tens of KiB rather than the several MiB Linux buffers on loopback. p99 is over the other %d clients, from each event's Publish call. Write timeout for ours and hub: %v. Each burst waits at most %v.\n\n", o.slowClients-1, o.slowWT, slowBound(o))
-		fmt.Fprintf(out, "Each contender runs up to %d pairs, A then B, in one session: after each B burst client 0 reads again and catches up, so A and B alternate and drift hits both. Then client 0 stops once more for a last B burst that waits until it is dropped: it gives \"dropped after\" and the RSS Δ, and is a B sample too. A library whose Publish blocks while a client is stalled never completes its first B burst, so it runs one pair only. p99 A and p99 B are medians over the A bursts and over the B bursts; B/A is the median of the per-pair ratios p99 B / p99 A, with their range and the number of valid pairs; burst times are medians; longest Publish is the longest over every A burst and every B burst; \"published B\" and the others' events in B are summed over every B burst, \"others complete\" is the worst burst's.\n\n", max(o.slowPairs, 1))
-		fmt.Fprintf(out, "Burst time = first Publish call to the last event's arrival at the other clients (a library whose Publish waits for delivery has a low p99 from the Publish call, but a long burst). Longest run-queue wait = the longest time any goroutine of the server process sat runnable before it ran while a burst was being published (runtime/metrics /sched/latencies:seconds, read before the first and after the last Publish call of each burst): the lower bound of the highest histogram bucket whose count grew, so it understates (buckets are a quarter of a power of two wide, and the runtime samples one wait in 8). It does not include time a running goroutine's thread is preempted by the kernel. A Publish call about as long as the run-queue wait may have been the publisher waiting to run; one far longer may have been slow for another reason (the wait is a lower bound, so this is a hint, not a proof).\n\n")
-		fmt.Fprintf(out, "| contender | longest Publish A | longest Publish B | longest run-queue wait A / B (lower bound: histogram bucket) | published B | others complete A | others complete B (events) | p99 A ms (median) | p99 B ms (median) | B/A (median, range, pairs) | burst time A | burst time B | stalled client dropped after | server peak RSS Δ in last B MiB | notes |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
-		for _, ci := range o.contenders {
-			if ci.floor {
-				continue
-			}
-			fmt.Fprintf(log, "slow: %s\n", ci.name)
-			r := runSlow(o, ci, log)
-			if r.err != nil {
-				fmt.Fprintf(out, "| %s | | | | | | | | | | | | | | error: %s |\n", r.name, oneLine(r.err.Error()))
-				continue
-			}
-			pubB := dur(r.maxPubB)
-			if r.blockedB {
-				pubB = "≥ " + pubB + " (blocked)"
-			}
-			drop := "not in " + r.waited.String()
-			if r.dropped >= 0 {
-				drop = dur(r.dropped)
-			}
-			p99B := ms(r.p99B)
-			if math.IsInf(r.p99B, 1) {
-				p99B = "∞"
-			}
-			span := func(d time.Duration) string {
-				if d <= 0 {
-					return "–"
-				}
-				return dur(d)
-			}
-			fmt.Fprintf(out, "| %s | %s | %s | %s / %s | %d/%d | %d/%d | %d/%d (%.1f%%) | %s | %s | %s | %s | %s | %s | %.1f | %s |\n", r.name, dur(r.maxPubA), pubB, dur(r.waitA), dur(r.waitB), r.publishedB, r.wantB,
-				r.completeA, r.others, r.completeB, r.others, 100*r.fracB, ms(r.p99A), p99B, pairRatio(r), span(r.spanA), span(r.spanB), drop, r.peakMiB, oneLine(r.note))
-		}
-		fmt.Fprintf(out, "\nOther processes on the machine used %.2f cores on average during this workload.\n", meter.other())
-		fmt.Fprintln(out)
+		writeSlow(o, out, log)
 	}
 	if o.want("idle") {
 		meter := newLoadMeter()
@@ -977,6 +939,106 @@ func runAll(o options, out, log io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// writeSlow runs the slow-consumer workload: o.runs rounds of every
+// contender, interleaved, a row each; with ours and the hub among them, a
+// table of ours' longest Publish against the hub's, run by run.
+func writeSlow(o options, out, log io.Writer) {
+	meter := newLoadMeter()
+	fmt.Fprintf(out, "### Slow consumer: %d clients, %d events of %d B back to back, in pairs: all reading (A), then with client 0 stopped (B)\n\n", o.slowClients, o.slowEvents, o.slowSize)
+	fmt.Fprintf(out, "CPUs: %s.\n\n", o.pin.describe())
+	fmt.Fprintf(out, "The stalled client sets a 4 KiB receive buffer and the server's side of its connection gets a 16 KiB send buffer (SO_SNDBUF, set by the harness for every contender), so that its writes block after tens of KiB rather than the several MiB Linux buffers on loopback. p99 is over the other %d clients, from each event's Publish call. Write timeout for ours and hub: %v. Each burst waits at most %v.\n\n", o.slowClients-1, o.slowWT, slowBound(o))
+	fmt.Fprintf(out, "Each contender runs up to %d pairs, A then B, in one session: after each B burst client 0 reads again and catches up, so A and B alternate and drift hits both. Then client 0 stops once more for a last B burst that waits until it is dropped: it gives \"dropped after\" and the RSS Δ, and is a B sample too. A library whose Publish blocks while a client is stalled never completes its first B burst, so it runs one pair only. p99 A and p99 B are medians over the A bursts and over the B bursts; B/A is the median of the per-pair ratios p99 B / p99 A, with their range and the number of valid pairs; burst times are medians; longest Publish is the longest over every A burst and every B burst; \"published B\" and the others' events in B are summed over every B burst, \"others complete\" is the worst burst's.\n\n", max(o.slowPairs, 1))
+	fmt.Fprintf(out, "Burst time = first Publish call to the last event's arrival at the other clients (a library whose Publish waits for delivery has a low p99 from the Publish call, but a long burst). Longest run-queue wait = the longest time any goroutine of the server process sat runnable before it ran while a burst was being published (runtime/metrics /sched/latencies:seconds, read before the first and after the last Publish call of each burst): the lower bound of the highest histogram bucket whose count grew, so it understates (buckets are a quarter of a power of two wide, and the runtime samples one wait in 8). It does not include time a running goroutine's thread is preempted by the kernel. A Publish call about as long as the run-queue wait may have been the publisher waiting to run; one far longer may have been slow for another reason (the wait is a lower bound, so this is a hint, not a proof).\n\n")
+	fmt.Fprintf(out, "| contender | longest Publish A | longest Publish B | longest run-queue wait A / B (lower bound: histogram bucket) | published B | others complete A | others complete B (events) | p99 A ms (median) | p99 B ms (median) | B/A (median, range, pairs) | burst time A | burst time B | stalled client dropped after | server peak RSS Δ in last B MiB | other load (cores) | notes |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
+	type key struct {
+		name string
+		run  int
+	}
+	rows := map[key]slowRow{}
+	for run := 1; run <= o.runs; run++ {
+		for _, ci := range o.contenders {
+			if ci.floor {
+				continue
+			}
+			if o.runs > 1 {
+				fmt.Fprintf(log, "slow: %s, run %d of %d\n", ci.name, run, o.runs)
+			} else {
+				fmt.Fprintf(log, "slow: %s\n", ci.name)
+			}
+			m := newLoadMeter()
+			r := runSlow(o, ci, log)
+			r.other = m.other()
+			rows[key{ci.name, run}] = r
+			name := r.name
+			if o.runs > 1 {
+				name = fmt.Sprintf("%s (run %d)", r.name, run)
+			}
+			if r.err != nil {
+				fmt.Fprintf(out, "| %s | | | | | | | | | | | | | | | error: %s |\n", name, oneLine(r.err.Error()))
+				continue
+			}
+			pubB := dur(r.maxPubB)
+			if r.blockedB {
+				pubB = "≥ " + pubB + " (blocked)"
+			}
+			drop := "not in " + r.waited.String()
+			if r.dropped >= 0 {
+				drop = dur(r.dropped)
+			}
+			p99B := ms(r.p99B)
+			if math.IsInf(r.p99B, 1) {
+				p99B = "∞"
+			}
+			span := func(d time.Duration) string {
+				if d <= 0 {
+					return "–"
+				}
+				return dur(d)
+			}
+			fmt.Fprintf(out, "| %s | %s | %s | %s / %s | %d/%d | %d/%d | %d/%d (%.1f%%) | %s | %s | %s | %s | %s | %s | %.1f | %.2f | %s |\n", name, dur(r.maxPubA), pubB, dur(r.waitA), dur(r.waitB), r.publishedB, r.wantB,
+				r.completeA, r.others, r.completeB, r.others, 100*r.fracB, ms(r.p99A), p99B, pairRatio(r), span(r.spanA), span(r.spanB), drop, r.peakMiB, r.other, oneLine(r.note))
+		}
+	}
+	fmt.Fprintf(out, "\nOther processes on the machine used %.2f cores on average during this workload (per run: the other load column, all CPUs, the harness's own processes excluded).\n", meter.other())
+	fmt.Fprintln(out)
+	_, hasOurs := findIn(o.contenders, "ours")
+	_, hasHub := findIn(o.contenders, "hub")
+	if !hasOurs || !hasHub {
+		return
+	}
+	// The figure: ours' longest Publish against the hub's, run by
+	// run (run k of ours with run k of the hub, which ran right after it).
+	fmt.Fprintf(out, "#### Slow consumer: longest Publish, ours / hub, per run\n\n")
+	fmt.Fprintf(out, "Longest Publish = the longest single Publish call over every burst of the run (A and B); the ratio pairs run k of ours with run k of the hub. CPUs: %s.\n\n", o.pin.describe())
+	fmt.Fprintf(out, "| run | ours: longest Publish (A / B) | hub: longest Publish (A / B) | ours / hub | other load (cores): ours / hub |\n|--:|--:|--:|--:|--:|\n")
+	var ratios []float64
+	for run := 1; run <= o.runs; run++ {
+		a, b := rows[key{"ours", run}], rows[key{"hub", run}]
+		if a.err != nil || b.err != nil {
+			fmt.Fprintf(out, "| %d | | | error | |\n", run)
+			continue
+		}
+		pa, pb := max(a.maxPubA, a.maxPubB), max(b.maxPubA, b.maxPubB)
+		r := float64(pa) / float64(pb)
+		ratios = append(ratios, r)
+		fmt.Fprintf(out, "| %d | %s (%s / %s) | %s (%s / %s) | %s | %.2f / %.2f |\n", run, dur(pa), dur(a.maxPubA), dur(a.maxPubB), dur(pb), dur(b.maxPubA), dur(b.maxPubB), ratioStr(r), a.other, b.other)
+	}
+	if len(ratios) > 0 {
+		fmt.Fprintf(out, "\nours / hub: median %s, largest %s over %d runs; %d of %d runs within 1.5x.\n\n", ratioStr(median(ratios, math.NaN())), ratioStr(slices.Max(ratios)), len(ratios),
+			len(slices.DeleteFunc(slices.Clone(ratios), func(r float64) bool { return r > 1.5 })), len(ratios))
+	}
+}
+
+// findIn returns the contender named name in cs.
+func findIn(cs []contenderInfo, name string) (contenderInfo, bool) {
+	for _, c := range cs {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return contenderInfo{}, false
 }
 
 func ms(v float64) string {
