@@ -1,15 +1,15 @@
 #!/bin/sh
-# Builds what device/run.sh runs, as static binaries (no cgo, so they run on
+# Builds what device/run.sh and device/many.sh run, as static binaries (no cgo, so they run on
 # a bare x86-64 Linux machine with no Go), into benchmarks/device/bin/, which
 # benchmarks/.gitignore ignores:
 #
-#	ssebench   the harness (this module)
+#	ssebench   the harness (this module; many.sh needs only this)
 #	sse.test   the root package's tests and benchmarks (go test -c)
 #	commit     the commit they were built from
 #
 # Run it from anywhere in the checkout that the device tool sends (the one
 # the session was started in), then name benchmarks/device/bin in the run's
-# carry; see run.sh.
+# carry; see run.sh and many.sh.
 set -eu
 cd "$(dirname "$0")/.." # benchmarks/
 mkdir -p device/bin
