@@ -52,7 +52,9 @@ func manySize(o options) (n, perProc int, why string) {
 	if perProc == 0 {
 		perProc = 19000
 	}
-	perProc = max(1, min(perProc, most-1000, most))
+	// A client process holds a descriptor per stream too, and keeps some
+	// for itself.
+	perProc = max(1, min(perProc, max(most-1000, most/2)))
 	return n, perProc, why
 }
 
@@ -396,13 +398,24 @@ func runMany(o options, ci contenderInfo, n, perProc int, log io.Writer) (row ma
 	}
 	row.sGot, row.sLost, row.sDup = sr.Count, sr.Lost, sr.Dup
 	row.sP50, row.sP99 = percentile(sr.Hist, 0.50), percentile(sr.Hist, 0.99)
-	if pubDone && sr.LastRecv > pub.Start {
-		row.sPerSec = float64(sr.Count) / (float64(sr.LastRecv-pub.Start) / 1e9)
+	start := pub.Start
+	if !pubDone {
+		// The publisher fell behind its schedule and was still publishing
+		// at the bound: the rate is over what arrived until then.
+		start = s0.Now
+		row.sLate99 = -1
+		row.note = strings.TrimSpace(fmt.Sprintf("%s steady: the publisher had published %d of %d events when the phase ended, %v after it began", row.note, s1.Published, E, time.Duration(s1.Now-s0.Now).Round(time.Second)))
+	}
+	if sr.LastRecv > start {
+		row.sPerSec = float64(sr.Count) / (float64(sr.LastRecv-start) / 1e9)
 	}
 	sw := time.Duration(s1.Now - s0.Now)
 	row.sSrvCores = float64(s1.CPU-s0.CPU) / float64(sw)
 	row.sCliCores = float64(sr.CPU-cs0.CPU) / float64(sw)
-	row.sLate99, row.sMaxPub = time.Duration(pub.LateP99), time.Duration(max(pub.MaxPub, s1.MaxPub))
+	if pubDone {
+		row.sLate99 = time.Duration(pub.LateP99)
+	}
+	row.sMaxPub = time.Duration(max(pub.MaxPub, s1.MaxPub))
 	row.sOther = otherOn(o, busyOn(o.pin.server)-busy0, time.Duration(s1.CPU-s0.CPU), time.Duration(sr.CPU-cs0.CPU), sw)
 	row.sDropped = dropsSince(s0, s1, sr.Closed-cs0.Closed)
 	fmt.Fprintf(log, "  %s: steady: %d of %d delivered, %s/s, p99 %s ms, lost %d, server %.2f cores, publisher late p99 %v, dropped %s\n",
@@ -493,8 +506,12 @@ func writeMany(o options, out, log io.Writer) {
 		if r.connected == 0 || r.bDropped == "" {
 			continue
 		}
+		late := dur(r.sLate99)
+		if r.sLate99 < 0 {
+			late = "did not finish"
+		}
 		steady := fmt.Sprintf("%s | %s / %s | %d/%d | %d | %d | %.2f | %.2f | %s | %s | %s | %.2f", human(r.sPerSec), ms(r.sP50), ms(r.sP99), r.sGot, r.sWant, r.sLost, r.sDup,
-			r.sSrvCores, r.sCliCores, dur(r.sLate99), dur(r.sMaxPub), r.sDropped, r.sOther)
+			r.sSrvCores, r.sCliCores, late, dur(r.sMaxPub), r.sDropped, r.sOther)
 		if r.sDropped == "" {
 			steady = strings.Repeat(" |", 10)
 		}
