@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log"
 	"net/http"
-	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -51,10 +49,7 @@ type contenderInfo struct {
 	// Broker per user): left out of "all", run only where named, or by
 	// default in the many workload.
 	variant bool
-	// needs, if set, says why this build cannot serve the contender (a
-	// field of ssebroker it lacks); the server role refuses to start then.
-	needs func() error
-	note  string
+	note    string
 }
 
 const eventType = "tick"
@@ -74,11 +69,11 @@ var contenders = []contenderInfo{
 		note: "hand-written: a mutex-protected map of chan string (buffer 64), Publish sends to each under the lock (blocking), handler does fmt.Fprintf(w, \"data: %s\\n\\n\") + Flush, a per-connection ticker writes \": ping\" comments"},
 	{name: "floor-bare", new: newFloor, floor: true,
 		note: "net/http handler that sets the headers, flushes, and waits on its context (memory floor)"},
-	{name: "ours-detach", new: newOursDetach, typed: true, variant: true, needs: detachAvailable,
+	{name: "ours-detach", new: newOursDetach, typed: true, variant: true,
 		note: "ours with ssebroker.Options.Detach: an HTTP/1.x stream leaves net/http once accepted (http.Hijacker)"},
 	{name: "ours-users", new: newOursUsers(false), typed: true, variant: true,
 		note: "one ssebroker.New per user (HistoryLen 16), one stream each, at /u/<i>; Publish to all = Publish on every Broker in turn"},
-	{name: "ours-users-detach", new: newOursUsers(true), typed: true, variant: true, needs: detachAvailable,
+	{name: "ours-users-detach", new: newOursUsers(true), typed: true, variant: true,
 		note: "ours-users with Options.Detach on every Broker"},
 	{name: "hub", new: newHub, typed: true,
 		note: "minimal hub (speed ceiling): Publish encodes once and does a non-blocking send of the bytes to each subscriber's channel (buffer max(64, events in the run + 64); full = dropped); the handler drains what is queued into one write and one flush, under a write deadline"},
@@ -152,35 +147,14 @@ type endsCounter interface {
 }
 
 func newOursDetach(c Config) Contender {
-	o := ssebroker.Options{Stream: sse.Options{Heartbeat: c.Heartbeat, WriteTimeout: c.WriteTimeout}}
-	if !setDetach(&o) {
-		log.Fatal("this build's ssebroker.Options has no Detach field")
-	}
-	b, err := ssebroker.New(&o)
+	b, err := ssebroker.New(&ssebroker.Options{
+		Stream: sse.Options{Heartbeat: c.Heartbeat, WriteTimeout: c.WriteTimeout},
+		Detach: true,
+	})
 	if err != nil {
 		log.Fatal(err)
 	}
 	return &ours{b: b}
-}
-
-// detachAvailable says whether this build's ssebroker has Options.Detach.
-func detachAvailable() error {
-	if !setDetach(&ssebroker.Options{}) {
-		return errors.New("this build's ssebroker.Options has no Detach field")
-	}
-	return nil
-}
-
-// setDetach sets Options.Detach where this build's ssebroker has the field
-// (it is new: the harness builds with and without it), and says whether it
-// did.
-func setDetach(o *ssebroker.Options) bool {
-	f := reflect.ValueOf(o).Elem().FieldByName("Detach")
-	if !f.IsValid() || f.Kind() != reflect.Bool {
-		return false
-	}
-	f.SetBool(true)
-	return true
 }
 
 // ---- ours, one Broker per user ----
@@ -204,10 +178,7 @@ type oursUsers struct {
 
 func newOursUsers(detach bool) func(Config) Contender {
 	return func(c Config) Contender {
-		o := ssebroker.Options{HistoryLen: usersHistoryLen, Stream: sse.Options{Heartbeat: c.Heartbeat, WriteTimeout: c.WriteTimeout}}
-		if detach && !setDetach(&o) {
-			log.Fatal("this build's ssebroker.Options has no Detach field")
-		}
+		o := ssebroker.Options{HistoryLen: usersHistoryLen, Stream: sse.Options{Heartbeat: c.Heartbeat, WriteTimeout: c.WriteTimeout}, Detach: detach}
 		if _, err := ssebroker.New(&o); err != nil { // check the options once
 			log.Fatal(err)
 		}

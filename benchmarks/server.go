@@ -56,11 +56,6 @@ func serverMain(contender string, cfg Config, in io.Reader, out, errw io.Writer)
 	if !ok {
 		return fmt.Errorf("unknown contender %q", contender)
 	}
-	if info.needs != nil {
-		if err := info.needs(); err != nil {
-			return fmt.Errorf("%s: %w", contender, err)
-		}
-	}
 	s := &server{c: info.new(cfg), rep: &replier{enc: json.NewEncoder(out)}, stopSampler: make(chan struct{})}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

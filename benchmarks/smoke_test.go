@@ -123,11 +123,6 @@ func TestMany(t *testing.T) {
 	for _, name := range manyContenders {
 		ci, _ := findContender(name)
 		t.Run(name, func(t *testing.T) {
-			if ci.needs != nil {
-				if err := ci.needs(); err != nil {
-					t.Skip(err)
-				}
-			}
 			t.Parallel()
 			const n = 6
 			r := runMany(o, ci, n, 3, io.Discard)
