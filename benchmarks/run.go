@@ -447,7 +447,9 @@ type slowRow struct {
 	dropped                 time.Duration // after the last burst started; -1: not dropped
 	waited                  time.Duration
 	peakMiB                 float64
-	other                   float64 // cores other processes used during the session
+	other                   float64       // cores other processes used during the session
+	srvOther                float64       // pinned: other load on the server's CPUs during the session, cores
+	srvCPU                  time.Duration // the server's CPU time from its start to the end of the last burst
 	note                    string
 	err                     error
 }
@@ -730,6 +732,7 @@ func runSlow(o options, ci contenderInfo, log io.Writer) slowRow {
 			row.dropped = time.Duration(dropAt - end.t0.UnixNano())
 		}
 		row.peakMiB = float64(end.st.Peak-rss0) / 1024
+		row.srvCPU = time.Duration(end.st.CPU - s.base.CPU)
 	}
 	sa, sb := summarize(as, others), summarize(bs, others)
 	row.maxPubA, row.waitA, row.completeA, row.lostA = sa.maxPub, sa.wait, sa.complete, sa.lost
@@ -951,7 +954,7 @@ func writeSlow(o options, out, log io.Writer) {
 	fmt.Fprintf(out, "The stalled client sets a 4 KiB receive buffer and the server's side of its connection gets a 16 KiB send buffer (SO_SNDBUF, set by the harness for every contender), so that its writes block after tens of KiB rather than the several MiB Linux buffers on loopback. p99 is over the other %d clients, from each event's Publish call. Write timeout for ours and hub: %v. Each burst waits at most %v.\n\n", o.slowClients-1, o.slowWT, slowBound(o))
 	fmt.Fprintf(out, "Each contender runs up to %d pairs, A then B, in one session: after each B burst client 0 reads again and catches up, so A and B alternate and drift hits both. Then client 0 stops once more for a last B burst that waits until it is dropped: it gives \"dropped after\" and the RSS Δ, and is a B sample too. A library whose Publish blocks while a client is stalled never completes its first B burst, so it runs one pair only. p99 A and p99 B are medians over the A bursts and over the B bursts; B/A is the median of the per-pair ratios p99 B / p99 A, with their range and the number of valid pairs; burst times are medians; longest Publish is the longest over every A burst and every B burst; \"published B\" and the others' events in B are summed over every B burst, \"others complete\" is the worst burst's.\n\n", max(o.slowPairs, 1))
 	fmt.Fprintf(out, "Burst time = first Publish call to the last event's arrival at the other clients (a library whose Publish waits for delivery has a low p99 from the Publish call, but a long burst). Longest run-queue wait = the longest time any goroutine of the server process sat runnable before it ran while a burst was being published (runtime/metrics /sched/latencies:seconds, read before the first and after the last Publish call of each burst): the lower bound of the highest histogram bucket whose count grew, so it understates (buckets are a quarter of a power of two wide, and the runtime samples one wait in 8). It does not include time a running goroutine's thread is preempted by the kernel. A Publish call about as long as the run-queue wait may have been the publisher waiting to run; one far longer may have been slow for another reason (the wait is a lower bound, so this is a hint, not a proof).\n\n")
-	fmt.Fprintf(out, "| contender | longest Publish A | longest Publish B | longest run-queue wait A / B (lower bound: histogram bucket) | published B | others complete A | others complete B (events) | p99 A ms (median) | p99 B ms (median) | B/A (median, range, pairs) | burst time A | burst time B | stalled client dropped after | server peak RSS Δ in last B MiB | other load (cores) | notes |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
+	fmt.Fprintf(out, "| contender | longest Publish A | longest Publish B | longest run-queue wait A / B (lower bound: histogram bucket) | published B | others complete A | others complete B (events) | p99 A ms (median) | p99 B ms (median) | B/A (median, range, pairs) | burst time A | burst time B | stalled client dropped after | server peak RSS Δ in last B MiB | other load (cores): machine / server's CPUs | notes |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
 	type key struct {
 		name string
 		run  int
@@ -967,9 +970,14 @@ func writeSlow(o options, out, log io.Writer) {
 			} else {
 				fmt.Fprintf(log, "slow: %s\n", ci.name)
 			}
-			m := newLoadMeter()
+			m, busy0, t0 := newLoadMeter(), busyOn(o.pin.server), time.Now()
 			r := runSlow(o, ci, log)
 			r.other = m.other()
+			if o.pin.pinned() {
+				// The server's CPUs' busy time less the server's own: other
+				// processes there, and kernel work not charged to it.
+				r.srvOther = max(0, float64(busyOn(o.pin.server)-busy0-r.srvCPU)/float64(time.Since(t0)))
+			}
 			rows[key{ci.name, run}] = r
 			name := r.name
 			if o.runs > 1 {
@@ -997,8 +1005,8 @@ func writeSlow(o options, out, log io.Writer) {
 				}
 				return dur(d)
 			}
-			fmt.Fprintf(out, "| %s | %s | %s | %s / %s | %d/%d | %d/%d | %d/%d (%.1f%%) | %s | %s | %s | %s | %s | %s | %.1f | %.2f | %s |\n", name, dur(r.maxPubA), pubB, dur(r.waitA), dur(r.waitB), r.publishedB, r.wantB,
-				r.completeA, r.others, r.completeB, r.others, 100*r.fracB, ms(r.p99A), p99B, pairRatio(r), span(r.spanA), span(r.spanB), drop, r.peakMiB, r.other, oneLine(r.note))
+			fmt.Fprintf(out, "| %s | %s | %s | %s / %s | %d/%d | %d/%d | %d/%d (%.1f%%) | %s | %s | %s | %s | %s | %s | %.1f | %s | %s |\n", name, dur(r.maxPubA), pubB, dur(r.waitA), dur(r.waitB), r.publishedB, r.wantB,
+				r.completeA, r.others, r.completeB, r.others, 100*r.fracB, ms(r.p99A), p99B, pairRatio(r), span(r.spanA), span(r.spanB), drop, r.peakMiB, r.loads(o), oneLine(r.note))
 		}
 	}
 	fmt.Fprintf(out, "\nOther processes on the machine used %.2f cores on average during this workload (per run: the other load column, all CPUs, the harness's own processes excluded).\n", meter.other())
@@ -1012,23 +1020,32 @@ func writeSlow(o options, out, log io.Writer) {
 	// run (run k of ours with run k of the hub, which ran right after it).
 	fmt.Fprintf(out, "#### Slow consumer: longest Publish, ours / hub, per run\n\n")
 	fmt.Fprintf(out, "Longest Publish = the longest single Publish call over every burst of the run (A and B); the ratio pairs run k of ours with run k of the hub. CPUs: %s.\n\n", o.pin.describe())
-	fmt.Fprintf(out, "| run | ours: longest Publish (A / B) | hub: longest Publish (A / B) | ours / hub | other load (cores): ours / hub |\n|--:|--:|--:|--:|--:|\n")
+	fmt.Fprintf(out, "| run | ours: longest Publish (A / B) | hub: longest Publish (A / B) | ours / hub | other load, ours (cores: machine / server's CPUs) | other load, hub |\n|--:|--:|--:|--:|--:|--:|\n")
 	var ratios []float64
 	for run := 1; run <= o.runs; run++ {
 		a, b := rows[key{"ours", run}], rows[key{"hub", run}]
 		if a.err != nil || b.err != nil {
-			fmt.Fprintf(out, "| %d | | | error | |\n", run)
+			fmt.Fprintf(out, "| %d | | | error | | |\n", run)
 			continue
 		}
 		pa, pb := max(a.maxPubA, a.maxPubB), max(b.maxPubA, b.maxPubB)
 		r := float64(pa) / float64(pb)
 		ratios = append(ratios, r)
-		fmt.Fprintf(out, "| %d | %s (%s / %s) | %s (%s / %s) | %s | %.2f / %.2f |\n", run, dur(pa), dur(a.maxPubA), dur(a.maxPubB), dur(pb), dur(b.maxPubA), dur(b.maxPubB), ratioStr(r), a.other, b.other)
+		fmt.Fprintf(out, "| %d | %s (%s / %s) | %s (%s / %s) | %s | %s | %s |\n", run, dur(pa), dur(a.maxPubA), dur(a.maxPubB), dur(pb), dur(b.maxPubA), dur(b.maxPubB), ratioStr(r), a.loads(o), b.loads(o))
 	}
 	if len(ratios) > 0 {
 		fmt.Fprintf(out, "\nours / hub: median %s, largest %s over %d runs; %d of %d runs within 1.5x.\n\n", ratioStr(median(ratios, math.NaN())), ratioStr(slices.Max(ratios)), len(ratios),
 			len(slices.DeleteFunc(slices.Clone(ratios), func(r float64) bool { return r > 1.5 })), len(ratios))
 	}
+}
+
+// loads formats the other load during a slow session: machine-wide, and
+// pinned, on the server's CPUs.
+func (r slowRow) loads(o options) string {
+	if !o.pin.pinned() {
+		return fmt.Sprintf("%.2f", r.other)
+	}
+	return fmt.Sprintf("%.2f / %.2f", r.other, r.srvOther)
 }
 
 // findIn returns the contender named name in cs.
