@@ -58,8 +58,9 @@ func manySize(o options) (n, perProc int, why string) {
 	return n, perProc, why
 }
 
-// sourceAddr returns the loopback address number a (from 2): 127.0.0.2,
-// …, 127.0.0.254, 127.0.1.1, … (no .0 or .255).
+// sourceAddrs returns count loopback addresses from number *next on (2 is
+// 127.0.0.2, 254 is 127.0.0.254, then 127.0.1.1, …; no .0 or .255) and
+// advances *next.
 func sourceAddrs(next *int, count int) []string {
 	var out []string
 	for len(out) < count {
