@@ -31,7 +31,7 @@
 #	timeout_s: 540
 # and copy the figures into benchmarks/RESULTS.md with machine.txt.
 #
-# A dry run here, at tiny sizes (about two minutes on 2 cores):
+# A dry run here, at tiny sizes (about a minute on 2 cores):
 #	DRY=1 OUT=/tmp/many-out bash benchmarks/device/many.sh
 #
 # Settings (environment): OUT (default ./device-out), BIN (default the bin
