@@ -298,30 +298,16 @@ func runMany(o options, ci contenderInfo, n, perProc int, log io.Writer) (row ma
 	}
 	cb0, _ := s.status()
 	pubCh := s.srv.start(request{Cmd: "publish", N: 1, Size: o.manySize, From: 0})
-	var pub response
-	pubDone := false
 	bound := time.Now().Add(30*time.Second + time.Duration(n)*20*time.Microsecond)
-	for {
-		time.Sleep(20 * time.Millisecond)
-		if !pubDone {
-			select {
-			case pub = <-pubCh:
-				pubDone = true
-			default:
-			}
-		}
-		st, err := s.status()
-		if err != nil {
-			row.err = err
-			return row
-		}
-		if pubDone && st.Recv+int64(st.Closed-cb0.Closed) >= int64(cst.Connected) {
-			break
-		}
-		if time.Now().After(bound) {
-			row.note = strings.TrimSpace(row.note + " broadcast: not every stream had the event in time")
-			break
-		}
+	pub, pubDone, late, err := s.awaitPublish(pubCh, 20*time.Millisecond, bound, func(published bool, _ time.Duration, st response) bool {
+		return published && st.Recv+int64(st.Closed-cb0.Closed) >= int64(cst.Connected)
+	})
+	if err != nil {
+		row.err = err
+		return row
+	}
+	if late {
+		row.note = strings.TrimSpace(row.note + " broadcast: not every stream had the event in time")
 	}
 	b1, err := s.srv.call(request{Cmd: "stats"}, 10*time.Second)
 	if err != nil {
@@ -363,29 +349,13 @@ func runMany(o options, ci contenderInfo, n, perProc int, log io.Writer) (row ma
 	want := int64(cst.Connected) * int64(E)
 	row.sWant = want
 	hard := time.Now().Add(o.manySteady + 60*time.Second)
-	pubDone = false
-	var drainEnd time.Time
-	for {
-		time.Sleep(50 * time.Millisecond)
-		if !pubDone {
-			select {
-			case pub = <-pubCh:
-				pubDone = true
-				drainEnd = time.Now().Add(10 * time.Second)
-			default:
-			}
-		}
-		st, err := s.status()
-		if err != nil {
-			row.err = err
-			return row
-		}
-		if pubDone && (st.Recv >= want || time.Now().After(drainEnd)) {
-			break
-		}
-		if time.Now().After(hard) {
-			break // the note below says how far the publisher got
-		}
+	// Past hard, the note below says how far the publisher got.
+	pub, pubDone, _, err = s.awaitPublish(pubCh, 50*time.Millisecond, hard, func(published bool, since time.Duration, st response) bool {
+		return published && (st.Recv >= want || since > 10*time.Second)
+	})
+	if err != nil {
+		row.err = err
+		return row
 	}
 	s1, err := s.srv.call(request{Cmd: "stats"}, 10*time.Second)
 	if err != nil {

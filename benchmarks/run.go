@@ -169,6 +169,35 @@ func mergeStatus(rs []response) response {
 	return m
 }
 
+// awaitPublish polls the clients every poll while the publisher whose
+// answer comes on pubCh runs, until done says the phase is over (given
+// whether the publisher has answered, how long ago, and the clients'
+// status), or until bound. It returns the publisher's answer, whether it
+// came, and whether bound passed first.
+func (s *session) awaitPublish(pubCh <-chan response, poll time.Duration, bound time.Time, done func(published bool, since time.Duration, st response) bool) (pub response, published, late bool, err error) {
+	var at time.Time
+	for {
+		time.Sleep(poll)
+		if !published {
+			select {
+			case pub = <-pubCh:
+				published, at = true, time.Now()
+			default:
+			}
+		}
+		st, err := s.status()
+		if err != nil {
+			return pub, published, false, err
+		}
+		if done(published, time.Since(at), st) {
+			return pub, published, false, nil
+		}
+		if time.Now().After(bound) {
+			return pub, published, true, nil
+		}
+	}
+}
+
 func (s *session) report(ph int) (response, error) {
 	rs, err := s.all(request{Cmd: "report", N: ph}, 30*time.Second)
 	m := mergeStatus(rs)
@@ -353,31 +382,15 @@ func runFanout(o options, ci contenderInfo, n, run int, log io.Writer) fanoutRow
 	pubCh := s.srv.start(request{Cmd: "publish", N: o.fanoutEvents, Size: o.fanoutSize, Interval: o.fanoutInterval})
 	runFor := time.Duration(o.fanoutEvents) * o.fanoutInterval
 	hardEnd := time.Now().Add(runFor + 60*time.Second)
-	var pub response
-	pubDone := false
-	var drainEnd time.Time
-	for {
-		time.Sleep(50 * time.Millisecond)
-		if !pubDone {
-			select {
-			case pub = <-pubCh:
-				pubDone = true
-				drainEnd = time.Now().Add(10 * time.Second)
-			default:
-			}
-		}
-		st, err := s.status()
-		if err != nil {
-			row.err = err
-			return row
-		}
-		if pubDone && (st.Recv >= row.want || time.Now().After(drainEnd)) {
-			break
-		}
-		if time.Now().After(hardEnd) {
-			row.note = "publishing did not finish in time"
-			break
-		}
+	pub, pubDone, late, err := s.awaitPublish(pubCh, 50*time.Millisecond, hardEnd, func(published bool, since time.Duration, st response) bool {
+		return published && (st.Recv >= row.want || since > 10*time.Second)
+	})
+	if err != nil {
+		row.err = err
+		return row
+	}
+	if late {
+		row.note = "publishing did not finish in time"
 	}
 	st1, err := s.srv.call(request{Cmd: "stats"}, 10*time.Second)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -143,25 +142,8 @@ func BenchmarkIdleStream(b *testing.B) {
 			return br, br.Subscribers, func() { br.Close() }
 		}},
 		{"hijacked-conn", func() (http.Handler, func() int, func()) {
-			// The floor of a detached stream: the connection alone, held.
-			var mu sync.Mutex
-			var held []net.Conn
-			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				conn, _, err := http.NewResponseController(w).Hijack()
-				if err != nil {
-					panic(err)
-				}
-				_, _ = conn.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"))
-				mu.Lock()
-				held = append(held, conn)
-				mu.Unlock()
-			})
-			count := func() int { mu.Lock(); defer mu.Unlock(); return len(held) }
-			return h, count, func() {
-				for _, c := range held {
-					c.Close()
-				}
-			}
+			h := &connHolder{} // the floor of a detached stream: the connection alone, held
+			return h, h.count, h.closeAll
 		}},
 		{"Broker-detached", func() (http.Handler, func() int, func()) {
 			br := newBroker(b, &Options{Detach: true})

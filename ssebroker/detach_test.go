@@ -40,8 +40,10 @@ func (m *returned) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m.once.Do(func() { close(m.done) })
 }
 
-// openStream GETs url and returns the response and a reader of its events.
-func openStream(t *testing.T, c *http.Client, url string) (*http.Response, *ssetest.Reader) {
+// openStream GETs url and returns the response, a reader of its events, and
+// leave, which ends the request and so closes its connection, as a client
+// that goes away does.
+func openStream(t *testing.T, c *http.Client, url string) (resp *http.Response, events *ssetest.Reader, leave func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -51,7 +53,17 @@ func openStream(t *testing.T, c *http.Client, url string) (*http.Response, *sset
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { resp.Body.Close() })
-	return resp, ssetest.NewReader(resp.Body)
+	return resp, ssetest.NewReader(resp.Body), func() { cancel(); resp.Body.Close() }
+}
+
+// openDetached is openStream, for a stream that must be detached.
+func openDetached(t *testing.T, c *http.Client, url string) (*http.Response, *ssetest.Reader, func()) {
+	t.Helper()
+	resp, events, leave := openStream(t, c, url)
+	if !resp.Close {
+		t.Fatal("not detached: no Connection: close")
+	}
+	return resp, events, leave
 }
 
 // A detached stream is the same stream on the wire, with Connection: close:
@@ -71,7 +83,7 @@ func TestDetachedStream(t *testing.T) {
 	defer srv.Close()
 	defer b.Close()
 
-	resp, events := openStream(t, srv.Client(), srv.URL)
+	resp, events, _ := openStream(t, srv.Client(), srv.URL)
 	h := resp.Header
 	if h.Get("Content-Type") != "text/event-stream" || h.Get("Cache-Control") != "no-cache" || h.Get("Access-Control-Allow-Origin") != "*" {
 		t.Errorf("headers %v", h)
@@ -133,18 +145,9 @@ func TestDetachedClientLeaves(t *testing.T) {
 	idle := make(chan struct{}, 1)
 	b := newBroker(t, &Options{Detach: true, Stream: sse.Options{Heartbeat: -1}, OnIdle: func() { idle <- struct{}{} }})
 	srv := brokerServer(t, b)
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
-	resp, err := srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !resp.Close {
-		t.Fatal("not detached: no Connection: close")
-	}
+	_, _, leave := openDetached(t, srv.Client(), srv.URL)
 	waitFor(t, "the stream counted", func() bool { return b.Subscribers() == 1 })
-	cancel() // closes the connection
-	resp.Body.Close()
+	leave()
 	select {
 	case <-idle:
 	case <-time.After(patience):
@@ -179,7 +182,7 @@ func TestDetachedShutdown(t *testing.T) {
 	srv.Config.RegisterOnShutdown(func() { b.Close() })
 	srv.Start()
 	defer srv.Close()
-	_, events := openStream(t, srv.Client(), srv.URL)
+	_, events, _ := openDetached(t, srv.Client(), srv.URL)
 	waitFor(t, "the stream counted", func() bool { return b.Subscribers() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
@@ -239,20 +242,7 @@ func TestDetachedConnectionLimit(t *testing.T) {
 	srv.Start()
 	defer srv.Close()
 	defer b.Close()
-	open := func(ctx context.Context) *http.Response {
-		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !resp.Close {
-			t.Fatal("not detached")
-		}
-		return resp
-	}
-	ctx, leave := context.WithCancel(context.Background())
-	first := open(ctx)
-	defer first.Body.Close()
+	_, _, leave := openDetached(t, srv.Client(), srv.URL)
 	waitFor(t, "the stream counted", func() bool { return b.Subscribers() == 1 })
 	if n := l.open.Load(); n != 1 {
 		t.Fatalf("%d connections counted with one detached stream open", n)
@@ -260,8 +250,7 @@ func TestDetachedConnectionLimit(t *testing.T) {
 	leave()
 	waitFor(t, "the connection given back after the client left", func() bool { return l.open.Load() == 0 })
 
-	second := open(context.Background())
-	defer second.Body.Close()
+	openDetached(t, srv.Client(), srv.URL)
 	waitFor(t, "the second stream counted", func() bool { return b.Subscribers() == 1 && l.open.Load() == 1 })
 	b.Close()
 	waitFor(t, "the connection given back after Close", func() bool { return l.open.Load() == 0 })
@@ -307,7 +296,7 @@ func TestDetachedFallsBack(t *testing.T) {
 			}
 			defer srv.Close()
 			defer b.Close()
-			resp, events := openStream(t, srv.Client(), srv.URL)
+			resp, events, _ := openStream(t, srv.Client(), srv.URL)
 			if tt.http2 && resp.ProtoMajor != 2 {
 				t.Fatalf("protocol %s, want HTTP/2", resp.Proto)
 			}
@@ -420,18 +409,7 @@ func TestDetachedStreamSize(t *testing.T) {
 	}
 	leakcheck.Check(t)
 	const n = 2000
-	var mu sync.Mutex
-	var held []net.Conn
-	hold := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, _, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			panic(err)
-		}
-		_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
-		mu.Lock()
-		held = append(held, conn)
-		mu.Unlock()
-	})
+	hold := &connHolder{}
 	b := newBroker(t, &Options{Detach: true, Stream: sse.Options{Heartbeat: -1}})
 	defer b.Close()
 	per := func(h http.Handler) (heap, stack float64) {
@@ -459,11 +437,7 @@ func TestDetachedStreamSize(t *testing.T) {
 		return float64(int64(m1.HeapInuse-m0.HeapInuse)) / n, float64(int64(m1.StackInuse-m0.StackInuse)) / n
 	}
 	floorHeap, floorStack := per(hold)
-	mu.Lock()
-	for _, c := range held {
-		c.Close()
-	}
-	mu.Unlock()
+	hold.closeAll()
 	heap, stack := per(b)
 	extra := heap + stack - floorHeap - floorStack
 	t.Logf("per stream, both ends: held connection %.0f B heap + %.0f B stacks; detached stream %.0f + %.0f; the Broker's part %.0f B",
@@ -520,10 +494,7 @@ func TestDetachedDropsInvalidHeaderNames(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer b.Close()
-	resp, _ := openStream(t, srv.Client(), srv.URL)
-	if !resp.Close {
-		t.Fatal("not detached")
-	}
+	resp, _, _ := openDetached(t, srv.Client(), srv.URL)
 	if resp.Header.Get("X-Good") != "kept" {
 		t.Errorf("X-Good: %q, want kept", resp.Header.Get("X-Good"))
 	}
@@ -565,18 +536,9 @@ func TestDetachedOnIdlePanicIsLogged(t *testing.T) {
 	srv.Start()
 	defer srv.Close()
 	defer b.Close()
-	ctx, leave := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
-	resp, err := srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !resp.Close {
-		t.Fatal("not detached")
-	}
+	_, _, leave := openDetached(t, srv.Client(), srv.URL)
 	waitFor(t, "the stream counted", func() bool { return b.Subscribers() == 1 })
 	leave()
-	resp.Body.Close()
 	waitFor(t, "the panic logged", func() bool { return strings.Contains(logged.String(), "OnIdle exploded") })
 	waitFor(t, "the stream counted out", func() bool { return b.Stats().Open == 0 })
 	cl := connect(t, srv.Client(), srv.URL, "")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -346,6 +348,41 @@ func dialStream(addr string) (*rawStream, error) {
 		return nil, err
 	}
 	return &rawStream{conn: conn, body: bufio.NewReaderSize(resp.Body, 4096)}, nil
+}
+
+// connHolder is the floor of any stream outside net/http: a handler that
+// hijacks each connection, writes a stream's head, and only holds it.
+type connHolder struct {
+	mu   sync.Mutex
+	held []net.Conn
+}
+
+func (h *connHolder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(err)
+	}
+	_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+	h.mu.Lock()
+	h.held = append(h.held, conn)
+	h.mu.Unlock()
+}
+
+// count returns how many connections h holds.
+func (h *connHolder) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.held)
+}
+
+// closeAll closes the connections h holds.
+func (h *connHolder) closeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.held {
+		c.Close()
+	}
+	h.held = nil
 }
 
 // fdBound returns n, or fewer if this process cannot open both ends of n
