@@ -179,16 +179,20 @@ type Options struct {
 //
 // # Goroutines
 //
-// Each stream waits in its request's handler goroutine, on a small stack; the
-// writing is done by goroutines the Broker shares among its streams, about
-// as many as writes in progress, which exit soon after they have nothing to
-// write, when the last stream ends, or at Close. A panic while a stream is
-// written (in a Log, say) is raised again on that stream's handler
-// goroutine, where net/http reports it: an error wrapping the value, with
-// the stack where it happened, or http.ErrAbortHandler unchanged; a
-// runtime.Goexit likewise. A detached stream (Options.Detach) has no handler
-// goroutine: between writes it waits parked in the Broker, and a goroutine
-// on a small stack reads its connection to learn when the client leaves.
+// Between writes a stream waits parked in the Broker, with no goroutine of
+// its own, and its request's handler goroutine waits on a small stack for
+// the stream to end; the writing is done by goroutines the Broker shares
+// among its streams, about as many as writes in progress, which exit soon
+// after they have nothing to write (at once in a Broker with few streams),
+// when the last stream ends, or at Close. Publish starts one goroutine to
+// hand the parked streams to them, so it does the same work with one
+// stream waiting or a hundred thousand. A panic while a stream is written
+// (in a Log, say) is raised again on that stream's handler goroutine, where
+// net/http reports it: an error wrapping the value, with the stack where it
+// happened, or http.ErrAbortHandler unchanged; a runtime.Goexit likewise. A
+// detached stream (Options.Detach) has no handler goroutine, and a
+// goroutine on a small stack reads its connection to learn when the client
+// leaves.
 // Besides, a Broker runs a heartbeat timer while streams are open, and,
 // with a Log, the Log's Follow. No goroutine of a Broker outlives its last
 // stream after Close.
