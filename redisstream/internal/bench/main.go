@@ -26,13 +26,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"net/http"
@@ -41,7 +38,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,9 +45,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lightsse/sse/internal/latency"
 	"github.com/lightsse/sse/ssebroker"
 
-	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/redisstream"
 	"github.com/redis/go-redis/v9"
 )
@@ -70,7 +66,7 @@ func main() {
 	flag.Parse()
 	log.SetFlags(0)
 	if *role == "clients" {
-		runClients(strings.Split(*urls, ","), *clients)
+		latency.Clients(strings.Split(*urls, ","), *clients)
 		return
 	}
 	rs, err := startRedis()
@@ -84,7 +80,7 @@ func main() {
 		case "throughput":
 			throughput(rs, *quick)
 		case "latency":
-			latency(rs, *quick, *clients, *rate, *rounds)
+			latencyWorkload(rs, *quick, *clients, *rate, *rounds)
 		case "replicated":
 			replicated(rs, *quick, *minReplicas)
 		default:
@@ -155,13 +151,6 @@ func procCPU(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(fields[11], 10, 64)
 	st, _ := strconv.ParseInt(fields[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
-}
-
-// selfCPU returns this process's CPU time.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func (rs *redisServer) client() *redis.Client {
@@ -303,7 +292,7 @@ func appendRate(rs *redisServer, topics int, dur time.Duration, minReplicas int)
 	var appended atomic.Int64
 	var failed atomic.Int64
 	stopAt := time.Now().Add(dur)
-	redisBefore, goBefore := rs.cpu(), selfCPU()
+	redisBefore, goBefore := rs.cpu(), latency.SelfCPU()
 	trips.Store(0)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -324,7 +313,7 @@ func appendRate(rs *redisServer, topics int, dur time.Duration, minReplicas int)
 	for deadline := time.Now().Add(10 * time.Second); delivered.Load() < appended.Load() && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	redisCPU, goCPU := rs.cpu()-redisBefore, selfCPU()-goBefore
+	redisCPU, goCPU := rs.cpu()-redisBefore, latency.SelfCPU()-goBefore
 	n := appended.Load()
 	with := ""
 	if minReplicas > 0 {
@@ -413,17 +402,7 @@ func serve(h http.Handler) (*http.Server, string) {
 	return hs, "http://" + ln.Addr().String()
 }
 
-// A report is what the clients process prints at the end.
-type report struct {
-	Received int64   `json:"received"`
-	Lost     int64   `json:"lost"`
-	P50      float64 `json:"p50_ms"`
-	P99      float64 `json:"p99_ms"`
-	Max      float64 `json:"max_ms"`
-	CPU      float64 `json:"cpu_s"`
-}
-
-func latency(rs *redisServer, quick bool, clients, rate, rounds int) {
+func latencyWorkload(rs *redisServer, quick bool, clients, rate, rounds int) {
 	dur := 10 * time.Second
 	if quick {
 		dur, rounds = 4*time.Second, 1
@@ -452,7 +431,7 @@ func latency(rs *redisServer, quick bool, clients, rate, rounds int) {
 	for round := range rounds {
 		for i, v := range variants {
 			srv := v.make()
-			r, goCPU, redisCPU := runLatency(rs, srv, clients, rate, events, fmt.Sprintf("%s:%d", v.name, round))
+			r, goCPU, redisCPU := latency.Run(srv.publish.Publish, srv.urls, clients, rate, events, clientCPUs, rs.cpu, fmt.Sprintf("%s:%d", v.name, round))
 			srv.close()
 			d := float64(r.Received)
 			res := &results[i]
@@ -469,193 +448,10 @@ func latency(rs *redisServer, quick bool, clients, rate, rounds int) {
 	for i, v := range variants {
 		r := results[i]
 		fmt.Printf("| %s | %s ms | %s ms | %s ms | %d | %.2f + %.2f µs | %.2f µs |\n", v.name,
-			medianRange(r.p50), medianRange(r.p99), medianRange(r.max), r.lost, median(r.goCPU), median(r.redisCPU), median(r.clientCPU))
+			latency.MedianRange(r.p50), latency.MedianRange(r.p99), latency.MedianRange(r.max), r.lost, latency.Median(r.goCPU), latency.Median(r.redisCPU), latency.Median(r.clientCPU))
 	}
 	fmt.Println()
 }
 
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-func medianRange(v []float64) string {
-	if len(v) == 1 {
-		return fmt.Sprintf("%.1f", v[0])
-	}
-	return fmt.Sprintf("%.1f (%.1f–%.1f)", median(v), slices.Min(v), slices.Max(v))
-}
-
 // clientCPUs, if set, pins the clients' process to these CPUs (taskset).
 var clientCPUs string
-
-func runLatency(rs *redisServer, srv *server, clients, rate, events int, label string) (report, time.Duration, time.Duration) {
-	args := []string{os.Args[0], "-role", "clients", "-clients", strconv.Itoa(clients), "-urls", strings.Join(srv.urls, ",")}
-	if clientCPUs != "" {
-		args = append([]string{"taskset", "-c", clientCPUs}, args...)
-	}
-	cmd := exec.Command(args[0], args[1:]...)
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	stdin, _ := cmd.StdinPipe()
-	if err := cmd.Start(); err != nil {
-		log.Fatal(err)
-	}
-	lines := bufio.NewScanner(stdout)
-	ready := make(chan struct{})
-	go func() {
-		// The clients say "ready" once each has seen a sync event.
-		if lines.Scan() && lines.Text() == "ready" {
-			close(ready)
-		}
-	}()
-	tick := time.NewTicker(50 * time.Millisecond)
-wait:
-	for {
-		select {
-		case <-ready:
-			break wait
-		case <-tick.C:
-			_ = srv.publish.Publish(sse.Event{Type: "sync", Data: "sync"})
-		}
-	}
-	tick.Stop()
-	interval := time.Second / time.Duration(rate)
-	next := time.Now()
-	for range rate { // warm-up, not measured
-		time.Sleep(time.Until(next))
-		next = next.Add(interval)
-		_ = srv.publish.Publish(sse.Event{Type: "sync", Data: "sync"})
-	}
-	goBefore, redisBefore := selfCPU(), rs.cpu()
-	for i := 1; i <= events; i++ {
-		time.Sleep(time.Until(next))
-		next = next.Add(interval)
-		data := fmt.Sprintf(`{"seq":%d,"t":%d,"pad":"%s"}`, i, time.Now().UnixNano(), payload[:150])
-		if err := srv.publish.Publish(sse.Event{Data: data}); err != nil {
-			log.Printf("Publish: %v", err)
-		}
-	}
-	fmt.Fprintf(stdin, "%d\n", events) // the last seq: the clients wait for it, then report
-	var r report
-	if !lines.Scan() || json.Unmarshal(lines.Bytes(), &r) != nil {
-		log.Fatalf("clients: no report (%q)", lines.Text())
-	}
-	goCPU, redisCPU := selfCPU()-goBefore, rs.cpu()-redisBefore
-	_ = cmd.Wait()
-	if os.Getenv("BENCH_DEBUG") != "" {
-		log.Printf("%s: %+v", label, r)
-	}
-	return r, goCPU, redisCPU
-}
-
-// runClients is the clients process: it opens n streams over urls, says
-// "ready" once every stream has had a sync event, records the latency of
-// every numbered event, and, once told the last number and every stream has
-// it (or 30 s have passed), prints a report.
-func runClients(urls []string, n int) {
-	var synced sync.WaitGroup
-	synced.Add(n)
-	var received, lost atomic.Int64
-	lastSeq := make([]atomic.Int64, n)
-	tr := &http.Transport{MaxIdleConnsPerHost: n}
-	hc := &http.Client{Transport: tr}
-	cpu0 := selfCPU()
-	for i := range n {
-		go func() {
-			resp, err := hc.Get(urls[i%len(urls)])
-			if err != nil {
-				log.Fatal(err)
-			}
-			defer resp.Body.Close()
-			rd := bufio.NewReaderSize(resp.Body, 16<<10)
-			var once sync.Once
-			var data string
-			for {
-				line, err := rd.ReadString('\n')
-				if err != nil {
-					if err != io.EOF {
-						log.Print(err)
-					}
-					return
-				}
-				switch {
-				case strings.HasPrefix(line, "data: "):
-					data = line[6 : len(line)-1]
-				case line == "\n" && data == "sync":
-					once.Do(synced.Done)
-					data = ""
-				case line == "\n" && data != "":
-					now := time.Now().UnixNano()
-					var ev struct{ Seq, T int64 }
-					if json.Unmarshal([]byte(data), &ev) == nil {
-						hist.add(now - ev.T)
-						received.Add(1)
-						if prev := lastSeq[i].Swap(ev.Seq); ev.Seq != prev+1 {
-							lost.Add(ev.Seq - prev - 1)
-						}
-					}
-					data = ""
-				}
-			}
-		}()
-		if i%100 == 99 {
-			time.Sleep(10 * time.Millisecond) // not all at once: the listen backlog
-		}
-	}
-	synced.Wait()
-	fmt.Println("ready")
-	var last int64
-	fmt.Scan(&last)
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		done := true
-		for i := range lastSeq {
-			if lastSeq[i].Load() < last {
-				done = false
-				break
-			}
-		}
-		if done {
-			break
-		}
-	}
-	var tail int64
-	for i := range lastSeq {
-		tail += last - lastSeq[i].Load()
-	}
-	r := report{Received: received.Load(), Lost: lost.Load() + tail,
-		P50: hist.quantile(0.5), P99: hist.quantile(0.99), Max: float64(hist.max.Load()) / 1e6,
-		CPU: (selfCPU() - cpu0).Seconds()}
-	b, _ := json.Marshal(r)
-	fmt.Println(string(b))
-}
-
-// hist is a histogram of latencies in buckets of 50 µs, up to 10 s.
-var hist histogram
-
-type histogram struct {
-	buckets [200001]atomic.Int64
-	max     atomic.Int64
-}
-
-func (h *histogram) add(ns int64) {
-	h.buckets[min(max(ns, 0)/50000, int64(len(h.buckets)-1))].Add(1)
-	for m := h.max.Load(); ns > m && !h.max.CompareAndSwap(m, ns); m = h.max.Load() {
-	}
-}
-
-// quantile returns the q quantile in milliseconds (the bucket's upper bound).
-func (h *histogram) quantile(q float64) float64 {
-	var total int64
-	for i := range h.buckets {
-		total += h.buckets[i].Load()
-	}
-	want, seen := int64(q*float64(total)), int64(0)
-	for i := range h.buckets {
-		if seen += h.buckets[i].Load(); seen > want {
-			return float64(i+1) * 0.05
-		}
-	}
-	return 0
-}
