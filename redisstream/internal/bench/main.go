@@ -32,7 +32,6 @@ import (
 	"fmt"
 	"log"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,7 +79,7 @@ func main() {
 		case "throughput":
 			throughput(rs, *quick)
 		case "latency":
-			latencyWorkload(rs, *quick, *clients, *rate, *rounds)
+			latency.Workload(redisStore(rs), *quick, *clients, *rate, *rounds, clientCPUs)
 		case "replicated":
 			replicated(rs, *quick, *minReplicas)
 		default:
@@ -346,111 +345,35 @@ func (t tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 
 // ---- latency ------------------------------------------------------------
 
-// A server is what the clients connect to: one or more Brokers behind HTTP
-// servers, and the Broker to publish on.
-type server struct {
-	urls    []string
-	publish *ssebroker.Broker
-	close   func()
-}
-
-func inProcess() *server {
-	b, err := ssebroker.New(nil)
-	if err != nil {
-		log.Fatal(err)
+// redisStore is the latency workload's Store: each run under a key prefix
+// of its own, each instance with its own client.
+func redisStore(rs *redisServer) latency.Store {
+	runs := 0
+	return latency.Store{
+		Name: "Redis",
+		CPU:  rs.cpu,
+		Logs: func(n int) ([]ssebroker.Log, func()) {
+			runs++
+			prefix := fmt.Sprintf("l%d:", runs)
+			var logs []ssebroker.Log
+			var closers []func()
+			for range n {
+				c := rs.client()
+				st, err := redisstream.New(c, &redisstream.Options{Prefix: prefix})
+				if err != nil {
+					log.Fatal(err)
+				}
+				tp, _ := st.Topic("room")
+				logs = append(logs, tp)
+				closers = append(closers, func() { st.Close(); c.Close() })
+			}
+			return logs, func() {
+				for _, c := range closers {
+					c()
+				}
+			}
+		},
 	}
-	hs, url := serve(b)
-	return &server{urls: []string{url}, publish: b, close: func() { b.Close(); hs.Close() }}
-}
-
-func onRedis(rs *redisServer, instances int, prefix string) *server {
-	s := &server{}
-	var closers []func()
-	for i := range instances {
-		c := rs.client()
-		st, err := redisstream.New(c, &redisstream.Options{Prefix: prefix})
-		if err != nil {
-			log.Fatal(err)
-		}
-		tp, _ := st.Topic("room")
-		b, err := ssebroker.New(&ssebroker.Options{Log: tp})
-		if err != nil {
-			log.Fatal(err)
-		}
-		hs, url := serve(b)
-		s.urls = append(s.urls, url)
-		if i == 0 {
-			s.publish = b
-		}
-		closers = append(closers, func() { b.Close(); hs.Close(); st.Close(); c.Close() })
-	}
-	s.close = func() {
-		for _, c := range closers {
-			c()
-		}
-	}
-	return s
-}
-
-func serve(h http.Handler) (*http.Server, string) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	hs := &http.Server{Handler: h}
-	go hs.Serve(ln)
-	return hs, "http://" + ln.Addr().String()
-}
-
-func latencyWorkload(rs *redisServer, quick bool, clients, rate, rounds int) {
-	dur := 10 * time.Second
-	if quick {
-		dur, rounds = 4*time.Second, 1
-	}
-	events := int(dur.Seconds()) * rate
-	fmt.Printf("## Publish to delivery, %d clients, %d events of 200 B per second\n\n", clients, rate)
-	where := "on the same cores"
-	if clientCPUs != "" {
-		where = "pinned to CPUs " + clientCPUs + " (taskset), the server and redis-server on the CPUs this command was given"
-	}
-	fmt.Printf("Latency runs from just before Publish to the client's parse of the event; the clients run in a child process "+where+". "+
-		"Each run: 1 s of warm-up events, then %v measured. The variants take turns, %d round(s); each cell is the median over the rounds, with the range.\n\n", dur, rounds)
-	variants := []struct {
-		name string
-		make func() *server
-	}{
-		{"in-process Broker (no Log)", inProcess},
-		{"Broker on the Redis Log, 1 instance", func() *server { return onRedis(rs, 1, "l1:") }},
-		{"Brokers on the Redis Log, 3 instances", func() *server { return onRedis(rs, 3, "l3:") }},
-	}
-	type result struct {
-		p50, p99, max, goCPU, redisCPU, clientCPU []float64
-		lost                                      int64
-	}
-	results := make([]result, len(variants))
-	for round := range rounds {
-		for i, v := range variants {
-			srv := v.make()
-			r, goCPU, redisCPU := latency.Run(srv.publish.Publish, srv.urls, clients, rate, events, clientCPUs, rs.cpu, fmt.Sprintf("%s:%d", v.name, round))
-			srv.close()
-			d := float64(r.Received)
-			res := &results[i]
-			res.p50 = append(res.p50, r.P50)
-			res.p99 = append(res.p99, r.P99)
-			res.max = append(res.max, r.Max)
-			res.goCPU = append(res.goCPU, goCPU.Seconds()*1e6/d)
-			res.redisCPU = append(res.redisCPU, redisCPU.Seconds()*1e6/d)
-			res.clientCPU = append(res.clientCPU, r.CPU*1e6/d)
-			res.lost += r.Lost
-		}
-	}
-	fmt.Printf("| server | p50 | p99 | max | lost | server CPU per delivery: Go + Redis | client CPU per delivery |\n|---|--:|--:|--:|--:|--:|--:|\n")
-	for i, v := range variants {
-		r := results[i]
-		fmt.Printf("| %s | %s ms | %s ms | %s ms | %d | %.2f + %.2f µs | %.2f µs |\n", v.name,
-			latency.MedianRange(r.p50), latency.MedianRange(r.p99), latency.MedianRange(r.max), r.lost, latency.Median(r.goCPU), latency.Median(r.redisCPU), latency.Median(r.clientCPU))
-	}
-	fmt.Println()
 }
 
 // clientCPUs, if set, pins the clients' process to these CPUs (taskset).
