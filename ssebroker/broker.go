@@ -197,6 +197,9 @@ type Options struct {
 // with a Log, the Log's Follow. No goroutine of a Broker outlives its last
 // stream after Close.
 type Broker struct {
+	// The fields are in an order that wastes no padding: a Broker is 512
+	// bytes, the most there is of one per user (TestIdleBrokerSize).
+
 	// Settings, fixed by New.
 	historyLen    int
 	historyBytes  int
@@ -208,40 +211,38 @@ type Broker struct {
 	onIdle        func()
 	fromStart     bool
 	detachStreams bool
+	beating       bool // under mu: beatTimer is armed
 
-	ctx    context.Context // with a Log, ends at Close: bounds every call to the Log
-	cancel context.CancelFunc
+	lg *logSide // with a Log only: what the Broker keeps for it (see log.go)
 
 	// Streams read these without a lock, so that no stream, however it is
 	// scheduled, can make Publish wait.
 	hist   atomic.Pointer[ring] // the history; with a Log, nil until its head is known
-	wake   broadcast            // notified when a stream may have something new to send
-	closed atomic.Bool
-	beats  atomic.Uint64 // heartbeats so far
-	open   atomic.Int64  // open streams
-	subs   atomic.Int64  // open streams whose start is fixed (Subscribers)
+	wakes  atomic.Uint64        // notifications so far: a stream that saw n parks only while it is n (see park)
+	beats  atomic.Uint64        // heartbeats so far
+	open   atomic.Int64         // open streams
+	subs   atomic.Int64         // open streams whose start is fixed (Subscribers)
 	pumps  pumpPool
 	counts counters
 
 	// mu is held briefly by Publish, the Log's deliveries, subscribe, the
 	// heartbeat and Close, never across a call to the Log or a write.
 	mu        sync.Mutex
-	last      time.Time   // when the last event was published, or beat sent
-	beatTimer *time.Timer // nil without a heartbeat
-	beating   bool        // beatTimer is armed
+	last      time.Duration // when the last event was published, or beat sent, as time.Since(clockStart)
+	beatTimer *time.Timer   // nil without a heartbeat
 
-	closing closeFill // with a Log: reading in, at Close, what the feed had not delivered
-
-	// Detached streams waiting for something to send (see detach.go).
+	// Streams waiting for something to send (see park.go).
 	parkMu      sync.Mutex
 	parked      []*stream
 	nparked     atomic.Int64
 	dispatching atomic.Bool // a dispatch goroutine is on its way
+	closed      atomic.Bool // Close was called (read by streams without a lock)
 	dispatcher  func()      // b.dispatch
-
-	feedMu   sync.Mutex // serializes starting and stopping the Log's Follow
-	stopFeed func()     // stops the Log's Follow; nil when not following
 }
+
+// clockStart is the time Broker.last counts from: a Duration is a third of
+// a time.Time's size, and as monotonic.
+var clockStart = time.Now()
 
 // ErrInvalidOptions is returned by New for an Options field it cannot take;
 // the error's text names the field.
@@ -276,19 +277,18 @@ func New(opts *Options) (*Broker, error) {
 		fromStart:     o.FromStart,
 		detachStreams: o.Detach,
 	}
-	b.ctx, b.cancel = context.Background(), func() {}
 	if b.log != nil {
-		b.ctx, b.cancel = context.WithCancel(b.ctx)
+		b.lg = &logSide{}
+		b.lg.ctx, b.lg.cancel = context.WithCancel(context.Background())
+		b.lg.closing.done = make(chan struct{})
 	}
-	b.wake.init()
-	b.pumps.init(&b.open, &b.closed)
+	b.pumps.init(b)
 	b.dispatcher = b.dispatch
 	if b.log == nil {
 		b.hist.Store(b.newRing(NewEpoch(), 0))
-	} else {
-		b.closing.done = make(chan struct{})
 	}
 	if b.heartbeat > 0 {
+		b.last = time.Since(clockStart) // so the first beat is a whole period after New, at least
 		b.beatTimer = time.AfterFunc(b.heartbeat, b.beat)
 		b.beatTimer.Stop() // armed by the first stream
 	}
@@ -313,7 +313,12 @@ func New(opts *Options) (*Broker, error) {
 // returns its error; as the Log's doc says, an error then means the event may
 // not be in the Log, and so may still reach the streams. PublishContext
 // bounds that wait with a context.
-func (b *Broker) Publish(e sse.Event) error { return b.PublishContext(b.ctx, e) }
+func (b *Broker) Publish(e sse.Event) error {
+	if b.lg == nil {
+		return b.PublishContext(context.Background(), e)
+	}
+	return b.PublishContext(b.lg.ctx, e)
+}
 
 // PublishContext is Publish, with ctx bounding the wait for the Broker's Log:
 // when ctx ends first, it returns ctx's error. Without a Log, Publish never
@@ -397,11 +402,11 @@ func (b *Broker) publishToLog(ctx context.Context, e *sse.Event) error {
 	if err != nil {
 		return err
 	}
-	if ctx != b.ctx {
+	if ctx != b.lg.ctx {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
-		defer context.AfterFunc(b.ctx, cancel)()
+		defer context.AfterFunc(b.lg.ctx, cancel)()
 	}
 	if _, err := b.log.Append(ctx, w); err != nil {
 		if b.closed.Load() {
@@ -420,7 +425,7 @@ func (b *Broker) publishToLog(ctx context.Context, e *sse.Event) error {
 func (b *Broker) pushLocked(r *ring, w []byte, id string) {
 	r.push(&entry{wire: w, id: id}, b.historyLen, b.historyBytes)
 	if b.beatTimer != nil {
-		b.last = time.Now()
+		b.last = time.Since(clockStart)
 	}
 	b.notify()
 }
@@ -446,7 +451,9 @@ func (b *Broker) Close() error {
 	if b.closed.Swap(true) {
 		return nil
 	}
-	b.cancel()
+	if b.lg != nil {
+		b.lg.cancel()
+	}
 	b.notify() // after closed: a stream that misses it sees closed
 	b.pumps.close()
 	if b.beatTimer != nil {
@@ -609,7 +616,7 @@ func (o *Options) check() error {
 func (b *Broker) beat() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed.Load() || wire.WaitRest(b.beatTimer, b.heartbeat, time.Since(b.last)) {
+	if b.closed.Load() || wire.WaitRest(b.beatTimer, b.heartbeat, time.Since(clockStart)-b.last) {
 		return
 	}
 	if b.open.Load() == 0 {
@@ -617,7 +624,7 @@ func (b *Broker) beat() {
 		return
 	}
 	b.beats.Add(1)
-	b.last = time.Now()
+	b.last = time.Since(clockStart)
 	b.notify()
 	b.beatTimer.Reset(b.heartbeat)
 }

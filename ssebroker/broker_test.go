@@ -732,8 +732,8 @@ func TestIdleBrokerSize(t *testing.T) {
 	for _, b := range brokers {
 		b.Close()
 	}
-	if per > 1600 {
-		t.Errorf("an idle Broker holds %.0f bytes, want at most 1,600", per)
+	if per > 1024 {
+		t.Errorf("an idle Broker holds %.0f bytes, want at most 1,024", per)
 	}
 	t.Logf("an idle Broker holds %.0f bytes", per)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -86,18 +87,19 @@ type Log interface {
 // following it when it has none: a Broker nobody listens to costs the Log
 // nothing. Its history goes with the feed, since it would go stale.
 func (b *Broker) syncFeed() {
-	b.feedMu.Lock()
-	defer b.feedMu.Unlock()
+	lg := b.lg
+	lg.feedMu.Lock()
+	defer lg.feedMu.Unlock()
 	switch want := b.open.Load() > 0; {
-	case want && b.stopFeed == nil:
+	case want && lg.stopFeed == nil:
 		// The feed's calls to the Log end with it: stop waits for a
 		// delivery, and a delivery may be filling a gap.
-		ctx, cancel := context.WithCancel(b.ctx)
+		ctx, cancel := context.WithCancel(lg.ctx)
 		stop := b.log.Follow(func(pos Position, w []byte) { b.deliver(ctx, pos, w) })
-		b.stopFeed = func() { cancel(); stop() }
-	case !want && b.stopFeed != nil:
-		b.stopFeed()
-		b.stopFeed = nil
+		lg.stopFeed = func() { cancel(); stop() }
+	case !want && lg.stopFeed != nil:
+		lg.stopFeed()
+		lg.stopFeed = nil
 		b.mu.Lock()
 		b.hist.Store(nil)
 		b.mu.Unlock()
@@ -301,21 +303,22 @@ func (b *Broker) fill(ctx context.Context, r *ring, last uint64) (int, uint64) {
 // fillAtClose reads into r, the history of a closed Broker, the events the
 // Log holds past r's head: events published before Close whose delivery the
 // feed had not made. The first stream to ask does it, bounded by a heartbeat
-// period, and gets nil; others get a channel to wait on until it is done,
-// then nil.
-func (b *Broker) fillAtClose(r *ring) <-chan struct{} {
-	c := &b.closing
+// period, and gets wait false; others get wait true, with the Broker's
+// notifications as they looked, until it is done (its end notifies).
+func (b *Broker) fillAtClose(r *ring) (wakes uint64, wait bool) {
+	c := &b.lg.closing
 	if !c.started.CompareAndSwap(false, true) {
+		wakes = b.wakes.Load() // before done: the notify at its end comes after
 		select {
 		case <-c.done:
-			return nil
+			return 0, false
 		default:
-			return c.done
+			return wakes, true
 		}
 	}
 	defer func() {
 		close(c.done)
-		b.notify() // for the streams parked waiting on done
+		b.notify() // for the streams parked waiting for the fill
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), b.logLimit())
 	defer cancel()
@@ -324,7 +327,7 @@ func (b *Broker) fillAtClose(r *ring) <-chan struct{} {
 		after := Position{r.epoch, r.head.Load()}
 		wires, head, err := b.log.ReadAfter(ctx, after, fillBatch)
 		if err != nil || head.Epoch != r.epoch || checkRead(after, wires, head) != nil || len(wires) == 0 {
-			return nil
+			return 0, false
 		}
 		if until == 0 {
 			until = head.Offset
@@ -337,9 +340,21 @@ func (b *Broker) fillAtClose(r *ring) <-chan struct{} {
 		}
 		b.mu.Unlock()
 		if len(wires) == 0 || r.head.Load() >= until {
-			return nil
+			return 0, false
 		}
 	}
+}
+
+// A logSide is what a Broker with a Log keeps for it, besides the Log: a
+// Broker without one (most per-user Brokers) has none of it.
+type logSide struct {
+	ctx    context.Context // ends at Close: bounds every call to the Log
+	cancel context.CancelFunc
+
+	closing closeFill // reading in, at Close, what the feed had not delivered
+
+	feedMu   sync.Mutex // serializes starting and stopping the Log's Follow
+	stopFeed func()     // stops the Log's Follow; nil when not following
 }
 
 // A closeFill is the one fillAtClose of a Broker.
@@ -384,6 +399,6 @@ func checkRead(after Position, wires [][]byte, head Position) error {
 // heartbeat, still gets to answer).
 func (s *stream) logContext() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.b.logLimit()<<min(s.slowReads, 2))
-	stop := context.AfterFunc(s.b.ctx, cancel)
+	stop := context.AfterFunc(s.b.lg.ctx, cancel)
 	return ctx, func() { stop(); cancel() }
 }

@@ -13,21 +13,23 @@ package ssebroker
 const ended = -2
 
 // park puts s among the parked streams until the next notify, and reports
-// true, unless wake, the notification it waits for, has come already or its
-// client has left: then it reports false, and the pump goes on with s.
-func (b *Broker) park(s *stream, wake <-chan struct{}) bool {
+// true, unless a notify has come since s found nothing to send, when
+// b.wakes was seen, or its client has left: then it reports false, and the
+// pump goes on with s.
+func (b *Broker) park(s *stream, seen uint64) bool {
 	b.parkMu.Lock()
 	defer b.parkMu.Unlock()
-	// Counted before wake is looked at: a notify that comes after the look
+	// Counted before wakes is looked at: a notify that comes after the look
 	// finds the count above zero and dispatches.
 	b.nparked.Add(1)
-	select {
-	case <-wake:
-	case <-s.wr.Done():
-	default:
-		s.parkAt = len(b.parked)
-		b.parked = append(b.parked, s)
-		return true
+	if b.wakes.Load() == seen {
+		select {
+		case <-s.wr.Done():
+		default:
+			s.parkAt = len(b.parked)
+			b.parked = append(b.parked, s)
+			return true
+		}
 	}
 	b.nparked.Add(-1)
 	return false
@@ -53,10 +55,10 @@ func (b *Broker) kick(s *stream) {
 }
 
 // notify wakes every stream waiting for something new to send: the parked
-// ones, and any that waits on b.wake. b.mu is held, or the change it tells
-// of is otherwise ordered before it.
+// ones, and those on their way to park, which then do not. b.mu is held, or
+// the change it tells of is otherwise ordered before it.
 func (b *Broker) notify() {
-	b.wake.notify()
+	b.wakes.Add(1)
 	if b.nparked.Load() > 0 && !b.dispatching.Swap(true) {
 		go b.dispatcher()
 	}

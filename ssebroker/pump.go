@@ -46,17 +46,14 @@ type pumpPool struct {
 	free  int // pumps not holding a stream: on their way to the queue, or waiting
 
 	start   func()        // p.pump, as a value made once: go start() allocates nothing
-	wakeup  chan struct{} // holds a token when the queue may have streams for a waiting pump
+	wakeup  chan struct{} // holds a token when the queue may have streams for a waiting pump; made by the first pump to wait
 	release broadcast     // notified when the last stream ends, and at Close
-	open    *atomic.Int64 // the Broker's open streams
-	closed  *atomic.Bool  // the Broker's: Close was called
+	b       *Broker       // whose pool this is: its open streams, and whether it is closed
 }
 
-func (p *pumpPool) init(open *atomic.Int64, closed *atomic.Bool) {
+func (p *pumpPool) init(b *Broker) {
 	p.start = p.pump
-	p.wakeup = make(chan struct{}, 1)
-	p.release.init()
-	p.open, p.closed = open, closed
+	p.b = b
 }
 
 // close has the waiting pumps exit, Close having been called.
@@ -73,10 +70,13 @@ func (p *pumpPool) give(s *stream) {
 // waits), or a new one. It unlocks p.mu.
 func (p *pumpPool) comeLocked() {
 	if p.free > 0 {
+		// A free pump that does not wait yet looks at the queue before it
+		// does, under p.mu: only a waiting one needs the token.
+		wakeup := p.wakeup
 		p.mu.Unlock()
 		select {
-		case p.wakeup <- struct{}{}:
-		default: // a token is there already
+		case wakeup <- struct{}{}:
+		default: // a token is there already, or no pump has waited yet
 		}
 		return
 	}
@@ -87,9 +87,13 @@ func (p *pumpPool) comeLocked() {
 
 // pump writes queued streams, one at a time, until next says to exit.
 func (p *pumpPool) pump() {
-	idle := time.NewTimer(pumpIdle)
-	defer idle.Stop()
-	for s := p.next(idle, time.Now()); s != nil; s = p.next(idle, time.Now()) {
+	var idle *time.Timer // made as the pump first waits
+	defer func() {
+		if idle != nil {
+			idle.Stop()
+		}
+	}()
+	for s := p.next(&idle, time.Now()); s != nil; s = p.next(&idle, time.Now()) {
 		s.turn()
 		p.mu.Lock()
 		p.free++
@@ -102,9 +106,8 @@ func (p *pumpPool) pump() {
 // pump to exit, after pumpIdle without one, at Close, or when fewer than
 // lingerFrom streams are open (so that no goroutine of the Broker outlives
 // its streams for long, which a testing/synctest bubble also requires).
-func (p *pumpPool) next(idle *time.Timer, since time.Time) *stream {
+func (p *pumpPool) next(idle **time.Timer, since time.Time) *stream {
 	for {
-		release := p.release.wait()
 		p.mu.Lock()
 		if p.head < len(p.queue) {
 			s := p.queue[p.head]
@@ -128,19 +131,32 @@ func (p *pumpPool) next(idle *time.Timer, since time.Time) *stream {
 			}
 			return s
 		}
-		if p.open.Load() < lingerFrom || p.closed.Load() {
+		if p.b.open.Load() < lingerFrom || p.b.closed.Load() {
 			p.free--
 			p.mu.Unlock()
-			return nil // unsubscribe notifies release after the count drops to 0
+			return nil
 		}
+		// Only a Broker with lingerFrom streams or more gets here: the
+		// channels that a waiting pump needs are made as one first waits.
+		if p.wakeup == nil {
+			p.wakeup = make(chan struct{}, 1)
+		}
+		wakeup := p.wakeup
 		p.mu.Unlock()
+		release := p.release.wait()
+		if p.b.open.Load() < lingerFrom || p.b.closed.Load() {
+			continue // went as we looked (unsubscribe and Close notify release after)
+		}
+		if *idle == nil {
+			*idle = time.NewTimer(pumpIdle - time.Since(since))
+		}
 		select {
-		case <-p.wakeup:
+		case <-wakeup:
 			continue
-		case <-idle.C:
+		case <-(*idle).C:
 			// The timer runs from when it was last armed; a pump that has
 			// worked since then waits out the rest of the period.
-			if wire.WaitRest(idle, pumpIdle, time.Since(since)) {
+			if wire.WaitRest(*idle, pumpIdle, time.Since(since)) {
 				continue
 			}
 		case <-release:
@@ -158,9 +174,10 @@ func (p *pumpPool) next(idle *time.Timer, since time.Time) *stream {
 
 // An outcome is how a pump's turn with a stream ended.
 type outcome struct {
-	wake  <-chan struct{} // the stream caught up: park it until this is closed
-	end   endReason       // with wake nil: why the stream ended
-	fault *fault          // a panic or Goexit on the pump, for the handler to repeat
+	wait  bool      // the stream caught up: park it until the next notify
+	wakes uint64    // with wait: the Broker's notifications when it looked
+	end   endReason // without wait: why the stream ended
+	fault *fault    // a panic or Goexit on the pump, for the handler to repeat
 }
 
 // A fault is a pump's panic, or its runtime.Goexit (panicked nil).
@@ -184,15 +201,18 @@ type broadcast struct {
 	waiting atomic.Bool
 }
 
-func (c *broadcast) init() {
-	ch := make(chan struct{})
-	c.ch.Store(&ch)
-}
-
 func (c *broadcast) wait() <-chan struct{} {
-	ch := *c.ch.Load()
+	p := c.ch.Load()
+	if p == nil { // made by the first wait: a broadcast no one waits on costs nothing
+		ch := make(chan struct{})
+		if !c.ch.CompareAndSwap(nil, &ch) {
+			p = c.ch.Load()
+		} else {
+			p = &ch
+		}
+	}
 	c.waiting.Store(true)
-	return ch
+	return *p
 }
 
 func (c *broadcast) notify() {

@@ -129,11 +129,11 @@ func (s *stream) idle(dst []byte, seen *ring) step {
 		b.counts.heartbeats.Add(1)
 		dst = append(dst, wire.Heartbeat...)
 	}
-	wake := b.wake.wait()
+	wakes := b.wakes.Load()
 	if b.closed.Load() || b.beats.Load() != s.beats || b.hist.Load() != seen {
 		return step{batch: dst} // came in as we looked: read again
 	}
-	return step{batch: dst, wake: wake}
+	return step{batch: dst, wait: true, wakes: wakes}
 }
 
 // logFailed ends a stream that the Log failed, or resets it if it has sent

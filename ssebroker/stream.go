@@ -91,11 +91,11 @@ func (s *stream) serve() endReason {
 func (s *stream) turn() {
 	for {
 		out := s.writeOnce()
-		if out.wake == nil {
+		if !out.wait {
 			s.finish(out)
 			return
 		}
-		if s.b.park(s, out.wake) {
+		if s.b.park(s, out.wakes) {
 			return
 		}
 		// Notified as it parked, or its client left: another round.
@@ -166,10 +166,11 @@ func pumpPanic(p any) any {
 // A step is what a stream's read found: bytes to write, then whether to go
 // on, wait, or end.
 type step struct {
-	batch []byte          // whole events, or lines of the stream's own, copied
-	big   []byte          // then one large event, from the history's own bytes
-	wake  <-chan struct{} // nothing more to send now: wait on this
-	end   endReason       // the stream ends once batch is written
+	batch []byte    // whole events, or lines of the stream's own, copied
+	big   []byte    // then one large event, from the history's own bytes
+	wait  bool      // nothing more to send now: wait for a notify
+	wakes uint64    // with wait: the Broker's notifications when it looked
+	end   endReason // the stream ends once batch is written
 }
 
 // writeAll is turn's work: it reads and writes until the stream has caught up
@@ -207,8 +208,8 @@ func (s *stream) writeAll() outcome {
 			return outcome{end: writeEnd(err)}
 		case st.end != endNone:
 			return outcome{end: st.end}
-		case st.wake != nil:
-			return outcome{wake: st.wake}
+		case st.wait:
+			return outcome{wait: true, wakes: st.wakes}
 		}
 	}
 }
@@ -224,8 +225,9 @@ func writeEnd(err error) endReason {
 // next appends to dst what the stream has to send now, from its cursor on,
 // and advances the cursor: events (up to maxBatch bytes, or one large event),
 // a heartbeat, or the closing retry. It takes no lock. With nothing to send
-// it returns the channel to wait on, or, if something came in as it looked,
-// nothing at all, and the caller reads again.
+// it returns wait, with the Broker's notifications as it looked (the stream
+// parks only while no other has come), or, if something came in as it
+// looked, nothing at all, and the caller reads again.
 func (s *stream) next(dst []byte) step {
 	switch s.mode {
 	case unplaced:
@@ -255,8 +257,8 @@ func (s *stream) next(dst []byte) step {
 		if b.log != nil {
 			// Events published before Close may still be on their way back
 			// from the Log: the first stream here reads them in.
-			if wait := b.fillAtClose(r); wait != nil {
-				return step{batch: dst, wake: wait}
+			if wakes, wait := b.fillAtClose(r); wait {
+				return step{batch: dst, wait: true, wakes: wakes}
 			}
 			if r.head.Load() >= s.cursor {
 				return step{batch: dst} // filled: read again
@@ -269,12 +271,12 @@ func (s *stream) next(dst []byte) step {
 		b.counts.heartbeats.Add(1)
 		return step{batch: append(dst, wire.Heartbeat...)}
 	}
-	wake := b.wake.wait()
+	wakes := b.wakes.Load()
 	if r.head.Load() >= s.cursor || b.beats.Load() != s.beats || b.closed.Load() || b.hist.Load() != r {
 		return step{batch: dst} // came in as we looked: read again
 	}
 	s.caughtUp = true
-	return step{batch: dst, wake: wake}
+	return step{batch: dst, wait: true, wakes: wakes}
 }
 
 // gather appends the events from the cursor to head, up to maxBatch bytes; or,
