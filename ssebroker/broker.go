@@ -211,7 +211,7 @@ type Broker struct {
 	onIdle        func()
 	fromStart     bool
 	detachStreams bool
-	beating       bool // under mu: beatTimer is armed
+	beating       bool // under mu: beatTimer is armed (it exists only then)
 
 	lg *logSide // with a Log only: what the Broker keeps for it (see log.go)
 
@@ -229,7 +229,7 @@ type Broker struct {
 	// heartbeat and Close, never across a call to the Log or a write.
 	mu        sync.Mutex
 	last      time.Duration // when the last event was published, or beat sent, as time.Since(clockStart)
-	beatTimer *time.Timer   // nil without a heartbeat
+	beatTimer *time.Timer   // while streams are open, with a heartbeat; nil otherwise
 
 	// Streams waiting for something to send (see park.go).
 	parkMu      sync.Mutex
@@ -287,11 +287,7 @@ func New(opts *Options) (*Broker, error) {
 	if b.log == nil {
 		b.hist.Store(b.newRing(NewEpoch(), 0))
 	}
-	if b.heartbeat > 0 {
-		b.last = time.Since(clockStart) // so the first beat is a whole period after New, at least
-		b.beatTimer = time.AfterFunc(b.heartbeat, b.beat)
-		b.beatTimer.Stop() // armed by the first stream
-	}
+	b.last = time.Since(clockStart) // so the first beat is a whole period after New, at least
 	return b, nil
 }
 
@@ -424,7 +420,7 @@ func (b *Broker) publishToLog(ctx context.Context, e *sse.Event) error {
 // streams. b.mu is held.
 func (b *Broker) pushLocked(r *ring, w []byte, id string) {
 	r.push(&entry{wire: w, id: id}, b.historyLen, b.historyBytes)
-	if b.beatTimer != nil {
+	if b.heartbeat > 0 {
 		b.last = time.Since(clockStart)
 	}
 	b.notify()
@@ -534,9 +530,11 @@ func (b *Broker) subscribe(s *stream) endReason {
 		s.fix(r)
 	}
 	b.counts.opened.Add(1)
-	if b.beatTimer != nil && !b.beating {
+	if b.heartbeat > 0 && !b.beating {
+		// Made as the first stream opens, and dropped when the last has
+		// gone (beat): an idle Broker keeps no timer.
 		b.beating = true
-		b.beatTimer.Reset(b.heartbeat)
+		b.beatTimer = time.AfterFunc(b.heartbeat, b.beat)
 	}
 	b.mu.Unlock()
 	if b.log != nil {
@@ -612,7 +610,8 @@ func (o *Options) check() error {
 
 // beat runs when the heartbeat timer fires. After a whole period without an
 // event it has every stream send a comment; otherwise it waits out the rest
-// of the period. It lets the timer rest while no stream is open.
+// of the period. With no stream open, it drops the timer: the next stream
+// makes a new one.
 func (b *Broker) beat() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -620,7 +619,7 @@ func (b *Broker) beat() {
 		return
 	}
 	if b.open.Load() == 0 {
-		b.beating = false // no stream subscribes while mu is held: the next re-arms it
+		b.beating, b.beatTimer = false, nil // no stream subscribes while mu is held: the next makes one
 		return
 	}
 	b.beats.Add(1)
