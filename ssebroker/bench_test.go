@@ -1,13 +1,10 @@
 package ssebroker
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -257,68 +254,19 @@ func BenchmarkManyStreams(b *testing.B) {
 }
 
 func manyStreams(b *testing.B, n int, perUser bool) {
-	opts := &Options{Detach: true, Stream: sse.Options{Heartbeat: -1}}
-	if perUser {
-		opts.HistoryLen = 16
-	}
-	var brokers []*Broker
-	var writes atomic.Int64 // writes to every memConn: the heads, then one per event per stream
-	conns := make([]*memConn, n)
 	before := memInUse()
-	for i := range conns {
-		if perUser || i == 0 {
-			brokers = append(brokers, newBroker(b, opts))
-		}
-		c := &memConn{closed: make(chan struct{}), writes: &writes}
-		conns[i] = c
-		brokers[len(brokers)-1].ServeHTTP(&hijackable{c: c}, httptest.NewRequest("GET", "/", nil))
-	}
-	parked := func() (n int64) {
-		for _, br := range brokers {
-			n += br.nparked.Load()
-		}
-		return n
-	}
-	// Measured once every stream has had an event: with a Broker per
-	// stream, every Broker holds it.
-	publish := func() {
-		for _, br := range brokers {
-			_ = br.Publish(typical)
-		}
-	}
-	publish()
-	waitUntil(b, func() bool { return writes.Load() == int64(2*n) && parked() == int64(n) })
+	m := openMemStreams(b, n, perUser)
+	defer m.close()
 	perStream := float64(memInUse()-before) / float64(n) / 1024
-	want := int64(2 * n)
 	var cpu time.Duration
 	for b.Loop() {
-		want += int64(n)
 		c0 := cpuTime()
-		publish()
-		waitUntil(b, func() bool { return writes.Load() >= want })
+		m.publish(b)
 		cpu += cpuTime() - c0
 	}
 	b.StopTimer()
 	b.ReportMetric(perStream, "KiB/stream")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(n), "cpu-ns/delivery")
-	for _, br := range brokers {
-		br.Close()
-	}
-	for _, c := range conns {
-		<-c.closed
-	}
-}
-
-// waitUntil polls cond every 50 µs (a broadcast to 10,000 streams takes some
-// milliseconds).
-func waitUntil(b *testing.B, cond func() bool) {
-	deadline := time.Now().Add(5 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatal("timed out")
-		}
-		time.Sleep(50 * time.Microsecond)
-	}
 }
 
 // cpuTime returns the CPU time this process has used, user and system.
@@ -327,48 +275,3 @@ func cpuTime() time.Duration {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
-
-// A hijackable is a ResponseWriter whose connection, c, can be hijacked.
-type hijackable struct {
-	ssetest.Discard
-	c *memConn
-}
-
-func (h *hijackable) Header() http.Header {
-	if h.Head == nil {
-		h.Head = http.Header{}
-	}
-	return h.Head
-}
-
-func (h *hijackable) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return h.c, nil, nil
-}
-
-// A memConn is a connection that is only memory: a write is counted and
-// dropped, a read waits until Close.
-type memConn struct {
-	closed    chan struct{}
-	closeOnce sync.Once
-	writes    *atomic.Int64
-}
-
-func (c *memConn) Read([]byte) (int, error) { <-c.closed; return 0, io.EOF }
-func (c *memConn) Write(p []byte) (int, error) {
-	c.writes.Add(1)
-	return len(p), nil
-}
-func (c *memConn) Close() error {
-	c.closeOnce.Do(func() { close(c.closed) })
-	return nil
-}
-func (c *memConn) LocalAddr() net.Addr              { return memAddr{} }
-func (c *memConn) RemoteAddr() net.Addr             { return memAddr{} }
-func (c *memConn) SetDeadline(time.Time) error      { return nil }
-func (c *memConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *memConn) SetWriteDeadline(time.Time) error { return nil }
-
-type memAddr struct{}
-
-func (memAddr) Network() string { return "mem" }
-func (memAddr) String() string  { return "mem" }

@@ -545,3 +545,137 @@ func (g *gate) Write(p []byte) (int, error) {
 	<-g.open
 	return g.Recorder.Write(p)
 }
+
+// ids returns r's index of publisher IDs, as a map, whichever form it has.
+func (r *ring) ids() map[string]idRef {
+	r.idMu.Lock()
+	defer r.idMu.Unlock()
+	m := make(map[string]idRef, len(r.byID)+len(r.few))
+	for id, ref := range r.byID {
+		m[id] = ref
+	}
+	for _, f := range r.few {
+		m[f.id] = f.ref
+	}
+	return m
+}
+
+// ---- Helpers: streams over memory ----------------------------------------
+
+// memStreams are detached streams over connections that are only memory
+// (memConn), on one Broker or on a Broker each, as one per user: as many as
+// memory allows, with no file descriptor.
+type memStreams struct {
+	brokers []*Broker
+	conns   []*memConn
+	writes  atomic.Int64 // writes to every memConn: the heads, then one per event per stream
+	events  int64        // events each stream has been sent
+}
+
+// openMemStreams opens n detached streams over memConns, without
+// heartbeats, on one Broker or, perUser, on a Broker each (HistoryLen 16),
+// and publishes one event to all: it returns once every stream has written
+// it and parked again (with a Broker per stream, every Broker holds it).
+func openMemStreams(tb testing.TB, n int, perUser bool) *memStreams {
+	opts := &Options{Detach: true, Stream: sse.Options{Heartbeat: -1}}
+	if perUser {
+		opts.HistoryLen = 16
+	}
+	m := &memStreams{conns: make([]*memConn, n)}
+	for i := range m.conns {
+		if perUser || i == 0 {
+			m.brokers = append(m.brokers, newBroker(tb, opts))
+		}
+		c := &memConn{closed: make(chan struct{}), writes: &m.writes}
+		m.conns[i] = c
+		m.brokers[len(m.brokers)-1].ServeHTTP(&hijackable{c: c}, httptest.NewRequest("GET", "/", nil))
+	}
+	m.publish(tb)
+	return m
+}
+
+// publish publishes one event on every Broker, and waits until every
+// stream has written it and parked again.
+func (m *memStreams) publish(tb testing.TB) {
+	m.events++
+	for _, br := range m.brokers {
+		_ = br.Publish(typical)
+	}
+	want := int64(len(m.conns)) * (1 + m.events) // the heads, and the events
+	waitUntil(tb, func() bool {
+		var parked int64
+		for _, br := range m.brokers {
+			parked += br.nparked.Load()
+		}
+		return m.writes.Load() == want && parked == int64(len(m.conns))
+	})
+}
+
+// close closes every Broker, and waits until each has closed its streams'
+// connections.
+func (m *memStreams) close() {
+	for _, br := range m.brokers {
+		br.Close()
+	}
+	for _, c := range m.conns {
+		<-c.closed
+	}
+}
+
+// waitUntil polls cond every 50 µs (a broadcast to 10,000 streams takes some
+// milliseconds), for five minutes at most.
+func waitUntil(tb testing.TB, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatal("timed out")
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+}
+
+// A hijackable is a ResponseWriter whose connection, c, can be hijacked.
+type hijackable struct {
+	ssetest.Discard
+	c *memConn
+}
+
+func (h *hijackable) Header() http.Header {
+	if h.Head == nil {
+		h.Head = http.Header{}
+	}
+	return h.Head
+}
+
+func (h *hijackable) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return h.c, nil, nil
+}
+
+// A memConn is a connection that is only memory: a write is counted and
+// dropped, a read waits until Close.
+type memConn struct {
+	closed    chan struct{}
+	closeOnce sync.Once
+	writes    *atomic.Int64
+}
+
+func (c *memConn) Read([]byte) (int, error) { <-c.closed; return 0, io.EOF }
+func (c *memConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return len(p), nil
+}
+func (c *memConn) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	return nil
+}
+func (c *memConn) LocalAddr() net.Addr              { return memAddr{} }
+func (c *memConn) RemoteAddr() net.Addr             { return memAddr{} }
+func (c *memConn) SetDeadline(time.Time) error      { return nil }
+func (c *memConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *memConn) SetWriteDeadline(time.Time) error { return nil }
+
+type memAddr struct{}
+
+func (memAddr) Network() string { return "mem" }
+func (memAddr) String() string  { return "mem" }

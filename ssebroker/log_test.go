@@ -87,7 +87,7 @@ func TestBrokersShareALog(t *testing.T) {
 			t.Fatalf("event %d has id %q, want %q", i, ev.LastEventID, want)
 		}
 	}
-	if n := len(b.hist.Load().byID); n != 0 {
+	if n := len(b.hist.Load().ids()); n != 0 {
 		t.Errorf("%d events without a publisher ID in the publisher ids' index", n)
 	}
 	// A client of A that saw half resumes on B.

@@ -34,8 +34,23 @@ type ring struct {
 	bytes int    // bytes held
 	total uint64 // bytes ever pushed
 
-	idMu sync.Mutex       // guards byID, which streams look up
-	byID map[string]idRef // events held that carry their publisher's own ID
+	// The index of the events held that carry their publisher's own ID,
+	// which streams look up under idMu: few, while it has at most fewIDs
+	// IDs (a map costs some 300 bytes even for one, and one Broker per user
+	// makes many rings that hold few events), then byID.
+	idMu sync.Mutex
+	few  []idEntry
+	byID map[string]idRef
+}
+
+// fewIDs is how many IDs a ring's index holds in a slice before it takes a
+// map.
+const fewIDs = 16
+
+// An idEntry is one ID of a ring's index while it is a slice.
+type idEntry struct {
+	id  string
+	ref idRef
 }
 
 // contests reports whether an id at offset, in r's epoch, names an event of
@@ -50,8 +65,73 @@ func (r *ring) contests(offset uint64) bool {
 func (r *ring) lookup(id string) (idRef, bool) {
 	r.idMu.Lock()
 	defer r.idMu.Unlock()
-	ref, ok := r.byID[id]
-	return ref, ok
+	if r.byID != nil {
+		ref, ok := r.byID[id]
+		return ref, ok
+	}
+	if i := r.findFew(id); i >= 0 {
+		return r.few[i].ref, true
+	}
+	return idRef{}, false
+}
+
+// findFew returns the index of id in r.few, or -1. r.idMu is held.
+func (r *ring) findFew(id string) int {
+	for i := range r.few {
+		if r.few[i].id == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// indexID counts e in r's index of publisher IDs, as the newest event with
+// its ID.
+func (r *ring) indexID(e *entry) {
+	r.idMu.Lock()
+	defer r.idMu.Unlock()
+	if r.byID == nil {
+		if i := r.findFew(e.id); i >= 0 {
+			r.few[i].ref = idRef{offset: e.offset, count: r.few[i].ref.count + 1}
+			return
+		}
+		if len(r.few) < fewIDs {
+			r.few = append(r.few, idEntry{id: e.id, ref: idRef{offset: e.offset, count: 1}})
+			return
+		}
+		r.byID = make(map[string]idRef, 2*fewIDs)
+		for _, f := range r.few {
+			r.byID[f.id] = f.ref
+		}
+		r.few = nil
+	}
+	r.byID[e.id] = idRef{offset: e.offset, count: r.byID[e.id].count + 1}
+}
+
+// unindexID counts e, which r drops, out of its index of publisher IDs.
+func (r *ring) unindexID(e *entry) {
+	r.idMu.Lock()
+	defer r.idMu.Unlock()
+	if r.byID != nil {
+		if ref := r.byID[e.id]; ref.count > 1 {
+			r.byID[e.id] = idRef{offset: ref.offset, count: ref.count - 1}
+		} else {
+			delete(r.byID, e.id)
+		}
+		return
+	}
+	i := r.findFew(e.id)
+	if i < 0 {
+		return
+	}
+	if ref := r.few[i].ref; ref.count > 1 {
+		r.few[i].ref = idRef{offset: ref.offset, count: ref.count - 1}
+		return
+	}
+	last := len(r.few) - 1
+	r.few[i] = r.few[last]
+	r.few[last] = idEntry{}
+	r.few = r.few[:last]
 }
 
 // An idRef indexes the events in the history that carry one publisher ID.
@@ -104,12 +184,7 @@ func (r *ring) push(e *entry, maxLen, maxBytes int) {
 	r.head.Store(e.offset)
 	r.bytes += len(e.wire)
 	if e.id != "" {
-		r.idMu.Lock()
-		if r.byID == nil {
-			r.byID = make(map[string]idRef)
-		}
-		r.byID[e.id] = idRef{offset: e.offset, count: r.byID[e.id].count + 1}
-		r.idMu.Unlock()
+		r.indexID(e)
 	}
 	for r.bytes > maxBytes && r.tail.Load() < e.offset {
 		r.drop()
@@ -121,13 +196,7 @@ func (r *ring) drop() {
 	tail := r.tail.Load()
 	e := r.get(tail)
 	if e.id != "" {
-		r.idMu.Lock()
-		if ref := r.byID[e.id]; ref.count > 1 {
-			r.byID[e.id] = idRef{offset: ref.offset, count: ref.count - 1}
-		} else {
-			delete(r.byID, e.id)
-		}
-		r.idMu.Unlock()
+		r.unindexID(e)
 	}
 	r.bytes -= len(e.wire)
 	r.tail.Store(tail + 1)
