@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lightsse/sse/internal/brokertest"
+	"github.com/lightsse/sse/internal/logtest"
 
 	"github.com/lightsse/sse/ssebroker"
 
@@ -438,7 +439,7 @@ func publishFails(t *testing.T, in *instance, n int, bound time.Duration) {
 	t.Helper()
 	start := time.Now()
 	err := in.broker.Publish(sse.Event{Data: strconv.Itoa(n)})
-	within(t, in.name+": Publish while Redis cannot answer", time.Since(start), bound)
+	logtest.Within(t, in.name+": Publish while Redis cannot answer", time.Since(start), bound)
 	if err == nil {
 		t.Errorf("%s: Publish while Redis cannot answer succeeded", in.name)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/internal/logtest"
 	"github.com/lightsse/sse/ssebroker"
 
 	"github.com/lightsse/sse/redisstream/internal/redistest"
@@ -26,50 +27,6 @@ func admin(t *testing.T, srv *redistest.Server) *redis.Client {
 		DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-func TestThreeInstancesOneOrder(t *testing.T) {
-	srv := redistest.Start(t)
-	const perInstance, workers = 3334, 8
-	var tops []*Topic
-	var readers []*reader
-	for range 3 {
-		tp := topic(t, newStreams(t, srv, &Options{MaxLen: 3 * perInstance}), "room")
-		r, _ := follow(t, tp)
-		tops, readers = append(tops, tp), append(readers, r)
-	}
-	for _, r := range readers {
-		r.wait("the head", 10*time.Second, (*reader).started)
-	}
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	for i, tp := range tops {
-		for w := range workers {
-			wg.Go(func() {
-				for n := w; n < perInstance; n += workers {
-					if _, err := tp.Append(context.Background(), wire(i*perInstance+n)); err != nil {
-						failed.Add(1)
-						t.Error(err)
-						return
-					}
-				}
-			})
-		}
-	}
-	wg.Wait()
-	if failed.Load() > 0 {
-		t.FailNow()
-	}
-	total := 3 * perInstance
-	for _, r := range readers {
-		r.wait(fmt.Sprint(total, " events"), 60*time.Second, func(r *reader) bool { return len(r.got) >= total })
-		r.checkLog(0)
-		r.mu.Lock()
-		if r.gaps != 0 {
-			t.Errorf("a follower filled %d gaps in a run without failures: the feed lost events", r.gaps)
-		}
-		r.mu.Unlock()
-	}
 }
 
 // A pipelineCounter counts the pipelines of scripts a client sends, and the
@@ -101,7 +58,7 @@ func TestAppendsShareRoundTrips(t *testing.T) {
 	}
 	defer s.Close()
 	tops := []*Topic{topic(t, s, "a"), topic(t, s, "b"), topic(t, s, "c")}
-	if _, err := topic(t, s, "warm-up").Append(t.Context(), wire(0)); err != nil { // loads the script
+	if _, err := topic(t, s, "warm-up").Append(t.Context(), logtest.Wire(0)); err != nil { // loads the script
 		t.Fatal(err)
 	}
 	count.pipelines.Store(0)
@@ -119,7 +76,7 @@ func TestAppendsShareRoundTrips(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			tp := tops[i%len(tops)]
-			p, err := tp.Append(t.Context(), wire(i))
+			p, err := tp.Append(t.Context(), logtest.Wire(i))
 			if err != nil {
 				t.Error(err)
 				return
@@ -158,39 +115,30 @@ func TestAppendsShareRoundTrips(t *testing.T) {
 	}
 }
 
-// within fails the test if d exceeds bound by more than the slack a busy
-// machine may add.
-func within(t *testing.T, what string, d, bound time.Duration) {
-	t.Helper()
-	if slack := 2 * time.Second; d > bound+slack {
-		t.Errorf("%s took %v, over its bound %v (plus %v of slack)", what, d, bound, slack)
-	}
-}
-
 func TestAppendFailsInTimeWhileRedisPaused(t *testing.T) {
 	srv := redistest.Start(t)
 	const timeout = 300 * time.Millisecond
 	tp := topic(t, newStreams(t, srv, &Options{Timeout: timeout}), "room")
-	appendN(t, tp, 1, 1)
+	logtest.AppendN(t, tp, 1, 1)
 	srv.Pause()
 	defer srv.Resume()
 	for i := range 3 {
 		start := time.Now()
-		_, err := tp.Append(t.Context(), wire(2+i))
-		within(t, "Append to a paused Redis", time.Since(start), timeout)
+		_, err := tp.Append(t.Context(), logtest.Wire(2+i))
+		logtest.Within(t, "Append to a paused Redis", time.Since(start), timeout)
 		if !errors.Is(err, ErrTimeout) {
 			t.Errorf("Append to a paused Redis: %v, want ErrTimeout", err)
 		}
 	}
 	start := time.Now()
-	_, _, err := tp.ReadAfter(t.Context(), sse0(), 1)
-	within(t, "ReadAfter from a paused Redis", time.Since(start), timeout)
+	_, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{}, 1)
+	logtest.Within(t, "ReadAfter from a paused Redis", time.Since(start), timeout)
 	if !errors.Is(err, ErrTimeout) {
 		t.Errorf("ReadAfter from a paused Redis: %v, want ErrTimeout", err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := tp.Append(ctx, wire(9)); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := tp.Append(ctx, logtest.Wire(9)); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Append with a context that ends first: %v, want context.DeadlineExceeded", err)
 	}
 }
@@ -199,19 +147,19 @@ func TestAppendFailsInTimeWhileRedisDown(t *testing.T) {
 	srv := redistest.Start(t)
 	const timeout = 300 * time.Millisecond
 	tp := topic(t, newStreams(t, srv, &Options{Timeout: timeout}), "room")
-	appendN(t, tp, 1, 1)
+	logtest.AppendN(t, tp, 1, 1)
 	srv.Kill()
 	for i := range 3 {
 		start := time.Now()
-		_, err := tp.Append(t.Context(), wire(2+i))
-		within(t, "Append to a stopped Redis", time.Since(start), timeout)
+		_, err := tp.Append(t.Context(), logtest.Wire(2+i))
+		logtest.Within(t, "Append to a stopped Redis", time.Since(start), timeout)
 		var op *net.OpError
 		if !errors.Is(err, ErrTimeout) && !errors.As(err, &op) {
 			t.Errorf("Append to a stopped Redis: %v, want ErrTimeout or a network error", err)
 		}
 	}
 	srv.Restart()
-	if _, err := tp.Append(t.Context(), wire(5)); err != nil {
+	if _, err := tp.Append(t.Context(), logtest.Wire(5)); err != nil {
 		t.Errorf("Append once Redis is back: %v", err)
 	}
 }
@@ -220,25 +168,22 @@ func TestFollowAcrossRedisRestart(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStreams(t, srv, nil)
 	tp := topic(t, s, "room")
-	r, _ := follow(t, tp)
-	r.wait("the head", 10*time.Second, (*reader).started)
-	first := appendN(t, tp, 1, 3)[0].Epoch
-	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	r, _ := logtest.Follow(t, tp)
+	r.Wait("the head", 10*time.Second, logtest.Started)
+	first := logtest.AppendN(t, tp, 1, 3)[0].Epoch
+	r.Wait("3 events", 10*time.Second, logtest.Got(3))
 	srv.Restart() // empty: no persistence
-	r.wait("a new epoch", 20*time.Second, func(r *reader) bool { return len(r.resets) == 1 })
-	r.mu.Lock()
-	second := r.epoch
-	r.got = nil // the old epoch's events; the check below is of the new one
-	r.mu.Unlock()
+	second := r.Wait("a new epoch", 20*time.Second, func(s *logtest.State) bool { return len(s.Resets) == 1 }).Epoch
+	r.Forget() // the old epoch's events; the check below is of the new one
 	if second == first {
 		t.Fatalf("the epoch after a restart without persistence is still %s", first)
 	}
-	ps := appendN(t, tp, 4, 6)
+	ps := logtest.AppendN(t, tp, 4, 6)
 	if ps[0].Epoch != second || ps[0].Offset != 1 {
 		t.Errorf("first Append after the restart: %v, want %s-1", ps[0], second)
 	}
-	r.wait("3 more events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
-	r.checkLog(0)
+	r.Wait("3 more events", 10*time.Second, logtest.Got(3))
+	r.CheckLog(0)
 }
 
 func TestFollowThroughPause(t *testing.T) {
@@ -247,39 +192,34 @@ func TestFollowThroughPause(t *testing.T) {
 	s := newStreams(t, srv, &Options{Timeout: timeout})
 	tp := topic(t, s, "room")
 	other := topic(t, newStreams(t, srv, &Options{Timeout: timeout}), "room")
-	r, _ := follow(t, tp)
-	r.wait("the head", 10*time.Second, (*reader).started)
-	appendN(t, other, 1, 3)
-	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	r, _ := logtest.Follow(t, tp)
+	r.Wait("the head", 10*time.Second, logtest.Started)
+	logtest.AppendN(t, other, 1, 3)
+	r.Wait("3 events", 10*time.Second, logtest.Got(3))
 	srv.Pause()
-	if _, err := other.Append(t.Context(), wire(4)); !errors.Is(err, ErrTimeout) {
+	if _, err := other.Append(t.Context(), logtest.Wire(4)); !errors.Is(err, ErrTimeout) {
 		t.Errorf("Append while paused: %v, want ErrTimeout", err)
 	}
 	time.Sleep(time.Second)
 	srv.Resume()
-	appendN(t, other, 5, 7)
+	logtest.AppendN(t, other, 5, 7)
 	// The Append that timed out may or may not be in the log; whatever the
 	// log holds, the follower has, in its order.
-	r.wait("event 7", 20*time.Second, func(r *reader) bool { return len(r.got) > 0 && r.got[len(r.got)-1] == 7 })
-	r.checkLog(0)
+	r.Wait("event 7", 20*time.Second, func(s *logtest.State) bool { return len(s.Got) > 0 && s.Got[len(s.Got)-1] == 7 })
+	r.CheckLog(0)
 }
 
-func TestStopEndsDeliveriesAndUnsubscribes(t *testing.T) {
+// Once every Follow of a topic has stopped, its Streams unsubscribes from
+// the topic's channel, and from its probe channel.
+func TestStopUnsubscribes(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStreams(t, srv, nil)
 	tp := topic(t, s, "room")
-	stop, stopped, late := followCountingLate(t, tp)
-	witness, stopWitness := follow(t, tp) // on the same Streams: after stop, it still gets events
-	witness.wait("the head", 10*time.Second, (*reader).started)
+	stop, _, _ := logtest.FollowCountingLate(t, tp)
+	r, stopR := logtest.Follow(t, tp)
+	r.Wait("the head", 10*time.Second, logtest.Started)
 	stop()
-	stopped.Store(true)
-	stop() // again: no effect
-	appendN(t, tp, 1, 3)
-	witness.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
-	if n := late.Load(); n > 0 {
-		t.Errorf("deliver called %d times after stop returned", n)
-	}
-	stopWitness()
+	stopR()
 	a := admin(t, srv)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		subs, err := a.PubSubNumSub(t.Context(), tp.channel).Result()
@@ -313,7 +253,7 @@ func TestManyTopicsFewFollowed(t *testing.T) {
 	for w := range 50 {
 		wg.Go(func() {
 			for i := w; i < topics; i += 50 {
-				if _, err := tops[i].Append(context.Background(), wire(i)); err != nil {
+				if _, err := tops[i].Append(context.Background(), logtest.Wire(i)); err != nil {
 					t.Error(err)
 					return
 				}
@@ -321,19 +261,19 @@ func TestManyTopicsFewFollowed(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	var readers []*reader
+	var readers []*logtest.Follower
 	for _, tp := range tops[:followed] {
-		r, _ := follow(t, tp)
+		r, _ := logtest.Follow(t, tp)
 		readers = append(readers, r)
 	}
 	for _, r := range readers {
-		r.wait("the head", 10*time.Second, (*reader).started)
+		r.Wait("the head", 10*time.Second, logtest.Started)
 	}
 	for i, tp := range tops[:followed] {
-		appendN(t, tp, 100000+i, 100000+i)
+		logtest.AppendN(t, tp, 100000+i, 100000+i)
 	}
 	for i, r := range readers {
-		r.wait("its event", 10*time.Second, func(r *reader) bool { return len(r.got) == 1 && r.got[0] == 100000+i })
+		r.Wait("its event", 10*time.Second, func(s *logtest.State) bool { return len(s.Got) == 1 && s.Got[0] == 100000+i })
 	}
 	// Goroutines: the callers, the loop and the reader, and go-redis's own
 	// for the client (a few); none per topic.
@@ -364,87 +304,11 @@ func TestManyTopicsFewFollowed(t *testing.T) {
 		runtime.NumGoroutine()-before, strings.Count(strings.TrimSpace(list), "\n")+1)
 }
 
-func sse0() ssebroker.Position { return ssebroker.Position{} }
-
-func TestFollowJoinsMidStream(t *testing.T) {
-	srv := redistest.Start(t)
-	pub := topic(t, newStreams(t, srv, &Options{MaxLen: 100000}), "room")
-	s := newStreams(t, srv, nil)
-	var next atomic.Int64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			if _, err := pub.Append(context.Background(), wire(int(next.Add(1)))); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	})
-	defer wg.Wait()
-	defer close(done)
-	// Followers that join while events are being appended start at the
-	// head they are given, and miss nothing after it.
-	var readers []*reader
-	var starts []uint64
-	for i := range 5 {
-		for next.Load() < int64(50*(i+1)) {
-			time.Sleep(time.Millisecond)
-		}
-		r, _ := follow(t, topic(t, s, "room"))
-		r.wait("the head", 10*time.Second, (*reader).started)
-		r.mu.Lock()
-		starts = append(starts, r.start)
-		r.mu.Unlock()
-		readers = append(readers, r)
-	}
-	last := next.Load() + 20
-	for next.Load() < last {
-		time.Sleep(time.Millisecond)
-	}
-	for i, r := range readers {
-		r.wait(fmt.Sprint("event ", last), 20*time.Second, func(r *reader) bool { return r.last >= uint64(last) })
-		checkUpTo(r, starts[i], uint64(last))
-	}
-}
-
-// checkUpTo fails the test unless r, which started at offset from and has
-// reached to, got exactly the log's events from from+1 to to first.
-func checkUpTo(r *reader, from, to uint64) {
-	r.t.Helper()
-	var want []int
-	for pos := (ssebroker.Position{Epoch: r.epoch, Offset: from}); pos.Offset < to; {
-		wires, _, err := r.tp.ReadAfter(context.Background(), pos, 1<<20)
-		if err != nil || len(wires) == 0 {
-			r.t.Fatalf("ReadAfter(%v): %d events, %v", pos, len(wires), err)
-		}
-		for _, w := range wires {
-			if pos.Offset < to {
-				want = append(want, number(r.t, w))
-				pos.Offset++
-			}
-		}
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.errs) > 0 {
-		r.t.Errorf("follower errors: %v", r.errs)
-	}
-	if got := r.got[:min(len(r.got), len(want))]; fmt.Sprint(got) != fmt.Sprint(want) {
-		r.t.Errorf("follower from offset %d got %v, the log holds %v", from, clip(got), clip(want))
-	}
-}
-
 func TestNoDeliverAfterStop(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStreams(t, srv, nil)
 	tp := topic(t, s, "room")
-	stopA, stopped, late := followCountingLate(t, tp)
+	stopA, stopped, late := logtest.FollowCountingLate(t, tp)
 	// The witness, which follows after A on the same Streams, holds up the
 	// loop inside its deliver of event 1.
 	blocked, release := make(chan struct{}), make(chan struct{})
@@ -455,7 +319,7 @@ func TestNoDeliverAfterStop(t *testing.T) {
 		switch {
 		case w == nil:
 			signal()
-		case number(t, w) == 1:
+		case logtest.Number(t, w) == 1:
 			close(blocked)
 			<-release
 		}
@@ -464,12 +328,12 @@ func TestNoDeliverAfterStop(t *testing.T) {
 		}
 	})
 	defer stopW()
-	waitClosed(t, "the witness's head", wStarted)
-	appendN(t, tp, 1, 1)
+	logtest.WaitClosed(t, "the witness's head", wStarted)
+	logtest.AppendN(t, tp, 1, 1)
 	<-blocked
 	stopA() // A is not in deliver: returns at once, though the loop is busy
 	stopped.Store(true)
-	appendN(t, tp, 2, 2)
+	logtest.AppendN(t, tp, 2, 2)
 	for len(s.subs.inbox) == 0 { // event 2 waits for the loop, before A's leave
 		time.Sleep(time.Millisecond)
 	}
@@ -479,37 +343,6 @@ func TestNoDeliverAfterStop(t *testing.T) {
 	}
 	if n := late.Load(); n > 0 {
 		t.Errorf("deliver called %d times after stop returned", n)
-	}
-}
-
-// followCountingLate follows tp with a deliver that counts its calls made
-// once *stopped is set (the test sets it when stop has returned), and
-// returns once the first head has come. The test's end stops it.
-func followCountingLate(t *testing.T, tp *Topic) (stop func(), stopped *atomic.Bool, late *atomic.Int64) {
-	t.Helper()
-	stopped, late = new(atomic.Bool), new(atomic.Int64)
-	started := make(chan struct{})
-	signal := sync.OnceFunc(func() { close(started) }) // a head after a break is no second start
-	stop = tp.Follow(func(pos ssebroker.Position, w []byte) {
-		if stopped.Load() {
-			late.Add(1)
-		}
-		if w == nil {
-			signal()
-		}
-	})
-	t.Cleanup(stop)
-	waitClosed(t, "the head", started)
-	return stop, stopped, late
-}
-
-// waitClosed waits until ch is closed; it fails the test after 10 s.
-func waitClosed(t *testing.T, what string, ch <-chan struct{}) {
-	t.Helper()
-	select {
-	case <-ch:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("waited 10 s for %s", what)
 	}
 }
 
@@ -530,13 +363,13 @@ func TestDeadConnectionReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	r, _ := follow(t, topic(t, s, "room"))
-	r.wait("the head", 10*time.Second, (*reader).started)
+	r, _ := logtest.Follow(t, topic(t, s, "room"))
+	r.Wait("the head", 10*time.Second, logtest.Started)
 	px.freeze() // every connection so far now carries nothing, and never closes
 	pub := topic(t, newStreams(t, srv, nil), "room")
-	appendN(t, pub, 1, 3)
-	r.wait("3 events, on a new connection", 20*time.Second, func(r *reader) bool { return len(r.got) == 3 })
-	r.checkLog(0)
+	logtest.AppendN(t, pub, 1, 3)
+	r.Wait("3 events, on a new connection", 20*time.Second, logtest.Got(3))
+	r.CheckLog(0)
 }
 
 // A connection whose answer to a PING waits in the inbox, unread because
@@ -578,9 +411,9 @@ func TestAbandonedAppendNotSent(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStreams(t, srv, nil)
 	tp := topic(t, s, "room")
-	epoch := appendN(t, tp, 1, 1)[0].Epoch
+	epoch := logtest.AppendN(t, tp, 1, 1)[0].Epoch
 	newCall := func(n int) *call {
-		return &call{topic: tp, kind: appendCall, wire: wire(n), done: make(chan struct{}),
+		return &call{topic: tp, kind: appendCall, wire: logtest.Wire(n), done: make(chan struct{}),
 			deadline: time.Now().Add(s.timeout)}
 	}
 	gone, kept := newCall(2), newCall(3)
@@ -590,7 +423,7 @@ func TestAbandonedAppendNotSent(t *testing.T) {
 	if kept.err != nil || kept.head != (ssebroker.Position{Epoch: epoch, Offset: 2}) {
 		t.Errorf("the Append sent: %v, %v; want %s-2", kept.head, kept.err, epoch)
 	}
-	if got := numbersIn(t, tp, epoch); fmt.Sprint(got) != "[1 3]" {
+	if got := logtest.NumbersIn(t, tp, epoch); fmt.Sprint(got) != "[1 3]" {
 		t.Errorf("the log holds %v, want [1 3]: not the abandoned event 2", got)
 	}
 }
@@ -701,9 +534,9 @@ func TestAppendNeverSentTwice(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	tp := topic(t, s, "room")
-	appendN(t, tp, 1, 1) // a connection, and the script loaded
+	logtest.AppendN(t, tp, 1, 1) // a connection, and the script loaded
 	px.dropReplies()
-	if p, err := tp.Append(t.Context(), wire(2)); err == nil {
+	if p, err := tp.Append(t.Context(), logtest.Wire(2)); err == nil {
 		t.Logf("Append whose reply was lost: %v (sent again?)", p)
 	}
 	direct := topic(t, newStreams(t, srv, nil), "room")
@@ -711,7 +544,7 @@ func TestAppendNeverSentTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := numbersIn(t, direct, head.Epoch); fmt.Sprint(got) != "[1 2]" {
+	if got := logtest.NumbersIn(t, direct, head.Epoch); fmt.Sprint(got) != "[1 2]" {
 		t.Errorf("the log holds %v, want [1 2]: event 2 once", got)
 	}
 }
@@ -748,34 +581,32 @@ func TestRefusedChannelStopsNoOther(t *testing.T) {
 	})
 	defer stopGate()
 	<-blocked
-	ok, _ := follow(t, topic(t, s, "ok"))
-	bad, _ := follow(t, topic(t, s, "bad"))
+	ok, _ := logtest.Follow(t, topic(t, s, "ok"))
+	bad, _ := logtest.Follow(t, topic(t, s, "bad"))
 	for queued := 0; queued < 2; time.Sleep(time.Millisecond) {
 		s.subs.mu.Lock()
 		queued = len(s.subs.reqs)
 		s.subs.mu.Unlock()
 	}
 	close(release)
-	ok.wait("the head", 10*time.Second, (*reader).started)
+	ok.Wait("the head", 10*time.Second, logtest.Started)
 	for deadline := time.Now().Add(10 * time.Second); s.subs.replyErrors.Load() == 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no error reply in 10 s: the ACL refuses nothing?")
 		}
 	}
 	pub := topic(t, newStreams(t, srv, nil), "ok")
-	appendN(t, pub, 1, 3)
-	ok.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	logtest.AppendN(t, pub, 1, 3)
+	ok.Wait("3 events", 10*time.Second, logtest.Got(3))
 	if err := a.ClientKillByFilter(t.Context(), "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
-	ok.wait("a head after the reconnection", 10*time.Second, func(r *reader) bool { return r.heads >= 2 })
-	appendN(t, pub, 4, 6)
-	ok.wait("6 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 6 })
-	ok.checkLog(0)
-	bad.mu.Lock()
-	defer bad.mu.Unlock()
-	if bad.heads != 0 {
-		t.Errorf("the refused topic's follower got %d heads, want none", bad.heads)
+	ok.Wait("a head after the reconnection", 10*time.Second, func(s *logtest.State) bool { return s.Heads >= 2 })
+	logtest.AppendN(t, pub, 4, 6)
+	ok.Wait("6 events", 10*time.Second, logtest.Got(6))
+	ok.CheckLog(0)
+	if n := bad.State().Heads; n != 0 {
+		t.Errorf("the refused topic's follower got %d heads, want none", n)
 	}
 }
 
@@ -786,7 +617,7 @@ func TestLargeEventTravelsAlone(t *testing.T) {
 	srv := redistest.Start(t, "--proto-max-bulk-len", "1mb")
 	s := newStreams(t, srv, &Options{Timeout: 20 * time.Second})
 	small1, big, small2 := topic(t, s, "a"), topic(t, s, "big"), topic(t, s, "b")
-	appendN(t, small1, 1, 1) // a connection, and the script loaded
+	logtest.AppendN(t, small1, 1, 1) // a connection, and the script loaded
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
 	appendAsync := func(tp *Topic, w []byte) {
@@ -809,18 +640,18 @@ func TestLargeEventTravelsAlone(t *testing.T) {
 	s.calls.mu.Unlock()
 	srv.Pause()
 	for i := range callers { // one round trip each
-		appendAsync(small1, wire(100+i))
+		appendAsync(small1, logtest.Wire(100+i))
 		waitQueue(t, s, func(_, taken int) bool { return taken == taken0+i+1 })
 	}
 	base := 0
 	for i := range 5 {
-		appendAsync(small1, wire(10+i))
+		appendAsync(small1, logtest.Wire(10+i))
 	}
 	waitQueue(t, s, func(queued, _ int) bool { return queued == base+5 })
 	appendAsync(big, []byte("data: "+strings.Repeat("x", 2<<20)+"\n\n"))
 	waitQueue(t, s, func(queued, _ int) bool { return queued == base+6 })
 	for i := range 5 {
-		appendAsync(small2, wire(20+i))
+		appendAsync(small2, logtest.Wire(20+i))
 	}
 	waitQueue(t, s, func(queued, _ int) bool { return queued == base+11 })
 	srv.Resume()
@@ -868,10 +699,10 @@ func TestForgedMessageIgnored(t *testing.T) {
 	t.Cleanup(func() { mallory.Close() })
 	s := newStreams(t, srv, nil)
 	tp := topic(t, s, "room")
-	r, _ := follow(t, tp)
-	r.wait("the head", 10*time.Second, (*reader).started)
-	epoch := appendN(t, tp, 1, 3)[0].Epoch
-	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	r, _ := logtest.Follow(t, tp)
+	r.Wait("the head", 10*time.Second, logtest.Started)
+	epoch := logtest.AppendN(t, tp, 1, 3)[0].Epoch
+	r.Wait("3 events", 10*time.Second, logtest.Got(3))
 	forged := "data: 666\n\n"
 	for _, first := range []string{"4", "1000000"} {
 		msg := fmt.Sprintf("%s %s %d\n%s", epoch, first, len(forged), forged)
@@ -880,20 +711,18 @@ func TestForgedMessageIgnored(t *testing.T) {
 		}
 	}
 	other := topic(t, newStreams(t, srv, nil), "room")
-	appendN(t, other, 4, 4)
-	r.wait("event 4", 10*time.Second, func(r *reader) bool { return r.last >= 4 })
+	logtest.AppendN(t, other, 4, 4)
+	r.Wait("event 4", 10*time.Second, func(s *logtest.State) bool { return s.Last >= 4 })
 	if m := s.marks.get(tp.channel); m != (ssebroker.Position{Epoch: epoch, Offset: 4}) {
 		t.Errorf("the follower's Streams has the mark %v, want %s-4", m, epoch)
 	}
-	if p := appendN(t, tp, 5, 5)[0]; p != (ssebroker.Position{Epoch: epoch, Offset: 5}) {
+	if p := logtest.AppendN(t, tp, 5, 5)[0]; p != (ssebroker.Position{Epoch: epoch, Offset: 5}) {
 		t.Errorf("Append after the forged messages: %v, want %s-5", p, epoch)
 	}
-	r.wait("event 5", 10*time.Second, func(r *reader) bool { return r.last >= 5 })
-	r.checkLog(0)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if fmt.Sprint(r.got) != "[1 2 3 4 5]" || len(r.resets) != 0 {
-		t.Errorf("the follower got %v, resets %v; want [1 2 3 4 5] and none", r.got, r.resets)
+	r.Wait("event 5", 10*time.Second, func(s *logtest.State) bool { return s.Last >= 5 })
+	r.CheckLog(0)
+	if s := r.State(); fmt.Sprint(s.Got) != "[1 2 3 4 5]" || len(s.Resets) != 0 {
+		t.Errorf("the follower got %v, resets %v; want [1 2 3 4 5] and none", s.Got, s.Resets)
 	}
 }
 
@@ -926,7 +755,7 @@ func TestMinReplicas(t *testing.T) {
 	tp := topic(t, newStreams(t, master, &Options{MinReplicas: 1, Timeout: timeout}), "room")
 	onReplica := admin(t, replica)
 	for i := 1; i <= 3; i++ {
-		p := appendN(t, tp, i, i)[0]
+		p := logtest.AppendN(t, tp, i, i)[0]
 		if n, err := onReplica.XLen(t.Context(), tp.keys[0]).Result(); err != nil || n != int64(i) {
 			t.Errorf("after Append %v returned, the replica holds %d events, %v; want %d", p, n, err, i)
 		}
@@ -934,8 +763,8 @@ func TestMinReplicas(t *testing.T) {
 	replica.Pause()
 	defer replica.Resume()
 	start := time.Now()
-	_, err := tp.Append(t.Context(), wire(4))
-	within(t, "Append with the replica paused", time.Since(start), timeout)
+	_, err := tp.Append(t.Context(), logtest.Wire(4))
+	logtest.Within(t, "Append with the replica paused", time.Since(start), timeout)
 	if !errors.Is(err, ErrNotReplicated) {
 		t.Errorf("Append with the replica paused: %v, want ErrNotReplicated", err)
 	}
@@ -944,7 +773,7 @@ func TestMinReplicas(t *testing.T) {
 	}
 	wantTwo := topic(t, newStreams(t, master, &Options{MinReplicas: 2, Timeout: timeout}), "room")
 	replica.Resume()
-	if _, err := wantTwo.Append(t.Context(), wire(5)); !errors.Is(err, ErrNotReplicated) {
+	if _, err := wantTwo.Append(t.Context(), logtest.Wire(5)); !errors.Is(err, ErrNotReplicated) {
 		t.Errorf("Append with MinReplicas 2 and one replica: %v, want ErrNotReplicated", err)
 	}
 }
@@ -960,11 +789,11 @@ func TestTLS(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	r, _ := follow(t, topic(t, streamsOn(t, newTLS(), nil), "room"))
-	r.wait("the head", 10*time.Second, (*reader).started)
-	appendN(t, topic(t, streamsOn(t, newTLS(), nil), "room"), 1, 3)
-	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
-	r.checkLog(0)
+	r, _ := logtest.Follow(t, topic(t, streamsOn(t, newTLS(), nil), "room"))
+	r.Wait("the head", 10*time.Second, logtest.Started)
+	logtest.AppendN(t, topic(t, streamsOn(t, newTLS(), nil), "room"), 1, 3)
+	r.Wait("3 events", 10*time.Second, logtest.Got(3))
+	r.CheckLog(0)
 	plain := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: time.Second})
 	defer plain.Close()
 	if err := plain.Ping(t.Context()).Err(); err == nil {
@@ -978,14 +807,14 @@ func TestTLS(t *testing.T) {
 func TestProbeAfterIdle(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStreams(t, srv, nil)
-	r, stop := follow(t, topic(t, s, "room"))
-	r.wait("the head", 10*time.Second, (*reader).started)
+	r, stop := logtest.Follow(t, topic(t, s, "room"))
+	r.Wait("the head", 10*time.Second, logtest.Started)
 	stop()
 	time.Sleep(max(probeTimeout, s.timeout) + 500*time.Millisecond)
-	r2, _ := follow(t, topic(t, s, "room"))
-	r2.wait("the head", 10*time.Second, (*reader).started)
-	appendN(t, topic(t, s, "room"), 1, 1)
-	r2.wait("an event", 10*time.Second, func(r *reader) bool { return len(r.got) == 1 })
+	r2, _ := logtest.Follow(t, topic(t, s, "room"))
+	r2.Wait("the head", 10*time.Second, logtest.Started)
+	logtest.AppendN(t, topic(t, s, "room"), 1, 1)
+	r2.Wait("an event", 10*time.Second, logtest.Got(1))
 	time.Sleep(probeEvery + probeTimeout) // a probe, answered
 	if n := s.subs.replaced.Load(); n != 0 {
 		t.Errorf("the Pub/Sub connection was replaced %d times, with Redis up", n)

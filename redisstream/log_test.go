@@ -5,16 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/lightsse/sse/ssebroker"
 
 	"github.com/lightsse/sse/internal/leakcheck"
+	"github.com/lightsse/sse/internal/logtest"
 	"github.com/lightsse/sse/redisstream/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
@@ -61,7 +59,7 @@ func newStreams(t *testing.T, srv *redistest.Server, opts *Options) *Streams {
 	return s
 }
 
-func topic(t *testing.T, s *Streams, name string) *Topic {
+func topic(t testing.TB, s *Streams, name string) *Topic {
 	t.Helper()
 	tp, err := s.Topic(name)
 	if err != nil {
@@ -70,359 +68,16 @@ func topic(t *testing.T, s *Streams, name string) *Topic {
 	return tp
 }
 
-func appendN(t *testing.T, tp *Topic, from, to int) []ssebroker.Position {
-	t.Helper()
-	var ps []ssebroker.Position
-	for i := from; i <= to; i++ {
-		p, err := tp.Append(t.Context(), wire(i))
-		if err != nil {
-			t.Fatalf("Append %d: %v", i, err)
-		}
-		ps = append(ps, p)
-	}
-	return ps
-}
-
-// wire returns the wire form of the test's event number n.
-func wire(n int) []byte { return []byte("data: " + strconv.Itoa(n) + "\n\n") }
-
-// number reads n back from wire(n).
-func number(t testing.TB, w []byte) int {
-	t.Helper()
-	s, ok := strings.CutPrefix(string(w), "data: ")
-	n, err := strconv.Atoi(strings.TrimSuffix(s, "\n\n"))
-	if !ok || err != nil {
-		t.Fatalf("unexpected wire %q", w)
-	}
-	return n
-}
-
-// numbersIn returns the numbers of the events that log holds in epoch, from
-// its first, in order.
-func numbersIn(t testing.TB, log ssebroker.Log, epoch string) []int {
-	t.Helper()
-	wires, _, err := log.ReadAfter(t.Context(), ssebroker.Position{Epoch: epoch}, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []int
-	for _, w := range wires {
-		got = append(got, number(t, w))
-	}
-	return got
-}
-
-var epochShape = regexp.MustCompile(`^[0-9a-f]{16}$`)
-
-func TestAppendAndReadAfter(t *testing.T) {
+// ReadAfter reads on past one XRANGE page of its script (100 entries).
+func TestReadAfterPastOnePage(t *testing.T) {
 	srv := redistest.Start(t)
 	tp := topic(t, newStreams(t, srv, nil), "room")
-	ps := appendN(t, tp, 1, 3)
-	epoch := ps[0].Epoch
-	if !epochShape.MatchString(epoch) {
-		t.Fatalf("epoch %q is not 16 lowercase hex digits", epoch)
-	}
-	for i, p := range ps {
-		if p != (ssebroker.Position{Epoch: epoch, Offset: uint64(i + 1)}) {
-			t.Errorf("Append %d: Position %v, want %s-%d", i+1, p, epoch, i+1)
-		}
-	}
-	head := ssebroker.Position{Epoch: epoch, Offset: 3}
-	for _, tt := range []struct {
-		name  string
-		after ssebroker.Position
-		want  []int
-	}{
-		{"from the start", ssebroker.Position{Epoch: epoch}, []int{1, 2, 3}},
-		{"after the first", ssebroker.Position{Epoch: epoch, Offset: 1}, []int{2, 3}},
-		{"at the head", head, nil},
-		{"past the head", ssebroker.Position{Epoch: epoch, Offset: 9}, nil},
-		{"another epoch", ssebroker.Position{Epoch: "0123456789abcdef", Offset: 1}, nil},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			wires, h, err := tp.ReadAfter(t.Context(), tt.after, 1<<20)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if h != head {
-				t.Errorf("head %v, want %v", h, head)
-			}
-			var got []int
-			for _, w := range wires {
-				got = append(got, number(t, w))
-			}
-			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
-				t.Errorf("events %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
-// A reader follows a topic as a Broker does: it keeps the events in log
-// order, fills a gap from ReadAfter, ignores repeats, and starts over on a
-// new epoch. It records everything, for the test to check.
-type reader struct {
-	t  testing.TB
-	tp *Topic
-
-	mu     sync.Mutex
-	epoch  string
-	last   uint64
-	got    []int              // the events, in the order received
-	resets []string           // the epochs it started over in, after the first
-	heads  int                // calls of deliver(head, nil)
-	start  uint64             // the offset of the first head
-	gaps   int                // gaps it filled with ReadAfter
-	live   ssebroker.Position // where the last event deliver was handed was
-	errs   []error
-	change chan struct{} // closed and replaced at each change
-}
-
-func follow(t testing.TB, tp *Topic) (*reader, func()) {
-	r := &reader{t: t, tp: tp, change: make(chan struct{})}
-	stop := tp.Follow(r.deliver)
-	t.Cleanup(stop)
-	return r, stop
-}
-
-func (r *reader) deliver(pos ssebroker.Position, wire []byte) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	defer func() {
-		close(r.change)
-		r.change = make(chan struct{})
-	}()
-	if !epochShape.MatchString(pos.Epoch) {
-		r.errs = append(r.errs, fmt.Errorf("deliver(%v): bad epoch", pos))
-		return
-	}
-	if wire == nil {
-		if r.heads == 0 {
-			r.start = pos.Offset
-		}
-		r.heads++
-	} else if r.heads == 0 {
-		r.errs = append(r.errs, fmt.Errorf("deliver(%v, event) before any deliver(head, nil)", pos))
-	} else {
-		r.live = pos
-	}
-	if pos.Epoch != r.epoch {
-		if r.epoch != "" {
-			r.resets = append(r.resets, pos.Epoch)
-		}
-		r.epoch, r.last = pos.Epoch, 0
-		if wire == nil {
-			r.last = pos.Offset // a new follower starts at the head
-			return
-		}
-	}
-	if pos.Offset <= r.last {
-		return // a repeat
-	}
-	if want := pos.Offset; wire == nil || want > r.last+1 {
-		// A gap: fill it from the log, up to pos (inclusive if it is
-		// an event, since we have it).
-		if wire != nil {
-			want--
-		}
-		if want > r.last {
-			r.gaps++
-			r.fill(want)
-		}
-		if wire == nil {
-			return
-		}
-		if r.last != pos.Offset-1 {
-			return // the fill failed: the event would leave a gap
-		}
-	}
-	r.got = append(r.got, number(r.t, wire))
-	r.last = pos.Offset
-}
-
-// fill reads from the log the events after r.last up to offset to.
-func (r *reader) fill(to uint64) {
-	for r.last < to {
-		wires, _, err := r.tp.ReadAfter(context.Background(), ssebroker.Position{Epoch: r.epoch, Offset: r.last}, 64<<10)
-		if err != nil {
-			r.errs = append(r.errs, fmt.Errorf("ReadAfter: %w", err))
-			return
-		}
-		if len(wires) == 0 {
-			r.errs = append(r.errs, fmt.Errorf("ReadAfter(%s-%d): gone", r.epoch, r.last))
-			return
-		}
-		for _, w := range wires {
-			if r.last == to {
-				break
-			}
-			r.got = append(r.got, number(r.t, w))
-			r.last++
-		}
-	}
-}
-
-// wait waits until cond, called under the reader's lock, holds; it fails
-// the test after timeout.
-func (r *reader) wait(what string, timeout time.Duration, cond func(r *reader) bool) {
-	r.t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		r.mu.Lock()
-		ok, change := cond(r), r.change
-		r.mu.Unlock()
-		if ok {
-			return
-		}
-		select {
-		case <-change:
-		case <-deadline.C:
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.t.Fatalf("waited %v for %s: epoch %s, last %d, %d events, %d heads, %d gaps, resets %v, errors %v",
-				timeout, what, r.epoch, r.last, len(r.got), r.heads, r.gaps, r.resets, r.errs)
-		}
-	}
-}
-
-func (r *reader) started() bool { return r.heads > 0 }
-
-func TestFollowDeliversAppends(t *testing.T) {
-	srv := redistest.Start(t)
-	s := newStreams(t, srv, nil)
-	tp := topic(t, s, "room")
-	appendN(t, tp, 1, 2) // before Follow: not delivered
-	r, _ := follow(t, tp)
-	r.wait("the head", 10*time.Second, (*reader).started)
-	appendN(t, tp, 3, 5)
-	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if fmt.Sprint(r.got) != "[3 4 5]" || r.gaps != 0 || len(r.errs) > 0 {
-		t.Errorf("got %v with %d gaps, errors %v; want [3 4 5] and no gap", r.got, r.gaps, r.errs)
-	}
-}
-
-// checkLog fails the test unless r got exactly the events of the log from
-// offset from+1 to its head, in order: no gap, no repeat, no reordering.
-func (r *reader) checkLog(from uint64) {
-	r.t.Helper()
-	var want []int
-	head := ssebroker.Position{}
-	for pos := (ssebroker.Position{Epoch: r.epoch, Offset: from}); ; {
-		wires, h, err := r.tp.ReadAfter(context.Background(), pos, 1<<20)
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		head = h
-		if len(wires) == 0 {
-			break
-		}
-		for _, w := range wires {
-			want = append(want, number(r.t, w))
-		}
-		pos.Offset += uint64(len(wires))
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if head.Epoch != r.epoch || r.last != head.Offset {
-		r.t.Errorf("follower at %s-%d, log head %v", r.epoch, r.last, head)
-	}
-	if len(r.errs) > 0 {
-		r.t.Errorf("follower errors: %v", r.errs)
-	}
-	if fmt.Sprint(r.got) != fmt.Sprint(want) {
-		r.t.Errorf("follower got %d events, log holds %d after offset %d:\ngot  %v\nwant %v", len(r.got), len(want), from, clip(r.got), clip(want))
-	}
-}
-
-func clip(s []int) string {
-	if len(s) > 40 {
-		return fmt.Sprint(s[:20], " ... ", s[len(s)-20:])
-	}
-	return fmt.Sprint(s)
-}
-
-func TestWireKeptExactly(t *testing.T) {
-	srv := redistest.Start(t)
-	tp := topic(t, newStreams(t, srv, nil), "exact")
-	var mu sync.Mutex
-	var fed [][]byte
-	started := make(chan struct{})
-	signal := sync.OnceFunc(func() { close(started) })
-	stop := tp.Follow(func(pos ssebroker.Position, w []byte) {
-		mu.Lock()
-		defer mu.Unlock()
-		if w == nil {
-			signal()
-			return
-		}
-		fed = append(fed, w)
-	})
-	defer stop()
-	waitClosed(t, "the head", started)
-	wires := []string{
-		"event: a b\ndata: 1 2 3\ndata: \ndata: x\n\n",
-		"id: 7 8\ndata: \u00e9\u65e5\U0001F600\n\n",
-		"data: \n\n",
-		"data: " + strings.Repeat("z", 100<<10) + "\n\n",
-	}
-	for _, w := range wires {
-		if _, err := tp.Append(t.Context(), []byte(w)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	read, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{}, 1<<30)
-	if err != nil || len(read) != 0 {
-		t.Fatalf("ReadAfter of the zero Position: %d events, %v; want none (another epoch)", len(read), err)
-	}
-	head, err := tp.Head(t.Context())
+	epoch := logtest.AppendN(t, tp, 1, 250)[0].Epoch
+	wires, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: epoch, Offset: 2}, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	read, _, err = tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: head.Epoch}, 1<<30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		mu.Lock()
-		n := len(fed)
-		mu.Unlock()
-		if n == len(wires) || time.Now().After(deadline) {
-			break
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	for i, w := range wires {
-		if i >= len(read) || string(read[i]) != w {
-			t.Errorf("ReadAfter: event %d differs", i)
-		}
-		if i >= len(fed) || string(fed[i]) != w {
-			t.Errorf("Follow: event %d differs", i)
-		}
-	}
-}
-
-func TestReadAfterStopsAtMax(t *testing.T) {
-	srv := redistest.Start(t)
-	tp := topic(t, newStreams(t, srv, nil), "room")
-	ps := appendN(t, tp, 1, 9) // 9 bytes each
-	wires, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: ps[0].Epoch}, 25)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(wires) != 3 {
-		t.Errorf("ReadAfter with max 25 returned %d events of 9 bytes, want 3 (27 bytes, the first to reach 25)", len(wires))
-	}
-	// Reads beyond one XRANGE page of the script (100 entries).
-	appendN(t, tp, 10, 250)
-	wires, _, err = tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: ps[0].Epoch, Offset: 2}, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(wires) != 248 || number(t, wires[0]) != 3 || number(t, wires[247]) != 250 {
+	if len(wires) != 248 || logtest.Number(t, wires[0]) != 3 || logtest.Number(t, wires[247]) != 250 {
 		t.Errorf("ReadAfter after 2: %d events, want 3 to 250", len(wires))
 	}
 }
@@ -430,13 +85,13 @@ func TestReadAfterStopsAtMax(t *testing.T) {
 func TestMaxLenTrims(t *testing.T) {
 	srv := redistest.Start(t)
 	tp := topic(t, newStreams(t, srv, &Options{MaxLen: 10}), "room")
-	ps := appendN(t, tp, 1, 25)
+	ps := logtest.AppendN(t, tp, 1, 25)
 	epoch := ps[0].Epoch
 	wires, head, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: epoch, Offset: 15}, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(wires) != 10 || number(t, wires[0]) != 16 {
+	if len(wires) != 10 || logtest.Number(t, wires[0]) != 16 {
 		t.Errorf("ReadAfter(15) with MaxLen 10 after 25 events: %d events, want 16 to 25", len(wires))
 	}
 	wires, head2, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: epoch, Offset: 14}, 1<<20)
@@ -448,28 +103,12 @@ func TestMaxLenTrims(t *testing.T) {
 	}
 }
 
-func TestEpochSharedAndKept(t *testing.T) {
-	srv := redistest.Start(t)
-	a := topic(t, newStreams(t, srv, nil), "room")
-	b := topic(t, newStreams(t, srv, nil), "room")
-	pa := appendN(t, a, 1, 2)
-	pb := appendN(t, b, 3, 3)
-	if pb[0] != (ssebroker.Position{Epoch: pa[0].Epoch, Offset: 3}) {
-		t.Errorf("second instance appended at %v, want %s-3", pb[0], pa[0].Epoch)
-	}
-	// A Streams that starts later (a restarted instance) keeps the epoch.
-	c := topic(t, newStreams(t, srv, nil), "room")
-	if h, err := c.Head(t.Context()); err != nil || h != pb[0] {
-		t.Errorf("a new instance's head: %v, %v; want %v", h, err, pb[0])
-	}
-}
-
 func TestNewEpochWhenKeysLost(t *testing.T) {
 	srv := redistest.Start(t)
 	a := admin(t, srv)
 	s := newStreams(t, srv, nil)
 	tp := topic(t, s, "room")
-	old := appendN(t, tp, 1, 3)[0].Epoch
+	old := logtest.AppendN(t, tp, 1, 3)[0].Epoch
 	for _, lose := range []struct {
 		name string
 		do   func() error
@@ -478,12 +117,12 @@ func TestNewEpochWhenKeysLost(t *testing.T) {
 		{"meta deleted (eviction, IdleTTL)", func() error { return a.Del(t.Context(), tp.keys[1]).Err() }},
 	} {
 		t.Run(lose.name, func(t *testing.T) {
-			appendN(t, tp, 1, 3)
+			logtest.AppendN(t, tp, 1, 3)
 			if err := lose.do(); err != nil {
 				t.Fatal(err)
 			}
-			p := appendN(t, tp, 4, 4)[0]
-			if p.Epoch == old || p.Offset != 1 || !epochShape.MatchString(p.Epoch) {
+			p := logtest.AppendN(t, tp, 4, 4)[0]
+			if p.Epoch == old || p.Offset != 1 || !logtest.ValidEpoch(p.Epoch) {
 				t.Errorf("first Append after losing the keys: %v, want a new epoch, offset 1", p)
 			}
 			wires, head, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: old, Offset: 1}, 1<<20)
@@ -507,22 +146,22 @@ func TestNewEpochWhenKeysLost(t *testing.T) {
 func TestNewEpochWhenRedisRestarts(t *testing.T) {
 	srv := redistest.Start(t)
 	a := topic(t, newStreams(t, srv, nil), "a")
-	old := appendN(t, a, 1, 3)[0].Epoch
+	old := logtest.AppendN(t, a, 1, 3)[0].Epoch
 	srv.Save()
-	appendN(t, a, 4, 5)
+	logtest.AppendN(t, a, 4, 5)
 	srv.Restart() // back to offset 3, in the same epoch
 	blind := topic(t, newStreams(t, srv, nil), "a")
 	if h, err := blind.Head(t.Context()); err != nil || h != (ssebroker.Position{Epoch: old, Offset: 3}) {
 		t.Errorf("Head after the restart: %v, %v; want %s-3, what the snapshot holds", h, err, old)
 	}
-	p := appendN(t, blind, 6, 6)[0]
+	p := logtest.AppendN(t, blind, 6, 6)[0]
 	if p.Epoch == old || p.Offset != 1 {
 		t.Errorf("Append after the restart, by a Streams that never saw a-4: %v; want a new epoch, offset 1", p)
 	}
 	if h, err := a.Head(t.Context()); err != nil || h != p {
 		t.Errorf("Head after that Append: %v, %v; want %v", h, err, p)
 	}
-	if got := numbersIn(t, a, p.Epoch); fmt.Sprint(got) != "[6]" {
+	if got := logtest.NumbersIn(t, a, p.Epoch); fmt.Sprint(got) != "[6]" {
 		t.Errorf("the new epoch holds %v, want [6]: the old history's events are deleted", got)
 	}
 }
@@ -537,8 +176,8 @@ func TestNewEpochWhenRedisGoesBack(t *testing.T) {
 	s := newStreams(t, srv, nil)
 	a, b := topic(t, s, "a"), topic(t, s, "b")
 	readsB := topic(t, newStreams(t, srv, nil), "b")
-	oldA := appendN(t, a, 1, 3)[0].Epoch
-	oldB := appendN(t, b, 1, 3)[0].Epoch
+	oldA := logtest.AppendN(t, a, 1, 3)[0].Epoch
+	oldB := logtest.AppendN(t, b, 1, 3)[0].Epoch
 	dumps := make(map[string]string)
 	for _, key := range append(append([]string{}, a.keys...), b.keys...) {
 		d, err := adm.Dump(t.Context(), key).Result()
@@ -547,8 +186,8 @@ func TestNewEpochWhenRedisGoesBack(t *testing.T) {
 		}
 		dumps[key] = d
 	}
-	appendN(t, a, 4, 5)
-	appendN(t, b, 4, 5)
+	logtest.AppendN(t, a, 4, 5)
+	logtest.AppendN(t, b, 4, 5)
 	if h, err := readsB.Head(t.Context()); err != nil || h != (ssebroker.Position{Epoch: oldB, Offset: 5}) {
 		t.Fatalf("Head of b: %v, %v; want %s-5", h, err, oldB)
 	}
@@ -561,7 +200,7 @@ func TestNewEpochWhenRedisGoesBack(t *testing.T) {
 	if h, err := blind.Head(t.Context()); err != nil || h != (ssebroker.Position{Epoch: oldA, Offset: 3}) {
 		t.Errorf("Head of a from a Streams that never saw a-4: %v, %v; want %s-3", h, err, oldA)
 	}
-	if p := appendN(t, a, 6, 6)[0]; p.Epoch == oldA || p.Offset != 1 {
+	if p := logtest.AppendN(t, a, 6, 6)[0]; p.Epoch == oldA || p.Offset != 1 {
 		t.Errorf("Append to a by the Streams that saw a-5: %v; want a new epoch, offset 1", p)
 	}
 	h, err := readsB.Head(t.Context())
@@ -585,30 +224,28 @@ func TestNewEpochAfterPromotion(t *testing.T) {
 	replica := redistest.Start(t, "--replicaof", "127.0.0.1", fmt.Sprint(master.Port()))
 	waitReplica(t, master) // its replication id is the one that numbers the topic
 	onMaster := topic(t, newStreams(t, master, nil), "room")
-	old := appendN(t, onMaster, 1, 3)[0].Epoch
+	old := logtest.AppendN(t, onMaster, 1, 3)[0].Epoch
 	if n, err := admin(t, master).Wait(t.Context(), 1, 10*time.Second).Result(); err != nil || n != 1 {
 		t.Fatalf("WAIT 1: %d, %v", n, err)
 	}
 	replica.Must("REPLICAOF", "NO", "ONE")
 	onReplica := topic(t, newStreams(t, replica, nil), "room")
-	r, _ := follow(t, onReplica)
-	r.wait("the head", 10*time.Second, (*reader).started)
-	if got := numbersIn(t, onReplica, old); fmt.Sprint(got) != "[1 2 3]" {
+	r, _ := logtest.Follow(t, onReplica)
+	r.Wait("the head", 10*time.Second, logtest.Started)
+	if got := logtest.NumbersIn(t, onReplica, old); fmt.Sprint(got) != "[1 2 3]" {
 		t.Errorf("the promoted replica holds %v in the old epoch, want [1 2 3]", got)
 	}
 	// Both now take Appends: the old master goes on in its epoch, the new
 	// one in its own.
-	pm := appendN(t, onMaster, 4, 4)[0]
-	pr := appendN(t, topic(t, newStreams(t, replica, nil), "room"), 104, 104)[0]
+	pm := logtest.AppendN(t, onMaster, 4, 4)[0]
+	pr := logtest.AppendN(t, topic(t, newStreams(t, replica, nil), "room"), 104, 104)[0]
 	if pm != (ssebroker.Position{Epoch: old, Offset: 4}) || pr.Epoch == old || pr.Offset != 1 {
 		t.Errorf("Appends to the old master and to the promoted replica: %v and %v; want %s-4, and a new epoch at 1", pm, pr, old)
 	}
-	r.wait("the new epoch", 10*time.Second, func(r *reader) bool { return r.epoch == pr.Epoch && r.last == 1 })
-	r.mu.Lock()
-	if len(r.resets) != 1 {
-		t.Errorf("the follower on the promoted replica had the resets %v, want one, to %s", r.resets, pr.Epoch)
+	r.Wait("the new epoch", 10*time.Second, func(s *logtest.State) bool { return s.Epoch == pr.Epoch && s.Last == 1 })
+	if resets := r.State().Resets; len(resets) != 1 {
+		t.Errorf("the follower on the promoted replica had the resets %v, want one, to %s", resets, pr.Epoch)
 	}
-	r.mu.Unlock()
 	wires, head, err := onReplica.ReadAfter(t.Context(), ssebroker.Position{Epoch: old, Offset: 1}, 1<<20)
 	if err != nil || len(wires) != 0 || head != pr {
 		t.Errorf("ReadAfter(%s-1) on the promoted replica: %d events, head %v, %v; want none, head %v", old, len(wires), head, err, pr)
@@ -620,17 +257,14 @@ func TestNewEpochAfterPromotion(t *testing.T) {
 func TestFollowNewEpochWhenRedisGoesBack(t *testing.T) {
 	srv := redistest.Start(t)
 	pub := topic(t, newStreams(t, srv, nil), "room")
-	r, _ := follow(t, topic(t, newStreams(t, srv, nil), "room"))
-	r.wait("the head", 10*time.Second, (*reader).started)
-	old := appendN(t, pub, 1, 3)[0].Epoch
+	r, _ := logtest.Follow(t, topic(t, newStreams(t, srv, nil), "room"))
+	r.Wait("the head", 10*time.Second, logtest.Started)
+	old := logtest.AppendN(t, pub, 1, 3)[0].Epoch
 	srv.Save()
-	appendN(t, pub, 4, 5)
-	r.wait("5 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 5 })
+	logtest.AppendN(t, pub, 4, 5)
+	r.Wait("5 events", 10*time.Second, logtest.Got(5))
 	srv.Restart() // back to offset 3, in the same epoch
-	r.wait("a new epoch", 10*time.Second, func(r *reader) bool { return len(r.resets) == 1 })
-	r.mu.Lock()
-	epoch := r.epoch
-	r.mu.Unlock()
+	epoch := r.Wait("a new epoch", 10*time.Second, func(s *logtest.State) bool { return len(s.Resets) == 1 }).Epoch
 	if h, err := pub.Head(t.Context()); err != nil || h != (ssebroker.Position{Epoch: epoch, Offset: 0}) || epoch == old {
 		t.Errorf("Head after the follower's new epoch: %v, %v; want %s-0, a new epoch", h, err, epoch)
 	}
@@ -641,7 +275,7 @@ func TestIdleTTL(t *testing.T) {
 	a := admin(t, srv)
 	s := newStreams(t, srv, &Options{IdleTTL: time.Hour})
 	tp := topic(t, s, "room")
-	appendN(t, tp, 1, 1)
+	logtest.AppendN(t, tp, 1, 1)
 	for _, key := range tp.keys {
 		ttl, err := a.PTTL(t.Context(), key).Result()
 		if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
@@ -650,7 +284,7 @@ func TestIdleTTL(t *testing.T) {
 	}
 	plain := newStreams(t, srv, nil)
 	tp2 := topic(t, plain, "other")
-	appendN(t, tp2, 1, 1)
+	logtest.AppendN(t, tp2, 1, 1)
 	for _, key := range tp2.keys {
 		if ttl, err := a.PTTL(t.Context(), key).Result(); err != nil || ttl != -1 {
 			t.Errorf("without IdleTTL, PTTL %s = %v, %v; want none (-1)", key, ttl, err)
@@ -694,7 +328,7 @@ func TestReadMakesNoLastingKey(t *testing.T) {
 				}
 			}
 			tp := topic(t, s, fmt.Sprint("read-", tt.idle, "-0"))
-			appendN(t, tp, 1, 1)
+			logtest.AppendN(t, tp, 1, 1)
 			for _, key := range tp.keys {
 				ttl, err := a.PTTL(t.Context(), key).Result()
 				if tt.idle == 0 && (err != nil || ttl != -1) {
@@ -765,10 +399,10 @@ func TestClosed(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStreams(t, srv, nil)
 	tp := topic(t, s, "room")
-	r, _ := follow(t, tp)
-	r.wait("the head", 10*time.Second, (*reader).started)
+	r, _ := logtest.Follow(t, tp)
+	r.Wait("the head", 10*time.Second, logtest.Started)
 	s.Close()
-	if _, err := tp.Append(t.Context(), wire(1)); !errors.Is(err, ErrClosed) {
+	if _, err := tp.Append(t.Context(), logtest.Wire(1)); !errors.Is(err, ErrClosed) {
 		t.Errorf("Append after Close: %v, want ErrClosed", err)
 	}
 	if _, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{}, 1); !errors.Is(err, ErrClosed) {
@@ -791,18 +425,18 @@ func TestForeignEntriesRemoved(t *testing.T) {
 	srv := redistest.Start(t)
 	a := admin(t, srv)
 	tp := topic(t, newStreams(t, srv, nil), "room")
-	epoch := appendN(t, tp, 1, 2)[0].Epoch
+	epoch := logtest.AppendN(t, tp, 1, 2)[0].Epoch
 	for i, id := range []string{"*", "4-0", "99-0"} {
 		if err := a.XAdd(t.Context(), &redis.XAddArgs{Stream: tp.keys[0], ID: id, Values: []string{"x", "y"}}).Err(); err != nil {
 			t.Fatal(err)
 		}
 		n := 3 + i
-		p, err := tp.Append(t.Context(), wire(n))
+		p, err := tp.Append(t.Context(), logtest.Wire(n))
 		if err != nil || p != (ssebroker.Position{Epoch: epoch, Offset: uint64(n)}) {
 			t.Fatalf("Append after another client's XADD %s: %v, %v; want %s-%d", id, p, err, epoch, n)
 		}
 	}
-	if got := numbersIn(t, tp, epoch); fmt.Sprint(got) != "[1 2 3 4 5]" {
+	if got := logtest.NumbersIn(t, tp, epoch); fmt.Sprint(got) != "[1 2 3 4 5]" {
 		t.Errorf("the log holds %v, want [1 2 3 4 5]", got)
 	}
 	if n, err := a.XLen(t.Context(), tp.keys[0]).Result(); err != nil || n != 5 {
@@ -813,7 +447,7 @@ func TestForeignEntriesRemoved(t *testing.T) {
 func TestEventTooLargeRefused(t *testing.T) {
 	srv := redistest.Start(t)
 	tp := topic(t, newStreams(t, srv, &Options{MaxEventBytes: 100}), "room")
-	epoch := appendN(t, tp, 1, 1)[0].Epoch
+	epoch := logtest.AppendN(t, tp, 1, 1)[0].Epoch
 	if p, err := tp.Append(t.Context(), []byte("data: "+strings.Repeat("x", 93)+"\n\n")); !errors.Is(err, ErrEventTooLarge) {
 		t.Errorf("Append of 101 bytes with MaxEventBytes 100: %v, %v; want ErrEventTooLarge", p, err)
 	}
@@ -831,25 +465,23 @@ func TestEventTooLargeRefused(t *testing.T) {
 func TestFollowTopicDeleted(t *testing.T) {
 	srv := redistest.Start(t)
 	tp := topic(t, newStreams(t, srv, nil), "room")
-	r, _ := follow(t, tp)
-	r.wait("the head", 10*time.Second, (*reader).started)
+	r, _ := logtest.Follow(t, tp)
+	r.Wait("the head", 10*time.Second, logtest.Started)
 	pub := topic(t, newStreams(t, srv, nil), "room")
-	old := appendN(t, pub, 1, 3)[0].Epoch
-	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	old := logtest.AppendN(t, pub, 1, 3)[0].Epoch
+	r.Wait("3 events", 10*time.Second, logtest.Got(3))
 	if err := admin(t, srv).Del(t.Context(), tp.keys...).Err(); err != nil {
 		t.Fatal(err)
 	}
-	p := appendN(t, pub, 4, 5)[0]
+	p := logtest.AppendN(t, pub, 4, 5)[0]
 	if p.Epoch == old || p.Offset != 1 {
 		t.Fatalf("Append after the keys were deleted: %v, want a new epoch at 1", p)
 	}
-	r.wait("the new epoch's events", 10*time.Second, func(r *reader) bool { return r.epoch == p.Epoch && r.last == 2 })
-	appendN(t, pub, 6, 6)
-	r.wait("event 6", 10*time.Second, func(r *reader) bool { return r.last == 3 })
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.resets) != 1 || len(r.errs) > 0 {
-		t.Errorf("resets %v, errors %v; want one reset, no error", r.resets, r.errs)
+	r.Wait("the new epoch's events", 10*time.Second, func(s *logtest.State) bool { return s.Epoch == p.Epoch && s.Last == 2 })
+	logtest.AppendN(t, pub, 6, 6)
+	r.Wait("event 6", 10*time.Second, func(s *logtest.State) bool { return s.Last == 3 })
+	if s := r.State(); len(s.Resets) != 1 || len(s.Errs) > 0 {
+		t.Errorf("resets %v, errors %v; want one reset, no error", s.Resets, s.Errs)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lightsse/sse"
 	"github.com/lightsse/sse/internal/brokertest"
+	"github.com/lightsse/sse/internal/logtest"
 	"github.com/lightsse/sse/redisstream/internal/redistest"
 	"github.com/lightsse/sse/ssebroker"
 	"github.com/redis/go-redis/v9"
@@ -65,14 +66,14 @@ func streamsOn(t *testing.T, client redis.UniversalClient, o *Options) *Streams 
 	return s
 }
 
-// appendUntil appends wire(n) to tp until an Append succeeds, and returns
+// appendUntil appends logtest.Wire(n) to tp until an Append succeeds, and returns
 // its time; it fails the test after timeout.
 func appendUntil(t *testing.T, tp *Topic, n int, timeout time.Duration) time.Time {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
-		_, err := tp.Append(ctx, wire(n))
+		_, err := tp.Append(ctx, logtest.Wire(n))
 		cancel()
 		if err == nil {
 			return time.Now()
@@ -92,16 +93,16 @@ func appendUntil(t *testing.T, tp *Topic, n int, timeout time.Duration) time.Tim
 func TestSentinelFeedFollowsMaster(t *testing.T) {
 	d := redistest.StartSentinel(t)
 	pub := topic(t, streamsOn(t, failoverClient(t, d), &Options{Timeout: 500 * time.Millisecond}), "room")
-	r, _ := follow(t, topic(t, streamsOn(t, failoverClient(t, d), &Options{Timeout: 500 * time.Millisecond}), "room"))
-	r.wait("the head", 10*time.Second, (*reader).started)
-	old := appendN(t, pub, 1, 3)[0].Epoch
-	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	r, _ := logtest.Follow(t, topic(t, streamsOn(t, failoverClient(t, d), &Options{Timeout: 500 * time.Millisecond}), "room"))
+	r.Wait("the head", 10*time.Second, logtest.Started)
+	old := logtest.AppendN(t, pub, 1, 3)[0].Epoch
+	r.Wait("3 events", 10*time.Second, logtest.Got(3))
 	d.Failover()
 	// The first Append on the new master starts a new epoch.
 	var at time.Time
 	for n := 1000; ; n++ {
 		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
-		p, err := pub.Append(ctx, wire(n))
+		p, err := pub.Append(ctx, logtest.Wire(n))
 		cancel()
 		if err == nil && p.Epoch != old {
 			at = time.Now()
@@ -113,16 +114,14 @@ func TestSentinelFeedFollowsMaster(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	for n := 2000; ; n++ {
-		r.mu.Lock()
-		live := r.live.Epoch != "" && r.live.Epoch != old
-		r.mu.Unlock()
-		if live {
+		live := r.State().Live
+		if live.Epoch != "" && live.Epoch != old {
 			break
 		}
 		if time.Since(at) > 4*time.Second {
 			t.Fatalf("no event appended on the new master reached the follower in %v", time.Since(at))
 		}
-		appendN(t, pub, n, n)
+		logtest.AppendN(t, pub, n, n)
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("live events reach the follower %v after the first Append on the new master", time.Since(at).Round(time.Millisecond))
@@ -137,7 +136,7 @@ func TestSentinelFeedFollowsMaster(t *testing.T) {
 func TestClusterAppendsResumeAfterPromotion(t *testing.T) {
 	c := redistest.StartCluster(t, 3, 1)
 	tp := topic(t, streamsOn(t, clusterClient(t, c), &Options{Timeout: 500 * time.Millisecond}), "room")
-	appendN(t, tp, 1, 3)
+	logtest.AppendN(t, tp, 1, 3)
 	master := c.MasterOf(c.Slot(tp.keys[0]))
 	replica := c.ReplicaOf(master)
 	master.Kill()
@@ -467,7 +466,7 @@ func TestSentinelFailovers(t *testing.T) {
 	replica := d.Other(master)
 	master.Must("CONFIG", "SET", "min-replicas-to-write", "1")
 	out, _ := dep.failover("manual", d.Failover, waitTakeover(replica))
-	within(t, "Publish out after SENTINEL FAILOVER", out, time.Second)
+	logtest.Within(t, "Publish out after SENTINEL FAILOVER", out, time.Second)
 	redistest.Follow(t, master, replica) // the Sentinels would, 10 s or so later
 	master.Must("CONFIG", "SET", "min-replicas-to-write", "0")
 
@@ -482,12 +481,12 @@ func TestSentinelFailovers(t *testing.T) {
 		master.Resume()
 		return took
 	})
-	within(t, "Publish out after the takeover (paused master)", after, time.Second)
+	logtest.Within(t, "Publish out after the takeover (paused master)", after, time.Second)
 	redistest.Follow(t, master, replica)
 
 	master, replica = replica, master
 	_, after = dep.failover("kill", master.Kill, waitTakeover(replica))
-	within(t, "Publish out after the takeover (killed master)", after, time.Second)
+	logtest.Within(t, "Publish out after the takeover (killed master)", after, time.Second)
 }
 
 // Cluster (3 masters, 3 replicas, cluster-node-timeout 2 s): a manual
@@ -513,7 +512,7 @@ func TestClusterFailovers(t *testing.T) {
 	m := c.Nodes[0]
 	r := c.ReplicaOf(m)
 	out, _ := dep.failover(byMaster[m][0], func() { r.Must("CLUSTER", "FAILOVER") }, takeover(r))
-	within(t, "Publish out after CLUSTER FAILOVER", out, time.Second)
+	logtest.Within(t, "Publish out after CLUSTER FAILOVER", out, time.Second)
 	c.WaitHealthy(30 * time.Second)
 
 	m = c.Nodes[1]
@@ -530,13 +529,13 @@ func TestClusterFailovers(t *testing.T) {
 	})
 	// A reload of go-redis's slot map that asks the paused master waits
 	// for its ReadTimeout (1 s here), and may do so more than once.
-	within(t, "Publish out after the takeover (paused master)", after, 3*time.Second)
+	logtest.Within(t, "Publish out after the takeover (paused master)", after, 3*time.Second)
 	c.WaitHealthy(30 * time.Second)
 
 	m = c.Nodes[2]
 	r = c.ReplicaOf(m)
 	_, after = dep.failover(byMaster[m][0], m.Kill, takeover(r))
-	within(t, "Publish out after the takeover (killed master)", after, time.Second)
+	logtest.Within(t, "Publish out after the takeover (killed master)", after, time.Second)
 
 	// The reshard: the second topic of the first master (a replica now)
 	// moves to the third (the killed master's replica).
@@ -544,5 +543,5 @@ func TestClusterFailovers(t *testing.T) {
 	slot := c.Slot("sse:{" + name + "}:log")
 	from, to := c.MasterOf(slot), c.MasterOf(c.Slot("sse:{"+byMaster[c.Nodes[2]][0]+"}:log"))
 	out, _ = dep.failover(name, func() { c.MoveSlot(slot, from, to, 300*time.Millisecond) }, func() time.Time { return time.Time{} })
-	within(t, "Publish out during a reshard", out, time.Second)
+	logtest.Within(t, "Publish out during a reshard", out, time.Second)
 }
