@@ -14,59 +14,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/lightsse/sse/internal/logtest"
 	"github.com/lightsse/sse/ssebroker"
 )
-
-func TestAppendAndReadAfter(t *testing.T) {
-	url := newDB(t)
-	tp := topic(t, newStreams(t, url, nil), "room")
-	ps := appendN(t, tp, 1, 3)
-	epoch := ps[0].Epoch
-	if !epochShape.MatchString(epoch) {
-		t.Fatalf("epoch %q is not 16 lowercase hex digits", epoch)
-	}
-	for i, p := range ps {
-		if p != (ssebroker.Position{Epoch: epoch, Offset: uint64(i + 1)}) {
-			t.Errorf("Append %d: Position %v, want %s-%d", i+1, p, epoch, i+1)
-		}
-	}
-	head := ssebroker.Position{Epoch: epoch, Offset: 3}
-	for _, tt := range []struct {
-		name  string
-		after ssebroker.Position
-		want  []int
-	}{
-		{"from the start", ssebroker.Position{Epoch: epoch}, []int{1, 2, 3}},
-		{"after the first", ssebroker.Position{Epoch: epoch, Offset: 1}, []int{2, 3}},
-		{"at the head", head, nil},
-		{"past the head", ssebroker.Position{Epoch: epoch, Offset: 9}, nil},
-		{"far past the head", ssebroker.Position{Epoch: epoch, Offset: 1<<64 - 1}, nil},
-		{"another epoch", ssebroker.Position{Epoch: "0123456789abcdef", Offset: 1}, nil},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			wires, h, err := tp.ReadAfter(t.Context(), tt.after, 1<<20)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if h != head {
-				t.Errorf("head %v, want %v", h, head)
-			}
-			var got []int
-			for _, w := range wires {
-				got = append(got, number(t, w))
-			}
-			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
-				t.Errorf("events %v, want %v", got, tt.want)
-			}
-		})
-	}
-	// Another Streams (a restarted process, another instance) sees the
-	// same topic, and appends after it.
-	other := topic(t, newStreams(t, url, nil), "room")
-	if p := appendN(t, other, 4, 4)[0]; p != (ssebroker.Position{Epoch: epoch, Offset: 4}) {
-		t.Errorf("another Streams appended at %v, want %s-4", p, epoch)
-	}
-}
 
 // Appends from many goroutines of three Streams to one topic take the
 // offsets 1 to n, each once: no gap, no repeat.
@@ -81,7 +31,7 @@ func TestConcurrentAppendsNoGap(t *testing.T) {
 		for w := range workers {
 			wg.Go(func() {
 				for n := w; n < perStreams; n += workers {
-					p, err := tp.Append(context.Background(), wire(i*perStreams+n))
+					p, err := tp.Append(context.Background(), logtest.Wire(i*perStreams+n))
 					if err != nil {
 						t.Error(err)
 						return
@@ -131,7 +81,7 @@ func lockTopics(t *testing.T, s *Streams, names ...string) pgx.Tx {
 	}
 	t.Cleanup(func() { tx.Rollback(context.Background()) })
 	for _, name := range names {
-		if _, err := topic(t, s, name).AppendTx(t.Context(), tx, wire(0)); err != nil {
+		if _, err := topic(t, s, name).AppendTx(t.Context(), tx, logtest.Wire(0)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -157,7 +107,7 @@ func TestAppendsShareRoundTrips(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	tops := []*Topic{topic(t, s, "a"), topic(t, s, "b"), topic(t, s, "c")}
-	appendN(t, tops[0], 1, 1) // the statements prepared
+	logtest.AppendN(t, tops[0], 1, 1) // the statements prepared
 	// With the topics locked by an open transaction, the first calls wait
 	// in the callers' round trips, and every later one in the queue: once
 	// the transaction ends, those share one.
@@ -174,7 +124,7 @@ func TestAppendsShareRoundTrips(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			tp := tops[i%len(tops)]
-			p, err := tp.Append(t.Context(), wire(i))
+			p, err := tp.Append(t.Context(), logtest.Wire(i))
 			if err != nil {
 				t.Error(err)
 				return
@@ -226,11 +176,11 @@ func TestAppendFailsWhileTopicLocked(t *testing.T) {
 	url := newDB(t)
 	const timeout = time.Second
 	tp := topic(t, newStreams(t, url, &Options{Timeout: timeout}), "room")
-	appendN(t, tp, 1, 1)
+	logtest.AppendN(t, tp, 1, 1)
 	tx := lockTopics(t, newStreams(t, url, nil), "room")
 	start := time.Now()
-	_, err := tp.Append(t.Context(), wire(2))
-	within(t, "Append to a locked topic", time.Since(start), timeout)
+	_, err := tp.Append(t.Context(), logtest.Wire(2))
+	logtest.Within(t, "Append to a locked topic", time.Since(start), timeout)
 	var pgErr *pgconn.PgError
 	if !errors.Is(err, ErrTimeout) || !errors.As(err, &pgErr) || pgErr.Code != "55P03" {
 		t.Errorf("Append to a locked topic: %v, want ErrTimeout wrapping PostgreSQL's lock_not_available", err)
@@ -238,25 +188,16 @@ func TestAppendFailsWhileTopicLocked(t *testing.T) {
 	// Likewise with a context that ends before Options.Timeout.
 	ctx, cancel := context.WithTimeout(t.Context(), timeout/2)
 	defer cancel()
-	_, err = tp.Append(ctx, wire(3))
+	_, err = tp.Append(ctx, logtest.Wire(3))
 	if !errors.As(err, &pgErr) || pgErr.Code != "55P03" {
 		t.Errorf("Append to a locked topic, with a shorter context: %v, want PostgreSQL's lock_not_available", err)
 	}
 	if err := tx.Rollback(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	appendN(t, tp, 4, 4)
-	if got := numbersIn(t, tp); fmt.Sprint(got) != "[1 4]" {
+	logtest.AppendN(t, tp, 4, 4)
+	if got := logtest.Numbers(t, tp); fmt.Sprint(got) != "[1 4]" {
 		t.Errorf("the log holds %v, want [1 4]: not the Appends that failed", got)
-	}
-}
-
-// within fails the test if d exceeds bound by more than the slack a busy
-// machine may add.
-func within(t *testing.T, what string, d, bound time.Duration) {
-	t.Helper()
-	if slack := 2 * time.Second; d > bound+slack {
-		t.Errorf("%s took %v, over its bound %v (plus %v of slack)", what, d, bound, slack)
 	}
 }
 
@@ -266,9 +207,9 @@ func TestAbandonedAppendNotSent(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, nil)
 	tp := topic(t, s, "room")
-	epoch := appendN(t, tp, 1, 1)[0].Epoch
+	epoch := logtest.AppendN(t, tp, 1, 1)[0].Epoch
 	newCall := func(n int) *call {
-		return &call{topic: tp, wire: wire(n), done: make(chan struct{}), deadline: time.Now().Add(s.o.Timeout)}
+		return &call{topic: tp, wire: logtest.Wire(n), done: make(chan struct{}), deadline: time.Now().Add(s.o.Timeout)}
 	}
 	gone, kept := newCall(2), newCall(3)
 	gone.abandoned.Store(true)
@@ -277,7 +218,7 @@ func TestAbandonedAppendNotSent(t *testing.T) {
 	if kept.err != nil || kept.pos != (ssebroker.Position{Epoch: epoch, Offset: 2}) {
 		t.Errorf("the Append sent: %v, %v; want %s-2", kept.pos, kept.err, epoch)
 	}
-	if got := numbersIn(t, tp); fmt.Sprint(got) != "[1 3]" {
+	if got := logtest.Numbers(t, tp); fmt.Sprint(got) != "[1 3]" {
 		t.Errorf("the log holds %v, want [1 3]: not the abandoned event 2", got)
 	}
 }
@@ -290,8 +231,8 @@ func TestRoundTripRetriedAfterDeadlock(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, nil)
 	a, b := topic(t, s, "a"), topic(t, s, "b")
-	appendN(t, a, 1, 1)
-	appendN(t, b, 1, 1)
+	logtest.AppendN(t, a, 1, 1)
+	logtest.AppendN(t, b, 1, 1)
 	app := newPool(t, url)
 	tx, err := app.Begin(t.Context())
 	if err != nil {
@@ -304,19 +245,19 @@ func TestRoundTripRetriedAfterDeadlock(t *testing.T) {
 	if _, err := tx.Exec(t.Context(), "SET LOCAL deadlock_timeout = '1min'"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.AppendTx(t.Context(), tx, wire(20)); err != nil { // b first
+	if _, err := b.AppendTx(t.Context(), tx, logtest.Wire(20)); err != nil { // b first
 		t.Fatal(err)
 	}
 	calls := []*call{
-		{topic: a, wire: wire(2), done: make(chan struct{}), deadline: time.Now().Add(10 * time.Second)},
-		{topic: b, wire: wire(2), done: make(chan struct{}), deadline: time.Now().Add(10 * time.Second)},
+		{topic: a, wire: logtest.Wire(2), done: make(chan struct{}), deadline: time.Now().Add(10 * time.Second)},
+		{topic: b, wire: logtest.Wire(2), done: make(chan struct{}), deadline: time.Now().Add(10 * time.Second)},
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { s.roundTrip(calls) }) // locks a, waits for b
 	waitForLockWait(t, app)
 	// Then a, which the round trip holds: a deadlock. The round trip is
 	// rolled back; the transaction then gets a.
-	if _, err := a.AppendTx(t.Context(), tx, wire(20)); err != nil {
+	if _, err := a.AppendTx(t.Context(), tx, logtest.Wire(20)); err != nil {
 		t.Fatalf("AppendTx(a): %v", err)
 	}
 	if err := tx.Commit(t.Context()); err != nil {
@@ -328,7 +269,7 @@ func TestRoundTripRetriedAfterDeadlock(t *testing.T) {
 			t.Errorf("Append to %s after the deadlock: %v, %v; want offset 3", c.topic.name, c.pos, c.err)
 		}
 	}
-	if ga, gb := numbersIn(t, a), numbersIn(t, b); fmt.Sprint(ga, gb) != "[1 20 2] [1 20 2]" {
+	if ga, gb := logtest.Numbers(t, a), logtest.Numbers(t, b); fmt.Sprint(ga, gb) != "[1 20 2] [1 20 2]" {
 		t.Errorf("logs %v %v, want [1 20 2] [1 20 2]", ga, gb)
 	}
 }
@@ -359,7 +300,7 @@ func TestAppendErrorFromPostgres(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, nil)
 	tp := topic(t, s, "room")
-	appendN(t, tp, 1, 1)
+	logtest.AppendN(t, tp, 1, 1)
 	if _, err := s.pool.Exec(t.Context(), `ALTER TABLE sse_events ADD CONSTRAINT small CHECK (length(wire) < 100)`); err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +309,7 @@ func TestAppendErrorFromPostgres(t *testing.T) {
 	if !errors.As(err, &pgErr) || pgErr.Code != "23514" {
 		t.Errorf("Append that breaks a constraint: %v, want PostgreSQL's check_violation", err)
 	}
-	if p := appendN(t, tp, 2, 2)[0]; p.Offset != 2 {
+	if p := logtest.AppendN(t, tp, 2, 2)[0]; p.Offset != 2 {
 		t.Errorf("next Append at %v, want offset 2: the failed one took none", p)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/lightsse/sse/internal/logtest"
 )
 
 // waitListening waits until s's listener has made its first connection.
@@ -42,24 +43,22 @@ func killListener(t *testing.T, s *Streams) {
 func TestListenerKilled(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, &Options{PollInterval: time.Hour}) // no polling: catching up alone
-	r, _ := follow(t, topic(t, s, "room"))
-	r.wait("the head", 10*time.Second, (*reader).started)
+	r, _ := logtest.Follow(t, topic(t, s, "room"))
+	r.Wait("the head", 10*time.Second, logtest.Started)
 	pub := topic(t, newStreams(t, url, nil), "room")
-	appendN(t, pub, 1, 3)
-	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	logtest.AppendN(t, pub, 1, 3)
+	r.Wait("3 events", 10*time.Second, logtest.Got(3))
 	for round := range 3 {
 		killListener(t, s)
-		appendN(t, pub, 10*round+4, 10*round+13) // while it is down, and as it comes back
-		r.wait("10 more events", 20*time.Second, func(r *reader) bool { return len(r.got) == 3+10*(round+1) })
+		logtest.AppendN(t, pub, 10*round+4, 10*round+13) // while it is down, and as it comes back
+		r.Wait("10 more events", 20*time.Second, func(s *logtest.State) bool { return len(s.Got) == 3+10*(round+1) })
 	}
-	r.checkLog(0)
+	r.CheckLog(0)
 	if n := s.subs.connects.Load(); n != 4 {
 		t.Errorf("the listener connected %d times, want 4", n)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.gaps > 0 || r.heads != 4 {
-		t.Errorf("follower had %d gaps and %d heads; want none, and 4 (the first, and one after each reconnection)", r.gaps, r.heads)
+	if s := r.State(); s.Gaps > 0 || s.Heads != 4 {
+		t.Errorf("follower had %d gaps and %d heads; want none, and 4 (the first, and one after each reconnection)", s.Gaps, s.Heads)
 	}
 }
 
@@ -97,11 +96,11 @@ func refusingListener(t *testing.T, url string, o *Options) (*Streams, *atomic.B
 func TestListenerCatchesUpOnReconnect(t *testing.T) {
 	url := newDB(t)
 	s, refuse := refusingListener(t, url, &Options{PollInterval: time.Hour})
-	r, _ := follow(t, topic(t, s, "room"))
-	r.wait("the head", 10*time.Second, (*reader).started)
+	r, _ := logtest.Follow(t, topic(t, s, "room"))
+	r.Wait("the head", 10*time.Second, logtest.Started)
 	pub := topic(t, newStreams(t, url, nil), "room")
-	appendN(t, pub, 1, 3)
-	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	logtest.AppendN(t, pub, 1, 3)
+	r.Wait("3 events", 10*time.Second, logtest.Got(3))
 	refuse.Store(true)
 	polls := s.subs.polls.Load()
 	killListener(t, s)
@@ -110,15 +109,14 @@ func TestListenerCatchesUpOnReconnect(t *testing.T) {
 			t.Fatal("no poll after the listener went down")
 		}
 	}
-	appendN(t, pub, 4, 6)
+	logtest.AppendN(t, pub, 4, 6)
 	time.Sleep(200 * time.Millisecond)
-	if r.mu.Lock(); len(r.got) != 3 {
-		t.Errorf("with no listener and no poll, the follower got %v", r.got)
+	if got := r.State().Got; len(got) != 3 {
+		t.Errorf("with no listener and no poll, the follower got %v", got)
 	}
-	r.mu.Unlock()
 	refuse.Store(false)
-	r.wait("the 3 events appended while down", 10*time.Second, func(r *reader) bool { return len(r.got) == 6 })
-	r.checkLog(0)
+	r.Wait("the 3 events appended while down", 10*time.Second, logtest.Got(6))
+	r.CheckLog(0)
 }
 
 // While the listener cannot connect, followers still get every event, by
@@ -127,18 +125,18 @@ func TestPollsWhileListenerDown(t *testing.T) {
 	url := newDB(t)
 	const poll = 100 * time.Millisecond
 	s, refuse := refusingListener(t, url, &Options{PollInterval: poll})
-	r, _ := follow(t, topic(t, s, "room"))
-	r.wait("the head", 10*time.Second, (*reader).started)
+	r, _ := logtest.Follow(t, topic(t, s, "room"))
+	r.Wait("the head", 10*time.Second, logtest.Started)
 	pub := topic(t, newStreams(t, url, nil), "room")
-	appendN(t, pub, 1, 3)
-	r.wait("3 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 3 })
+	logtest.AppendN(t, pub, 1, 3)
+	r.Wait("3 events", 10*time.Second, logtest.Got(3))
 	refuse.Store(true)
 	killListener(t, s)
 	polls := s.subs.polls.Load()
 	for i := 4; i <= 8; i++ {
-		appendN(t, pub, i, i)
+		logtest.AppendN(t, pub, i, i)
 		start := time.Now()
-		r.wait("the event, by polling", 10*time.Second, func(r *reader) bool { return len(r.got) == i })
+		r.Wait("the event, by polling", 10*time.Second, logtest.Got(i))
 		if d := time.Since(start); d > poll+time.Second {
 			t.Errorf("event %d came %v after its Append, want about PollInterval (%v)", i, d, poll)
 		}
@@ -157,13 +155,13 @@ func TestPollsWhileListenerDown(t *testing.T) {
 	}
 	time.Sleep(poll) // the loop has its up
 	polls = s.subs.polls.Load()
-	appendN(t, pub, 9, 9)
-	r.wait("event 9", 10*time.Second, func(r *reader) bool { return len(r.got) == 9 })
+	logtest.AppendN(t, pub, 9, 9)
+	r.Wait("event 9", 10*time.Second, logtest.Got(9))
 	time.Sleep(3 * poll)
 	if n := s.subs.polls.Load() - polls; n > 0 {
 		t.Errorf("%d polls once the listener was back, want none", n)
 	}
-	r.checkLog(0)
+	r.CheckLog(0)
 }
 
 // A listening connection on which nothing, not even the answer to a query,
@@ -184,13 +182,13 @@ func TestDeadConnectionReplaced(t *testing.T) {
 	u.Host = px.addr()
 	s := newStreams(t, u.String(), &Options{Timeout: 2 * time.Second})
 	t.Cleanup(px.close) // before the pool's, which would wait for its frozen connections
-	r, _ := follow(t, topic(t, s, "room"))
-	r.wait("the head", 10*time.Second, (*reader).started)
+	r, _ := logtest.Follow(t, topic(t, s, "room"))
+	r.Wait("the head", 10*time.Second, logtest.Started)
 	px.freeze() // every connection so far now carries nothing, and never closes
 	pub := topic(t, newStreams(t, url, nil), "room")
-	appendN(t, pub, 1, 3)
-	r.wait("3 events, on new connections", 20*time.Second, func(r *reader) bool { return len(r.got) == 3 })
-	r.checkLog(0)
+	logtest.AppendN(t, pub, 1, 3)
+	r.Wait("3 events, on new connections", 20*time.Second, logtest.Got(3))
+	r.CheckLog(0)
 	for deadline := time.Now().Add(10 * time.Second); s.subs.connects.Load() < 2; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the listener has not connected again after 10 s")

@@ -3,15 +3,13 @@ package pgstream
 import (
 	"context"
 	"errors"
-	"fmt"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/lightsse/sse/internal/logtest"
 	"github.com/lightsse/sse/pgstream/internal/pgtest"
 	"github.com/lightsse/sse/ssebroker"
 )
@@ -69,62 +67,6 @@ func topic(t testing.TB, s *Streams, name string) *Topic {
 	}
 	return tp
 }
-
-func appendN(t testing.TB, tp *Topic, from, to int) []ssebroker.Position {
-	t.Helper()
-	var ps []ssebroker.Position
-	for i := from; i <= to; i++ {
-		p, err := tp.Append(context.Background(), wire(i))
-		if err != nil {
-			t.Fatalf("Append %d: %v", i, err)
-		}
-		ps = append(ps, p)
-	}
-	return ps
-}
-
-// wire returns the wire form of the test's event number n.
-func wire(n int) []byte { return []byte("data: " + strconv.Itoa(n) + "\n\n") }
-
-// number reads n back from wire(n), or from any event whose first line is
-// "data: n".
-func number(t testing.TB, w []byte) int {
-	t.Helper()
-	s, ok := strings.CutPrefix(string(w), "data: ")
-	s, _, _ = strings.Cut(s, "\n")
-	n, err := strconv.Atoi(s)
-	if !ok || err != nil {
-		t.Fatalf("unexpected wire %q", w)
-	}
-	return n
-}
-
-// numbersIn returns the numbers of the events that log holds in its
-// current epoch, from its first, in order.
-func numbersIn(t testing.TB, tp *Topic) []int {
-	t.Helper()
-	head, err := tp.Head(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []int
-	for pos := (ssebroker.Position{Epoch: head.Epoch}); pos.Offset < head.Offset; {
-		wires, _, err := tp.ReadAfter(context.Background(), pos, 1<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(wires) == 0 {
-			t.Fatalf("ReadAfter(%v): nothing, head %v", pos, head)
-		}
-		for _, w := range wires {
-			got = append(got, number(t, w))
-		}
-		pos.Offset += uint64(len(wires))
-	}
-	return got
-}
-
-var epochShape = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
 func TestTopicNames(t *testing.T) {
 	s := &Streams{}
@@ -191,21 +133,21 @@ func TestClosed(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, nil)
 	tp := topic(t, s, "room")
-	r, _ := follow(t, tp)
-	r.wait("the head", 10*time.Second, (*reader).started)
+	r, _ := logtest.Follow(t, tp)
+	r.Wait("the head", 10*time.Second, logtest.Started)
 	tx, err := s.pool.Begin(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(context.Background())
 	s.Close()
-	if _, err := tp.Append(t.Context(), wire(1)); !errors.Is(err, ErrClosed) {
+	if _, err := tp.Append(t.Context(), logtest.Wire(1)); !errors.Is(err, ErrClosed) {
 		t.Errorf("Append after Close: %v, want ErrClosed", err)
 	}
 	if _, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{}, 1); !errors.Is(err, ErrClosed) {
 		t.Errorf("ReadAfter after Close: %v, want ErrClosed", err)
 	}
-	if _, err := tp.AppendTx(t.Context(), tx, wire(1)); !errors.Is(err, ErrClosed) {
+	if _, err := tp.AppendTx(t.Context(), tx, logtest.Wire(1)); !errors.Is(err, ErrClosed) {
 		t.Errorf("AppendTx after Close: %v, want ErrClosed", err)
 	}
 	if _, err := s.Trim(t.Context()); !errors.Is(err, ErrClosed) {
@@ -221,11 +163,4 @@ func TestClosed(t *testing.T) {
 		t.Error("Follow after Close called deliver")
 	}
 	s.Close() // again: no effect
-}
-
-func clip(s []int) string {
-	if len(s) > 40 {
-		return fmt.Sprint(s[:20], " ... ", s[len(s)-20:])
-	}
-	return fmt.Sprint(s)
 }

@@ -4,97 +4,29 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/internal/logtest"
 	"github.com/lightsse/sse/ssebroker"
 )
 
-func TestReadAfterStopsAtMax(t *testing.T) {
+// ReadAfter returns readRows events at most, whatever its limit.
+func TestReadAfterStopsAtReadRows(t *testing.T) {
 	url := newDB(t)
 	tp := topic(t, newStreams(t, url, nil), "room")
-	ps := appendN(t, tp, 1, 9) // 9 bytes each
-	wires, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: ps[0].Epoch}, 25)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(wires) != 3 {
-		t.Errorf("ReadAfter with max 25 returned %d events of 9 bytes, want 3 (27 bytes, the first to reach 25)", len(wires))
-	}
-	if wires, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: ps[0].Epoch}, 1); err != nil || len(wires) != 1 {
-		t.Errorf("ReadAfter with max 1: %d events, %v; want 1", len(wires), err)
-	}
-	// Past readRows events, whatever max says.
+	epoch := logtest.AppendN(t, tp, 1, 9)[0].Epoch
 	many := make([]*call, readRows+10)
 	for i := range many {
-		many[i] = &call{topic: tp, wire: wire(10 + i), done: make(chan struct{}), deadline: time.Now().Add(time.Minute)}
+		many[i] = &call{topic: tp, wire: logtest.Wire(10 + i), done: make(chan struct{}), deadline: time.Now().Add(time.Minute)}
 	}
 	tp.s.roundTrip(many)
-	wires, head, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: ps[0].Epoch, Offset: 2}, 1<<30)
+	wires, head, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: epoch, Offset: 2}, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(wires) != readRows || number(t, wires[0]) != 3 || head.Offset != 9+readRows+10 {
-		t.Errorf("ReadAfter after 2: %d events from %d, head %v; want %d from 3, head %d", len(wires), number(t, wires[0]), head, readRows, 9+readRows+10)
-	}
-}
-
-func TestWireKeptExactly(t *testing.T) {
-	url := newDB(t)
-	tp := topic(t, newStreams(t, url, nil), "exact")
-	var mu sync.Mutex
-	var fed [][]byte
-	started := make(chan struct{})
-	signal := sync.OnceFunc(func() { close(started) })
-	stop := tp.Follow(func(pos ssebroker.Position, w []byte) {
-		mu.Lock()
-		defer mu.Unlock()
-		if w == nil {
-			signal()
-			return
-		}
-		fed = append(fed, w)
-	})
-	defer stop()
-	waitClosed(t, "the head", started)
-	wires := []string{
-		"event: a b\ndata: 1 2 3\ndata: \ndata: x\n\n",
-		"id: 7 8\ndata: \u00e9\u65e5\U0001F600\n\n",
-		"data: \n\n",
-		"data: \x00\xff\n\n", // no valid event, but bytes: kept as they are
-		"data: " + strings.Repeat("z", 100<<10) + "\n\n",
-	}
-	for _, w := range wires {
-		if _, err := tp.Append(t.Context(), []byte(w)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	head, err := tp.Head(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	read, _, err := tp.ReadAfter(t.Context(), ssebroker.Position{Epoch: head.Epoch}, 1<<30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		mu.Lock()
-		n := len(fed)
-		mu.Unlock()
-		if n == len(wires) || time.Now().After(deadline) {
-			break
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	for i, w := range wires {
-		if i >= len(read) || string(read[i]) != w {
-			t.Errorf("ReadAfter: event %d differs", i)
-		}
-		if i >= len(fed) || string(fed[i]) != w {
-			t.Errorf("Follow: event %d differs", i)
-		}
+	if len(wires) != readRows || logtest.Number(t, wires[0]) != 3 || head.Offset != 9+readRows+10 {
+		t.Errorf("ReadAfter after 2: %d events from %d, head %v; want %d from 3, head %d", len(wires), logtest.Number(t, wires[0]), head, readRows, 9+readRows+10)
 	}
 }
 
@@ -104,7 +36,7 @@ func TestReadMakesRow(t *testing.T) {
 	url := newDB(t)
 	a := topic(t, newStreams(t, url, nil), "fresh")
 	h, err := a.Head(t.Context())
-	if err != nil || !epochShape.MatchString(h.Epoch) || h.Offset != 0 {
+	if err != nil || !logtest.ValidEpoch(h.Epoch) || h.Offset != 0 {
 		t.Fatalf("Head of a new topic: %v, %v; want a new epoch, offset 0", h, err)
 	}
 	b := topic(t, newStreams(t, url, nil), "fresh")
@@ -112,7 +44,7 @@ func TestReadMakesRow(t *testing.T) {
 	if err != nil || len(wires) != 0 || h2 != h {
 		t.Errorf("ReadAfter by another Streams: %d events, head %v, %v; want none, head %v", len(wires), h2, err, h)
 	}
-	if p := appendN(t, b, 1, 1)[0]; p != (ssebroker.Position{Epoch: h.Epoch, Offset: 1}) {
+	if p := logtest.AppendN(t, b, 1, 1)[0]; p != (ssebroker.Position{Epoch: h.Epoch, Offset: 1}) {
 		t.Errorf("first Append at %v, want %s-1", p, h.Epoch)
 	}
 }
@@ -122,8 +54,8 @@ func TestReadMakesRow(t *testing.T) {
 func TestFollowCatchesUpInParts(t *testing.T) {
 	url := newDB(t)
 	s, refuse := refusingListener(t, url, &Options{PollInterval: time.Hour})
-	r, _ := follow(t, topic(t, s, "room"))
-	r.wait("the head", 10*time.Second, (*reader).started)
+	r, _ := logtest.Follow(t, topic(t, s, "room"))
+	r.Wait("the head", 10*time.Second, logtest.Started)
 	refuse.Store(true)
 	polls := s.subs.polls.Load()
 	killListener(t, s)
@@ -133,20 +65,18 @@ func TestFollowCatchesUpInParts(t *testing.T) {
 	// Behind by more than readPerTopic small events, then by more than
 	// readTopicBytes of large ones.
 	pub := topic(t, newStreams(t, url, nil), "room")
-	appendN(t, pub, 1, readPerTopic+10)
+	logtest.AppendN(t, pub, 1, readPerTopic+10)
 	big := strings.Repeat("z", 100<<10)
 	for i := range 5 {
 		if _, err := pub.Append(t.Context(), []byte("data: "+strconv.Itoa(1000+i)+"\ndata: "+big+"\n\n")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	appendN(t, pub, 2000, 2000)
+	logtest.AppendN(t, pub, 2000, 2000)
 	refuse.Store(false)
-	r.wait("every event", 20*time.Second, func(r *reader) bool { return r.last == readPerTopic+10+5+1 })
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.gaps > 0 || len(r.errs) > 0 || len(r.got) != readPerTopic+10+5+1 {
-		t.Errorf("%d events, %d gaps, errors %v; want %d, no gap", len(r.got), r.gaps, r.errs, readPerTopic+10+5+1)
+	r.Wait("every event", 20*time.Second, func(s *logtest.State) bool { return s.Last == readPerTopic+10+5+1 })
+	if s := r.State(); s.Gaps > 0 || len(s.Errs) > 0 || len(s.Got) != readPerTopic+10+5+1 {
+		t.Errorf("%d events, %d gaps, errors %v; want %d, no gap", len(s.Got), s.Gaps, s.Errs, readPerTopic+10+5+1)
 	}
 }
 
@@ -156,7 +86,7 @@ func TestReadManyBounds(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, nil)
 	small, large := topic(t, s, "small"), topic(t, s, "large")
-	e1 := appendN(t, small, 1, readPerTopic+5)[0].Epoch
+	e1 := logtest.AppendN(t, small, 1, readPerTopic+5)[0].Epoch
 	var e2 string
 	for i := range 5 { // 100 KiB each
 		p, err := large.Append(t.Context(), []byte("data: "+strconv.Itoa(i)+"\ndata: "+strings.Repeat("z", 100<<10)+"\n\n"))
@@ -169,8 +99,8 @@ func TestReadManyBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := res[0]; !r.found || len(r.wires) != readPerTopic || number(t, r.wires[0]) != 3 || r.head.offset != readPerTopic+5 {
-		t.Errorf("small: %d events from %d, head %v; want %d from 3", len(r.wires), number(t, r.wires[0]), r.head, readPerTopic)
+	if r := res[0]; !r.found || len(r.wires) != readPerTopic || logtest.Number(t, r.wires[0]) != 3 || r.head.offset != readPerTopic+5 {
+		t.Errorf("small: %d events from %d, head %v; want %d from 3", len(r.wires), logtest.Number(t, r.wires[0]), r.head, readPerTopic)
 	}
 	if r := res[1]; !r.found || len(r.wires) != 3 || r.head.offset != 5 {
 		t.Errorf("large: %d events of 100 KiB, head %v; want 3 (the third reaches 256 KiB), head 5", len(r.wires), r.head)
@@ -187,7 +117,7 @@ func TestReadManyBounds(t *testing.T) {
 func TestReadsVisitFewRows(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, &Options{TrimInterval: -1})
-	epoch := appendN(t, topic(t, s, "room"), 1, 1)[0].Epoch
+	epoch := logtest.AppendN(t, topic(t, s, "room"), 1, 1)[0].Epoch
 	conn, err := s.pool.Acquire(t.Context())
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/internal/logtest"
 )
 
 // schema.sql, the migration for the defaults, is what SchemaSQL(nil)
@@ -33,7 +34,7 @@ func TestSchemaFileUpToDate(t *testing.T) {
 func TestMigrateAgainAndAtOnce(t *testing.T) {
 	url := newDB(t)
 	tp := topic(t, newStreams(t, url, nil), "room")
-	appendN(t, tp, 1, 3)
+	logtest.AppendN(t, tp, 1, 3)
 	var wg sync.WaitGroup
 	for range 4 {
 		pool := newPool(t, url)
@@ -44,7 +45,7 @@ func TestMigrateAgainAndAtOnce(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if got := numbersIn(t, tp); fmt.Sprint(got) != "[1 2 3]" {
+	if got := logtest.Numbers(t, tp); fmt.Sprint(got) != "[1 2 3]" {
 		t.Errorf("after Migrate again, the log holds %v, want [1 2 3]", got)
 	}
 }
@@ -69,14 +70,14 @@ func TestSchemaAndPrefix(t *testing.T) {
 		t.Errorf("tables: %s", got)
 	}
 	def, oth := topic(t, newStreams(t, url, nil), "room"), topic(t, newStreams(t, url, other), "room")
-	rd, _ := follow(t, def)
-	ro, _ := follow(t, oth)
-	rd.wait("the head", 10*time.Second, (*reader).started)
-	ro.wait("the head", 10*time.Second, (*reader).started)
-	appendN(t, def, 1, 2)
-	appendN(t, oth, 10, 10)
-	rd.wait("2 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 2 })
-	ro.wait("1 event", 10*time.Second, func(r *reader) bool { return len(r.got) == 1 })
+	rd, _ := logtest.Follow(t, def)
+	ro, _ := logtest.Follow(t, oth)
+	rd.Wait("the head", 10*time.Second, logtest.Started)
+	ro.Wait("the head", 10*time.Second, logtest.Started)
+	logtest.AppendN(t, def, 1, 2)
+	logtest.AppendN(t, oth, 10, 10)
+	rd.Wait("2 events", 10*time.Second, logtest.Got(2))
+	ro.Wait("1 event", 10*time.Second, logtest.Got(1))
 	pd, _ := def.Head(t.Context())
 	po, _ := oth.Head(t.Context())
 	if pd.Epoch == po.Epoch || pd.Offset != 2 || po.Offset != 1 {
@@ -116,9 +117,9 @@ func TestPrivilegesDocumented(t *testing.T) {
 	if err := Migrate(t.Context(), s.pool, &Options{Schema: "own"}); err != nil {
 		t.Errorf("Migrate by the schema's owner: %v", err)
 	}
-	r, _ := follow(t, tp)
-	r.wait("the head", 10*time.Second, (*reader).started)
-	appendN(t, tp, 1, 3)
+	r, _ := logtest.Follow(t, tp)
+	r.Wait("the head", 10*time.Second, logtest.Started)
+	logtest.AppendN(t, tp, 1, 3)
 	tx, err := s.pool.Begin(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +130,7 @@ func TestPrivilegesDocumented(t *testing.T) {
 	if err := tx.Commit(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	r.wait("4 events", 10*time.Second, func(r *reader) bool { return len(r.got) == 4 })
+	r.Wait("4 events", 10*time.Second, logtest.Got(4))
 	if n, err := s.Trim(t.Context()); err != nil || n != 2 {
 		t.Errorf("Trim: %d, %v; want 2 deleted", n, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/internal/logtest"
 	"github.com/lightsse/sse/ssebroker"
 )
 
@@ -18,7 +19,7 @@ func readNumbers(t *testing.T, tp *Topic, epoch string, after uint64) []int {
 	}
 	var got []int
 	for _, w := range wires {
-		got = append(got, number(t, w))
+		got = append(got, logtest.Number(t, w))
 	}
 	return got
 }
@@ -27,8 +28,8 @@ func TestTrimByCount(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, &Options{MaxLen: 10, TrimInterval: -1})
 	tp, other := topic(t, s, "room"), topic(t, s, "other")
-	epoch := appendN(t, tp, 1, 25)[0].Epoch
-	appendN(t, other, 1, 5)
+	epoch := logtest.AppendN(t, tp, 1, 25)[0].Epoch
+	logtest.AppendN(t, other, 1, 5)
 	n, err := s.Trim(t.Context())
 	if err != nil || n != 15 {
 		t.Errorf("Trim: %d, %v; want 15 deleted", n, err)
@@ -39,7 +40,7 @@ func TestTrimByCount(t *testing.T) {
 	if got := readNumbers(t, tp, epoch, 14); got != nil {
 		t.Errorf("ReadAfter(14): %v, want none (event 15 trimmed)", got)
 	}
-	if got := numbersIn(t, other); len(got) != 5 {
+	if got := logtest.Numbers(t, other); len(got) != 5 {
 		t.Errorf("the other topic holds %v, want its 5 events", got)
 	}
 	if n, err := s.Trim(t.Context()); err != nil || n != 0 {
@@ -51,9 +52,9 @@ func TestTrimByAge(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, &Options{MaxLen: -1, MaxAge: 500 * time.Millisecond, TrimInterval: -1})
 	tp := topic(t, s, "room")
-	epoch := appendN(t, tp, 1, 5)[0].Epoch
+	epoch := logtest.AppendN(t, tp, 1, 5)[0].Epoch
 	time.Sleep(600 * time.Millisecond)
-	appendN(t, tp, 6, 8)
+	logtest.AppendN(t, tp, 6, 8)
 	if n, err := s.Trim(t.Context()); err != nil || n != 5 {
 		t.Errorf("Trim: %d, %v; want the 5 old events deleted", n, err)
 	}
@@ -70,7 +71,7 @@ func TestTrimByAge(t *testing.T) {
 	if h, err := tp.Head(t.Context()); err != nil || h.Offset != 8 {
 		t.Errorf("head %v, %v; want offset 8: trimming keeps the head", h, err)
 	}
-	if p := appendN(t, tp, 9, 9)[0]; p != (ssebroker.Position{Epoch: epoch, Offset: 9}) {
+	if p := logtest.AppendN(t, tp, 9, 9)[0]; p != (ssebroker.Position{Epoch: epoch, Offset: 9}) {
 		t.Errorf("Append after trimming all: %v, want %s-9", p, epoch)
 	}
 }
@@ -81,11 +82,11 @@ func TestTrimRowDeletedByHand(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, &Options{TrimInterval: -1})
 	tp := topic(t, s, "room")
-	old := appendN(t, tp, 1, 3)[0].Epoch
+	old := logtest.AppendN(t, tp, 1, 3)[0].Epoch
 	if _, err := s.pool.Exec(t.Context(), "DELETE FROM sse_topics WHERE name = 'room'"); err != nil {
 		t.Fatal(err)
 	}
-	p := appendN(t, tp, 4, 4)[0]
+	p := logtest.AppendN(t, tp, 4, 4)[0]
 	if p.Epoch == old || p.Offset != 1 {
 		t.Errorf("Append after the row was deleted: %v; want a new epoch, offset 1", p)
 	}
@@ -103,7 +104,7 @@ func TestTrimEvery(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, &Options{MaxLen: 2, TrimInterval: 50 * time.Millisecond})
 	tp := topic(t, s, "room")
-	appendN(t, tp, 1, 10)
+	logtest.AppendN(t, tp, 1, 10)
 	kept := func() int {
 		var n int
 		if err := s.pool.QueryRow(t.Context(), "SELECT count(*) FROM sse_events").Scan(&n); err != nil {
@@ -125,7 +126,7 @@ func TestTrimEvery(t *testing.T) {
 	if _, err := conn.Exec(t.Context(), "SELECT pg_advisory_lock($1)", s.n.lockKey+1); err != nil {
 		t.Fatal(err)
 	}
-	appendN(t, tp, 11, 15)
+	logtest.AppendN(t, tp, 11, 15)
 	if n, err := s.Trim(t.Context()); err != nil || n != 0 {
 		t.Errorf("Trim while another trims: %d, %v; want 0, nil", n, err)
 	}
@@ -149,25 +150,24 @@ func TestNewEpochs(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, nil)
 	tp := topic(t, s, "room")
-	old := appendN(t, tp, 1, 3)[0].Epoch
-	r, _ := follow(t, topic(t, newStreams(t, url, &Options{PollInterval: time.Hour}), "room"))
-	r.wait("the head", 10*time.Second, (*reader).started)
+	old := logtest.AppendN(t, tp, 1, 3)[0].Epoch
+	r, _ := logtest.Follow(t, topic(t, newStreams(t, url, &Options{PollInterval: time.Hour}), "room"))
+	r.Wait("the head", 10*time.Second, logtest.Started)
 	if err := s.NewEpochs(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	r.wait("a new epoch, before any Append", 10*time.Second, func(r *reader) bool { return len(r.resets) == 1 })
-	p := appendN(t, tp, 4, 4)[0]
+	r.Wait("a new epoch, before any Append", 10*time.Second, func(s *logtest.State) bool { return len(s.Resets) == 1 })
+	p := logtest.AppendN(t, tp, 4, 4)[0]
 	if p.Epoch == old || p.Offset != 1 {
 		t.Errorf("Append after NewEpochs: %v; want a new epoch, offset 1", p)
 	}
-	if r.mu.Lock(); r.epoch != p.Epoch {
-		t.Errorf("follower in epoch %s, the Append in %s", r.epoch, p.Epoch)
+	if epoch := r.State().Epoch; epoch != p.Epoch {
+		t.Errorf("follower in epoch %s, the Append in %s", epoch, p.Epoch)
 	}
-	r.mu.Unlock()
 	if got := readNumbers(t, tp, old, 1); got != nil {
 		t.Errorf("ReadAfter in the old epoch: %v, want none", got)
 	}
-	if got := numbersIn(t, tp); fmt.Sprint(got) != "[4]" {
+	if got := logtest.Numbers(t, tp); fmt.Sprint(got) != "[4]" {
 		t.Errorf("the log holds %v, want [4]", got)
 	}
 }

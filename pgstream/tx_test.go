@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/internal/logtest"
 	"github.com/lightsse/sse/ssebroker"
 )
 
@@ -32,7 +33,7 @@ func begin(t *testing.T, s *Streams) pgx.Tx {
 
 func appendTx(t *testing.T, tp *Topic, tx pgx.Tx, n int) ssebroker.Position {
 	t.Helper()
-	p, err := tp.AppendTx(t.Context(), tx, wire(n))
+	p, err := tp.AppendTx(t.Context(), tx, logtest.Wire(n))
 	if err != nil {
 		t.Fatalf("AppendTx %d: %v", n, err)
 	}
@@ -45,8 +46,8 @@ func TestRollbackNeverSeen(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, nil)
 	tp := topic(t, s, "room")
-	r, _ := follow(t, topic(t, newStreams(t, url, nil), "room"))
-	r.wait("the head", 10*time.Second, (*reader).started)
+	r, _ := logtest.Follow(t, topic(t, newStreams(t, url, nil), "room"))
+	r.Wait("the head", 10*time.Second, logtest.Started)
 	tx := begin(t, s)
 	p := appendTx(t, tp, tx, 1)
 	if _, err := tx.Exec(t.Context(), "SELECT 1"); err != nil { // the application's own work
@@ -58,17 +59,15 @@ func TestRollbackNeverSeen(t *testing.T) {
 	if err := tx.Rollback(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	q := appendN(t, tp, 2, 2)[0]
+	q := logtest.AppendN(t, tp, 2, 2)[0]
 	if p.Offset != 1 || q != p {
 		t.Errorf("the rolled-back event had %v, the next %v; want both at offset 1", p, q)
 	}
-	r.wait("1 event", 10*time.Second, func(r *reader) bool { return len(r.got) >= 1 })
+	r.Wait("1 event", 10*time.Second, func(s *logtest.State) bool { return len(s.Got) >= 1 })
 	time.Sleep(100 * time.Millisecond) // time for anything else to come
-	r.checkLog(0)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if fmt.Sprint(r.got) != "[2]" {
-		t.Errorf("follower got %v, want [2]", r.got)
+	r.CheckLog(0)
+	if got := r.State().Got; fmt.Sprint(got) != "[2]" {
+		t.Errorf("follower got %v, want [2]", got)
 	}
 }
 
@@ -80,8 +79,8 @@ func TestCommitOrder(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, nil)
 	tp := topic(t, s, "room")
-	r, _ := follow(t, topic(t, newStreams(t, url, nil), "room"))
-	r.wait("the head", 10*time.Second, (*reader).started)
+	r, _ := logtest.Follow(t, topic(t, newStreams(t, url, nil), "room"))
+	r.Wait("the head", 10*time.Second, logtest.Started)
 
 	// 1 begins first and appends last; 2 begins second and commits
 	// first.
@@ -132,12 +131,10 @@ func TestCommitOrder(t *testing.T) {
 	if fmt.Sprint(got) != "[1 2 3 4 5 5]" {
 		t.Errorf("offsets of 2, 1, 3, 4, 5 (rolled back), 6: %v; want [1 2 3 4 5 5]", got)
 	}
-	r.wait("5 events", 10*time.Second, func(r *reader) bool { return len(r.got) >= 5 })
-	r.checkLog(0)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if fmt.Sprint(r.got) != "[2 1 3 4 6]" || r.gaps > 0 {
-		t.Errorf("follower got %v with %d gaps, want [2 1 3 4 6] with none", r.got, r.gaps)
+	r.Wait("5 events", 10*time.Second, func(s *logtest.State) bool { return len(s.Got) >= 5 })
+	r.CheckLog(0)
+	if s := r.State(); fmt.Sprint(s.Got) != "[2 1 3 4 6]" || s.Gaps > 0 {
+		t.Errorf("follower got %v with %d gaps, want [2 1 3 4 6] with none", s.Got, s.Gaps)
 	}
 }
 
@@ -145,7 +142,7 @@ func TestCommitOrder(t *testing.T) {
 func goAppendTx(t *testing.T, tp *Topic, tx pgx.Tx, n int) <-chan ssebroker.Position {
 	c := make(chan ssebroker.Position, 1)
 	go func() {
-		p, err := tp.AppendTx(context.Background(), tx, wire(n))
+		p, err := tp.AppendTx(context.Background(), tx, logtest.Wire(n))
 		if err != nil {
 			t.Errorf("AppendTx %d: %v", n, err)
 		}
@@ -160,16 +157,16 @@ func goAppendTx(t *testing.T, tp *Topic, tx pgx.Tx, n int) <-chan ssebroker.Posi
 func TestTransactionsAtOnce(t *testing.T) {
 	url := newDB(t)
 	const writers, each = 12, 25
-	var readers []*reader
+	var readers []*logtest.Follower
 	var tops []*Topic
 	for range 3 {
 		s := newStreams(t, url, nil)
 		tp := topic(t, s, "room")
-		r, _ := follow(t, tp)
+		r, _ := logtest.Follow(t, tp)
 		readers, tops = append(readers, r), append(tops, tp)
 	}
 	for _, r := range readers {
-		r.wait("the head", 10*time.Second, (*reader).started)
+		r.Wait("the head", 10*time.Second, logtest.Started)
 	}
 	var mu sync.Mutex
 	var committed []int
@@ -181,7 +178,7 @@ func TestTransactionsAtOnce(t *testing.T) {
 			for i := range each {
 				n := w*1000 + i
 				if w%4 == 0 { // a plain Append
-					if _, err := tp.Append(context.Background(), wire(n)); err != nil {
+					if _, err := tp.Append(context.Background(), logtest.Wire(n)); err != nil {
 						t.Error(err)
 						return
 					}
@@ -192,7 +189,7 @@ func TestTransactionsAtOnce(t *testing.T) {
 				}
 				err := pgx.BeginFunc(context.Background(), tp.s.pool, func(tx pgx.Tx) error {
 					time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond) // work before
-					if _, err := tp.AppendTx(context.Background(), tx, wire(n)); err != nil {
+					if _, err := tp.AppendTx(context.Background(), tx, logtest.Wire(n)); err != nil {
 						return err
 					}
 					time.Sleep(time.Duration(rng.IntN(2)) * time.Millisecond) // and after
@@ -214,13 +211,13 @@ func TestTransactionsAtOnce(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	got := numbersIn(t, tops[0])
+	got := logtest.Numbers(t, tops[0])
 	if a, b := slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(committed)); fmt.Sprint(a) != fmt.Sprint(b) {
-		t.Errorf("the log holds %d events, %d were committed:\nlog       %v\ncommitted %v", len(a), len(b), clip(a), clip(b))
+		t.Errorf("the log holds %d events, %d were committed:\nlog       %v\ncommitted %v", len(a), len(b), logtest.Clip(a), logtest.Clip(b))
 	}
 	for _, r := range readers {
-		r.wait(fmt.Sprint(len(got), " events"), 20*time.Second, func(r *reader) bool { return len(r.got) >= len(got) })
-		r.checkLog(0)
+		r.Wait(fmt.Sprint(len(got), " events"), 20*time.Second, func(s *logtest.State) bool { return len(s.Got) >= len(got) })
+		r.CheckLog(0)
 	}
 }
 
@@ -270,7 +267,7 @@ func TestAppendTxRepeatableRead(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, nil)
 	tp := topic(t, s, "room")
-	appendN(t, tp, 1, 1)
+	logtest.AppendN(t, tp, 1, 1)
 	tx, err := s.pool.BeginTx(t.Context(), pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
 	if err != nil {
 		t.Fatal(err)
@@ -279,14 +276,14 @@ func TestAppendTxRepeatableRead(t *testing.T) {
 	if _, err := tx.Exec(t.Context(), "SELECT count(*) FROM sse_topics"); err != nil { // the snapshot
 		t.Fatal(err)
 	}
-	appendN(t, tp, 2, 2)
-	_, err = tp.AppendTx(t.Context(), tx, wire(3))
+	logtest.AppendN(t, tp, 2, 2)
+	_, err = tp.AppendTx(t.Context(), tx, logtest.Wire(3))
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "40001" {
 		t.Errorf("AppendTx after a concurrent Append, under REPEATABLE READ: %v, want a serialization failure (40001)", err)
 	}
 	tx.Rollback(t.Context())
-	if got := numbersIn(t, tp); fmt.Sprint(got) != "[1 2]" {
+	if got := logtest.Numbers(t, tp); fmt.Sprint(got) != "[1 2]" {
 		t.Errorf("the log holds %v, want [1 2]", got)
 	}
 }
