@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lightsse/sse/internal/logtest"
 	"github.com/lightsse/sse/internal/ssetest"
 	"github.com/lightsse/sse/redisstream/internal/redistest"
 )
@@ -68,10 +69,10 @@ func newBalancer(backends []*url.URL) *httputil.ReverseProxy {
 // proxy_next_upstream), an EventSource would give up for good.
 func TestProxyToNextInstance(t *testing.T) {
 	srv := redistest.Start(t)
-	ins := newInstances(t, 2, srv, nil, nil)
+	ins := logtest.NewInstances(t, 2, withOptions(srv, nil), nil)
 	var backends []*url.URL
 	for _, in := range ins {
-		u, _ := url.Parse(in.srv.URL)
+		u, _ := url.Parse(in.URL)
 		backends = append(backends, u)
 	}
 	quiet := log.New(io.Discard, "", 0)
@@ -89,21 +90,21 @@ func TestProxyToNextInstance(t *testing.T) {
 	})
 	t.Cleanup(plain.Close)
 
-	c := newClient2(t, "client", headID(t, ins[0].topic))
-	via := &instance{name: "the proxy", srv: front}
+	c := logtest.NewClient(t, "client", logtest.HeadID(t, ins[0].Log))
+	via := logtest.At("the proxy", front.URL)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ins[1].publish(t, 1, 5)
-	c.session(ctx, via, func(n int, _ ssetest.Event) bool { return n < 5 })
-	ins[0].kill()
-	ins[1].publish(t, 6, 10)
-	for have := len(c.numbers()); have < 10 && ctx.Err() == nil; have = len(c.numbers()) {
+	ins[1].Publish(t, 1, 5)
+	c.Session(ctx, via, func(n int, _ ssetest.Event) bool { return n < 5 })
+	ins[0].Kill()
+	ins[1].Publish(t, 6, 10)
+	for have := len(c.Numbers()); have < 10 && ctx.Err() == nil; have = len(c.Numbers()) {
 		// In turn, the proxy tries the dead instance first half the time.
-		if !c.session(ctx, via, func(n int, _ ssetest.Event) bool { return have+n < 10 && n < 2 }) {
+		if !c.Session(ctx, via, func(n int, _ ssetest.Event) bool { return have+n < 10 && n < 2 }) {
 			t.Fatal("the proxy refused a stream, with an instance left")
 		}
 	}
-	if got := strings.Join(c.numbers(), ","); got != "1,2,3,4,5,6,7,8,9,10" {
+	if got := strings.Join(c.Numbers(), ","); got != "1,2,3,4,5,6,7,8,9,10" {
 		t.Errorf("through the proxy, across an instance's death: %s, want 1 to 10", got)
 	}
 	resp, err := plainTr.RoundTrip(httptest.NewRequest("GET", plain.URL, nil).WithContext(ctx))

@@ -228,7 +228,7 @@ type publication struct {
 type load struct {
 	d       *deployment
 	topic   string
-	clients []*client
+	clients []*logtest.Client
 	cancel  context.CancelFunc
 	stop    chan struct{}
 	pubs    sync.WaitGroup
@@ -247,17 +247,17 @@ func (d *deployment) start(name string, clients int) *load {
 	var ctx context.Context
 	ctx, l.cancel = context.WithCancel(context.Background())
 	t.Cleanup(l.end)
-	head := headID(t, topic(t, d.nodes[0].streams, name))
-	var ins []*instance
+	head := logtest.HeadID(t, topic(t, d.nodes[0].streams, name))
+	var ins []*logtest.Instance
 	for _, n := range d.nodes {
 		n.broker(t, name)
-		ins = append(ins, &instance{name: n.name, srv: &httptest.Server{URL: n.srv.URL + "/t/" + name}})
+		ins = append(ins, logtest.At(n.name, n.srv.URL+"/t/"+name))
 	}
 	for i := range clients {
-		c := newClient2(t, fmt.Sprint(name, "/client", i), head)
+		c := logtest.NewClient(t, fmt.Sprint(name, "/client", i), head)
 		l.clients = append(l.clients, c)
 		rng := rand.New(rand.NewPCG(uint64(i), 7))
-		l.readers.Go(func() { reconnecting(ctx, c, ins, 1<<30, 300, rng) })
+		l.readers.Go(func() { logtest.Reconnecting(ctx, c, ins, 1<<30, 300, rng) })
 	}
 	for i, n := range d.nodes {
 		b := n.broker(t, name)
@@ -279,7 +279,7 @@ func (d *deployment) start(name string, clients int) *load {
 		})
 	}
 	for _, c := range l.clients {
-		c.waitFor("a first event", 20*time.Second, count(1))
+		c.WaitFor("a first event", 20*time.Second, logtest.Count(1))
 	}
 	return l
 }
@@ -361,14 +361,13 @@ func (l *load) check() {
 		}
 	}
 	for _, c := range l.clients {
-		c.mu.Lock()
-		events += len(c.events)
-		for _, ev := range c.events {
+		evs := c.Events()
+		events += len(evs)
+		for _, ev := range evs {
 			if ev.Type == ssebroker.ResetEvent {
 				resets++
 			}
 		}
-		c.mu.Unlock()
 	}
 	t.Logf("%s: %d Publishes succeeded, %d failed; %d clients got %d events, %d of them resets", l.topic, acked, failed, len(l.clients), events, resets)
 }
@@ -388,13 +387,13 @@ func (l *load) problems() []string {
 	var out []string
 	byID := make(map[string]string) // the data each id named
 	for _, c := range l.clients {
-		c.mu.Lock()
+		evs, at := c.Events(), c.Arrivals()
 		got := make(map[string]bool)
 		seen := make(map[string]bool)
 		var resets []time.Time
-		for i, ev := range c.events {
+		for i, ev := range evs {
 			if ev.Type == ssebroker.ResetEvent {
-				resets = append(resets, c.at[i])
+				resets = append(resets, at[i])
 				continue
 			}
 			if d, ok := byID[ev.LastEventID]; ok && d != ev.Data {
@@ -402,16 +401,15 @@ func (l *load) problems() []string {
 			}
 			byID[ev.LastEventID] = ev.Data
 			if seen[ev.LastEventID] {
-				out = append(out, fmt.Sprintf("%s got %s (%q) twice", c.name, ev.LastEventID, ev.Data))
+				out = append(out, fmt.Sprintf("%s got %s (%q) twice", c.Name, ev.LastEventID, ev.Data))
 			}
 			seen[ev.LastEventID], got[ev.Data] = true, true
 		}
-		c.mu.Unlock()
 		for _, p := range acked {
 			if got[p.data] || slices.ContainsFunc(resets, func(r time.Time) bool { return !r.Before(p.start) }) {
 				continue
 			}
-			out = append(out, fmt.Sprintf("%s lacks %q, published at %s, with no reset since", c.name, p.data, p.start.Format("15:04:05.000")))
+			out = append(out, fmt.Sprintf("%s lacks %q, published at %s, with no reset since", c.Name, p.data, p.start.Format("15:04:05.000")))
 		}
 	}
 	return out
