@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lightsse/sse"
+	"github.com/lightsse/sse/internal/logtest"
 	"github.com/lightsse/sse/internal/ssetest"
 	"github.com/lightsse/sse/pgstream/internal/pgtest"
 	"github.com/lightsse/sse/ssebroker"
@@ -23,7 +24,7 @@ func TestBrokersPostgresCrash(t *testing.T) {
 	cluster := pgtest.Start(t)
 	url := newDB(t)
 	const timeout = 500 * time.Millisecond
-	ins, cs, _ := threeListening(t, url, &Options{Timeout: timeout, PollInterval: 100 * time.Millisecond}, nil)
+	ins, cs, _ := logtest.ThreeListening(t, withOptions(url, &Options{Timeout: timeout, PollInterval: 100 * time.Millisecond}), nil)
 	var mu sync.Mutex
 	acked := make(map[string]bool)
 	var failed int
@@ -37,9 +38,9 @@ func TestBrokersPostgresCrash(t *testing.T) {
 					return
 				default:
 				}
-				data := fmt.Sprint(in.name, n)
+				data := fmt.Sprint(in.Name, n)
 				ctx, cancel := context.WithTimeout(context.Background(), timeout)
-				err := in.broker.PublishContext(ctx, sse.Event{Data: data})
+				err := in.Broker.PublishContext(ctx, sse.Event{Data: data})
 				cancel()
 				mu.Lock()
 				if err == nil {
@@ -74,7 +75,7 @@ func TestBrokersPostgresCrash(t *testing.T) {
 	close(stop)
 	pub.Wait()
 
-	data, ids := logEvents(t, ins[0].topic)
+	data, ids := logtest.LogEvents(t, ins[0].Log)
 	inLog := make(map[string]bool)
 	for _, d := range data {
 		inLog[d] = true
@@ -92,26 +93,25 @@ func TestBrokersPostgresCrash(t *testing.T) {
 		t.Errorf("%d acknowledged events are not in the log: %v", len(lost), lost)
 	}
 	for _, c := range cs {
-		c.waitFor(fmt.Sprint(len(data), " events"), 30*time.Second, func(evs []ssetest.Event) bool {
+		c.WaitFor(fmt.Sprint(len(data), " events"), 30*time.Second, func(evs []ssetest.Event) bool {
 			return len(evs) > 0 && evs[len(evs)-1].LastEventID == ids[len(ids)-1]
 		})
-		c.checkNoSilentGap(data, ids)
+		checkNoSilentGap(t, c, data, ids)
 	}
 }
 
 // checkNoSilentGap fails the test unless each of the client's events is
 // the log's event at its id, and each follows the one before it in the
 // log, or a reset.
-func (c *client) checkNoSilentGap(data, ids []string) {
-	c.t.Helper()
+func checkNoSilentGap(t *testing.T, c *logtest.Client, data, ids []string) {
+	t.Helper()
 	at := make(map[string]int, len(ids))
 	for i, id := range ids {
 		at[id] = i
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	evs := c.Events()
 	prev, resets := -1, 0
-	for i, ev := range c.events {
+	for i, ev := range evs {
 		if ev.Type == ssebroker.ResetEvent {
 			prev = -2
 			resets++
@@ -120,22 +120,22 @@ func (c *client) checkNoSilentGap(data, ids []string) {
 		j, ok := at[ev.LastEventID]
 		switch {
 		case !ok:
-			c.t.Errorf("%s: event %d has id %q, which the log has not", c.name, i, ev.LastEventID)
+			t.Errorf("%s: event %d has id %q, which the log has not", c.Name, i, ev.LastEventID)
 			return
 		case data[j] != ev.Data:
-			c.t.Errorf("%s: event %d, id %s, holds %q; the log, %q", c.name, i, ev.LastEventID, ev.Data, data[j])
+			t.Errorf("%s: event %d, id %s, holds %q; the log, %q", c.Name, i, ev.LastEventID, ev.Data, data[j])
 			return
 		case prev != -2 && prev != -1 && j != prev+1:
-			c.t.Errorf("%s: event %d, id %s, follows %s: a silent gap or a repeat", c.name, i, ev.LastEventID, ids[prev])
+			t.Errorf("%s: event %d, id %s, follows %s: a silent gap or a repeat", c.Name, i, ev.LastEventID, ids[prev])
 			return
 		}
 		prev = j
 	}
 	if resets > 0 {
-		c.t.Logf("%s: %d reset(s)", c.name, resets)
+		t.Logf("%s: %d reset(s)", c.Name, resets)
 	}
 	// The client started at the head, before any event.
-	if len(c.events) == 0 || c.events[0].LastEventID != ids[0] {
-		c.t.Errorf("%s: does not begin with the log's first event, %s", c.name, ids[0])
+	if len(evs) == 0 || evs[0].LastEventID != ids[0] {
+		t.Errorf("%s: does not begin with the log's first event, %s", c.Name, ids[0])
 	}
 }

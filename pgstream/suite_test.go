@@ -37,3 +37,9 @@ func (p process) Trim(t testing.TB) {
 }
 
 func (p process) Close() { p.s.Close() }
+
+// streamsOf returns the Streams of an Instance on a process.
+func streamsOf(in *logtest.Instance) *Streams { return in.Process.(process).s }
+
+// topicOf returns the Topic of an Instance on a process.
+func topicOf(in *logtest.Instance) *Topic { return in.Log.(*Topic) }
