@@ -3,9 +3,7 @@ package pgstream
 import (
 	"context"
 	"errors"
-	"net"
 	neturl "net/url"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -178,13 +176,13 @@ func TestDeadConnectionReplaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	px := newProxy(t, u.Host)
-	u.Host = px.addr()
+	px := logtest.NewProxy(t, u.Host)
+	u.Host = px.Addr()
 	s := newStreams(t, u.String(), &Options{Timeout: 2 * time.Second})
-	t.Cleanup(px.close) // before the pool's, which would wait for its frozen connections
+	t.Cleanup(px.Close) // before the pool's, which would wait for its frozen connections
 	r, _ := logtest.Follow(t, topic(t, s, "room"))
 	r.Wait("the head", 10*time.Second, logtest.Started)
-	px.freeze() // every connection so far now carries nothing, and never closes
+	px.Freeze() // every connection so far now carries nothing, and never closes
 	pub := topic(t, newStreams(t, url, nil), "room")
 	logtest.AppendN(t, pub, 1, 3)
 	r.Wait("3 events, on new connections", 20*time.Second, logtest.Got(3))
@@ -194,88 +192,4 @@ func TestDeadConnectionReplaced(t *testing.T) {
 			t.Fatal("the listener has not connected again after 10 s")
 		}
 	}
-}
-
-// A proxy forwards TCP connections to a server until frozen: then the
-// connections it has stop carrying bytes, without closing, as if the peer
-// had vanished; new ones work.
-type proxy struct {
-	close func() // closes the listener and every connection, and waits for its goroutines
-	ln    net.Listener
-	mu    sync.Mutex
-	up    chan struct{} // closed to stop what clients send, on the connections of before
-	down  chan struct{} // closed to stop what the server sends, likewise
-	conns []net.Conn
-}
-
-func newProxy(t *testing.T, target string) *proxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, up: make(chan struct{}), down: make(chan struct{})}
-	var wg sync.WaitGroup
-	p.close = sync.OnceFunc(func() {
-		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		wg.Wait()
-	})
-	t.Cleanup(p.close)
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			up, down := p.up, p.down
-			p.mu.Unlock()
-			wg.Go(func() { p.pipe(s, c, up) })
-			wg.Go(func() { p.pipe(c, s, down) })
-		}
-	})
-	return p
-}
-
-func (p *proxy) addr() string { return p.ln.Addr().String() }
-
-// pipe copies from src to dst until either closes, or frozen: then it
-// reads on and drops what it reads, so that the sender sees nothing wrong.
-func (p *proxy) pipe(dst, src net.Conn, frozen chan struct{}) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if err != nil {
-			dst.Close()
-			return
-		}
-		select {
-		case <-frozen:
-			continue
-		default:
-		}
-		if _, err := dst.Write(buf[:n]); err != nil {
-			src.Close()
-			return
-		}
-	}
-}
-
-// freeze stops every connection made so far, both ways.
-func (p *proxy) freeze() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	close(p.up)
-	close(p.down)
-	p.up, p.down = make(chan struct{}), make(chan struct{})
 }

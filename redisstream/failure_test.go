@@ -354,8 +354,8 @@ func TestDeadConnectionReplaced(t *testing.T) {
 	t.Cleanup(func() { pingAfter, pingTimeout = after, timeout }) // after the Streams has closed
 	pingAfter, pingTimeout = 100*time.Millisecond, 200*time.Millisecond
 	srv := redistest.Start(t)
-	px := newProxy(t, srv.Addr())
-	client := redis.NewClient(&redis.Options{Addr: px.addr(), ContextTimeoutEnabled: true, MaxRetries: -1,
+	px := logtest.NewProxy(t, srv.Addr())
+	client := redis.NewClient(&redis.Options{Addr: px.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1,
 		DialTimeout: time.Second, ReadTimeout: time.Second})
 	t.Cleanup(func() { client.Close() })
 	s, err := New(client, &Options{Timeout: 300 * time.Millisecond})
@@ -365,7 +365,7 @@ func TestDeadConnectionReplaced(t *testing.T) {
 	t.Cleanup(func() { s.Close() })
 	r, _ := logtest.Follow(t, topic(t, s, "room"))
 	r.Wait("the head", 10*time.Second, logtest.Started)
-	px.freeze() // every connection so far now carries nothing, and never closes
+	px.Freeze() // every connection so far now carries nothing, and never closes
 	pub := topic(t, newStreams(t, srv, nil), "room")
 	logtest.AppendN(t, pub, 1, 3)
 	r.Wait("3 events, on a new connection", 20*time.Second, logtest.Got(3))
@@ -428,104 +428,13 @@ func TestAbandonedAppendNotSent(t *testing.T) {
 	}
 }
 
-// A proxy forwards TCP connections to a server until frozen: then the
-// connections it has stop carrying bytes, without closing, as if the peer
-// had vanished; new ones work.
-type proxy struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	up    chan struct{} // closed to stop what clients send, on the connections of before
-	down  chan struct{} // closed to stop what the server sends, likewise
-	conns []net.Conn
-}
-
-func newProxy(t *testing.T, target string) *proxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, up: make(chan struct{}), down: make(chan struct{})}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			up, down := p.up, p.down
-			p.mu.Unlock()
-			wg.Go(func() { p.pipe(s, c, up) })
-			wg.Go(func() { p.pipe(c, s, down) })
-		}
-	})
-	return p
-}
-
-func (p *proxy) addr() string { return p.ln.Addr().String() }
-
-// pipe copies from src to dst until either closes, or frozen: then it
-// reads on and drops what it reads, so that the sender sees nothing wrong.
-func (p *proxy) pipe(dst, src net.Conn, frozen chan struct{}) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if err != nil {
-			dst.Close()
-			return
-		}
-		select {
-		case <-frozen:
-			continue
-		default:
-		}
-		if _, err := dst.Write(buf[:n]); err != nil {
-			src.Close()
-			return
-		}
-	}
-}
-
-// freeze stops every connection made so far, both ways.
-func (p *proxy) freeze() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	close(p.up)
-	close(p.down)
-	p.up, p.down = make(chan struct{}), make(chan struct{})
-}
-
-// dropReplies stops what the server sends on every connection made so far:
-// commands still arrive and run, their replies are lost.
-func (p *proxy) dropReplies() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	close(p.down)
-	p.down = make(chan struct{})
-}
-
 // An Append whose reply is lost is not sent again, even by a client that
 // retries commands after a timeout (go-redis's default): Redis has run it,
 // and a second run would be a second event.
 func TestAppendNeverSentTwice(t *testing.T) {
 	srv := redistest.Start(t)
-	px := newProxy(t, srv.Addr())
-	client := redis.NewClient(&redis.Options{Addr: px.addr(), ContextTimeoutEnabled: true,
+	px := logtest.NewProxy(t, srv.Addr())
+	client := redis.NewClient(&redis.Options{Addr: px.Addr(), ContextTimeoutEnabled: true,
 		MaxRetries: 3, ReadTimeout: 200 * time.Millisecond}) // retries on
 	t.Cleanup(func() { client.Close() })
 	s, err := New(client, &Options{Timeout: 5 * time.Second}) // time enough for go-redis to retry
@@ -535,7 +444,7 @@ func TestAppendNeverSentTwice(t *testing.T) {
 	t.Cleanup(func() { s.Close() })
 	tp := topic(t, s, "room")
 	logtest.AppendN(t, tp, 1, 1) // a connection, and the script loaded
-	px.dropReplies()
+	px.DropReplies()
 	if p, err := tp.Append(t.Context(), logtest.Wire(2)); err == nil {
 		t.Logf("Append whose reply was lost: %v (sent again?)", p)
 	}
