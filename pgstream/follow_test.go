@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lightsse/sse/internal/logtest"
-	"github.com/lightsse/sse/ssebroker"
 )
 
 // stop, called while the loop is in another follower's deliver, returns at
@@ -18,41 +16,7 @@ import (
 func TestNoDeliverAfterStop(t *testing.T) {
 	url := newDB(t)
 	s := newStreams(t, url, nil)
-	tp := topic(t, s, "room")
-	stopA, stopped, late := logtest.FollowCountingLate(t, tp)
-	blocked, release := make(chan struct{}), make(chan struct{})
-	var got atomic.Int64
-	wStarted := make(chan struct{})
-	signal := sync.OnceFunc(func() { close(wStarted) })
-	stopW := tp.Follow(func(pos ssebroker.Position, w []byte) {
-		switch {
-		case w == nil:
-			signal()
-		case logtest.Number(t, w) == 1:
-			close(blocked)
-			<-release
-		}
-		if w != nil {
-			got.Add(1)
-		}
-	})
-	defer stopW()
-	logtest.WaitClosed(t, "the witness's head", wStarted)
-	logtest.AppendN(t, tp, 1, 1)
-	<-blocked
-	stopA() // A is not in deliver: returns at once, though the loop is busy
-	stopped.Store(true)
-	logtest.AppendN(t, tp, 2, 2)
-	for len(s.subs.inbox) == 0 { // event 2's notification waits for the loop, before A's leave
-		time.Sleep(time.Millisecond)
-	}
-	close(release)
-	for got.Load() < 2 {
-		time.Sleep(time.Millisecond)
-	}
-	if n := late.Load(); n > 0 {
-		t.Errorf("deliver called %d times after stop returned", n)
-	}
+	logtest.NoDeliverAfterStop(t, topic(t, s, "room"), func() bool { return len(s.subs.inbox) > 0 })
 }
 
 // One listening connection per Streams, and a fixed few goroutines,

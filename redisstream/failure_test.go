@@ -304,46 +304,12 @@ func TestManyTopicsFewFollowed(t *testing.T) {
 		runtime.NumGoroutine()-before, strings.Count(strings.TrimSpace(list), "\n")+1)
 }
 
+// stop, called while the loop is in another follower's deliver, returns at
+// once, and the stopped follower gets nothing after it.
 func TestNoDeliverAfterStop(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStreams(t, srv, nil)
-	tp := topic(t, s, "room")
-	stopA, stopped, late := logtest.FollowCountingLate(t, tp)
-	// The witness, which follows after A on the same Streams, holds up the
-	// loop inside its deliver of event 1.
-	blocked, release := make(chan struct{}), make(chan struct{})
-	var got atomic.Int64
-	wStarted := make(chan struct{})
-	signal := sync.OnceFunc(func() { close(wStarted) })
-	stopW := tp.Follow(func(pos ssebroker.Position, w []byte) {
-		switch {
-		case w == nil:
-			signal()
-		case logtest.Number(t, w) == 1:
-			close(blocked)
-			<-release
-		}
-		if w != nil {
-			got.Add(1)
-		}
-	})
-	defer stopW()
-	logtest.WaitClosed(t, "the witness's head", wStarted)
-	logtest.AppendN(t, tp, 1, 1)
-	<-blocked
-	stopA() // A is not in deliver: returns at once, though the loop is busy
-	stopped.Store(true)
-	logtest.AppendN(t, tp, 2, 2)
-	for len(s.subs.inbox) == 0 { // event 2 waits for the loop, before A's leave
-		time.Sleep(time.Millisecond)
-	}
-	close(release)
-	for got.Load() < 2 {
-		time.Sleep(time.Millisecond)
-	}
-	if n := late.Load(); n > 0 {
-		t.Errorf("deliver called %d times after stop returned", n)
-	}
+	logtest.NoDeliverAfterStop(t, topic(t, s, "room"), func() bool { return len(s.subs.inbox) > 0 })
 }
 
 // A Pub/Sub connection on which nothing, not even the answer to a PING, has

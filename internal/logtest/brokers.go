@@ -26,17 +26,12 @@ import (
 // other instances, an instance's death, and histories older than what the
 // Broker or the Log keep. start starts an empty Store for each subtest.
 func RunBrokers(t *testing.T, start func(t *testing.T) Store) {
-	for _, tt := range []struct {
-		name string
-		test func(t *testing.T, st Store)
-	}{
+	runEach(t, start, []subtest{
 		{"OneOrder", testBrokersOneOrder},
 		{"ClientsReconnectElsewhere", testBrokersClientsReconnectElsewhere},
 		{"InstanceKilled", testBrokersInstanceKilled},
 		{"ClientOlderThanRetention", testBrokersClientOlderThanRetention},
-	} {
-		t.Run(tt.name, func(t *testing.T) { tt.test(t, start(t)) })
-	}
+	})
 }
 
 // keeping returns a function that opens Processes of st that keep keep

@@ -18,10 +18,7 @@ import (
 // heads, events, order and stop. start starts an empty Store for each
 // subtest.
 func Run(t *testing.T, start func(t *testing.T) Store) {
-	for _, tt := range []struct {
-		name string
-		test func(t *testing.T, st Store)
-	}{
+	runEach(t, start, []subtest{
 		{"AppendAndReadAfter", testAppendAndReadAfter},
 		{"EpochSharedAndKept", testEpochSharedAndKept},
 		{"ReadAfterStopsAtLimit", testReadAfterStopsAtLimit},
@@ -31,7 +28,19 @@ func Run(t *testing.T, start func(t *testing.T) Store) {
 		{"StopEndsDeliveries", testStopEndsDeliveries},
 		{"FollowJoinsMidStream", testFollowJoinsMidStream},
 		{"ThreeProcessesOneOrder", testThreeProcessesOneOrder},
-	} {
+	})
+}
+
+// A subtest is one test of a suite, on a Store of its own.
+type subtest struct {
+	name string
+	test func(t *testing.T, st Store)
+}
+
+// runEach runs each of tests as a subtest of t, on a Store that start
+// starts for it.
+func runEach(t *testing.T, start func(t *testing.T) Store, tests []subtest) {
+	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.test(t, start(t)) })
 	}
 }
@@ -216,6 +225,53 @@ func testStopEndsDeliveries(t *testing.T, st Store) {
 	stop() // again: no effect
 	AppendN(t, log, 1, 3)
 	witness.Wait("3 events", 10*time.Second, Got(3))
+	if n := late.Load(); n > 0 {
+		t.Errorf("deliver called %d times after stop returned", n)
+	}
+}
+
+// NoDeliverAfterStop checks that stop, called while a Follow's deliver for
+// another follower of log's process holds up the process's deliveries,
+// returns at once, and that the stopped follower gets nothing after it.
+// waiting reports whether the process holds news of an appended event
+// that waits for the held-up deliveries (a notification, say): the test
+// stops the follower before it releases them, with that news waiting.
+// Follows of one process share one goroutine in both Logs here; the test
+// assumes so.
+func NoDeliverAfterStop(t *testing.T, log ssebroker.Log, waiting func() bool) {
+	stopA, stopped, late := FollowCountingLate(t, log)
+	// The witness, which follows after A in the same process, holds up
+	// the deliveries inside its deliver of event 1.
+	blocked, release := make(chan struct{}), make(chan struct{})
+	var got atomic.Int64
+	wStarted := make(chan struct{})
+	signal := sync.OnceFunc(func() { close(wStarted) })
+	stopW := log.Follow(func(pos ssebroker.Position, w []byte) {
+		switch {
+		case w == nil:
+			signal()
+		case Number(t, w) == 1:
+			close(blocked)
+			<-release
+		}
+		if w != nil {
+			got.Add(1)
+		}
+	})
+	defer stopW()
+	WaitClosed(t, "the witness's head", wStarted)
+	AppendN(t, log, 1, 1)
+	<-blocked
+	stopA() // A is not in deliver: returns at once, though the deliveries are held up
+	stopped.Store(true)
+	AppendN(t, log, 2, 2)
+	for !waiting() { // event 2's news waits, before A's leave
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	for got.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
 	if n := late.Load(); n > 0 {
 		t.Errorf("deliver called %d times after stop returned", n)
 	}
