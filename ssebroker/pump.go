@@ -159,6 +159,10 @@ func (p *pumpPool) next(idle **time.Timer, since time.Time) *stream {
 			if wire.WaitRest(*idle, pumpIdle, time.Since(since)) {
 				continue
 			}
+			// Spent: a pump that goes on (a stream was queued as it gave up)
+			// makes a new one as it next waits, or it would wait on this
+			// one, which fires no more, until Close.
+			*idle = nil
 		case <-release:
 		}
 		p.mu.Lock()

@@ -94,6 +94,42 @@ func TestBrokerPumps(t *testing.T) {
 
 // A Broker in a testing/synctest bubble need not be closed: once its last
 // stream ends, its pumps exit, and the bubble can end.
+// A pump that takes a stream as its idle timer fires (the stream was queued
+// as it gave up) still exits after pumpIdle with nothing to write: the fired
+// timer is not the one it waits on next.
+func TestBrokerPumpExitsAfterATurnAsItGaveUp(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	for round := range 40 {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBroker(t, &Options{Stream: sse.Options{Heartbeat: -1}})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			for range lingerFrom + 1 { // enough streams for pumps to wait
+				go b.ServeHTTP(ssetest.NewRecorder(), httptest.NewRequestWithContext(ctx, "GET", "/", nil))
+			}
+			synctest.Wait()
+			time.Sleep(2 * pumpIdle)
+			synctest.Wait()
+			_ = b.Publish(sse.Event{Data: "a"}) // the pumps write, then wait from now
+			synctest.Wait()
+			time.Sleep(pumpIdle)                // as their idle timers fire...
+			_ = b.Publish(sse.Event{Data: "b"}) // ...more to write
+			synctest.Wait()
+			time.Sleep(100 * pumpIdle)
+			synctest.Wait()
+			if n := pumps(); n != 0 {
+				t.Errorf("round %d: %d pumps after %v with nothing to write, want 0", round, n, 100*pumpIdle)
+			}
+			b.Close()
+			cancel()
+			synctest.Wait()
+		})
+		if t.Failed() {
+			return
+		}
+	}
+}
+
 func TestBrokerInBubbleWithoutClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBroker(t, &Options{Stream: sse.Options{Heartbeat: -1}})
