@@ -521,6 +521,35 @@ func TestBrokerCloseSendsWhatCameBefore(t *testing.T) {
 	}
 }
 
+// A stream that Subscribers counts gets what is published before Close,
+// even if Close comes before a pump has placed it: its start was fixed as
+// it was counted. (A detached stream, on one P: ServeHTTP returns with the
+// stream counted and its pump not yet run, and Publish and Close run before
+// it does.)
+func TestBrokerCountedStreamGetsWhatCameBeforeClose(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	for round := range 20 {
+		b := newBroker(t, &Options{Detach: true, Stream: sse.Options{Heartbeat: -1}})
+		c := &memConn{closed: make(chan struct{}), writes: new(atomic.Int64), keep: true}
+		b.ServeHTTP(&hijackable{c: c}, httptest.NewRequest("GET", "/", nil))
+		if n := b.Subscribers(); n != 1 {
+			t.Fatalf("Subscribers = %d, want 1", n)
+		}
+		if err := b.Publish(sse.Event{Data: "counted"}); err != nil {
+			t.Fatal(err)
+		}
+		_ = b.Close()
+		select {
+		case <-c.closed:
+		case <-time.After(patience):
+			t.Fatal("the stream did not end")
+		}
+		if body := c.body(); !strings.Contains(body, "data: counted\n") || !strings.Contains(body, "retry: ") {
+			t.Fatalf("round %d: the stream got %q; want the event published after Subscribers counted it, then a retry", round, body)
+		}
+	}
+}
+
 func TestBrokerMaxSubscribers(t *testing.T) {
 	leakcheck.Check(t)
 	b := newBroker(t, &Options{MaxSubscribers: 2})

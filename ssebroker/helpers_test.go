@@ -653,17 +653,33 @@ func (h *hijackable) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // A memConn is a connection that is only memory: a write is counted and
-// dropped, a read waits until Close.
+// dropped (or kept, with keep), a read waits until Close.
 type memConn struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	writes    *atomic.Int64
+
+	keep bool // keep what is written, for body
+	mu   sync.Mutex
+	kept []byte
 }
 
 func (c *memConn) Read([]byte) (int, error) { <-c.closed; return 0, io.EOF }
 func (c *memConn) Write(p []byte) (int, error) {
 	c.writes.Add(1)
+	if c.keep {
+		c.mu.Lock()
+		c.kept = append(c.kept, p...)
+		c.mu.Unlock()
+	}
 	return len(p), nil
+}
+
+// body returns what was written to c, with keep.
+func (c *memConn) body() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return string(c.kept)
 }
 func (c *memConn) Close() error {
 	c.closeOnce.Do(func() { close(c.closed) })

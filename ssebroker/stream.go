@@ -327,10 +327,14 @@ func (s *stream) leaveRing(dst []byte) step {
 // older than the ring, or from an epoch it is not, goes on in the Log.
 func (s *stream) place(dst []byte) step {
 	b := s.b
-	if b.closed.Load() {
+	r := b.hist.Load()
+	if b.closed.Load() && (r == nil || s.start != r) {
+		// Counted in no history that is still here, it has missed nothing.
+		// One that was (Subscribers counts it) gets what was published
+		// before Close, however late its pump comes: next sends it, then
+		// ends the stream.
 		return step{batch: wire.AppendRetry(dst, b.jitter()), end: endClosed}
 	}
-	r := b.hist.Load()
 	if r == nil { // with a Log whose head is not known yet
 		return s.idle(dst, nil)
 	}
