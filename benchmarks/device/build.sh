@@ -5,6 +5,7 @@
 #
 #	ssebench   the harness (this module; many.sh needs only this)
 #	sse.test   the root package's tests and benchmarks (go test -c)
+#	ssebroker.test   package ssebroker's (many.sh's last step: BenchmarkManyStreams)
 #	commit     the commit they were built from
 #
 # Run it from anywhere in the checkout that the device tool sends (the one
@@ -16,6 +17,7 @@ mkdir -p device/bin
 export CGO_ENABLED=0 GOOS=linux GOARCH=amd64
 go build -trimpath -ldflags="-s -w" -o device/bin/ssebench .
 (cd .. && go test -c -trimpath -ldflags="-s -w" -o benchmarks/device/bin/sse.test .)
+(cd .. && go test -c -trimpath -ldflags="-s -w" -o benchmarks/device/bin/ssebroker.test ./ssebroker)
 commit=$(git rev-parse --short HEAD)
 if [ -n "$(git status --porcelain -- .. 2>/dev/null)" ]; then
 	commit="$commit (with uncommitted changes)"

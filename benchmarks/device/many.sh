@@ -123,4 +123,11 @@ for n in $NS; do
 		step "many-$n.md" "$limit" "$BIN/ssebench" -workload many -contenders "$v" -many-n "$n" -many-per-proc "$PER_PROC" $flags $PIN -quiet-wait 2s
 	done
 done
+# Last, if the budget allows: the Broker's own part of a million detached
+# streams in one process, over memory-only connections (no descriptors).
+if [ -x "$BIN/ssebroker.test" ]; then
+	streams=1000000
+	[ "${DRY:-}" = 1 ] && streams=10000
+	step "manystreams.txt" 120 "$BIN/ssebroker.test" -test.run '^$' -test.bench ManyStreams -test.benchtime 5x -streams "$streams"
+fi
 echo "all steps: $(($(date +%s) - t0))s" | tee -a "$log" >&2
