@@ -48,7 +48,7 @@
 // load balancer that ends TLS) leaves net/http once it starts and costs a
 // few KiB; Options.Detach says what that changes for middleware and
 // http.Server's Shutdown. One Broker per user costs about 0.8 KB while it
-// has no stream (no goroutine, no timer), and with one about 0.75 KiB more
+// has no stream (no goroutine, no timer), and with one about 0.85 KiB more
 // than the stream would on a shared Broker, besides the events it keeps.
 //
 // # Testing a handler
