@@ -5,7 +5,7 @@
 #
 #	ssebench   the harness (this module; many.sh needs only this)
 #	sse.test   the root package's tests and benchmarks (go test -c)
-#	ssebroker.test   package ssebroker's (many.sh's last step: BenchmarkManyStreams)
+#	ssebroker.test   package ssebroker's (run.sh: Publish; many.sh's last step: BenchmarkManyStreams)
 #	commit     the commit they were built from
 #
 # Run it from anywhere in the checkout that the device tool sends (the one

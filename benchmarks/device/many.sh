@@ -40,6 +40,7 @@
 # process, 50000), DRY (1: tiny sizes, to try the script).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 BIN=${BIN:-$here/bin}
 OUT=${OUT:-$PWD/device-out}
 NS=${NS:-100000 1000000}
@@ -77,42 +78,9 @@ fi
 t0=$(date +%s)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 
-# step FILE LIMIT COMMAND...: runs COMMAND under its own limit, appending its
-# stdout to $OUT/FILE and its stderr to the log; skipped past the budget.
-step() {
-	local file=$1 limit=$2 start rc
-	shift 2
-	start=$(date +%s)
-	if [ $((start - t0)) -gt "$budget" ]; then
-		echo "== $file: skipped at +$((start - t0))s (over the ${budget}s budget): $*" | tee -a "$log" >&2
-		return
-	fi
-	echo "== $file (limit ${limit}s, at +$((start - t0))s): $*" >>"$log"
-	timeout -k 10 "$limit" "$@" >>"$OUT/$file" 2>>"$log"
-	rc=$?
-	echo "== $file: exit $rc after $(($(date +%s) - start))s$([ $rc = 124 ] && echo ' (timed out)')" >>"$log"
-	echo "$file: exit $rc after $(($(date +%s) - start))s" >&2
-}
-
-{
-	echo "built from: $(cat "$BIN/commit" 2>/dev/null)"
-	echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-	echo "kernel: $(uname -srm)"
-	echo "CPUs online: $(cat /sys/devices/system/cpu/online); this process may use: $(taskset -cp $$ 2>/dev/null | sed 's/.*: //')"
-	grep -m1 'model name' /proc/cpuinfo
-	echo "cores (thread siblings): $(cat /sys/devices/system/cpu/cpu*/topology/thread_siblings_list 2>/dev/null | sort -un | tr '\n' ' ')"
-	grep -E 'MemTotal|MemAvailable' /proc/meminfo
-	echo "load average: $(cat /proc/loadavg)"
-	echo "cgroup cpu.max: $(cat /sys/fs/cgroup/cpu.max 2>/dev/null || echo none); memory.max: $(cat /sys/fs/cgroup/memory.max 2>/dev/null || echo none)"
-	echo "nofile soft/hard (after raising the soft one): $(ulimit -n)/$(ulimit -Hn)"
-	for k in fs.nr_open fs.file-max net.ipv4.ip_local_port_range net.ipv4.tcp_tw_reuse net.ipv4.tcp_max_tw_buckets net.core.somaxconn \
-		net.ipv4.tcp_mem net.netfilter.nf_conntrack_max net.netfilter.nf_conntrack_count; do
-		echo "$k: $(sysctl -n $k 2>/dev/null | tr '\t' ' ' || echo none)"
-	done
-	echo "settings: NS=$NS PIN=$PIN PER_PROC=$PER_PROC DRY=${DRY:-}"
-	echo "busiest processes:"
-	ps -eo pcpu,comm --sort=-pcpu 2>/dev/null | head -6
-} >"$OUT/machine.txt" 2>&1
+describe_machine "NS=$NS PIN=$PIN PER_PROC=$PER_PROC DRY=${DRY:-}" \
+	fs.nr_open fs.file-max net.ipv4.ip_local_port_range net.ipv4.tcp_tw_reuse net.ipv4.tcp_max_tw_buckets \
+	net.core.somaxconn net.ipv4.tcp_mem net.netfilter.nf_conntrack_max net.netfilter.nf_conntrack_count
 
 for n in $NS; do
 	s=$(settings "$n")

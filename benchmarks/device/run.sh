@@ -12,7 +12,7 @@
 #
 # and writes one file per step, a log and the machine's description to
 # $OUT: seven files, which the device tool brings back (at most 8). The
-# steps' limits add up to 460 s (under 8 minutes, with the kill grace of 10 s
+# steps' limits add up to 490 s (under 8 minutes, with the kill grace of 10 s
 # a step unlikely to be needed); expect about 5 minutes on 16 cores.
 #
 # Prepare here (Go needed), in the checkout the device tool sends:
@@ -32,6 +32,7 @@
 # 4-15"), SLOW_PAIRS (5), DRY (1: tiny sizes, to try the script).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 BIN=${BIN:-$here/bin}
 OUT=${OUT:-$PWD/device-out}
 NS=${NS:-1000 5000 20000}
@@ -53,7 +54,7 @@ fi
 mkdir -p "$OUT" || exit 1
 log=$OUT/log.txt
 : >"$log"
-for f in ssebench sse.test; do
+for f in ssebench sse.test ssebroker.test; do
 	if [ ! -x "$BIN/$f" ]; then
 		echo "no $BIN/$f: run benchmarks/device/build.sh first, and carry benchmarks/device/bin" | tee -a "$log" >&2
 		exit 1
@@ -61,42 +62,14 @@ for f in ssebench sse.test; do
 done
 t0=$(date +%s)
 
-# step FILE LIMIT COMMAND...: runs COMMAND under its own limit, appending its
-# stdout to $OUT/FILE and its stderr to the log.
-step() {
-	local file=$1 limit=$2 start rc
-	shift 2
-	start=$(date +%s)
-	echo "== $file (limit ${limit}s, at +$((start - t0))s): $*" >>"$log"
-	timeout -k 10 "$limit" "$@" >>"$OUT/$file" 2>>"$log"
-	rc=$?
-	echo "== $file: exit $rc after $(($(date +%s) - start))s$([ $rc = 124 ] && echo ' (timed out)')" >>"$log"
-	echo "$file: exit $rc after $(($(date +%s) - start))s" >&2
-}
-
-{
-	echo "built from: $(cat "$BIN/commit" 2>/dev/null)"
-	echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-	echo "kernel: $(uname -srm)"
-	echo "CPUs online: $(cat /sys/devices/system/cpu/online); this process may use: $(taskset -cp $$ 2>/dev/null | sed 's/.*: //')"
-	grep -m1 'model name' /proc/cpuinfo
-	echo "cores (thread siblings): $(cat /sys/devices/system/cpu/cpu*/topology/thread_siblings_list 2>/dev/null | sort -un | tr '\n' ' ')"
-	grep -E 'MemTotal' /proc/meminfo
-	echo "load average: $(cat /proc/loadavg)"
-	echo "cgroup cpu.max: $(cat /sys/fs/cgroup/cpu.max 2>/dev/null || echo none)"
-	echo "nofile soft/hard: $(ulimit -n)/$(ulimit -Hn)"
-	for k in net.ipv4.ip_local_port_range net.ipv4.tcp_tw_reuse net.core.somaxconn; do
-		echo "$k: $(sysctl -n $k 2>/dev/null | tr '\t' ' ')"
-	done
-	echo "settings: NS=$NS RUNS=$RUNS PEER=$PEER PIN=$PIN DRY=${DRY:-}"
-	echo "busiest processes:"
-	ps -eo pcpu,comm --sort=-pcpu 2>/dev/null | head -6
-} >"$OUT/machine.txt" 2>&1
+describe_machine "NS=$NS RUNS=$RUNS PEER=$PEER PIN=$PIN DRY=${DRY:-}" \
+	net.ipv4.ip_local_port_range net.ipv4.tcp_tw_reuse net.core.somaxconn
 
 common=($PIN -quiet-wait 2s)
 step encode.md 20 "$BIN/ssebench" -workload encode -benchtime "$benchtime" "${common[@]}"
-echo -e "\n### The package's own Encode and Publish benchmarks\n\n\`\`\`" >>"$OUT/encode.md"
-step encode.md 30 "$BIN/sse.test" -test.run '^$' -test.bench 'Encode$|Publish' -test.benchmem "${testbench[@]}"
+echo -e "\n### The packages' own Encode and Publish benchmarks\n\n\`\`\`" >>"$OUT/encode.md"
+step encode.md 30 "$BIN/sse.test" -test.run '^$' -test.bench 'Encode$' -test.benchmem "${testbench[@]}"
+step encode.md 30 "$BIN/ssebroker.test" -test.run '^$' -test.bench 'Publish' -test.benchmem "${testbench[@]}"
 echo '```' >>"$OUT/encode.md"
 for n in $NS; do
 	step "fanout-$n.md" "$(fanout_limit "$n")" "$BIN/ssebench" -workload fanout -n "$n" -runs "$RUNS" -contenders "ours,hub,$PEER" "${common[@]}"
