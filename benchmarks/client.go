@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -114,22 +113,8 @@ func clientMain(args clientArgs, in io.Reader, out io.Writer) error {
 		c.streams[i] = &stream{idx: i, stalled: i == args.stall, seen: make([]uint64, (maxSeq+63)/64),
 			maxSeen: -1, count: make([]int64, np), dup: make([]int64, np), reord: make([]int64, np), lastRcv: make([]int64, np)}
 	}
-	rep := &replier{enc: json.NewEncoder(out)}
-	rep.reply(placement(response{Now: time.Now().UnixNano()}))
-	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var req request
-		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
-			continue
-		}
-		resp := response{ID: req.ID}
+	return serveCommands(in, out, c, func(req request, resp response) (response, bool) {
 		switch req.Cmd {
-		case "connect":
-			go func() { rep.reply(c.connect(resp)) }()
-			continue
-		case "status":
-			resp = c.status(resp)
 		case "stall":
 			c.stallMu.Lock()
 			if c.stallCh == nil {
@@ -145,16 +130,11 @@ func clientMain(args clientArgs, in io.Reader, out io.Writer) error {
 			c.stallMu.Unlock()
 		case "report":
 			resp = c.report(resp, req.N)
-		case "quit":
-			c.shutdown()
-			return nil
 		default:
-			resp.Err = "unknown command " + req.Cmd
+			return resp, false
 		}
-		rep.reply(resp)
-	}
-	c.shutdown()
-	return nil
+		return resp, true
+	})
 }
 
 func (c *client) shutdown() {

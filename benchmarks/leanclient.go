@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -62,37 +60,16 @@ type leanClient struct {
 func leanMain(args leanArgs, in io.Reader, out io.Writer) error {
 	c := &leanClient{args: args, streams: make([]leanStream, args.n), quit: make(chan struct{}), conns: make([]net.Conn, args.n)}
 	c.arm(0, 0)
-	rep := &replier{enc: json.NewEncoder(out)}
-	rep.reply(placement(response{Now: time.Now().UnixNano()}))
-	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var req request
-		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
-			continue
-		}
-		resp := response{ID: req.ID}
+	return serveCommands(in, out, c, func(req request, resp response) (response, bool) {
 		switch req.Cmd {
-		case "connect":
-			go func() { rep.reply(c.connect(resp)) }()
-			continue
-		case "status":
-			resp = c.status(resp)
 		case "arm":
 			c.arm(req.From, req.To)
-			resp = c.status(resp)
+			return c.status(resp), true
 		case "report":
-			resp = c.report(resp)
-		case "quit":
-			c.shutdown()
-			return nil
-		default:
-			resp.Err = "unknown command " + req.Cmd
+			return c.report(resp), true
 		}
-		rep.reply(resp)
-	}
-	c.shutdown()
-	return nil
+		return resp, false
+	})
 }
 
 // arm starts counting the events with seq in [from, to) afresh. It is sent

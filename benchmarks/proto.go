@@ -263,6 +263,50 @@ func (t *tailBuffer) String() string {
 	return strings.TrimSpace(string(t.b))
 }
 
+// A commanded client process answers the orchestrator's commands (see
+// serveCommands).
+type commanded interface {
+	connect(response) response // opens the streams; answered when done
+	status(response) response  // how many are connected, and the first error
+	shutdown()                 // closes every stream, at quit or when in ends
+}
+
+// serveCommands is a client process's side of the orchestrator's protocol:
+// a first reply that says where the process runs, then one reply per
+// request, a JSON object a line each way, until quit or the end of in.
+// connect, status and quit are every client's; own answers the rest, and
+// reports false for a command it does not know.
+func serveCommands(in io.Reader, out io.Writer, c commanded, own func(req request, resp response) (response, bool)) error {
+	defer c.shutdown()
+	rep := &replier{enc: json.NewEncoder(out)}
+	rep.reply(placement(response{Now: time.Now().UnixNano()}))
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var req request
+		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+			continue
+		}
+		resp := response{ID: req.ID}
+		switch req.Cmd {
+		case "connect":
+			go func() { rep.reply(c.connect(resp)) }()
+			continue
+		case "status":
+			resp = c.status(resp)
+		case "quit":
+			return nil
+		default:
+			var known bool
+			if resp, known = own(req, resp); !known {
+				resp.Err = "unknown command " + req.Cmd
+			}
+		}
+		rep.reply(resp)
+	}
+	return nil
+}
+
 // replier writes replies one line at a time from many goroutines.
 type replier struct {
 	mu  sync.Mutex
