@@ -197,8 +197,9 @@ type Options struct {
 // with a Log, the Log's Follow. No goroutine of a Broker outlives its last
 // stream after Close.
 type Broker struct {
-	// The fields are in an order that wastes no padding: a Broker is 512
-	// bytes, the most there is of one per user (TestIdleBrokerSize).
+	// The fields are in an order that wastes no padding: 504 bytes, in the
+	// 512-byte size class, which one Broker per user pays for each user
+	// (TestIdleBrokerSize).
 
 	// Settings, fixed by New.
 	historyLen    int
