@@ -40,6 +40,20 @@ func keeping(st Store, keep int) func(t *testing.T) Process {
 	return func(t *testing.T) Process { return st.Open(t, keep) }
 }
 
+// expectLog checks that the log's events, data and ids (see LogEvents), are
+// total, then has each of clients wait for total events and checks that it
+// got exactly those, in order.
+func expectLog(t testing.TB, clients []*Client, data, ids []string, total int) {
+	t.Helper()
+	if len(data) != total {
+		t.Fatalf("the log holds %d events, want %d", len(data), total)
+	}
+	for _, c := range clients {
+		c.WaitFor(fmt.Sprint(total, " events"), 60*time.Second, Count(total))
+		c.CheckSequence(data, ids)
+	}
+}
+
 // LogEvents returns the data and ids of the events log holds in its current
 // epoch, from its first.
 func LogEvents(t testing.TB, log ssebroker.Log) (data, ids []string) {
@@ -105,13 +119,7 @@ func testBrokersOneOrder(t *testing.T, st Store) {
 	}
 	pub.Wait()
 	data, ids := LogEvents(t, ins[0].Log)
-	if len(data) != total {
-		t.Fatalf("the log holds %d events, want %d", len(data), total)
-	}
-	for _, c := range clients {
-		c.WaitFor(fmt.Sprint(total, " events"), 60*time.Second, Count(total))
-		c.CheckSequence(data, ids)
-	}
+	expectLog(t, clients, data, ids, total)
 }
 
 // Clients that move between instances, resuming with their Last-Event-ID,
@@ -139,10 +147,7 @@ func testBrokersClientsReconnectElsewhere(t *testing.T, st Store) {
 	}
 	pub.Wait()
 	data, ids := LogEvents(t, ins[0].Log)
-	for _, c := range cs {
-		c.WaitFor(fmt.Sprint(total, " events"), 60*time.Second, Count(total))
-		c.CheckSequence(data, ids)
-	}
+	expectLog(t, cs, data, ids, total)
 }
 
 // An instance killed while its clients read and the others publish: its
@@ -188,10 +193,7 @@ func testBrokersInstanceKilled(t *testing.T, st Store) {
 	}
 	pub.Wait()
 	data, ids := LogEvents(t, ins[1].Log)
-	for _, c := range cs {
-		c.WaitFor(fmt.Sprint(total, " events"), 60*time.Second, Count(total))
-		c.CheckSequence(data, ids)
-	}
+	expectLog(t, cs, data, ids, total)
 }
 
 // A client whose Last-Event-ID is older than what the log keeps gets a
